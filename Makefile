@@ -1,0 +1,49 @@
+# rtc-sessions developer targets. `make test` is what CI runs (.ci/run).
+GO            ?= go
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.0
+GOBIN         ?= $(shell $(GO) env GOPATH)/bin
+PKGS          := ./...
+FUZZTIME      ?= 20s
+
+.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## test: everything CI checks: formatting, vet, staticcheck and the race-enabled test suite
+test: fmt-check vet staticcheck unit
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck: tools
+	$(GOBIN)/staticcheck $(PKGS)
+
+tools:
+	@test -x $(GOBIN)/staticcheck || $(GO) install $(STATICCHECK)
+
+## bench: the benchmarks, with allocation figures
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/... ./internal/...
+
+## fuzz: run every fuzz target for FUZZTIME each (corpus under testdata/fuzz)
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin/

@@ -1,0 +1,364 @@
+// Package topology declares every JetStream stream, consumer and KV bucket of
+// rtc-sessions in one place, so that a reader sees the whole data flow at once:
+//
+//	ingest ──▶ rtc.raw.<roomTok> ──[RTC_RAW: transform]──▶ rtc.part.<N>.<roomTok>
+//	            rtc.timer.<roomTok> (message schedule) ──fires──▶ rtc.raw.<roomTok>
+//	RTC_RAW ──[consumer agg-pNN, pinned group "agg"]──▶ aggregator worker
+//	aggregator ──▶ KV rtc_rooms (state + outbox), KV rtc_sessions (live sessions)
+//	aggregator ──▶ rtc.session.<app>.<room>.<call>.<kind> [RTC_EVENTS] ──RePublish──▶ rtc.live.>
+//	aggregator ──▶ rtc.dlq.<N> [RTC_DLQ] for inputs it cannot decode or apply
+//	workers ◀──▶ KV rtc_workers (heartbeats with per-key TTL)
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// Mode says what Ensure may do.
+type Mode string
+
+const (
+	ModeCreate Mode = "create" // create what is missing, update what differs
+	ModeVerify Mode = "verify" // only check that everything exists as expected
+)
+
+// ConsumerGroup is the priority group every partition consumer pins.
+const ConsumerGroup = "agg"
+
+// ErrPartitionMismatch is returned when RTC_RAW exists with another partition
+// count than configured: the count is fixed once the stream is created,
+// because changing it would move rooms between partitions mid-stream.
+var ErrPartitionMismatch = errors.New("partition count differs from the existing stream")
+
+// ErrMissing is returned in verify mode when a stream, bucket or consumer does
+// not exist.
+var ErrMissing = errors.New("topology object missing")
+
+// Config sizes the topology.
+type Config struct {
+	Partitions int           // RTC_RAW partitions (one consumer each); fixed once created
+	Replicas   int           // 1 embedded, 3 in a cluster
+	RawMaxAge  time.Duration // how long raw inputs are kept (replay horizon)
+	EventsAge  time.Duration // how long session events are kept
+	DLQMaxAge  time.Duration
+	DupWindow  time.Duration // Nats-Msg-Id de-duplication window of RTC_RAW and RTC_EVENTS
+	AckWait    time.Duration // redelivery of an unacked input
+	PinnedTTL  time.Duration // how long a silent worker keeps its pin on a partition
+	WorkerTTL  time.Duration // heartbeat TTL in rtc_workers
+}
+
+// DefaultConfig is the configuration of a single-node deployment.
+func DefaultConfig() Config {
+	return Config{
+		Partitions: 32,
+		Replicas:   1,
+		RawMaxAge:  7 * 24 * time.Hour,
+		EventsAge:  30 * 24 * time.Hour,
+		DLQMaxAge:  30 * 24 * time.Hour,
+		DupWindow:  10 * time.Minute,
+		AckWait:    15 * time.Second,
+		PinnedTTL:  10 * time.Second,
+		WorkerTTL:  10 * time.Second,
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("partitions %d: must be between 1 and 1024", c.Partitions))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas %d: must be between 1 and 5", c.Replicas))
+	}
+	if c.DupWindow <= 0 || c.DupWindow > c.RawMaxAge || c.DupWindow > c.EventsAge {
+		errs = append(errs, fmt.Errorf("duplicate window %s: must be positive and within the streams' max age", c.DupWindow))
+	}
+	if c.WorkerTTL < time.Second {
+		errs = append(errs, fmt.Errorf("worker ttl %s: must be at least 1s", c.WorkerTTL))
+	}
+	if c.AckWait < time.Second || c.PinnedTTL < time.Second {
+		errs = append(errs, fmt.Errorf("ack wait %s and pinned ttl %s: must be at least 1s", c.AckWait, c.PinnedTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// RawStream is RTC_RAW: every input, stored under its room's partition.
+func RawStream(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.StreamRaw,
+		Description: "rtc-sessions: raw membership changes and fired timers, partitioned by room",
+		Subjects:    []string{events.RawPrefix + ".*", events.TimerPrefix + ".*"},
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      events.RawPrefix + ".*",
+			Destination: fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", events.PartPrefix, c.Partitions),
+		},
+		// Timers are message schedules in this stream; they carry Nats-TTL:
+		// never so that MaxAge cannot delete one before it fires.
+		AllowMsgSchedules: true,
+		AllowMsgTTL:       true,
+		Duplicates:        c.DupWindow,
+		MaxAge:            c.RawMaxAge,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+	}
+}
+
+// EventsStream is RTC_EVENTS: the session events, re-published under
+// rtc.live.> so plain subscribers see each stored event exactly once.
+func EventsStream(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.StreamEvents,
+		Description: "rtc-sessions: session events",
+		Subjects:    []string{events.SessionPrefix + ".>"},
+		Duplicates:  c.DupWindow,
+		MaxAge:      c.EventsAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		RePublish: &jetstream.RePublish{
+			Source:      events.SessionPrefix + ".>",
+			Destination: events.LivePrefix + ".>",
+		},
+	}
+}
+
+// DLQStream is RTC_DLQ: inputs that could not be decoded or applied, with
+// the reason in headers.
+func DLQStream(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.StreamDLQ,
+		Description: "rtc-sessions: inputs the aggregator could not decode or apply",
+		Subjects:    []string{events.DLQPrefix + ".>"},
+		MaxAge:      c.DLQMaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// RoomsBucket holds each room's reducer state and outbox.
+func RoomsBucket(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: events.BucketRooms, Description: "rtc-sessions: per-room aggregator state",
+		History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	}
+}
+
+// SessionsBucket holds the live sessions; a key is deleted when its session ends.
+func SessionsBucket(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: events.BucketSessions, Description: "rtc-sessions: live sessions",
+		History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	}
+}
+
+// WorkersBucket holds the aggregator workers' heartbeats. LimitMarkerTTL makes
+// watchers see a key that expired, which is how a crashed worker is noticed.
+func WorkersBucket(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: events.BucketWorkers, Description: "rtc-sessions: aggregator worker heartbeats",
+		History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+		LimitMarkerTTL: c.WorkerTTL,
+	}
+}
+
+// ConsumerName is the durable consumer of a partition.
+func ConsumerName(partition int) string { return fmt.Sprintf("agg-p%02d", partition) }
+
+// PartitionConsumer is the durable pull consumer of one partition. One input
+// in flight (MaxAckPending 1) keeps a room's inputs in order across worker
+// hand-offs; the pinned priority group makes sure only one worker at a time
+// receives the partition.
+func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        ConsumerName(partition),
+		Description:    fmt.Sprintf("rtc-sessions aggregator, partition %d", partition),
+		FilterSubject:  events.PartitionFilter(partition),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.AckWait,
+		MaxAckPending:  1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{ConsumerGroup},
+		PinnedTTL:      c.PinnedTTL,
+	}
+}
+
+// Handles are the objects a service works with after Ensure.
+type Handles struct {
+	Raw, Events, DLQ        jetstream.Stream
+	Rooms, Sessions, Workers jetstream.KeyValue
+}
+
+// Ensure creates or verifies the whole topology. In create mode it is
+// idempotent and safe to run from every replica at start.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*Handles, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("topology config: %w", err)
+	}
+	if err := checkPartitions(ctx, js, c.Partitions); err != nil {
+		return nil, err
+	}
+	var h Handles
+	var err error
+	streams := []struct {
+		cfg jetstream.StreamConfig
+		dst *jetstream.Stream
+	}{{RawStream(c), &h.Raw}, {EventsStream(c), &h.Events}, {DLQStream(c), &h.DLQ}}
+	for _, s := range streams {
+		if mode == ModeVerify {
+			*s.dst, err = js.Stream(ctx, s.cfg.Name)
+		} else {
+			*s.dst, err = js.CreateOrUpdateStream(ctx, s.cfg)
+		}
+		if err != nil {
+			return nil, wrapMissing(err, "stream "+s.cfg.Name)
+		}
+	}
+	buckets := []struct {
+		cfg jetstream.KeyValueConfig
+		dst *jetstream.KeyValue
+	}{{RoomsBucket(c), &h.Rooms}, {SessionsBucket(c), &h.Sessions}, {WorkersBucket(c), &h.Workers}}
+	for _, b := range buckets {
+		if mode == ModeVerify {
+			*b.dst, err = js.KeyValue(ctx, b.cfg.Bucket)
+		} else {
+			*b.dst, err = js.CreateOrUpdateKeyValue(ctx, b.cfg)
+		}
+		if err != nil {
+			return nil, wrapMissing(err, "kv bucket "+b.cfg.Bucket)
+		}
+	}
+	for p := 0; p < c.Partitions; p++ {
+		cc := PartitionConsumer(c, p)
+		if mode == ModeVerify {
+			_, err = h.Raw.Consumer(ctx, cc.Durable)
+		} else {
+			_, err = h.Raw.CreateOrUpdateConsumer(ctx, cc)
+		}
+		if err != nil {
+			return nil, wrapMissing(err, "consumer "+cc.Durable)
+		}
+	}
+	return &h, nil
+}
+
+// EnsureRaw creates (or, in verify mode, looks up) only RTC_RAW: what the
+// ingest needs in order to publish.
+func EnsureRaw(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (jetstream.Stream, error) {
+	if err := checkPartitions(ctx, js, c.Partitions); err != nil {
+		return nil, err
+	}
+	if mode == ModeVerify {
+		s, err := js.Stream(ctx, events.StreamRaw)
+		return s, wrapMissing(err, "stream "+events.StreamRaw)
+	}
+	s, err := js.CreateOrUpdateStream(ctx, RawStream(c))
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", events.StreamRaw, err)
+	}
+	return s, nil
+}
+
+func wrapMissing(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%s: %w (start a service in create mode, or create it by hand)", what, ErrMissing)
+	}
+	return fmt.Errorf("ensure %s: %w", what, err)
+}
+
+var partitionRe = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)\s*,`)
+
+// ExistingPartitions reads the partition count of an existing RTC_RAW; it
+// returns 0 and no error when the stream does not exist yet.
+func ExistingPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, events.StreamRaw)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up stream %s: %w", events.StreamRaw, err)
+	}
+	st := s.CachedInfo().Config.SubjectTransform
+	if st == nil {
+		return 0, fmt.Errorf("stream %s has no subject transform: it was not created by rtc-sessions", events.StreamRaw)
+	}
+	m := partitionRe.FindStringSubmatch(st.Destination)
+	if m == nil {
+		return 0, fmt.Errorf("stream %s transform %q has no partition(): it was not created by rtc-sessions", events.StreamRaw, st.Destination)
+	}
+	return strconv.Atoi(m[1])
+}
+
+func checkPartitions(ctx context.Context, js jetstream.JetStream, want int) error {
+	have, err := ExistingPartitions(ctx, js)
+	if err != nil {
+		return err
+	}
+	if have != 0 && have != want {
+		return fmt.Errorf("%w: %s has %d partitions, the configuration says %d; set partitions: %d (changing the count needs a drain-and-migrate)",
+			ErrPartitionMismatch, events.StreamRaw, have, want, have)
+	}
+	return nil
+}
+
+// MinServerVersion is the oldest nats-server with message schedules (@at).
+const MinServerVersion = "2.12.0"
+
+// ErrServerTooOld is returned by CheckServerVersion.
+var ErrServerTooOld = errors.New("nats-server too old")
+
+// CheckServerVersion refuses servers older than MinServerVersion, which lack
+// the message schedules the durable timers are built on.
+func CheckServerVersion(version string) error {
+	if !versionAtLeast(version, MinServerVersion) {
+		return fmt.Errorf("%w: connected to nats-server %q, rtc-sessions needs %s or newer (message schedules)",
+			ErrServerTooOld, version, MinServerVersion)
+	}
+	return nil
+}
+
+func versionAtLeast(have, want string) bool {
+	parse := func(v string) (out [3]int, ok bool) {
+		v = strings.TrimPrefix(v, "v")
+		if i := strings.IndexAny(v, "-+"); i >= 0 {
+			v = v[:i]
+		}
+		parts := strings.Split(v, ".")
+		if len(parts) != 3 {
+			return out, false
+		}
+		for i, p := range parts {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return out, false
+			}
+			out[i] = n
+		}
+		return out, true
+	}
+	h, ok1 := parse(have)
+	w, ok2 := parse(want)
+	if !ok1 || !ok2 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if h[i] != w[i] {
+			return h[i] > w[i]
+		}
+	}
+	return true
+}

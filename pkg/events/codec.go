@@ -1,0 +1,110 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// ErrUnsupportedVersion is returned when a message has a schema version this
+// build does not understand.
+var ErrUnsupportedVersion = errors.New("unsupported schema version")
+
+// Marshal encodes v as msgpack, using the json struct tags for field names so
+// that the msgpack and JSON forms of a message have the same keys. Encoding
+// is deterministic: equal values give equal bytes.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetCustomStructTag("json")
+	enc.SetOmitEmpty(true)
+	enc.SetSortMapKeys(true)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Unmarshal decodes msgpack produced by Marshal.
+func Unmarshal(data []byte, v any) error {
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec.SetCustomStructTag("json")
+	return dec.Decode(v)
+}
+
+// EncodeRaw encodes an input for RTC_RAW, stamping the schema version.
+func EncodeRaw(e *RawEvent) ([]byte, error) {
+	e.V = SchemaVersion
+	b, err := Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode raw event %s: %w", e.EventID, err)
+	}
+	return b, nil
+}
+
+// DecodeRaw decodes an input from RTC_RAW.
+func DecodeRaw(data []byte) (RawEvent, error) {
+	var e RawEvent
+	if err := Unmarshal(data, &e); err != nil {
+		return RawEvent{}, fmt.Errorf("decode raw event: %w", err)
+	}
+	if e.V != SchemaVersion {
+		return RawEvent{}, fmt.Errorf("decode raw event: %w %d", ErrUnsupportedVersion, e.V)
+	}
+	switch e.Kind {
+	case InputEvent, InputTimer:
+	default:
+		return RawEvent{}, fmt.Errorf("decode raw event: unknown input kind %q", e.Kind)
+	}
+	if e.RoomID == "" {
+		return RawEvent{}, errors.New("decode raw event: no room_id")
+	}
+	return e, nil
+}
+
+// EncodeSessionEvent encodes a session event for RTC_EVENTS.
+func EncodeSessionEvent(e *SessionEvent) ([]byte, error) {
+	e.V = SchemaVersion
+	b, err := Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode session event %s: %w", e.ID, err)
+	}
+	return b, nil
+}
+
+// DecodeSessionEvent decodes a message of RTC_EVENTS.
+func DecodeSessionEvent(data []byte) (SessionEvent, error) {
+	var e SessionEvent
+	if err := Unmarshal(data, &e); err != nil {
+		return SessionEvent{}, fmt.Errorf("decode session event: %w", err)
+	}
+	if e.V != SchemaVersion {
+		return SessionEvent{}, fmt.Errorf("decode session event: %w %d", ErrUnsupportedVersion, e.V)
+	}
+	return e, nil
+}
+
+// EncodeLiveSession encodes a value of the rtc_sessions bucket.
+func EncodeLiveSession(s *LiveSession) ([]byte, error) {
+	s.V = SchemaVersion
+	b, err := Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode live session %s: %w", s.SessionID, err)
+	}
+	return b, nil
+}
+
+// DecodeLiveSession decodes a value of the rtc_sessions bucket.
+func DecodeLiveSession(data []byte) (LiveSession, error) {
+	var s LiveSession
+	if err := Unmarshal(data, &s); err != nil {
+		return LiveSession{}, fmt.Errorf("decode live session: %w", err)
+	}
+	if s.V != SchemaVersion {
+		return LiveSession{}, fmt.Errorf("decode live session: %w %d", ErrUnsupportedVersion, s.V)
+	}
+	return s, nil
+}

@@ -1,0 +1,176 @@
+package events
+
+import (
+	"encoding/json"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// SchemaVersion is the version of every message this package encodes. A
+// decoder refuses other versions with ErrUnsupportedVersion.
+const SchemaVersion = 1
+
+// InputKind says what a message on RTC_RAW is.
+type InputKind string
+
+const (
+	InputEvent InputKind = "event" // a Matrix event forwarded by the ingest
+	InputTimer InputKind = "timer" // a room's durable expiry timer firing
+)
+
+// Source says how the ingest obtained an event.
+type Source string
+
+const (
+	SourceAppservice Source = "appservice" // pushed by the homeserver (application service API)
+	SourceSync       Source = "sync"       // timeline of a bot's /sync
+	SourceSyncState  Source = "sync_state" // room state of a bot's (initial) /sync: reconciles
+	SourceReplay     Source = "replay"     // a JSON-lines file
+	SourceTimer      Source = "timer"      // the aggregator's own timer
+)
+
+// RawEvent is one input on RTC_RAW: a Matrix event as the ingest received it,
+// or a timer firing for a room. Content holds the event content as the
+// original JSON bytes: the aggregator parses it, so a parser fix applies on
+// replay too.
+type RawEvent struct {
+	V          int       `json:"v"`
+	Kind       InputKind `json:"kind"`
+	Homeserver string    `json:"homeserver,omitempty"` // the homeserver name the ingest knows the source by
+	Source     Source    `json:"source,omitempty"`
+	// ReceivedAt is the ingest's clock when it received the event (ms). It is
+	// the only wall-clock time the aggregator ever sees: it drives the room's
+	// logical clock.
+	ReceivedAt int64 `json:"received_at"`
+
+	RoomID         id.RoomID       `json:"room_id"`
+	EventID        id.EventID      `json:"event_id,omitempty"`
+	Type           string          `json:"type,omitempty"`
+	StateKey       *string         `json:"state_key,omitempty"` // nil for non-state events
+	Sender         id.UserID       `json:"sender,omitempty"`
+	OriginServerTS int64           `json:"origin_server_ts,omitempty"`
+	Content        json.RawMessage `json:"content,omitempty"`
+	Redacts        id.EventID      `json:"redacts,omitempty"`
+	// StickyDurationMS is the MSC4354 sticky duration (sticky / msc4354_sticky
+	// block); nil for events that are not sticky.
+	StickyDurationMS *int64 `json:"sticky_duration_ms,omitempty"`
+
+	// Deadline is the room deadline (ms) a timer input was armed for.
+	Deadline int64 `json:"deadline,omitempty"`
+}
+
+// IsState reports whether the event is a state event.
+func (r *RawEvent) IsState() bool { return r.StateKey != nil }
+
+// Kind is the kind of a session event.
+type Kind string
+
+const (
+	KindSessionStarted Kind = "session_started"
+	KindMemberJoined   Kind = "member_joined"
+	KindMemberUpdated  Kind = "member_updated"
+	KindMemberLeft     Kind = "member_left"
+	KindSessionEnded   Kind = "session_ended"
+)
+
+// Kinds lists every kind, in the order they can occur in one session.
+var Kinds = []Kind{KindSessionStarted, KindMemberJoined, KindMemberUpdated, KindMemberLeft, KindSessionEnded}
+
+// Reason says why a member left or a session ended.
+type Reason string
+
+const (
+	ReasonLeave      Reason = "leave"       // the member sent a leave ({} or membership "leave")
+	ReasonExpired    Reason = "expired"     // the membership reached its deadline with no refresh
+	ReasonLeftRoom   Reason = "left_room"   // the user left or was kicked or banned from the room
+	ReasonRedacted   Reason = "redacted"    // the membership event was redacted
+	ReasonReplaced   Reason = "replaced"    // a new membership (rejoin) replaced this one
+	ReasonSlotClosed Reason = "slot_closed" // the session's m.rtc.slot was closed
+	ReasonInvalid    Reason = "invalid"     // the membership was overwritten by content that is not valid
+)
+
+// Format is the wire format a membership was read from.
+type Format string
+
+const (
+	FormatSeed    Format = "seed"    // m.rtc.member state event, MSC4143 June 2024
+	FormatSession Format = "session" // org.matrix.msc3401.call.member per-device form (Element Call)
+	FormatLegacy  Format = "legacy"  // org.matrix.msc3401.call.member memberships array
+	FormatSticky  Format = "sticky"  // sticky m.rtc.member / org.matrix.msc4143.rtc.member
+)
+
+// Member is one device's membership in a session.
+type Member struct {
+	UserID   id.UserID   `json:"user_id"`
+	DeviceID id.DeviceID `json:"device_id"`
+	// MembershipID identifies this membership: a rejoin gets a new one.
+	MembershipID string `json:"membership_id"`
+	JoinedAt     int64  `json:"joined_at"`  // created_ts() of the membership (ms)
+	ExpiresAt    int64  `json:"expires_at"` // the deadline (ms)
+	// FocusActive and FociPreferred are copied from the event (compacted
+	// JSON); transports for sticky members land in FociPreferred.
+	FocusActive   json.RawMessage `json:"focus_active,omitempty"`
+	FociPreferred json.RawMessage `json:"foci_preferred,omitempty"`
+	Format        Format          `json:"format"`
+	// EventID is the event that currently represents the membership.
+	EventID id.EventID `json:"event_id"`
+}
+
+// Summary describes a session that ended.
+type Summary struct {
+	StartedAt        int64 `json:"started_at"`
+	EndedAt          int64 `json:"ended_at"`
+	DurationMS       int64 `json:"duration_ms"`
+	PeakParticipants int   `json:"peak_participants"`
+	DistinctUsers    int   `json:"distinct_users"`
+	Joins            int   `json:"joins"`
+}
+
+// SessionEvent is one message on RTC_EVENTS.
+type SessionEvent struct {
+	V int `json:"v"`
+	// ID is deterministic (room and per-room seq) and is also the message's
+	// Nats-Msg-Id, so a re-published outbox is stored once.
+	ID string `json:"id"`
+	// Seq is the per-room sequence number: it increases by one with every
+	// event of the room, so a subscriber can detect gaps and duplicates.
+	Seq         uint64    `json:"seq"`
+	Kind        Kind      `json:"kind"`
+	SessionID   string    `json:"session_id"`
+	RoomID      id.RoomID `json:"room_id"`
+	Application string    `json:"application"`
+	CallID      string    `json:"call_id"`
+	// At is the event time of the transition (ms): the causing event's
+	// origin_server_ts, or the deadline for an expiry.
+	At     int64   `json:"at"`
+	Member *Member `json:"member,omitempty"`
+	Reason Reason  `json:"reason,omitempty"`
+	// Participants (devices) and Users (distinct users) after the transition.
+	Participants int      `json:"participants"`
+	Users        int      `json:"users"`
+	Summary      *Summary `json:"summary,omitempty"`
+}
+
+// Subject is the subject the event is published on.
+func (e *SessionEvent) Subject() string {
+	return SessionSubject(e.Application, e.CallID, e.RoomID, e.Kind)
+}
+
+// LiveSession is the value of a key in the rtc_sessions bucket: a session that
+// has not ended, as of the event with sequence number Seq.
+type LiveSession struct {
+	V            int       `json:"v"`
+	SessionID    string    `json:"session_id"`
+	RoomID       id.RoomID `json:"room_id"`
+	Application  string    `json:"application"`
+	CallID       string    `json:"call_id"`
+	StartedAt    int64     `json:"started_at"`
+	Members      []Member  `json:"members"`
+	Participants int       `json:"participants"`
+	Users        int       `json:"users"`
+	Seq          uint64    `json:"seq"`
+	UpdatedAt    int64     `json:"updated_at"`
+}
+
+// Key is the session's key in the rtc_sessions bucket.
+func (s *LiveSession) Key() string { return SessionKey(s.Application, s.RoomID, s.CallID) }

@@ -1,0 +1,202 @@
+package rtc
+
+import (
+	"encoding/json"
+	"sort"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// RoomState is everything the reducer knows about one room. It is stored as
+// msgpack (events.Marshal) between inputs, so every field that matters is
+// exported; the claim index is derived and rebuilt after decoding.
+type RoomState struct {
+	RoomID id.RoomID `json:"room_id"`
+	// Clock is the room's logical now: the maximum received_at (or timer
+	// deadline) of all inputs applied so far.
+	Clock int64 `json:"clock"`
+	// Seq is the per-room sequence number of the last session event emitted.
+	Seq uint64 `json:"seq"`
+	// Registers holds the latest membership event per state key (or per
+	// sticky key), keyed by registerKey.
+	Registers map[string]*Register `json:"registers,omitempty"`
+	// RoomMembers is the latest m.room.member per user seen so far. A user
+	// with no entry counts as joined: the ingest may not have seen their
+	// membership, and they could not have sent a state event otherwise.
+	RoomMembers map[id.UserID]RoomMember `json:"room_members,omitempty"`
+	// Slots is the latest m.rtc.slot per slot id. Only rooms that have a slot
+	// for a session gate it on the slot being open.
+	Slots map[string]Slot `json:"slots,omitempty"`
+	// Sessions are the live sessions, keyed by sessionKey(app, callID).
+	Sessions map[string]*Session `json:"sessions,omitempty"`
+	// Redacted remembers recently redacted event ids (oldest first, bounded)
+	// so that an event whose redaction arrived first counts as redacted.
+	Redacted []id.EventID `json:"redacted,omitempty"`
+
+	// claims maps a member identity to the registers claiming it.
+	claims map[string][]string
+}
+
+// maxRedactedRemembered bounds RoomState.Redacted.
+const maxRedactedRemembered = 256
+
+// RegisterKind says what a register's current event means.
+type RegisterKind uint8
+
+const (
+	RegisterJoin     RegisterKind = iota + 1 // valid membership content: Claims holds the memberships
+	RegisterLeave                            // leave content ({}, membership "leave", empty memberships array)
+	RegisterInvalid                          // content that failed validation
+	RegisterRedacted                         // the event was redacted
+)
+
+// Register is one last-writer-wins register: the latest event for a key.
+type Register struct {
+	EventID id.EventID `json:"event_id"`
+	Sender  id.UserID  `json:"sender"`
+	TS      int64      `json:"ts"` // origin_server_ts
+	// Rank orders writes: origin_server_ts for state events, the end of
+	// stickiness for sticky events (MSC4354); ties go to the larger event id.
+	Rank   int64        `json:"rank"`
+	Kind   RegisterKind `json:"kind"`
+	Claims []Claim      `json:"claims,omitempty"`
+}
+
+// Claim is one membership a register asserts: a device in a session.
+type Claim struct {
+	App      string      `json:"app"`
+	CallID   string      `json:"call_id"` // normalised: "" for the m.call room call
+	User     id.UserID   `json:"user"`
+	Device   id.DeviceID `json:"device"`
+	// MemberKey identifies the device within the user: the device id, or
+	// "member:"+member.id for a sticky member without a device id.
+	MemberKey    string          `json:"member_key"`
+	MembershipID string          `json:"membership_id"`
+	CreatedTS    int64           `json:"created_ts"` // created_ts(), clamped to origin_server_ts
+	Deadline     int64           `json:"deadline"`   // joined while now < Deadline
+	FocusActive  json.RawMessage `json:"focus_active,omitempty"`
+	FociPref     json.RawMessage `json:"foci_preferred,omitempty"`
+	Format       events.Format   `json:"format"`
+	EventID      id.EventID      `json:"event_id"`
+	TS           int64           `json:"ts"`
+}
+
+// RoomMember is the latest m.room.member of a user.
+type RoomMember struct {
+	Membership string     `json:"membership"`
+	TS         int64      `json:"ts"`
+	EventID    id.EventID `json:"event_id"`
+}
+
+// Slot is the latest m.rtc.slot for a slot id.
+type Slot struct {
+	Open    bool       `json:"open"`
+	TS      int64      `json:"ts"`
+	EventID id.EventID `json:"event_id"`
+}
+
+// Session is a live session of the room.
+type Session struct {
+	App       string `json:"app"`
+	CallID    string `json:"call_id"`
+	ID        string `json:"id"`
+	StartedAt int64  `json:"started_at"`
+	// Members maps identity (user + member key) to the member.
+	Members   map[string]*events.Member `json:"members"`
+	Peak      int                       `json:"peak"`
+	SeenUsers map[id.UserID]bool        `json:"seen_users"`
+	Joins     int                       `json:"joins"`
+}
+
+// NewRoomState returns the empty state of a room.
+func NewRoomState(room id.RoomID) *RoomState {
+	return &RoomState{RoomID: room}
+}
+
+// NextDeadline is the soonest membership deadline among the live members,
+// or 0 when there is none: the time at which the room's durable timer must
+// fire an input.
+func (st *RoomState) NextDeadline() int64 {
+	var next int64
+	for _, s := range st.Sessions {
+		for _, m := range s.Members {
+			if next == 0 || m.ExpiresAt < next {
+				next = m.ExpiresAt
+			}
+		}
+	}
+	return next
+}
+
+// LiveSessions returns the live sessions, ordered by key.
+func (st *RoomState) LiveSessions() []events.LiveSession {
+	keys := make([]string, 0, len(st.Sessions))
+	for k := range st.Sessions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]events.LiveSession, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, st.liveSession(st.Sessions[k]))
+	}
+	return out
+}
+
+// LiveSession returns the live session of (app, callID), if there is one.
+func (st *RoomState) LiveSession(app, callID string) (events.LiveSession, bool) {
+	s, ok := st.Sessions[sessionKey(app, callID)]
+	if !ok {
+		return events.LiveSession{}, false
+	}
+	return st.liveSession(s), true
+}
+
+func (st *RoomState) liveSession(s *Session) events.LiveSession {
+	ls := events.LiveSession{
+		V: events.SchemaVersion, SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,
+		StartedAt: s.StartedAt, Members: make([]events.Member, 0, len(s.Members)),
+		Participants: len(s.Members), Users: s.users(), Seq: st.Seq, UpdatedAt: st.Clock,
+	}
+	for _, m := range s.Members {
+		ls.Members = append(ls.Members, *m)
+	}
+	sort.Slice(ls.Members, func(i, j int) bool { return memberLess(&ls.Members[i], &ls.Members[j]) })
+	return ls
+}
+
+// memberLess orders members by join time, then user, device and membership:
+// a deterministic "oldest membership first" (research §5 case 27).
+func memberLess(a, b *events.Member) bool {
+	if a.JoinedAt != b.JoinedAt {
+		return a.JoinedAt < b.JoinedAt
+	}
+	if a.UserID != b.UserID {
+		return a.UserID < b.UserID
+	}
+	if a.DeviceID != b.DeviceID {
+		return a.DeviceID < b.DeviceID
+	}
+	return a.MembershipID < b.MembershipID
+}
+
+// users counts the distinct users among the members.
+func (s *Session) users() int {
+	n := 0
+	for k, m := range s.Members {
+		dup := false
+		for k2, m2 := range s.Members {
+			if k2 < k && m2.UserID == m.UserID {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			n++
+		}
+	}
+	return n
+}
+
+func sessionKey(app, callID string) string { return app + "\x00" + callID }
