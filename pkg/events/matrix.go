@@ -37,6 +37,12 @@ type clientEvent struct {
 	Sticky         *stickyBlock    `json:"sticky"`
 	StickyUnstable *stickyBlock    `json:"msc4354_sticky"`
 	ReceivedAt     *int64          `json:"received_at"`
+	Unsigned       struct {
+		RedactedBecause *struct {
+			EventID        string `json:"event_id"`
+			OriginServerTS int64  `json:"origin_server_ts"`
+		} `json:"redacted_because"`
+	} `json:"unsigned"`
 }
 
 type stickyBlock struct {
@@ -108,6 +114,12 @@ func ParseClientEvent(data []byte, roomID id.RoomID, receivedAt int64) (RawEvent
 		}
 		if json.Unmarshal(ev.Content, &c) == nil {
 			ev.Redacts = id.EventID(c.Redacts)
+		}
+	}
+	if rb := ce.Unsigned.RedactedBecause; rb != nil {
+		ev.RedactedBy, ev.RedactedAt = id.EventID(rb.EventID), max(rb.OriginServerTS, ev.OriginServerTS)
+		if ev.RedactedBy == "" {
+			ev.RedactedBy = "$unknown"
 		}
 	}
 	for _, s := range []*stickyBlock{ce.Sticky, ce.StickyUnstable} {

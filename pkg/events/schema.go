@@ -55,8 +55,23 @@ type RawEvent struct {
 	// block); nil for events that are not sticky.
 	StickyDurationMS *int64 `json:"sticky_duration_ms,omitempty"`
 
+	// RedactedBy is set when the event arrived already redacted (its
+	// unsigned.redacted_because): the aggregator treats it as redacted.
+	RedactedBy id.EventID `json:"redacted_by,omitempty"`
+	RedactedAt int64      `json:"redacted_at,omitempty"` // the redaction's origin_server_ts
+
 	// Deadline is the room deadline (ms) a timer input was armed for.
 	Deadline int64 `json:"deadline,omitempty"`
+}
+
+// MsgID is the Nats-Msg-Id of the input on RTC_RAW: the event id, so the
+// same event from several homeservers is stored once, except that the
+// redacted copy of an event is a different input from the original.
+func (r *RawEvent) MsgID() string {
+	if r.RedactedBy != "" {
+		return string(r.EventID) + "#redacted"
+	}
+	return string(r.EventID)
 }
 
 // IsState reports whether the event is a state event.

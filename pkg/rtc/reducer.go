@@ -1,12 +1,567 @@
 package rtc
 
-import "github.com/rtcsessions/rtc-sessions/pkg/events"
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// ident is a member's identity: one device of one user in one session.
+// Several registers may claim the same identity; the latest created_ts()
+// among the eligible claims represents it (research §5 case 9).
+type ident struct {
+	app, call string
+	user      id.UserID
+	key       string // Claim.MemberKey
+}
+
+func (c *Claim) ident() ident { return ident{c.App, c.CallID, c.User, c.MemberKey} }
+
+func (i ident) memberKey() string { return string(i.user) + "\x00" + i.key }
+
+func identLess(a, b ident) int {
+	return cmp.Or(cmp.Compare(a.app, b.app), cmp.Compare(a.call, b.call),
+		cmp.Compare(a.user, b.user), cmp.Compare(a.key, b.key))
+}
 
 // Apply applies one input to the room state, in place, and returns the
-// session events it causes. TEMPORARY STUB: being implemented.
+// session events it causes. It is deterministic: the same state and input
+// always give the same new state and the same events. It reads no clock: the
+// room's logical now is the maximum received_at (or timer deadline) seen.
+//
+// Every input first expires what is due at its now, each member at its own
+// deadline; then an event input updates its register and the members it
+// concerns. An input that changes nothing is reported Stale.
 func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
-	if in.ReceivedAt > st.Clock {
-		st.Clock = in.ReceivedAt
+	a := applier{cfg: cfg, st: st}
+	if st.RoomID == "" {
+		st.RoomID = in.RoomID
 	}
-	return Result{}
+	if in.RoomID != st.RoomID {
+		a.reject(in.EventID, fmt.Sprintf("input for room %s applied to room %s", in.RoomID, st.RoomID))
+		a.res.Stale = true
+		return a.res
+	}
+	st.buildIndex()
+	now := in.ReceivedAt
+	if in.Kind == events.InputTimer {
+		now = max(now, in.Deadline)
+	}
+	st.Clock = max(st.Clock, now)
+	a.expireDue()
+	if in.Kind == events.InputEvent {
+		a.applyEvent(in)
+	}
+	return a.res
+}
+
+type applier struct {
+	cfg Config
+	st  *RoomState
+	res Result
+}
+
+func (a *applier) reject(ev id.EventID, reason string) {
+	a.res.Rejections = append(a.res.Rejections, Rejection{EventID: ev, Reason: reason})
+}
+
+func (a *applier) applyEvent(ev *events.RawEvent) {
+	switch ev.Type {
+	case events.TypeCallMember.Type:
+		if !ev.IsState() {
+			a.reject(ev.EventID, ev.Type+" without state_key")
+			a.res.Stale = true
+			return
+		}
+		a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, ev.OriginServerTS, a.parseState)
+	case events.TypeRTCMember.Type, events.TypeRTCMemberUnstable.Type:
+		if ev.IsState() {
+			if ev.Type != events.TypeRTCMember.Type {
+				a.reject(ev.EventID, ev.Type+" is sticky-only; state event ignored")
+				a.res.Stale = true
+				return
+			}
+			a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, ev.OriginServerTS, a.parseState)
+			return
+		}
+		key, err := StickyKey(ev.Content)
+		if err != nil {
+			a.reject(ev.EventID, err.Error())
+			a.res.Stale = true
+			return
+		}
+		rank := ev.OriginServerTS
+		if ev.StickyDurationMS != nil {
+			rank += min(max(*ev.StickyDurationMS, 0), MaxStickyMS)
+		}
+		a.applyMember(ev, "k\x00"+string(ev.Sender)+"\x00"+ev.Type+"\x00"+key, rank, func(ev *events.RawEvent) (Parsed, error) {
+			return ParseStickyMember(ev)
+		})
+	case events.TypeRTCSlot.Type, events.TypeRTCSlotUnstable.Type:
+		a.applySlot(ev)
+	case events.TypeRoomMember.Type:
+		a.applyRoomMember(ev)
+	case events.TypeRedaction.Type:
+		a.applyRedaction(ev)
+	default:
+		a.reject(ev.EventID, "event type "+ev.Type+" does not concern calls")
+		a.res.Stale = true
+	}
+}
+
+func (a *applier) parseState(ev *events.RawEvent) (Parsed, error) { return ParseStateMember(a.cfg, ev) }
+
+// newer is the last-writer-wins order of a register: rank, then event id.
+func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
+	if rank != oldRank {
+		return rank > oldRank
+	}
+	return ev > oldEv
+}
+
+func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse func(*events.RawEvent) (Parsed, error)) {
+	old := a.st.Registers[key]
+	if ev.RedactedBy != "" {
+		// The event arrived already redacted: it is its own redaction.
+		if !slices.Contains(a.st.Redacted, ev.EventID) {
+			a.applyRedaction(&events.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID,
+				OriginServerTS: max(ev.RedactedAt, ev.OriginServerTS)})
+			return
+		}
+	}
+	if old != nil && !newer(rank, ev.EventID, old.Rank, old.EventID) {
+		a.res.Stale = true
+		return
+	}
+	reg := &Register{EventID: ev.EventID, Sender: ev.Sender, TS: ev.OriginServerTS, Rank: rank}
+	if slices.Contains(a.st.Redacted, ev.EventID) {
+		reg.Kind = RegisterRedacted
+	} else {
+		p, err := parse(ev)
+		if err != nil {
+			a.reject(ev.EventID, err.Error())
+		}
+		for _, r := range p.Rejected {
+			a.reject(ev.EventID, r)
+		}
+		reg.Kind, reg.Claims = p.Kind, p.Claims
+	}
+	if old != nil && key[0] == 'k' {
+		// A sticky member's updates keep its member.id: the membership
+		// started with the earliest event seen for it, whatever the order.
+		for i := range reg.Claims {
+			for _, oc := range old.Claims {
+				if oc.MembershipID == reg.Claims[i].MembershipID {
+					reg.Claims[i].CreatedTS = min(reg.Claims[i].CreatedTS, oc.CreatedTS)
+				}
+			}
+		}
+	}
+	a.setRegister(key, old, reg, ev.OriginServerTS)
+}
+
+// setRegister stores reg under key and reconciles every identity the old or
+// the new value claims.
+func (a *applier) setRegister(key string, old, reg *Register, at int64) {
+	var ids []ident
+	if old != nil {
+		for i := range old.Claims {
+			ids = append(ids, old.Claims[i].ident())
+			a.st.unindex(old.Claims[i].ident(), key)
+		}
+	}
+	for i := range reg.Claims {
+		ids = append(ids, reg.Claims[i].ident())
+		a.st.index(reg.Claims[i].ident(), key)
+	}
+	if a.st.Registers == nil {
+		a.st.Registers = map[string]*Register{}
+	}
+	a.st.Registers[key] = reg
+	cause := events.ReasonLeave
+	switch reg.Kind {
+	case RegisterInvalid:
+		cause = events.ReasonInvalid
+	case RegisterRedacted:
+		cause = events.ReasonRedacted
+	}
+	a.reconcile(ids, a.st.Clock, at, cause)
+}
+
+func (a *applier) applySlot(ev *events.RawEvent) {
+	if !ev.IsState() {
+		a.reject(ev.EventID, ev.Type+" without state_key")
+		a.res.Stale = true
+		return
+	}
+	slotID := *ev.StateKey
+	old, ok := a.st.Slots[slotID]
+	if ok && !newer(ev.OriginServerTS, ev.EventID, old.TS, old.EventID) {
+		a.res.Stale = true
+		return
+	}
+	open, err := ParseSlot(slotID, ev.Content)
+	if err != nil {
+		a.reject(ev.EventID, err.Error())
+	}
+	if slices.Contains(a.st.Redacted, ev.EventID) {
+		open = false
+	}
+	if a.st.Slots == nil {
+		a.st.Slots = map[string]Slot{}
+	}
+	a.st.Slots[slotID] = Slot{Open: open, TS: ev.OriginServerTS, EventID: ev.EventID}
+	a.reconcile(a.st.identsWhere(func(i ident) bool { return SlotID(i.app, i.call) == slotID }),
+		a.st.Clock, ev.OriginServerTS, events.ReasonSlotClosed)
+}
+
+func (a *applier) applyRoomMember(ev *events.RawEvent) {
+	if !ev.IsState() {
+		a.reject(ev.EventID, "m.room.member without state_key")
+		a.res.Stale = true
+		return
+	}
+	user := id.UserID(*ev.StateKey)
+	old, ok := a.st.RoomMembers[user]
+	if ok && !newer(ev.OriginServerTS, ev.EventID, old.TS, old.EventID) {
+		a.res.Stale = true
+		return
+	}
+	ms, err := ParseRoomMembership(ev.Content)
+	if err != nil {
+		// A membership event we cannot read leaves the user's membership as
+		// it was: counting them out on a parse error would drop real calls.
+		a.reject(ev.EventID, err.Error())
+		a.res.Stale = true
+		return
+	}
+	if a.st.RoomMembers == nil {
+		a.st.RoomMembers = map[id.UserID]RoomMember{}
+	}
+	a.st.RoomMembers[user] = RoomMember{Membership: ms, TS: ev.OriginServerTS, EventID: ev.EventID}
+	a.reconcile(a.st.identsWhere(func(i ident) bool { return i.user == user }),
+		a.st.Clock, ev.OriginServerTS, events.ReasonLeftRoom)
+}
+
+func (a *applier) applyRedaction(ev *events.RawEvent) {
+	target := ev.Redacts
+	if target == "" {
+		a.reject(ev.EventID, "redaction without redacts")
+		a.res.Stale = true
+		return
+	}
+	if slices.Contains(a.st.Redacted, target) {
+		a.res.Stale = true
+		return
+	}
+	// Remember the redaction: the redacted event may arrive after it.
+	a.st.Redacted = append(a.st.Redacted, target)
+	if n := len(a.st.Redacted) - maxRedactedRemembered; n > 0 {
+		a.st.Redacted = slices.Delete(a.st.Redacted, 0, n)
+	}
+	keys := make([]string, 0, 1)
+	for k, r := range a.st.Registers {
+		if r.EventID == target && r.Kind != RegisterRedacted {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		old := a.st.Registers[k]
+		// The register keeps its place in the write order: a later event
+		// for the key still replaces it, the redacted event itself does not.
+		reg := &Register{EventID: old.EventID, Sender: old.Sender, TS: old.TS, Rank: old.Rank, Kind: RegisterRedacted}
+		a.setRegister(k, old, reg, ev.OriginServerTS)
+	}
+	for slotID, s := range a.st.Slots {
+		if s.EventID == target && s.Open {
+			s.Open = false
+			a.st.Slots[slotID] = s
+			a.reconcile(a.st.identsWhere(func(i ident) bool { return SlotID(i.app, i.call) == slotID }),
+				a.st.Clock, ev.OriginServerTS, events.ReasonRedacted)
+		}
+	}
+}
+
+// expireDue removes every member whose deadline is at or before the room's
+// clock, one at a time in deadline order, each at its own deadline, so that
+// a session ends at the moment its last member expired.
+func (a *applier) expireDue() {
+	for {
+		var due *SessionMember
+		var dueSess *Session
+		for _, s := range a.st.Sessions {
+			for _, m := range s.Members {
+				if m.Member.ExpiresAt > a.st.Clock {
+					continue
+				}
+				if due == nil || m.Member.ExpiresAt < due.Member.ExpiresAt ||
+					(m.Member.ExpiresAt == due.Member.ExpiresAt && identLess(identOf(s, m), identOf(dueSess, due)) < 0) {
+					due, dueSess = m, s
+				}
+			}
+		}
+		if due == nil {
+			return
+		}
+		t := due.Member.ExpiresAt
+		a.reconcile([]ident{identOf(dueSess, due)}, t, t, events.ReasonExpired)
+	}
+}
+
+func identOf(s *Session, m *SessionMember) ident {
+	return ident{s.App, s.CallID, m.Member.UserID, m.MemberKey}
+}
+
+// eligible reports whether a claim counts at time t, and why not.
+func (st *RoomState) eligible(c *Claim, t int64) (bool, events.Reason) {
+	if c.Deadline <= t {
+		return false, events.ReasonExpired
+	}
+	if rm, ok := st.RoomMembers[c.User]; ok && rm.Membership != "join" {
+		return false, events.ReasonLeftRoom
+	}
+	if s, ok := st.Slots[SlotID(c.App, c.CallID)]; ok && !s.Open {
+		return false, events.ReasonSlotClosed
+	}
+	return true, ""
+}
+
+// winner is the claim that represents an identity at time t: the eligible
+// claim with the latest created_ts(), then origin_server_ts, then event id.
+// When there is none, it says why the best ineligible claim does not count
+// ("" when nothing claims the identity any more).
+func (st *RoomState) winner(i ident, t int64) (*Claim, events.Reason) {
+	var best *Claim
+	var why events.Reason
+	for _, key := range st.claims[i] {
+		reg := st.Registers[key]
+		for ci := range reg.Claims {
+			c := &reg.Claims[ci]
+			if c.ident() != i {
+				continue
+			}
+			if ok, r := st.eligible(c, t); !ok {
+				why = r
+				continue
+			}
+			if best == nil || c.CreatedTS > best.CreatedTS ||
+				(c.CreatedTS == best.CreatedTS && (c.TS > best.TS || (c.TS == best.TS && c.EventID > best.EventID))) {
+				best = c
+			}
+		}
+	}
+	if best != nil {
+		return best, ""
+	}
+	return nil, why
+}
+
+type change struct {
+	id     ident
+	old    *SessionMember
+	new    *Claim
+	reason events.Reason
+}
+
+// reconcile recomputes the given identities at time t and emits what
+// changed, with event time at. Joins, rejoins and updates come first and
+// leaves after, and a session ends only if it is empty once the whole input
+// is applied: one input that swaps members never ends a session.
+func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
+	if len(ids) == 0 {
+		return
+	}
+	slices.SortFunc(ids, identLess)
+	ids = slices.Compact(ids)
+	var changes []change
+	for _, i := range ids {
+		var old *SessionMember
+		if s := a.st.Sessions[sessionKey(i.app, i.call)]; s != nil {
+			old = s.Members[i.memberKey()]
+		}
+		w, why := a.st.winner(i, t)
+		if old == nil && w == nil {
+			continue
+		}
+		reason := cause
+		if why != "" {
+			reason = why
+		}
+		changes = append(changes, change{id: i, old: old, new: w, reason: reason})
+	}
+	if len(changes) == 0 {
+		return
+	}
+	touched := map[string]*Session{}
+	// First the joins, rejoins and updates.
+	for _, c := range changes {
+		if c.new == nil {
+			continue
+		}
+		s := a.session(c.id, changes, at)
+		touched[sessionKey(c.id.app, c.id.call)] = s
+		m := toMember(c.new)
+		switch {
+		case c.old == nil:
+			a.join(s, c.id, m, at)
+		case c.old.Member.MembershipID != m.MembershipID:
+			a.leave(s, c.id, c.old, events.ReasonReplaced, at)
+			a.join(s, c.id, m, at)
+		case memberChanged(&c.old.Member, &m):
+			c.old.Member = m
+			a.emit(events.KindMemberUpdated, s, &m, "", at, nil)
+		default:
+			c.old.Member.EventID = m.EventID // same membership, nothing visible changed
+		}
+	}
+	// Then the leaves.
+	for _, c := range changes {
+		if c.new != nil {
+			continue
+		}
+		s := a.st.Sessions[sessionKey(c.id.app, c.id.call)]
+		touched[sessionKey(c.id.app, c.id.call)] = s
+		a.leave(s, c.id, c.old, c.reason, at)
+	}
+	keys := make([]string, 0, len(touched))
+	for k, s := range touched {
+		if len(s.Members) == 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		s := touched[k]
+		a.emit(events.KindSessionEnded, s, nil, "", at, &events.Summary{
+			StartedAt: s.StartedAt, EndedAt: at, DurationMS: max(at-s.StartedAt, 0),
+			PeakParticipants: s.Peak, DistinctUsers: len(s.SeenUsers), Joins: s.Joins,
+		})
+		delete(a.st.Sessions, k)
+	}
+}
+
+// session returns the live session of an identity, starting it when needed.
+// A new session starts at the earliest created_ts() among the members
+// joining it in this input; its first member (for the id) is the earliest
+// of them, ties broken by identity.
+func (a *applier) session(i ident, changes []change, at int64) *Session {
+	k := sessionKey(i.app, i.call)
+	if s := a.st.Sessions[k]; s != nil {
+		return s
+	}
+	var first *change
+	for ci := range changes {
+		c := &changes[ci]
+		if c.new == nil || c.id.app != i.app || c.id.call != i.call {
+			continue
+		}
+		if first == nil || c.new.CreatedTS < first.new.CreatedTS {
+			first = c
+		}
+	}
+	s := &Session{
+		App: i.app, CallID: i.call, StartedAt: first.new.CreatedTS,
+		ID:      events.SessionID(a.st.RoomID, i.app, i.call, first.new.CreatedTS, first.new.User, first.new.Device),
+		Members: map[string]*SessionMember{}, UserDevices: map[id.UserID]int{}, SeenUsers: map[id.UserID]bool{},
+	}
+	if a.st.Sessions == nil {
+		a.st.Sessions = map[string]*Session{}
+	}
+	a.st.Sessions[k] = s
+	a.emit(events.KindSessionStarted, s, nil, "", at, nil)
+	return s
+}
+
+func (a *applier) join(s *Session, i ident, m events.Member, at int64) {
+	s.Members[i.memberKey()] = &SessionMember{Member: m, MemberKey: i.key}
+	s.UserDevices[m.UserID]++
+	s.SeenUsers[m.UserID] = true
+	s.Joins++
+	s.Peak = max(s.Peak, len(s.Members))
+	a.emit(events.KindMemberJoined, s, &m, "", at, nil)
+}
+
+func (a *applier) leave(s *Session, i ident, old *SessionMember, reason events.Reason, at int64) {
+	delete(s.Members, i.memberKey())
+	if s.UserDevices[old.Member.UserID]--; s.UserDevices[old.Member.UserID] <= 0 {
+		delete(s.UserDevices, old.Member.UserID)
+	}
+	m := old.Member
+	a.emit(events.KindMemberLeft, s, &m, reason, at, nil)
+}
+
+func (a *applier) emit(kind events.Kind, s *Session, m *events.Member, reason events.Reason, at int64, sum *events.Summary) {
+	a.st.Seq++
+	a.res.Events = append(a.res.Events, events.SessionEvent{
+		V: events.SchemaVersion, ID: events.EventID(a.st.RoomID, a.st.Seq), Seq: a.st.Seq, Kind: kind,
+		SessionID: s.ID, RoomID: a.st.RoomID, Application: s.App, CallID: s.CallID, At: at,
+		Member: m, Reason: reason, Participants: len(s.Members), Users: s.users(), Summary: sum,
+	})
+}
+
+func toMember(c *Claim) events.Member {
+	return events.Member{
+		UserID: c.User, DeviceID: c.Device, MembershipID: c.MembershipID, JoinedAt: c.CreatedTS,
+		ExpiresAt: c.Deadline, FocusActive: c.FocusActive, FociPreferred: c.FociPref, Format: c.Format,
+		EventID: c.EventID,
+	}
+}
+
+// memberChanged reports a visible change of the same membership: expiry,
+// foci or format (the event id alone is not a transition).
+func memberChanged(a, b *events.Member) bool {
+	return a.ExpiresAt != b.ExpiresAt || a.JoinedAt != b.JoinedAt || a.Format != b.Format ||
+		string(a.FocusActive) != string(b.FocusActive) || string(a.FociPreferred) != string(b.FociPreferred)
+}
+
+// buildIndex derives the claim index after the state was decoded.
+func (st *RoomState) buildIndex() {
+	if st.claims != nil {
+		return
+	}
+	st.claims = map[ident][]string{}
+	for key, reg := range st.Registers {
+		for i := range reg.Claims {
+			st.index(reg.Claims[i].ident(), key)
+		}
+	}
+}
+
+func (st *RoomState) index(i ident, key string) {
+	if !slices.Contains(st.claims[i], key) {
+		st.claims[i] = append(st.claims[i], key)
+	}
+}
+
+func (st *RoomState) unindex(i ident, key string) {
+	keys := slices.DeleteFunc(st.claims[i], func(k string) bool { return k == key })
+	if len(keys) == 0 {
+		delete(st.claims, i)
+	} else {
+		st.claims[i] = keys
+	}
+}
+
+// identsWhere lists the claimed identities matching f, plus live members
+// matching f that no register claims any more.
+func (st *RoomState) identsWhere(f func(ident) bool) []ident {
+	var out []ident
+	for i := range st.claims {
+		if f(i) {
+			out = append(out, i)
+		}
+	}
+	for _, s := range st.Sessions {
+		for _, m := range s.Members {
+			if i := identOf(s, m); f(i) {
+				out = append(out, i)
+			}
+		}
+	}
+	return out
 }

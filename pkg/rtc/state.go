@@ -36,7 +36,7 @@ type RoomState struct {
 	Redacted []id.EventID `json:"redacted,omitempty"`
 
 	// claims maps a member identity to the registers claiming it.
-	claims map[string][]string
+	claims map[ident][]string
 }
 
 // maxRedactedRemembered bounds RoomState.Redacted.
@@ -66,10 +66,10 @@ type Register struct {
 
 // Claim is one membership a register asserts: a device in a session.
 type Claim struct {
-	App      string      `json:"app"`
-	CallID   string      `json:"call_id"` // normalised: "" for the m.call room call
-	User     id.UserID   `json:"user"`
-	Device   id.DeviceID `json:"device"`
+	App    string      `json:"app"`
+	CallID string      `json:"call_id"` // normalised: "" for the m.call room call
+	User   id.UserID   `json:"user"`
+	Device id.DeviceID `json:"device"`
 	// MemberKey identifies the device within the user: the device id, or
 	// "member:"+member.id for a sticky member without a device id.
 	MemberKey    string          `json:"member_key"`
@@ -103,11 +103,20 @@ type Session struct {
 	CallID    string `json:"call_id"`
 	ID        string `json:"id"`
 	StartedAt int64  `json:"started_at"`
-	// Members maps identity (user + member key) to the member.
-	Members   map[string]*events.Member `json:"members"`
-	Peak      int                       `json:"peak"`
-	SeenUsers map[id.UserID]bool        `json:"seen_users"`
-	Joins     int                       `json:"joins"`
+	// Members maps a member's identity within the session (user and member
+	// key) to the member.
+	Members map[string]*SessionMember `json:"members"`
+	// UserDevices counts the members of each user: distinct users in O(1).
+	UserDevices map[id.UserID]int  `json:"user_devices"`
+	Peak        int                `json:"peak"`
+	SeenUsers   map[id.UserID]bool `json:"seen_users"`
+	Joins       int                `json:"joins"`
+}
+
+// SessionMember is a member of a live session and the key it is claimed by.
+type SessionMember struct {
+	Member    events.Member `json:"m"`
+	MemberKey string        `json:"k"`
 }
 
 // NewRoomState returns the empty state of a room.
@@ -122,8 +131,8 @@ func (st *RoomState) NextDeadline() int64 {
 	var next int64
 	for _, s := range st.Sessions {
 		for _, m := range s.Members {
-			if next == 0 || m.ExpiresAt < next {
-				next = m.ExpiresAt
+			if next == 0 || m.Member.ExpiresAt < next {
+				next = m.Member.ExpiresAt
 			}
 		}
 	}
@@ -160,7 +169,7 @@ func (st *RoomState) liveSession(s *Session) events.LiveSession {
 		Participants: len(s.Members), Users: s.users(), Seq: st.Seq, UpdatedAt: st.Clock,
 	}
 	for _, m := range s.Members {
-		ls.Members = append(ls.Members, *m)
+		ls.Members = append(ls.Members, m.Member)
 	}
 	sort.Slice(ls.Members, func(i, j int) bool { return memberLess(&ls.Members[i], &ls.Members[j]) })
 	return ls
@@ -182,21 +191,6 @@ func memberLess(a, b *events.Member) bool {
 }
 
 // users counts the distinct users among the members.
-func (s *Session) users() int {
-	n := 0
-	for k, m := range s.Members {
-		dup := false
-		for k2, m2 := range s.Members {
-			if k2 < k && m2.UserID == m.UserID {
-				dup = true
-				break
-			}
-		}
-		if !dup {
-			n++
-		}
-	}
-	return n
-}
+func (s *Session) users() int { return len(s.UserDevices) }
 
 func sessionKey(app, callID string) string { return app + "\x00" + callID }

@@ -1,0 +1,572 @@
+package rtc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// Bounds on what a membership event may contain. Anything larger is not from
+// a real client and is rejected rather than stored.
+const (
+	MaxContentBytes = 65536 // the spec's PDU cap
+	MaxStringBytes  = 255   // ids, applications, call ids, device ids
+	MaxFoci         = 16    // foci_preferred, rtc_transports entries
+	MaxMemberships  = 64    // entries of a legacy memberships array
+	// MaxTimestamp is year 2500 in ms: later timestamps are nonsense.
+	MaxTimestamp = 16_725_225_600_000
+)
+
+// AppCall is the application every Element Call membership uses; its
+// call_id "" and slot id "ROOM" are the same session (research §5 case 21).
+const AppCall = "m.call"
+
+// ErrInvalid is wrapped by every validation error of the parsers.
+var ErrInvalid = errors.New("invalid membership content")
+
+// fieldError is one validation problem; it unwraps to ErrInvalid.
+type fieldError struct{ msg string }
+
+func (e *fieldError) Error() string { return ErrInvalid.Error() + ": " + e.msg }
+func (e *fieldError) Unwrap() error { return ErrInvalid }
+
+func invalid(format string, args ...any) error {
+	return &fieldError{msg: fmt.Sprintf(format, args...)}
+}
+
+// joinInvalid reports every problem of a content on one line.
+func joinInvalid(errs ...error) error {
+	var msgs []string
+	for _, err := range errs {
+		var fe *fieldError
+		switch {
+		case err == nil:
+		case errors.As(err, &fe):
+			msgs = append(msgs, fe.msg)
+		default:
+			msgs = append(msgs, err.Error())
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return invalid("%s", strings.Join(msgs, "; "))
+}
+
+// Parsed is what a membership event says: a leave, or one or more claims.
+type Parsed struct {
+	Kind   RegisterKind
+	Claims []Claim
+	// Rejected explains entries of a legacy array that were skipped while the
+	// others still count.
+	Rejected []string
+}
+
+// NormalizeCallID maps the m.call room call's slot id "ROOM" to "" (what
+// the state events say), so both name the same session. Other applications
+// keep their call ids verbatim.
+func NormalizeCallID(app, callID string) string {
+	if app == AppCall && callID == "ROOM" {
+		return ""
+	}
+	return callID
+}
+
+// SlotID is the MSC4143 slot of a session: application#id, with the m.call
+// room call as m.call#ROOM.
+func SlotID(app, callID string) string {
+	if app == AppCall && callID == "" {
+		callID = "ROOM"
+	}
+	return app + "#" + callID
+}
+
+// ParseStateKeyUser extracts the user a call-member state key names, for the
+// sender check only (the key is never trusted for the device). The forms are
+// `_@user:hs_rest`, `@user:hs_rest` and `@user:hs`; the user id ends at the
+// first '_' after the first ':' (research §1.3, §5 case 34). A key of another
+// form (a bare device id) names no user and yields "".
+func ParseStateKeyUser(key string) id.UserID {
+	k := strings.TrimPrefix(key, "_")
+	if !strings.HasPrefix(k, "@") {
+		return ""
+	}
+	colon := strings.IndexByte(k, ':')
+	if colon < 2 {
+		return ""
+	}
+	if us := strings.IndexByte(k[colon:], '_'); us >= 0 {
+		k = k[:colon+us]
+	}
+	if len(k) <= colon+1 {
+		return ""
+	}
+	return id.UserID(k)
+}
+
+// membershipID names one membership of a device: a rejoin (new created_ts())
+// is a new membership.
+func membershipID(user id.UserID, device string, created int64) string {
+	return fmt.Sprintf("%s/%s/%d", user, device, created)
+}
+
+// object decodes a JSON object into a map of raw values, enforcing the
+// content size bound.
+func object(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	if len(raw) > MaxContentBytes {
+		return nil, invalid("content of %d bytes exceeds %d", len(raw), MaxContentBytes)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return nil, invalid("content is not a JSON object")
+	}
+	return m, nil
+}
+
+func has(m map[string]json.RawMessage, k string) bool {
+	v, ok := m[k]
+	return ok && !bytes.Equal(bytes.TrimSpace(v), []byte("null"))
+}
+
+// str reads a string field. required=false returns "" for an absent field.
+func str(m map[string]json.RawMessage, k string, required bool) (string, error) {
+	if !has(m, k) {
+		if required {
+			return "", invalid("%s missing", k)
+		}
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(m[k], &s); err != nil {
+		return "", invalid("%s must be a string", k)
+	}
+	if len(s) > MaxStringBytes {
+		return "", invalid("%s longer than %d bytes", k, MaxStringBytes)
+	}
+	return s, nil
+}
+
+// integer reads a non-negative integer field (ms). JSON numbers with an
+// exponent or a fraction equal to an integer are accepted; strings, negative
+// and fractional numbers are not (research §5 cases 3-4).
+func integer(m map[string]json.RawMessage, k string) (v int64, present bool, err error) {
+	if !has(m, k) {
+		return 0, false, nil
+	}
+	raw := bytes.TrimSpace(m[k])
+	if len(raw) == 0 || raw[0] == '"' { // encoding/json would accept "123" as a json.Number
+		return 0, true, invalid("%s must be a number", k)
+	}
+	var n json.Number
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&n); err != nil {
+		return 0, true, invalid("%s must be a number", k)
+	}
+	f, err := n.Float64()
+	if err != nil || f != math.Trunc(f) {
+		return 0, true, invalid("%s must be an integer", k)
+	}
+	if f < 0 {
+		return 0, true, invalid("%s must not be negative", k)
+	}
+	if f > MaxTimestamp {
+		return 0, true, invalid("%s too large", k)
+	}
+	return int64(f), true, nil
+}
+
+// typedObject checks a focus/transport object: a JSON object with a string
+// "type". It returns the compacted bytes.
+func typedObject(raw json.RawMessage, what string) (json.RawMessage, error) {
+	var o map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &o); err != nil || o == nil {
+		return nil, invalid("%s must be an object", what)
+	}
+	if _, err := str(o, "type", true); err != nil {
+		return nil, invalid("%s.type must be a string", what)
+	}
+	return compact(raw), nil
+}
+
+// typedArray checks an array of typed objects, bounded by MaxFoci.
+func typedArray(raw json.RawMessage, what string) (json.RawMessage, error) {
+	var arr []json.RawMessage
+	if err := json.Unmarshal(raw, &arr); err != nil {
+		return nil, invalid("%s must be an array", what)
+	}
+	if len(arr) > MaxFoci {
+		return nil, invalid("%s has %d entries, limit %d", what, len(arr), MaxFoci)
+	}
+	for i, e := range arr {
+		if _, err := typedObject(e, fmt.Sprintf("%s[%d]", what, i)); err != nil {
+			return nil, err
+		}
+	}
+	return compact(raw), nil
+}
+
+func compact(raw json.RawMessage) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return nil
+	}
+	return b.Bytes()
+}
+
+// expiryOf computes a state membership's deadline from created_ts() and
+// `expires` (default and cap from cfg).
+func expiryOf(cfg Config, created int64, expires int64, present bool) int64 {
+	if !present {
+		expires = cfg.DefaultExpiresMS
+	}
+	if expires > cfg.MaxExpiresMS {
+		expires = cfg.MaxExpiresMS
+	}
+	return created + expires
+}
+
+// createdTS returns created_ts() = created_ts ?? origin_server_ts, clamped so
+// that a membership never starts after the event that announced it.
+func createdTS(m map[string]json.RawMessage, ts int64) (int64, error) {
+	c, ok, err := integer(m, "created_ts")
+	if err != nil {
+		return 0, err
+	}
+	if !ok || c > ts {
+		return ts, nil
+	}
+	return c, nil
+}
+
+// ParseStateMember parses the content of a call-member state event: the
+// org.matrix.msc3401.call.member per-device session form, its legacy
+// memberships array, or an m.rtc.member state event of the seed format.
+// Content without `application` (and without `memberships`) is a leave.
+func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
+	m, err := object(ev.Content)
+	if err != nil {
+		return Parsed{Kind: RegisterInvalid}, err
+	}
+	if has(m, "memberships") && !has(m, "application") {
+		if ev.Type != events.TypeCallMember.Type {
+			return Parsed{Kind: RegisterInvalid}, invalid("memberships array in %s", ev.Type)
+		}
+		return parseLegacy(cfg, ev, m)
+	}
+	if !has(m, "application") {
+		return Parsed{Kind: RegisterLeave}, nil
+	}
+	format := events.FormatSession
+	if ev.Type == events.TypeRTCMember.Type {
+		format = events.FormatSeed
+	}
+	var errs []error
+	app, err := str(m, "application", true)
+	errs = append(errs, err)
+	callID, err := str(m, "call_id", true)
+	errs = append(errs, err)
+	device, err := str(m, "device_id", true)
+	errs = append(errs, err)
+	if err == nil && device == "" {
+		errs = append(errs, invalid("device_id empty"))
+	}
+	if err == nil && app == "" {
+		errs = append(errs, invalid("application empty"))
+	}
+	var focus, foci json.RawMessage
+	if !has(m, "focus_active") {
+		errs = append(errs, invalid("focus_active missing"))
+	} else {
+		focus, err = typedObject(m["focus_active"], "focus_active")
+		errs = append(errs, err)
+	}
+	if has(m, "foci_preferred") {
+		foci, err = typedArray(m["foci_preferred"], "foci_preferred")
+		errs = append(errs, err)
+	} else if format == events.FormatSeed {
+		errs = append(errs, invalid("foci_preferred missing"))
+	}
+	if _, err := str(m, "scope", false); err != nil {
+		errs = append(errs, err)
+	}
+	created, err := createdTS(m, ev.OriginServerTS)
+	errs = append(errs, err)
+	expires, hasExpires, err := integer(m, "expires")
+	errs = append(errs, err)
+	if err := joinInvalid(errs...); err != nil {
+		return Parsed{Kind: RegisterInvalid}, err
+	}
+	if key := ParseStateKeyUser(*ev.StateKey); key != "" && key != ev.Sender {
+		return Parsed{Kind: RegisterInvalid}, invalid("state key names %s but the sender is %s", key, ev.Sender)
+	}
+	callID = NormalizeCallID(app, callID)
+	return Parsed{Kind: RegisterJoin, Claims: []Claim{{
+		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
+		MembershipID: membershipID(ev.Sender, device, created),
+		CreatedTS:    created, Deadline: expiryOf(cfg, created, expires, hasExpires),
+		FocusActive: focus, FociPref: foci, Format: format, EventID: ev.EventID, TS: ev.OriginServerTS,
+	}}}, nil
+}
+
+// parseLegacy expands a legacy memberships array (js-sdk v28-v35). Entries
+// count only for the room call (call_id "" and scope m.room, research §5
+// case 24) and only until created_ts()+expires (or expires_ts).
+func parseLegacy(cfg Config, ev *events.RawEvent, m map[string]json.RawMessage) (Parsed, error) {
+	var entries []json.RawMessage
+	if err := json.Unmarshal(m["memberships"], &entries); err != nil {
+		return Parsed{Kind: RegisterInvalid}, invalid("memberships must be an array")
+	}
+	if len(entries) > MaxMemberships {
+		return Parsed{Kind: RegisterInvalid}, invalid("memberships has %d entries, limit %d", len(entries), MaxMemberships)
+	}
+	if key := ParseStateKeyUser(*ev.StateKey); len(entries) > 0 && key != "" && key != ev.Sender {
+		return Parsed{Kind: RegisterInvalid}, invalid("state key names %s but the sender is %s", key, ev.Sender)
+	}
+	p := Parsed{Kind: RegisterLeave}
+	seen := map[string]bool{}
+	for i, raw := range entries {
+		c, err := parseLegacyEntry(cfg, ev, raw)
+		if err != nil {
+			p.Rejected = append(p.Rejected, fmt.Sprintf("memberships[%d]: %v", i, err))
+			continue
+		}
+		if seen[c.MemberKey] {
+			p.Rejected = append(p.Rejected, fmt.Sprintf("memberships[%d]: device %s listed twice", i, c.Device))
+			continue
+		}
+		seen[c.MemberKey] = true
+		p.Kind = RegisterJoin
+		p.Claims = append(p.Claims, c)
+	}
+	if len(entries) > 0 && len(p.Claims) == 0 {
+		p.Kind = RegisterInvalid
+	}
+	return p, nil
+}
+
+func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage) (Claim, error) {
+	m, err := object(raw)
+	if err != nil {
+		return Claim{}, err
+	}
+	var errs []error
+	app, err := str(m, "application", true)
+	errs = append(errs, err)
+	callID, err := str(m, "call_id", true)
+	errs = append(errs, err)
+	device, err := str(m, "device_id", true)
+	errs = append(errs, err)
+	scope, err := str(m, "scope", false)
+	errs = append(errs, err)
+	created, err := createdTS(m, ev.OriginServerTS)
+	errs = append(errs, err)
+	expires, hasExpires, err := integer(m, "expires")
+	errs = append(errs, err)
+	expiresTS, hasExpiresTS, err := integer(m, "expires_ts")
+	errs = append(errs, err)
+	var foci json.RawMessage
+	if has(m, "foci_active") {
+		foci, err = typedArray(m["foci_active"], "foci_active")
+		errs = append(errs, err)
+	}
+	if err := joinInvalid(errs...); err != nil {
+		return Claim{}, err
+	}
+	switch {
+	case app == "" || device == "":
+		return Claim{}, invalid("application and device_id must not be empty")
+	case callID != "" || (scope != "" && scope != "m.room"):
+		return Claim{}, invalid("only the room call (call_id \"\", scope m.room) counts in a legacy array")
+	case !hasExpires && !hasExpiresTS:
+		return Claim{}, invalid("neither expires nor expires_ts")
+	}
+	deadline := expiryOf(cfg, created, expires, true)
+	if !hasExpires { // expires wins when both are present (research §5 case 25)
+		deadline = min(expiresTS, created+cfg.MaxExpiresMS)
+	}
+	return Claim{
+		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
+		MembershipID: membershipID(ev.Sender, device, created), CreatedTS: created, Deadline: deadline,
+		FociPref: foci, Format: events.FormatLegacy, EventID: ev.EventID, TS: ev.OriginServerTS,
+	}, nil
+}
+
+// StickyKey returns the MSC4354 sticky key of a sticky member event
+// (sticky_key, or msc4354_sticky_key; they must agree when both are set).
+func StickyKey(content json.RawMessage) (string, error) {
+	m, err := object(content)
+	if err != nil {
+		return "", err
+	}
+	a, errA := str(m, "sticky_key", false)
+	b, errB := str(m, "msc4354_sticky_key", false)
+	if err := joinInvalid(errA, errB); err != nil {
+		return "", err
+	}
+	switch {
+	case a == "" && b == "":
+		return "", invalid("no sticky_key")
+	case a != "" && b != "" && a != b:
+		return "", invalid("sticky_key and msc4354_sticky_key differ")
+	case a != "":
+		return a, nil
+	}
+	return b, nil
+}
+
+// StickyDeadline is when a sticky event stops being sticky (MSC4354):
+// min(received, origin_server_ts) + min(duration, 1 h).
+func StickyDeadline(ev *events.RawEvent) (int64, error) {
+	if ev.StickyDurationMS == nil {
+		return 0, invalid("not sticky: no sticky duration")
+	}
+	d := *ev.StickyDurationMS
+	if d < 0 {
+		return 0, invalid("negative sticky duration")
+	}
+	start := ev.OriginServerTS
+	if ev.ReceivedAt > 0 && ev.ReceivedAt < start {
+		start = ev.ReceivedAt
+	}
+	return start + min(d, MaxStickyMS), nil
+}
+
+// ParseStickyMember parses a sticky m.rtc.member / org.matrix.msc4143.rtc.member
+// event: the MSC4143 head shape (member{id, membership}, transports) and the
+// js-sdk shape (member{user_id, device_id, id}, rtc_transports). Content with
+// only the sticky key, or member.membership "leave", is a leave.
+func ParseStickyMember(ev *events.RawEvent) (Parsed, error) {
+	m, err := object(ev.Content)
+	if err != nil {
+		return Parsed{Kind: RegisterInvalid}, err
+	}
+	if !has(m, "application") {
+		return Parsed{Kind: RegisterLeave}, nil
+	}
+	var member map[string]json.RawMessage
+	if err := json.Unmarshal(m["member"], &member); err != nil || member == nil {
+		return Parsed{Kind: RegisterInvalid}, invalid("member must be an object")
+	}
+	if ms, _ := str(member, "membership", false); ms == "leave" {
+		return Parsed{Kind: RegisterLeave}, nil
+	}
+	var errs []error
+	var application map[string]json.RawMessage
+	if err := json.Unmarshal(m["application"], &application); err != nil || application == nil {
+		errs = append(errs, invalid("application must be an object"))
+	}
+	app, err := str(application, "type", true)
+	errs = append(errs, err)
+	slot, err := str(m, "slot_id", true)
+	errs = append(errs, err)
+	memberID, err := str(member, "id", true)
+	errs = append(errs, err)
+	userID, err := str(member, "user_id", false)
+	errs = append(errs, err)
+	device, err := str(member, "device_id", false)
+	errs = append(errs, err)
+	if device == "" {
+		device, err = str(member, "claimed_device_id", false)
+		errs = append(errs, err)
+	}
+	if ms, err := str(member, "membership", false); err != nil || (ms != "" && ms != "join") {
+		errs = append(errs, invalid("member.membership must be join or leave"))
+	}
+	var foci json.RawMessage
+	switch {
+	case has(m, "rtc_transports"):
+		foci, err = typedArray(m["rtc_transports"], "rtc_transports")
+		errs = append(errs, err)
+	case has(m, "transports"):
+		var tr map[string]json.RawMessage
+		if json.Unmarshal(m["transports"], &tr) != nil || tr == nil {
+			errs = append(errs, invalid("transports must be an object"))
+		} else if has(tr, "published") {
+			foci, err = typedArray(tr["published"], "transports.published")
+			errs = append(errs, err)
+		}
+	}
+	_, err = StickyKey(ev.Content)
+	errs = append(errs, err)
+	deadline, err := StickyDeadline(ev)
+	errs = append(errs, err)
+	if err := joinInvalid(errs...); err != nil {
+		return Parsed{Kind: RegisterInvalid}, err
+	}
+	if memberID == "" {
+		return Parsed{Kind: RegisterInvalid}, invalid("member.id empty")
+	}
+	appPart, callID, ok := strings.Cut(slot, "#")
+	if !ok || appPart != app || strings.Contains(callID, "#") {
+		return Parsed{Kind: RegisterInvalid}, invalid("slot_id %q does not match application %q", slot, app)
+	}
+	if userID != "" && id.UserID(userID) != ev.Sender {
+		return Parsed{Kind: RegisterInvalid}, invalid("member.user_id %s is not the sender %s", userID, ev.Sender)
+	}
+	key := device
+	if key == "" {
+		key = "member:" + memberID
+	}
+	return Parsed{Kind: RegisterJoin, Claims: []Claim{{
+		App: app, CallID: NormalizeCallID(app, callID), User: ev.Sender, Device: id.DeviceID(device),
+		MemberKey: key, MembershipID: memberID, CreatedTS: ev.OriginServerTS, Deadline: deadline,
+		FociPref: foci, Format: events.FormatSticky, EventID: ev.EventID, TS: ev.OriginServerTS,
+	}}}, nil
+}
+
+// ParseSlot parses an m.rtc.slot content. A slot that fails validation
+// counts as closed (MSC4143 head).
+func ParseSlot(slotID string, content json.RawMessage) (open bool, err error) {
+	m, err := object(content)
+	if err != nil {
+		return false, err
+	}
+	status, err := str(m, "status", true)
+	if err != nil {
+		return false, err
+	}
+	switch status {
+	case "closed":
+		return false, nil
+	case "open":
+	default:
+		return false, invalid("slot status %q", status)
+	}
+	var application map[string]json.RawMessage
+	if err := json.Unmarshal(m["application"], &application); err != nil || application == nil {
+		return false, invalid("open slot without application object")
+	}
+	app, err := str(application, "type", true)
+	if err != nil {
+		return false, err
+	}
+	if !strings.HasPrefix(slotID, app+"#") {
+		return false, invalid("slot %q does not belong to application %q", slotID, app)
+	}
+	return true, nil
+}
+
+// ParseRoomMembership reads m.room.member's membership.
+func ParseRoomMembership(content json.RawMessage) (string, error) {
+	m, err := object(content)
+	if err != nil {
+		return "", err
+	}
+	ms, err := str(m, "membership", true)
+	if err != nil {
+		return "", err
+	}
+	switch ms {
+	case "join", "leave", "ban", "invite", "knock":
+		return ms, nil
+	}
+	return "", invalid("unknown membership %q", ms)
+}
