@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -135,6 +136,9 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse
 	}
 	if old != nil && !newer(rank, ev.EventID, old.Rank, old.EventID) {
 		a.res.Stale = true
+		if key[0] == 'k' && old.EventID != ev.EventID {
+			a.lowerStickyStart(key, old, ev, parse)
+		}
 		return
 	}
 	reg := &Register{EventID: ev.EventID, Sender: ev.Sender, TS: ev.OriginServerTS, Rank: rank}
@@ -162,6 +166,33 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse
 		}
 	}
 	a.setRegister(key, old, reg, ev.OriginServerTS)
+}
+
+// lowerStickyStart handles a sticky event older than its register's: it
+// does not replace the register, but if it belongs to the same membership
+// (member.id) it may be the join the register's update followed, so the
+// membership started no later than it. Without this, a join delivered after
+// its update would leave a later start than the other order does.
+func (a *applier) lowerStickyStart(key string, old *Register, ev *events.RawEvent, parse func(*events.RawEvent) (Parsed, error)) {
+	p, err := parse(ev)
+	if err != nil || p.Kind != RegisterJoin {
+		return
+	}
+	var changed bool
+	reg := *old
+	reg.Claims = slices.Clone(old.Claims)
+	for i := range reg.Claims {
+		for _, c := range p.Claims {
+			if c.MembershipID == reg.Claims[i].MembershipID && c.CreatedTS < reg.Claims[i].CreatedTS {
+				reg.Claims[i].CreatedTS = c.CreatedTS
+				changed = true
+			}
+		}
+	}
+	if changed {
+		a.res.Stale = false
+		a.setRegister(key, old, &reg, ev.OriginServerTS)
+	}
 }
 
 // setRegister stores reg under key and reconciles every identity the old or
@@ -249,6 +280,14 @@ func (a *applier) applyRoomMember(ev *events.RawEvent) {
 
 func (a *applier) applyRedaction(ev *events.RawEvent) {
 	target := ev.Redacts
+	if target == "" { // room version 11 carries it in the content
+		var c struct {
+			Redacts id.EventID `json:"redacts"`
+		}
+		if json.Unmarshal(ev.Content, &c) == nil {
+			target = c.Redacts
+		}
+	}
 	if target == "" {
 		a.reject(ev.EventID, "redaction without redacts")
 		a.res.Stale = true
