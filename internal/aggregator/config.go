@@ -1,0 +1,185 @@
+package aggregator
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
+)
+
+// EnvPrefix is the prefix of the aggregator's environment overrides
+// (RTC_AGG_NATS_URLS, RTC_AGG_WORKER_ID, ...).
+const EnvPrefix = "RTC_AGG"
+
+// Config is the aggregator's configuration (configs/aggregator.yaml).
+type Config struct {
+	// NATS says how to reach the server. With no urls, the aggregator starts
+	// an embedded server (see Embedded).
+	NATS     natsutil.ConnConfig `yaml:"nats"`
+	Embedded EmbeddedConfig      `yaml:"embedded"`
+	Topology TopologyConfig      `yaml:"topology"`
+	Worker   WorkerConfig        `yaml:"worker"`
+	Reducer  rtc.Config          `yaml:"reducer"`
+	Log      telemetry.LogConfig `yaml:"log"`
+	HTTP     HTTPConfig          `yaml:"http"`
+	// ShutdownGrace bounds the graceful hand-off on SIGTERM.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// EmbeddedConfig configures the embedded nats-server used when no NATS url
+// is configured.
+type EmbeddedConfig struct {
+	DataDir  string `yaml:"data_dir"`
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	MaxStore int64  `yaml:"max_store"`
+}
+
+// TopologyConfig is the YAML form of topology.Config plus the mode.
+type TopologyConfig struct {
+	Mode         topology.Mode `yaml:"mode"` // create or verify
+	Partitions   int           `yaml:"partitions"`
+	Replicas     int           `yaml:"replicas"`
+	RawMaxAge    time.Duration `yaml:"raw_max_age"`
+	EventsMaxAge time.Duration `yaml:"events_max_age"`
+	DLQMaxAge    time.Duration `yaml:"dlq_max_age"`
+	DupWindow    time.Duration `yaml:"dup_window"`
+	AckWait      time.Duration `yaml:"ack_wait"`
+	PinnedTTL    time.Duration `yaml:"pinned_ttl"`
+	WorkerTTL    time.Duration `yaml:"worker_ttl"`
+}
+
+// Topology converts to topology.Config.
+func (t TopologyConfig) Topology() topology.Config {
+	return topology.Config{
+		Partitions: t.Partitions, Replicas: t.Replicas, RawMaxAge: t.RawMaxAge, EventsAge: t.EventsMaxAge,
+		DLQMaxAge: t.DLQMaxAge, DupWindow: t.DupWindow, AckWait: t.AckWait, PinnedTTL: t.PinnedTTL,
+		WorkerTTL: t.WorkerTTL,
+	}
+}
+
+// WorkerConfig tunes one aggregator worker.
+type WorkerConfig struct {
+	// ID names the worker in rtc_workers; empty: $POD_NAME or the host name,
+	// plus a random suffix so that a restarted process never inherits the
+	// heartbeat of its predecessor.
+	ID string `yaml:"id"`
+	// CacheRooms bounds the in-memory cache of room records.
+	CacheRooms int `yaml:"cache_rooms"`
+	// MaxDeliver is how many times an input whose processing fails in a way
+	// that retrying cannot fix (reducer panic, record too large) is tried
+	// before it goes to RTC_DLQ. NATS outages are retried forever instead.
+	MaxDeliver int `yaml:"max_deliver"`
+	// RetryBackoff is the redelivery delay after a failed attempt (doubled
+	// per attempt, capped at 8x).
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	// OpTimeout bounds every NATS request made while processing an input.
+	OpTimeout time.Duration `yaml:"op_timeout"`
+	// StatsInterval is how often the owner of partition 0 counts the live
+	// sessions and members for the metrics (0 disables).
+	StatsInterval time.Duration `yaml:"stats_interval"`
+}
+
+// HTTPConfig is the metrics and health endpoint.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"` // empty disables it
+}
+
+// DefaultConfig returns the documented defaults (configs/aggregator.yaml).
+func DefaultConfig() Config {
+	tc := topology.DefaultConfig()
+	return Config{
+		NATS:     natsutil.ConnConfig{Name: "rtc-aggregator"},
+		Embedded: EmbeddedConfig{DataDir: "./data/nats", Host: "127.0.0.1", Port: natsutil.DefaultEmbeddedPort},
+		Topology: TopologyConfig{
+			Mode: topology.ModeCreate, Partitions: tc.Partitions, Replicas: tc.Replicas,
+			RawMaxAge: tc.RawMaxAge, EventsMaxAge: tc.EventsAge, DLQMaxAge: tc.DLQMaxAge,
+			DupWindow: tc.DupWindow, AckWait: tc.AckWait, PinnedTTL: tc.PinnedTTL, WorkerTTL: tc.WorkerTTL,
+		},
+		Worker: WorkerConfig{
+			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond,
+			OpTimeout: 10 * time.Second, StatsInterval: 30 * time.Second,
+		},
+		Reducer:       rtc.DefaultConfig(),
+		Log:           telemetry.LogConfig{Format: "json", Level: "info"},
+		HTTP:          HTTPConfig{Listen: ":9090"},
+		ShutdownGrace: 20 * time.Second,
+	}
+}
+
+var workerIDRe = regexp.MustCompile(`^[-_=a-zA-Z0-9]{1,64}$`)
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.NATS.URLs) == 0 {
+		if c.Embedded.DataDir == "" {
+			errs = append(errs, errors.New("embedded.data_dir: required when nats.urls is empty"))
+		}
+		if c.Embedded.Port < -1 || c.Embedded.Port > 65535 {
+			errs = append(errs, fmt.Errorf("embedded.port %d: want -1 (random) or 0-65535", c.Embedded.Port))
+		}
+	}
+	if c.Topology.Mode != topology.ModeCreate && c.Topology.Mode != topology.ModeVerify {
+		errs = append(errs, fmt.Errorf("topology.mode %q: want create or verify", c.Topology.Mode))
+	}
+	if err := c.Topology.Topology().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("topology: %w", err))
+	}
+	if c.Worker.ID != "" && !workerIDRe.MatchString(c.Worker.ID) {
+		errs = append(errs, fmt.Errorf("worker.id %q: want 1-64 characters of [-_=a-zA-Z0-9]", c.Worker.ID))
+	}
+	if c.Worker.CacheRooms < 1 {
+		errs = append(errs, fmt.Errorf("worker.cache_rooms %d: must be at least 1", c.Worker.CacheRooms))
+	}
+	if c.Worker.MaxDeliver < 1 {
+		errs = append(errs, fmt.Errorf("worker.max_deliver %d: must be at least 1", c.Worker.MaxDeliver))
+	}
+	if c.Worker.RetryBackoff <= 0 {
+		errs = append(errs, fmt.Errorf("worker.retry_backoff %s: must be positive", c.Worker.RetryBackoff))
+	}
+	if c.Worker.OpTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("worker.op_timeout %s: must be at least 100ms", c.Worker.OpTimeout))
+	}
+	if c.Worker.StatsInterval < 0 {
+		errs = append(errs, fmt.Errorf("worker.stats_interval %s: must not be negative", c.Worker.StatsInterval))
+	}
+	if err := c.Reducer.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("reducer: %w", err))
+	}
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ShutdownGrace < time.Second {
+		errs = append(errs, fmt.Errorf("shutdown_grace %s: must be at least 1s", c.ShutdownGrace))
+	}
+	return errors.Join(errs...)
+}
+
+// defaultWorkerID is $POD_NAME (or the host name) plus a random suffix.
+func defaultWorkerID() string {
+	base := os.Getenv("POD_NAME")
+	if base == "" {
+		base, _ = os.Hostname()
+	}
+	clean := make([]byte, 0, len(base))
+	for i := 0; i < len(base) && len(clean) < 48; i++ {
+		ch := base[i]
+		if ch == '-' || ch == '_' || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') {
+			clean = append(clean, ch)
+		}
+	}
+	if len(clean) == 0 {
+		clean = []byte("worker")
+	}
+	return string(clean) + "-" + randomSuffix()
+}

@@ -1,0 +1,78 @@
+package aggregator
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the aggregator's Prometheus metrics. Several workers in one
+// process (tests) each get their own registry.
+type Metrics struct {
+	Inputs          *prometheus.CounterVec   // by kind (event, timer) and result
+	Transitions     *prometheus.CounterVec   // session events by kind
+	Rejections      prometheus.Counter       // reducer rejections (invalid content, foreign state keys, ...)
+	CASConflicts    prometheus.Counter       // rtc_rooms revision mismatches
+	PublishSeconds  prometheus.Histogram     // outbox flush latency
+	ProcessSeconds  prometheus.Histogram     // one input, end to end
+	ConsumerLag     *prometheus.GaugeVec     // NumPending by partition
+	OwnedPartitions prometheus.Gauge         // partitions this worker consumes
+	LiveWorkers     prometheus.Gauge         // workers seen in rtc_workers
+	LiveSessions    prometheus.Gauge         // reported by the owner of partition 0
+	LiveMembers     prometheus.Gauge         // reported by the owner of partition 0
+	TimerLateness   prometheus.Histogram     // wall time of processing minus deadline
+	TimersArmed     prometheus.Counter       // schedules published
+	DLQ             *prometheus.CounterVec   // dead-lettered inputs by reason
+	Retries         *prometheus.CounterVec   // failed attempts by class (poison, transient)
+	Handoffs        *prometheus.CounterVec   // partitions acquired / released
+	CacheLookups    *prometheus.CounterVec   // room cache hit / miss
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: not
+// registered anywhere).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	const ns = "rtc_aggregator"
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	m := &Metrics{
+		Inputs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "inputs_total",
+			Help: "Inputs taken from RTC_RAW, by kind (event, timer) and result (applied, duplicate, stale, dlq)."},
+			[]string{"kind", "result"}),
+		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transitions_total",
+			Help: "Session events produced, by kind."}, []string{"kind"}),
+		Rejections: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "rejections_total",
+			Help: "Events (or array entries) the reducer did not count as memberships."}),
+		CASConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "cas_conflicts_total",
+			Help: "Room record writes that lost a revision check and were retried."}),
+		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
+			Help: "Time to publish an outbox (events, live sessions, timer) and receive every ack.", Buckets: latency}),
+		ProcessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "process_seconds",
+			Help: "Time to process one input, from delivery to ack.", Buckets: latency}),
+		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_lag",
+			Help: "Inputs waiting in a partition (NumPending of the last delivered input)."}, []string{"partition"}),
+		OwnedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "owned_partitions",
+			Help: "Partitions this worker consumes."}),
+		LiveWorkers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "live_workers",
+			Help: "Workers with a live heartbeat in rtc_workers, as this worker sees them."}),
+		LiveSessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "live_sessions",
+			Help: "Live sessions in rtc_sessions; reported by the owner of partition 0, 0 elsewhere (use max or sum)."}),
+		LiveMembers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "live_members",
+			Help: "Members (devices) of the live sessions; reported like live_sessions."}),
+		TimerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "timer_lateness_seconds",
+			Help: "Wall-clock delay between a timer's deadline and its processing.",
+			Buckets: []float64{.25, .5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300}}),
+		TimersArmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "timers_armed_total",
+			Help: "Room timers (message schedules) published."}),
+		DLQ: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dlq_total",
+			Help: "Inputs sent to RTC_DLQ, by reason."}, []string{"reason"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "retries_total",
+			Help: "Failed processing attempts that were retried, by class (poison, transient)."}, []string{"class"}),
+		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "partition_handoffs_total",
+			Help: "Partitions acquired and released by this worker."}, []string{"op"}),
+		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "room_cache_lookups_total",
+			Help: "Room record cache lookups, by result (hit, miss)."}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.PublishSeconds, m.ProcessSeconds,
+			m.ConsumerLag, m.OwnedPartitions, m.LiveWorkers, m.LiveSessions, m.LiveMembers, m.TimerLateness,
+			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups)
+	}
+	return m
+}

@@ -1,0 +1,119 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+)
+
+// Run is the aggregator service: it connects to NATS (starting an embedded
+// server when no url is configured), ensures the topology, serves /metrics,
+// /healthz and /readyz, and runs one worker until ctx ends. Then it hands
+// its partitions off within cfg.ShutdownGrace and returns.
+func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Registry) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("aggregator config: %w", err)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	health := telemetry.NewHealth()
+
+	var ns *server.Server
+	if len(cfg.NATS.URLs) == 0 {
+		var err error
+		ns, err = natsutil.StartEmbedded(natsutil.EmbeddedConfig{DataDir: cfg.Embedded.DataDir,
+			Host: cfg.Embedded.Host, Port: cfg.Embedded.Port, MaxStore: cfg.Embedded.MaxStore}, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			log.Info("embedded nats-server stopped")
+		}()
+		cfg.NATS.URLs = []string{ns.ClientURL()}
+	}
+	nc, err := natsutil.Connect(ctx, cfg.NATS, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	health.AddCheck("nats", func() error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	h, err := ensureTopology(ctx, js, cfg.Topology, log)
+	if err != nil {
+		return err
+	}
+
+	w := NewWorker(nc, js, h, WorkerOptions{ID: cfg.Worker.ID, Topology: cfg.Topology.Topology(),
+		Worker: cfg.Worker, Reducer: cfg.Reducer, Log: log, Metrics: NewMetrics(reg), Grace: cfg.ShutdownGrace})
+	health.AddCheck("partitions", w.Ready)
+
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	httpDone := make(chan error, 1)
+	if cfg.HTTP.Listen != "" {
+		go func() { httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, telemetry.Handler(reg, health), log, nil) }()
+	} else {
+		httpDone <- nil
+	}
+	werr := w.Run(ctx)
+	// The worker has handed off; drain what is left of the connection.
+	if err := nc.Drain(); err == nil {
+		deadline := time.Now().Add(5 * time.Second)
+		for !nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	stopHTTP()
+	if herr := <-httpDone; herr != nil && werr == nil {
+		werr = herr
+	}
+	return werr
+}
+
+// ensureTopology creates or verifies the streams, buckets and consumers. A
+// partition-count mismatch or a missing object in verify mode is fatal;
+// other errors (a cluster still electing leaders) are retried for a while.
+func ensureTopology(ctx context.Context, js jetstream.JetStream, tc TopologyConfig, log *zap.Logger) (*topology.Handles, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		h, err := topology.Ensure(ectx, js, tc.Topology(), tc.Mode)
+		cancel()
+		if err == nil {
+			log.Info("topology ready", zap.String("mode", string(tc.Mode)), zap.Int("partitions", tc.Partitions),
+				zap.Int("replicas", tc.Replicas))
+			return h, nil
+		}
+		if errors.Is(err, topology.ErrPartitionMismatch) || errors.Is(err, topology.ErrMissing) ||
+			ctx.Err() != nil || time.Now().After(deadline) || errors.Is(err, nats.ErrConnectionClosed) {
+			return nil, fmt.Errorf("topology (%s mode): %w", tc.Mode, err)
+		}
+		log.Warn("topology not ready yet; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

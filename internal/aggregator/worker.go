@@ -1,0 +1,500 @@
+package aggregator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
+)
+
+// ErrNotReady is what Worker.Ready returns while the worker does not consume
+// its share of the partitions.
+var ErrNotReady = errors.New("worker not ready")
+
+// WorkerOptions are what a Worker needs besides its connection.
+type WorkerOptions struct {
+	ID       string          // empty: generated (see WorkerConfig.ID)
+	Topology topology.Config // partitions, TTLs
+	Worker   WorkerConfig
+	Reducer  rtc.Config
+	Log      *zap.Logger
+	Metrics  *Metrics // nil: unregistered metrics
+	// Grace bounds the graceful hand-off when Run's context ends.
+	Grace time.Duration
+
+	hooks hooks
+}
+
+// hooks let tests inject faults at precise points of the protocol.
+type hooks struct {
+	// afterStore runs after a room record was written and before its outbox
+	// is published.
+	afterStore func(w *Worker, partition int, seq uint64)
+}
+
+// Worker is one aggregator replica: it heartbeats into rtc_workers, computes
+// which partitions it owns by rendezvous hashing over the live workers, and
+// consumes exactly those.
+type Worker struct {
+	id    string
+	opts  WorkerOptions
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	h     *topology.Handles
+	log   *zap.Logger
+	m     *Metrics
+	cache *roomCache
+
+	// procCtx is cancelled only when the worker is killed or the grace
+	// period is exceeded: in-flight inputs finish during a graceful stop.
+	procCtx    context.Context
+	procCancel context.CancelFunc
+
+	changed chan struct{} // live set changed: reconcile
+
+	mu         sync.Mutex
+	live       map[string]bool
+	owned      map[int]*partRunner
+	reconciled bool
+	selfLive   bool
+	killed     bool
+	hbRev      uint64
+}
+
+// NewWorker prepares a worker on an existing connection and topology.
+func NewWorker(nc *nats.Conn, js jetstream.JetStream, h *topology.Handles, o WorkerOptions) *Worker {
+	if o.ID == "" {
+		o.ID = defaultWorkerID()
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	if o.Grace <= 0 {
+		o.Grace = 20 * time.Second
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	return &Worker{
+		id: o.ID, opts: o, nc: nc, js: js, h: h, log: o.Log.With(zap.String("worker", o.ID)), m: o.Metrics,
+		cache: newRoomCache(o.Worker.CacheRooms), procCtx: pctx, procCancel: cancel,
+		changed: make(chan struct{}, 1), live: map[string]bool{}, owned: map[int]*partRunner{},
+	}
+}
+
+// ID is the worker's key in rtc_workers.
+func (w *Worker) ID() string { return w.id }
+
+// Ready is nil when the worker is connected, registered, and consumes every
+// partition it owns.
+func (w *Worker) Ready() error {
+	if !w.nc.IsConnected() {
+		return fmt.Errorf("%w: nats not connected", ErrNotReady)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.reconciled || !w.selfLive {
+		return fmt.Errorf("%w: partitions not assigned yet", ErrNotReady)
+	}
+	return nil
+}
+
+// Owned returns the partitions the worker consumes, sorted.
+func (w *Worker) Owned() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]int, 0, len(w.owned))
+	for p := range w.owned {
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// Owner is the rendezvous-hashing owner of a partition among the live
+// workers: the worker with the highest SHA-256 of "<worker>/<partition>".
+// Every worker computes the same answer from the same live set.
+func Owner(live []string, partition int) string {
+	best, bestH := "", uint64(0)
+	for _, id := range live {
+		s := sha256.Sum256([]byte(id + "/" + strconv.Itoa(partition)))
+		h := binary.BigEndian.Uint64(s[:8])
+		if best == "" || h > bestH || (h == bestH && id < best) {
+			best, bestH = id, h
+		}
+	}
+	return best
+}
+
+// Run registers the worker and consumes its partitions until ctx ends, then
+// hands its partitions off: it deletes its heartbeat (so that the others
+// start pulling at once), stops its consumers, waits for the input in
+// flight, and unpins each partition. It returns after the hand-off, or when
+// Grace is exceeded.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.register(ctx); err != nil {
+		return err
+	}
+	w.log.Info("worker registered", zap.Int("partitions", w.opts.Topology.Partitions))
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	context.AfterFunc(w.procCtx, stopLoops) // kill
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); w.heartbeatLoop(loopCtx) }()
+	go func() { defer wg.Done(); w.watchLoop(loopCtx) }()
+	go func() { defer wg.Done(); w.statsLoop(loopCtx) }()
+	w.reconcileLoop(loopCtx)
+	stopLoops()
+	wg.Wait()
+
+	w.mu.Lock()
+	killed := w.killed
+	w.mu.Unlock()
+	if killed {
+		w.stopAll(false)
+		return nil
+	}
+	// Graceful hand-off.
+	timer := time.AfterFunc(w.opts.Grace, func() {
+		w.log.Warn("graceful hand-off exceeded its grace period; stopping hard")
+		w.procCancel()
+	})
+	defer timer.Stop()
+	dctx, cancel := context.WithTimeout(w.procCtx, 5*time.Second)
+	if err := w.h.Workers.Delete(dctx, w.id); err != nil {
+		w.log.Warn("delete heartbeat", zap.Error(err))
+	}
+	cancel()
+	w.stopAll(true)
+	w.procCancel()
+	w.log.Info("worker stopped, partitions handed off")
+	return nil
+}
+
+// kill simulates a crash (tests): the connection is closed abruptly, nothing
+// is unpinned and the heartbeat is left to expire.
+func (w *Worker) kill() {
+	w.mu.Lock()
+	w.killed = true
+	w.mu.Unlock()
+	w.procCancel()
+	w.nc.Close()
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (w *Worker) workerSubject() string { return "$KV." + events.BucketWorkers + "." + w.id }
+
+func (w *Worker) heartbeatValue() []byte {
+	return []byte(`{"started":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)
+}
+
+// register writes the heartbeat key with a per-key TTL. A raw publish with
+// Nats-TTL (rather than kv.Create) also works when the key still exists
+// from an earlier run under the same id.
+func (w *Worker) register(ctx context.Context) error {
+	m := nats.NewMsg(w.workerSubject())
+	m.Data = w.heartbeatValue()
+	rctx, cancel := context.WithTimeout(ctx, w.opts.Worker.OpTimeout)
+	defer cancel()
+	pa, err := w.js.PublishMsg(rctx, m, jetstream.WithMsgTTL(w.opts.Topology.WorkerTTL))
+	if err != nil {
+		return fmt.Errorf("register worker %s in %s: %w", w.id, events.BucketWorkers, err)
+	}
+	w.mu.Lock()
+	w.hbRev = pa.Sequence
+	w.live[w.id] = true
+	w.selfLive = true
+	w.mu.Unlock()
+	w.poke()
+	return nil
+}
+
+// heartbeatLoop refreshes the heartbeat's TTL every third of it with a CAS
+// publish (expected last subject sequence): if the key expired or was
+// replaced meanwhile, the worker registers anew.
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	every := w.opts.Topology.WorkerTTL / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		rev := w.hbRev
+		w.mu.Unlock()
+		m := nats.NewMsg(w.workerSubject())
+		m.Data = w.heartbeatValue()
+		hctx, cancel := context.WithTimeout(ctx, every)
+		pa, err := w.js.PublishMsg(hctx, m, jetstream.WithExpectLastSequencePerSubject(rev),
+			jetstream.WithMsgTTL(w.opts.Topology.WorkerTTL))
+		cancel()
+		switch {
+		case err == nil:
+			w.mu.Lock()
+			w.hbRev = pa.Sequence
+			w.mu.Unlock()
+		case ctx.Err() != nil:
+			return
+		default:
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+				w.log.Warn("heartbeat lost (expired or replaced); registering again")
+				if err := w.register(ctx); err != nil {
+					w.log.Warn("re-register", zap.Error(err))
+				}
+				continue
+			}
+			w.log.Warn("heartbeat refresh failed", zap.Error(err))
+		}
+	}
+}
+
+func (w *Worker) poke() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// watchLoop follows rtc_workers. The watcher is recreated if it ends (for
+// instance across a server restart); reconcileLoop also re-lists the keys
+// periodically, so a stalled watcher only delays changes.
+func (w *Worker) watchLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		kw, err := w.h.Workers.WatchAll(ctx)
+		if err != nil {
+			w.log.Warn("watch workers", zap.Error(err))
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		for e := range kw.Updates() {
+			if e == nil {
+				continue
+			}
+			w.mu.Lock()
+			if e.Operation() == jetstream.KeyValuePut {
+				w.live[e.Key()] = true
+			} else {
+				delete(w.live, e.Key())
+				if e.Key() == w.id {
+					w.selfLive = false
+				}
+			}
+			w.mu.Unlock()
+			w.poke()
+		}
+		_ = kw.Stop()
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// resync re-lists the live workers (a watcher can miss changes while
+// disconnected). It also re-registers the worker if its own key is gone.
+func (w *Worker) resync(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, w.opts.Worker.OpTimeout)
+	defer cancel()
+	lister, err := w.h.Workers.ListKeys(lctx)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrNoKeysFound) {
+			w.log.Debug("list workers", zap.Error(err))
+			return
+		}
+	}
+	live := map[string]bool{}
+	if lister != nil {
+		for k := range lister.Keys() {
+			live[k] = true
+		}
+		if lctx.Err() != nil {
+			return
+		}
+	}
+	w.mu.Lock()
+	w.live = live
+	self := live[w.id]
+	w.selfLive = self
+	w.mu.Unlock()
+	if !self {
+		if err := w.register(ctx); err != nil {
+			w.log.Warn("re-register", zap.Error(err))
+		}
+	}
+}
+
+// reconcileLoop starts and stops partition consumers whenever the live set
+// changes, and re-lists the live set every third of the worker TTL.
+func (w *Worker) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(w.opts.Topology.WorkerTTL / 3)
+	defer t.Stop()
+	for {
+		w.reconcile()
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.changed:
+		case <-t.C:
+			w.resync(ctx)
+		}
+	}
+}
+
+func (w *Worker) reconcile() {
+	w.mu.Lock()
+	live := make([]string, 0, len(w.live)+1)
+	for id := range w.live {
+		live = append(live, id)
+	}
+	if !w.live[w.id] {
+		// Until our own key shows up in the watch, count ourselves in: we
+		// registered before watching.
+		live = append(live, w.id)
+	}
+	var gain []int
+	var lose []*partRunner
+	for p := 0; p < w.opts.Topology.Partitions; p++ {
+		mine := Owner(live, p) == w.id
+		r, have := w.owned[p]
+		switch {
+		case mine && !have:
+			gain = append(gain, p)
+		case !mine && have:
+			lose = append(lose, r)
+			delete(w.owned, p)
+		}
+	}
+	for _, p := range gain {
+		w.cache.dropPartition(p)
+		r := newPartRunner(w, p)
+		w.owned[p] = r
+		go r.loop()
+	}
+	w.reconciled = true
+	n := len(w.owned)
+	w.mu.Unlock()
+
+	w.m.LiveWorkers.Set(float64(len(live)))
+	w.m.OwnedPartitions.Set(float64(n))
+	if len(gain) > 0 || len(lose) > 0 {
+		w.log.Info("partitions reassigned", zap.Ints("gained", gain), zap.Int("released", len(lose)),
+			zap.Int("owned", n), zap.Int("live_workers", len(live)))
+	}
+	w.m.Handoffs.WithLabelValues("acquired").Add(float64(len(gain)))
+	w.m.Handoffs.WithLabelValues("released").Add(float64(len(lose)))
+	if len(lose) > 0 {
+		var wg sync.WaitGroup
+		for _, r := range lose {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.stop(true) }()
+		}
+		wg.Wait()
+	}
+}
+
+// stopAll stops every partition consumer; with unpin, each partition is
+// unpinned after its input in flight is done.
+func (w *Worker) stopAll(unpin bool) {
+	w.mu.Lock()
+	rs := make([]*partRunner, 0, len(w.owned))
+	for p, r := range w.owned {
+		rs = append(rs, r)
+		delete(w.owned, p)
+	}
+	w.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.stop(unpin) }()
+	}
+	wg.Wait()
+	w.m.OwnedPartitions.Set(0)
+}
+
+// statsLoop counts the live sessions and members for the metrics. Only the
+// owner of partition 0 does it, so that the numbers exist once.
+func (w *Worker) statsLoop(ctx context.Context) {
+	if w.opts.Worker.StatsInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(w.opts.Worker.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		_, leader := w.owned[0]
+		w.mu.Unlock()
+		if !leader {
+			w.m.LiveSessions.Set(0)
+			w.m.LiveMembers.Set(0)
+			continue
+		}
+		sessions, members, err := countLive(ctx, w.h.Sessions, w.opts.Worker.OpTimeout)
+		if err != nil {
+			w.log.Debug("count live sessions", zap.Error(err))
+			continue
+		}
+		w.m.LiveSessions.Set(float64(sessions))
+		w.m.LiveMembers.Set(float64(members))
+	}
+}
+
+func countLive(ctx context.Context, kv jetstream.KeyValue, timeout time.Duration) (sessions, members int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lister, err := kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("list sessions: %w", err)
+	}
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		ls, err := events.DecodeLiveSession(e.Value())
+		if err != nil {
+			continue
+		}
+		sessions++
+		members += ls.Participants
+	}
+	return sessions, members, ctx.Err()
+}
