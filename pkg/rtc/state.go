@@ -37,6 +37,10 @@ type RoomState struct {
 
 	// claims maps a member identity to the registers claiming it.
 	claims map[ident][]string
+	// next caches NextDeadline while nextKnown; member changes keep it
+	// current or invalidate it, so most inputs need no scan of the members.
+	next      int64
+	nextKnown bool
 }
 
 // maxRedactedRemembered bounds RoomState.Redacted.
@@ -128,6 +132,9 @@ func NewRoomState(room id.RoomID) *RoomState {
 // or 0 when there is none: the time at which the room's durable timer must
 // fire an input.
 func (st *RoomState) NextDeadline() int64 {
+	if st.nextKnown {
+		return st.next
+	}
 	var next int64
 	for _, s := range st.Sessions {
 		for _, m := range s.Members {
@@ -136,7 +143,23 @@ func (st *RoomState) NextDeadline() int64 {
 			}
 		}
 	}
+	st.next, st.nextKnown = next, true
 	return next
+}
+
+// memberDeadlineAdded keeps the NextDeadline cache current when a member
+// with deadline d appears.
+func (st *RoomState) memberDeadlineAdded(d int64) {
+	if st.nextKnown && (st.next == 0 || d < st.next) {
+		st.next = d
+	}
+}
+
+// memberDeadlineRemoved invalidates the cache when the soonest deadline goes.
+func (st *RoomState) memberDeadlineRemoved(d int64) {
+	if st.nextKnown && d <= st.next {
+		st.nextKnown = false
+	}
 }
 
 // LiveSessions returns the live sessions, ordered by key.
