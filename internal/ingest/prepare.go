@@ -1,0 +1,81 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// ErrFiltered is returned by Prepare for an event whose type the ingest does
+// not forward (events.IsForwarded). It is not a failure: callers count it.
+var ErrFiltered = errors.New("event type not forwarded")
+
+// ErrRejected is wrapped by every error of Prepare that rejects a malformed
+// event; RejectReason tells the metric label.
+var ErrRejected = errors.New("event rejected")
+
+// RejectError is a rejected event with its metric reason.
+type RejectError struct {
+	Reason string // one of the Reject* constants
+	Err    error
+}
+
+func (e *RejectError) Error() string { return fmt.Sprintf("%s: %v", e.Reason, e.Err) }
+
+// Unwrap lets errors.Is find both ErrRejected and the cause.
+func (e *RejectError) Unwrap() []error { return []error{ErrRejected, e.Err} }
+
+// RejectReason extracts the reason label of a Prepare error ("" if the error
+// is not a rejection).
+func RejectReason(err error) string {
+	var re *RejectError
+	if errors.As(err, &re) {
+		return re.Reason
+	}
+	return ""
+}
+
+// Prepare turns one Matrix client event (JSON) into the RawEvent to publish:
+// it drops (ErrFiltered) types the aggregator does not need and rejects
+// (ErrRejected) what is not a valid client event. The content keeps its
+// original JSON bytes (compacted).
+func Prepare(data []byte, room id.RoomID, receivedAt int64, homeserver string, src events.Source) (events.RawEvent, error) {
+	if len(data) > events.MaxEventBytes {
+		return events.RawEvent{}, &RejectError{Reason: RejectTooLarge,
+			Err: fmt.Errorf("%d bytes, limit %d", len(data), events.MaxEventBytes)}
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return events.RawEvent{}, &RejectError{Reason: RejectNotObject, Err: errors.New("event is not a JSON object")}
+	}
+	var peek struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(trimmed, &peek); err != nil {
+		return events.RawEvent{}, &RejectError{Reason: RejectMalformed, Err: err}
+	}
+	if peek.Type != "" && !events.IsForwarded(peek.Type) {
+		return events.RawEvent{}, fmt.Errorf("%w: %q", ErrFiltered, clip(peek.Type))
+	}
+	ev, err := events.ParseClientEvent(trimmed, room, receivedAt)
+	if err != nil {
+		return events.RawEvent{}, &RejectError{Reason: RejectMalformed, Err: err}
+	}
+	ev.Homeserver = homeserver
+	ev.Source = src
+	return ev, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func roomID(s string) id.RoomID { return id.RoomID(s) }

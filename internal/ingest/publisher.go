@@ -1,0 +1,187 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// ErrUnavailable is returned by Publisher.Publish when some event did not get
+// its PubAck: NATS is down, the stream does not answer, or the acks did not
+// come within the timeout. The caller must make the sender retry (HTTP 503,
+// keep the sync token, ...); retrying is harmless because every event is
+// published with Nats-Msg-Id = event id.
+var ErrUnavailable = errors.New("event store unavailable")
+
+// PublisherConfig bounds the publisher.
+type PublisherConfig struct {
+	MaxInFlight int           // publishes waiting for their PubAck, across all sources
+	AckTimeout  time.Duration // how long one batch may wait for its PubAcks
+}
+
+// Publisher publishes RawEvents to RTC_RAW asynchronously, with a bounded
+// number in flight, and reports a batch stored only when every event of it
+// is acknowledged by JetStream.
+type Publisher struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg PublisherConfig
+	sem chan struct{}
+	m   *Metrics
+	log *zap.Logger
+}
+
+// NewPublisher builds a publisher on a NATS connection.
+func NewPublisher(nc *nats.Conn, cfg PublisherConfig, m *Metrics, log *zap.Logger) (*Publisher, error) {
+	if cfg.MaxInFlight < 1 {
+		cfg.MaxInFlight = 1
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	return &Publisher{nc: nc, js: js, cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight), m: m, log: log}, nil
+}
+
+// JetStream is the publisher's JetStream context (for topology.EnsureRaw).
+func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
+
+// Ready reports whether the connection to NATS is up.
+func (p *Publisher) Ready() error {
+	if st := p.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("%w: nats connection %s", ErrUnavailable, st)
+	}
+	return nil
+}
+
+// Stats is what a batch did.
+type Stats struct {
+	Stored     int // new in RTC_RAW
+	Duplicates int // already in RTC_RAW (PubAck.Duplicate)
+}
+
+type pending struct {
+	f     jetstream.PubAckFuture
+	typ   string
+	start time.Time
+}
+
+type result struct {
+	ack *jetstream.PubAck
+	typ string
+	err error
+}
+
+// Publish publishes the events of one batch (a transaction, a sync response,
+// a file chunk) and waits for every PubAck. It returns an error wrapping
+// ErrUnavailable unless all were acknowledged; some may have been stored
+// anyway, which a retry de-duplicates. A batch larger than MaxInFlight is
+// published as slots free up.
+func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.Source, evs []events.RawEvent) (Stats, error) {
+	var st Stats
+	if len(evs) == 0 {
+		return st, nil
+	}
+	if err := p.Ready(); err != nil {
+		p.m.PublishFail.WithLabelValues(homeserver, string(src)).Add(float64(len(evs)))
+		return st, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
+	defer cancel()
+
+	// The collector waits for each PubAck (the async publish timeout bounds
+	// the wait), frees its slot and reports; it outlives a timed-out batch
+	// only until the remaining futures resolve.
+	futs := make(chan pending, len(evs))
+	results := make(chan result, len(evs))
+	go func() {
+		for pe := range futs {
+			var r result
+			select {
+			case r.ack = <-pe.f.Ok():
+				p.m.PublishTime.WithLabelValues(homeserver).Observe(time.Since(pe.start).Seconds())
+			case r.err = <-pe.f.Err():
+			}
+			r.typ = pe.typ
+			p.done()
+			results <- r
+		}
+	}()
+
+	var failed error
+	sent := 0
+publish:
+	for i := range evs {
+		ev := &evs[i]
+		data, err := events.EncodeRaw(ev)
+		if err != nil { // cannot happen for a RawEvent built by Prepare
+			p.m.rejected(homeserver, src, RejectEncode)
+			p.log.Warn("event rejected", zap.String("homeserver", homeserver), zap.String("event_id", string(ev.EventID)),
+				zap.String("reason", RejectEncode), zap.Error(err))
+			continue
+		}
+		select {
+		case p.sem <- struct{}{}:
+		case <-ctx.Done():
+			failed = fmt.Errorf("%w: waiting for a publish slot: %v", ErrUnavailable, ctx.Err())
+			break publish
+		}
+		msg := &nats.Msg{Subject: events.RawSubject(ev.RoomID), Data: data}
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(string(ev.EventID)),
+			jetstream.WithExpectStream(events.StreamRaw))
+		if err != nil {
+			<-p.sem
+			failed = fmt.Errorf("%w: publish %s: %v", ErrUnavailable, ev.EventID, err)
+			break
+		}
+		p.m.InFlight.Inc()
+		futs <- pending{f: f, typ: ev.Type, start: time.Now()}
+		sent++
+	}
+	close(futs)
+
+wait:
+	for n := 0; n < sent; n++ {
+		select {
+		case r := <-results:
+			switch {
+			case r.err != nil:
+				if failed == nil {
+					failed = fmt.Errorf("%w: %v", ErrUnavailable, r.err)
+				}
+			case r.ack.Duplicate:
+				st.Duplicates++
+				p.m.Duplicates.WithLabelValues(homeserver, string(src)).Inc()
+			default:
+				st.Stored++
+				p.m.Forwarded.WithLabelValues(homeserver, string(src), r.typ).Inc()
+			}
+		case <-ctx.Done():
+			if failed == nil {
+				failed = fmt.Errorf("%w: no PubAck within %s", ErrUnavailable, p.cfg.AckTimeout)
+			}
+			break wait
+		}
+	}
+	if failed != nil {
+		p.m.PublishFail.WithLabelValues(homeserver, string(src)).Add(float64(len(evs) - st.Stored - st.Duplicates))
+	}
+	return st, failed
+}
+
+func (p *Publisher) done() {
+	<-p.sem
+	p.m.InFlight.Dec()
+}
