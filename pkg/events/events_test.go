@@ -170,7 +170,7 @@ func TestParseClientEvent(t *testing.T) {
 	good := `{"type":"org.matrix.msc3401.call.member","state_key":"_@a:x_D","sender":"@a:x","event_id":"$e","room_id":"!r:x","origin_server_ts":10,"content":{ "application" : "m.call" }}`
 	tests := []struct {
 		name, in, wantErr string
-		check            func(t *testing.T, e RawEvent)
+		check             func(t *testing.T, e RawEvent)
 	}{
 		{name: "good", in: good, check: func(t *testing.T, e RawEvent) {
 			if e.ReceivedAt != 10 || string(e.Content) != `{"application":"m.call"}` || *e.StateKey != "_@a:x_D" {

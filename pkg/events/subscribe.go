@@ -23,10 +23,10 @@ type SubscribeOptions struct {
 
 // Delivery is a session event with its position in RTC_EVENTS.
 type Delivery struct {
-	Event    SessionEvent
-	Stream   uint64    // RTC_EVENTS sequence
-	Stored   time.Time // when the stream stored it
-	Subject  string
+	Event   SessionEvent
+	Stream  uint64    // RTC_EVENTS sequence
+	Stored  time.Time // when the stream stored it
+	Subject string
 }
 
 // Subscribe delivers session events in stream order to handle until ctx ends
