@@ -1,0 +1,177 @@
+package simulate
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+const examples = "../../pkg/rtc/testdata/examples/"
+
+// simulate runs the CLI and returns the session events, the live sessions,
+// stderr and the exit status.
+func simulate(t *testing.T, input string, args ...string) ([]events.SessionEvent, []events.LiveSession, string, int) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := os.WriteFile(path, []byte(input), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), append(args, path), &out, &errb)
+	var evs []events.SessionEvent
+	var live []events.LiveSession
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		var probe map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &probe); err != nil {
+			t.Fatalf("output line is not JSON: %s", sc.Text())
+		}
+		if _, ok := probe["kind"]; ok {
+			var e events.SessionEvent
+			_ = json.Unmarshal(sc.Bytes(), &e)
+			evs = append(evs, e)
+		} else {
+			var s events.LiveSession
+			_ = json.Unmarshal(sc.Bytes(), &s)
+			live = append(live, s)
+		}
+	}
+	return evs, live, errb.String(), code
+}
+
+func read(t *testing.T, names ...string) string {
+	var b strings.Builder
+	for _, n := range names {
+		data, err := os.ReadFile(examples + n + ".jsonl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
+
+func kinds(evs []events.SessionEvent) []string {
+	var out []string
+	for _, e := range evs {
+		k := string(e.Kind)
+		if e.Reason != "" {
+			k += "/" + string(e.Reason)
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// withReceived sets received_at on every line, as if the dump was read at t.
+func withReceived(lines, at string) string {
+	return strings.ReplaceAll(lines, `"origin_server_ts"`, `"received_at":`+at+`,"origin_server_ts"`)
+}
+
+// TestExamples reproduces the expectations of research §6 for E1-E10.
+func TestExamples(t *testing.T) {
+	const now = "1767231000000"
+	tests := []struct {
+		name     string
+		input    string
+		args     []string
+		kinds    []string
+		sessions int
+		stderr   string
+	}{
+		{"E1 one member", read(t, "E1"), []string{"--sessions"}, []string{"session_started", "member_joined"}, 1, ""},
+		{"E1+E2 same member, later expiry", read(t, "E1", "E2"), []string{"--sessions"}, []string{"session_started", "member_joined", "member_updated"}, 1, ""},
+		{"E1+E2+E3 session ends", read(t, "E1", "E2", "E3"), []string{"--sessions"},
+			[]string{"session_started", "member_joined", "member_updated", "member_left/leave", "session_ended"}, 0, ""},
+		{"E4 stale legacy at NOW", withReceived(read(t, "E4"), now), []string{"--sessions"}, nil, 0, ""},
+		{"E5 at NOW", withReceived(read(t, "E5"), now), []string{"--sessions"}, nil, 0, ""},
+		{"E5 at 1767210000000", read(t, "E5"), []string{"--sessions", "--until", "1767210000000"}, []string{"session_started", "member_joined"}, 1, ""},
+		{"E5 expires by timer", read(t, "E5"), []string{"--sessions", "--until", now},
+			[]string{"session_started", "member_joined", "member_left/expired", "session_ended"}, 0, ""},
+		{"E6 hostile write", read(t, "E6"), []string{"--sessions"}, nil, 0, "state key names @alice:example.org"},
+		{"E7 malformed content", read(t, "E7"), []string{"--sessions"}, nil, 0, "device_id must be a string"},
+		{"E8 sticky join", strings.SplitAfter(read(t, "E8"), "\n")[0], []string{"--sessions"}, []string{"session_started", "member_joined"}, 1, ""},
+		{"E8 sticky join and leave", read(t, "E8"), []string{"--sessions"},
+			[]string{"session_started", "member_joined", "member_left/leave", "session_ended"}, 0, ""},
+		{"E9 slot and member", read(t, "E9"), []string{"--sessions"}, []string{"session_started", "member_joined"}, 1, ""},
+		{"E10 redacted", read(t, "E5", "E10"), []string{"--sessions"},
+			[]string{"session_started", "member_joined", "member_left/redacted", "session_ended"}, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			evs, live, stderr, code := simulate(t, tt.input, tt.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := kinds(evs); !slices.Equal(got, tt.kinds) {
+				t.Fatalf("events %v, want %v", got, tt.kinds)
+			}
+			if len(live) != tt.sessions {
+				t.Fatalf("%d live sessions, want %d", len(live), tt.sessions)
+			}
+			if !strings.Contains(stderr, tt.stderr) {
+				t.Fatalf("stderr %q lacks %q", stderr, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestE1E2E3Figures(t *testing.T) {
+	evs, _, _, _ := simulate(t, read(t, "E1", "E2", "E3"))
+	end := evs[len(evs)-1]
+	if end.Summary.StartedAt != 1767225601234 || end.Summary.EndedAt != 1767231000000 || end.Summary.DurationMS != 5398766 {
+		t.Fatalf("summary %+v", end.Summary)
+	}
+	if evs[2].Member.ExpiresAt != 1767254401234 || evs[1].Member.ExpiresAt != 1767240001234 {
+		t.Fatalf("expiries %d %d", evs[1].Member.ExpiresAt, evs[2].Member.ExpiresAt)
+	}
+}
+
+func TestMalformedLinesReportedAndSkipped(t *testing.T) {
+	input := read(t, "E1") + "{not json\n\n" + `{"type":"m.rtc.member"}` + "\n" + read(t, "E3")
+	evs, _, stderr, code := simulate(t, input)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !strings.Contains(stderr, "line 2:") || !strings.Contains(stderr, "line 4:") || strings.Contains(stderr, "line 3:") {
+		t.Fatalf("stderr %q", stderr)
+	}
+	// The good lines around the bad ones still count.
+	if got := kinds(evs); !slices.Equal(got, []string{"session_started", "member_joined", "member_left/leave", "session_ended"}) {
+		t.Fatalf("events %v", got)
+	}
+}
+
+// TestTimersFireAcrossRooms: a room's timer fires when the clock, moved by
+// another room's events, passes its deadline, before that later event.
+func TestTimersFireAcrossRooms(t *testing.T) {
+	a := `{"type":"org.matrix.msc3401.call.member","state_key":"_@a:x_D_m.call","sender":"@a:x","event_id":"$a1","room_id":"!a:x","origin_server_ts":1000,"content":{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"expires":5000}}`
+	b := `{"type":"org.matrix.msc3401.call.member","state_key":"_@b:x_D_m.call","sender":"@b:x","event_id":"$b1","room_id":"!b:x","origin_server_ts":9000,"content":{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"}}}`
+	evs, _, _, _ := simulate(t, a+"\n"+b+"\n")
+	var order []string
+	for _, e := range evs {
+		order = append(order, string(e.RoomID)+" "+string(e.Kind))
+	}
+	want := []string{"!a:x session_started", "!a:x member_joined", "!a:x member_left", "!a:x session_ended", "!b:x session_started", "!b:x member_joined"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("order %v", order)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{{}, {"--until", "soon", "x"}, {"/does/not/exist.jsonl"}} {
+		errb.Reset()
+		if code := Run(context.Background(), args, &out, &errb); code != 2 || errb.Len() == 0 {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, errb.String())
+		}
+	}
+}
