@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
@@ -185,6 +186,13 @@ func TestWorkersShareAndFailover(t *testing.T) {
 	e.waitOwned(w1)
 	e.waitIdle(countEvents(want), 90*time.Second)
 	assertMatches(t, e.sessionEvents(), want)
+	// The input w2 stored but never published was redelivered to its new
+	// owner, which found seq == LastIn and re-published the outbox.
+	redelivered := testutil.ToFloat64(w1.w.m.Inputs.WithLabelValues("event", resultDuplicate)) +
+		testutil.ToFloat64(w3.w.m.Inputs.WithLabelValues("event", resultDuplicate))
+	if redelivered < 1 {
+		t.Errorf("no redelivered input was recognised as applied (re-published outbox)")
+	}
 }
 
 // TestServerRestart restarts the nats-server (same store) while inputs flow:

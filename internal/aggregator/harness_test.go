@@ -155,26 +155,34 @@ func (tw *testWorker) kill() {
 	tw.stop()
 }
 
-// waitOwned waits until the workers own every partition exactly once.
+// waitOwned waits until the workers own exactly their rendezvous share of
+// the partitions (so every partition once).
 func (e *env) waitOwned(ws ...*testWorker) {
 	e.t.Helper()
+	ids := make([]string, len(ws))
+	for i, w := range ws {
+		ids[i] = w.w.ID()
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		seen := map[int]int{}
+		ok := true
+		var have []string
 		for _, w := range ws {
-			for _, p := range w.w.Owned() {
-				seen[p]++
+			var want []int
+			for p := 0; p < e.topo.Partitions; p++ {
+				if Owner(ids, p) == w.w.ID() {
+					want = append(want, p)
+				}
 			}
-		}
-		ok := len(seen) == e.topo.Partitions
-		for _, n := range seen {
-			ok = ok && n == 1
+			got := w.w.Owned()
+			have = append(have, fmt.Sprintf("%s:%v/%v", w.w.ID(), got, want))
+			ok = ok && fmt.Sprint(got) == fmt.Sprint(want)
 		}
 		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("partitions not owned exactly once: %v", seen)
+			e.t.Fatalf("partitions not owned as assigned (got/want): %v", have)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
