@@ -1,0 +1,214 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/config"
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+)
+
+// EnvPrefix is the prefix of the ingest's environment overrides
+// (RTC_INGEST_APPSERVICE_LISTEN_ADDR, RTC_INGEST_NATS_URLS, ...).
+const EnvPrefix = "RTC_INGEST"
+
+// Config is the ingest's configuration (configs/ingest.yaml documents every
+// field). Secrets are never inline: *_file fields name files holding them.
+type Config struct {
+	Log         telemetry.LogConfig `yaml:"log"`
+	NATS        natsutil.ConnConfig `yaml:"nats"`
+	Topology    TopologyConfig      `yaml:"topology"`
+	MetricsAddr string              `yaml:"metrics_addr"`
+	Appservice  AppserviceConfig    `yaml:"appservice"`
+	Publish     PublishConfig       `yaml:"publish"`
+	Sync        SyncConfig          `yaml:"sync"`
+	Homeservers []HomeserverConfig  `yaml:"homeservers"`
+}
+
+// TopologyConfig is what the ingest needs of the topology: RTC_RAW.
+type TopologyConfig struct {
+	Partitions int    `yaml:"partitions"` // must match the aggregator's
+	Replicas   int    `yaml:"replicas"`
+	Mode       string `yaml:"mode"` // create (default) or verify
+}
+
+// AppserviceConfig configures the appservice listener.
+type AppserviceConfig struct {
+	ListenAddr   string `yaml:"listen_addr"` // empty: no appservice listener
+	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	TxnCacheSize int    `yaml:"txn_cache_size"`
+}
+
+// PublishConfig bounds publishing to JetStream.
+type PublishConfig struct {
+	MaxInFlight int           `yaml:"max_in_flight"`
+	AckTimeout  time.Duration `yaml:"ack_timeout"`
+}
+
+// SyncConfig is shared by every homeserver's sync source.
+type SyncConfig struct {
+	StateDir   string        `yaml:"state_dir"` // one next_batch file per homeserver
+	Timeout    time.Duration `yaml:"timeout"`   // long-poll timeout of /sync
+	BackoffMin time.Duration `yaml:"backoff_min"`
+	BackoffMax time.Duration `yaml:"backoff_max"`
+}
+
+// HomeserverConfig is one homeserver: an appservice registration (hs_token),
+// a sync bot, or both.
+type HomeserverConfig struct {
+	Name        string `yaml:"name"`
+	URL         string `yaml:"url"`
+	HSTokenFile string `yaml:"hs_token_file"` // appservice: the homeserver's token for us
+	ASTokenFile string `yaml:"as_token_file"` // appservice: our token for the homeserver
+	Sync        struct {
+		Enabled         bool   `yaml:"enabled"`
+		UserID          string `yaml:"user_id"`
+		AccessTokenFile string `yaml:"access_token_file"`
+		PasswordFile    string `yaml:"password_file"` // login with user_id + password when no access token
+		DeviceID        string `yaml:"device_id"`
+	} `yaml:"sync"`
+}
+
+// DefaultConfig has a default for every field.
+func DefaultConfig() Config {
+	return Config{
+		Log:         telemetry.LogConfig{Format: "json", Level: "info"},
+		NATS:        natsutil.ConnConfig{Name: "rtc-ingest"},
+		Topology:    TopologyConfig{Partitions: topology.DefaultConfig().Partitions, Replicas: 1, Mode: string(topology.ModeCreate)},
+		MetricsAddr: "127.0.0.1:9101",
+		Appservice:  AppserviceConfig{ListenAddr: "127.0.0.1:29333", MaxBodyBytes: 10 << 20, TxnCacheSize: 256},
+		Publish:     PublishConfig{MaxInFlight: 1024, AckTimeout: 5 * time.Second},
+		Sync:        SyncConfig{StateDir: "var/ingest-sync", Timeout: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute},
+	}
+}
+
+// LoadConfig reads defaults, then the YAML file (if path is not empty), then
+// RTC_INGEST_* environment variables, and validates the result.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	if err := config.Load(path, EnvPrefix, &c); err != nil {
+		return c, fmt.Errorf("ingest config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("ingest config: %w", err)
+	}
+	return c, nil
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(c.Log.Validate())
+	add(c.NATS.Validate())
+	tc := c.TopologyConfig()
+	add(tc.Validate())
+	if c.Topology.Mode != string(topology.ModeCreate) && c.Topology.Mode != string(topology.ModeVerify) {
+		add(fmt.Errorf("topology.mode %q: want create or verify", c.Topology.Mode))
+	}
+	if c.Appservice.MaxBodyBytes < 1024 {
+		add(fmt.Errorf("appservice.max_body_bytes %d: must be at least 1024", c.Appservice.MaxBodyBytes))
+	}
+	if c.Appservice.TxnCacheSize < 1 {
+		add(fmt.Errorf("appservice.txn_cache_size %d: must be positive", c.Appservice.TxnCacheSize))
+	}
+	if c.Publish.MaxInFlight < 1 || c.Publish.MaxInFlight > 1<<20 {
+		add(fmt.Errorf("publish.max_in_flight %d: must be between 1 and 1048576", c.Publish.MaxInFlight))
+	}
+	if c.Publish.AckTimeout < 100*time.Millisecond {
+		add(fmt.Errorf("publish.ack_timeout %s: must be at least 100ms", c.Publish.AckTimeout))
+	}
+	if c.Sync.Timeout < 0 || c.Sync.BackoffMin <= 0 || c.Sync.BackoffMax < c.Sync.BackoffMin {
+		add(fmt.Errorf("sync: timeout %s must be >= 0 and 0 < backoff_min %s <= backoff_max %s",
+			c.Sync.Timeout, c.Sync.BackoffMin, c.Sync.BackoffMax))
+	}
+	names := map[string]bool{}
+	anySync, anyAS := false, false
+	for i, h := range c.Homeservers {
+		where := fmt.Sprintf("homeservers[%d] (%s)", i, h.Name)
+		if !nameRe.MatchString(h.Name) {
+			add(fmt.Errorf("%s: name %q: want letters, digits and . _ : - (at most 128)", where, h.Name))
+		} else if names[h.Name] {
+			add(fmt.Errorf("%s: name %q used twice", where, h.Name))
+		}
+		names[h.Name] = true
+		if h.URL != "" {
+			if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(fmt.Errorf("%s: url %q: want http(s)://host[:port]", where, h.URL))
+			}
+		}
+		if h.HSTokenFile == "" && !h.Sync.Enabled {
+			add(fmt.Errorf("%s: neither hs_token_file (appservice) nor sync.enabled: the homeserver would send nothing", where))
+		}
+		if h.HSTokenFile != "" {
+			anyAS = true
+		}
+		if h.Sync.Enabled {
+			anySync = true
+			if h.URL == "" {
+				add(fmt.Errorf("%s: sync needs url", where))
+			}
+			if h.Sync.AccessTokenFile == "" && (h.Sync.UserID == "" || h.Sync.PasswordFile == "") {
+				add(fmt.Errorf("%s: sync needs access_token_file, or user_id and password_file", where))
+			}
+		}
+	}
+	if anyAS && c.Appservice.ListenAddr == "" {
+		add(errors.New("appservice.listen_addr is empty but homeservers have hs_token_file"))
+	}
+	if anySync && c.Sync.StateDir == "" {
+		add(errors.New("sync.state_dir: needed to persist sync tokens"))
+	}
+	return errors.Join(errs...)
+}
+
+// TopologyConfig is the topology configuration the ingest ensures RTC_RAW with.
+func (c Config) TopologyConfig() topology.Config {
+	tc := topology.DefaultConfig()
+	tc.Partitions = c.Topology.Partitions
+	tc.Replicas = c.Topology.Replicas
+	return tc
+}
+
+// Secrets reads the homeservers' secret files and reports every problem at
+// once (never the secrets themselves). Two homeservers with the same
+// hs_token are an error: the token is how a transaction is attributed.
+func (c Config) Secrets() ([]Homeserver, error) {
+	var errs []error
+	var out []Homeserver
+	seen := map[string]string{}
+	for _, h := range c.Homeservers {
+		hs := Homeserver{Name: h.Name, URL: h.URL}
+		if h.HSTokenFile != "" {
+			tok, err := config.ReadSecretFile(h.HSTokenFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("homeserver %s: hs_token_file: %w", h.Name, err))
+			} else if other, dup := seen[tok]; dup {
+				errs = append(errs, fmt.Errorf("homeserver %s: same hs_token as %s", h.Name, other))
+			} else {
+				seen[tok] = h.Name
+				hs.HSToken = tok
+			}
+		}
+		if h.ASTokenFile != "" {
+			tok, err := config.ReadSecretFile(h.ASTokenFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("homeserver %s: as_token_file: %w", h.Name, err))
+			}
+			hs.ASToken = tok
+		}
+		out = append(out, hs)
+	}
+	return out, errors.Join(errs...)
+}
