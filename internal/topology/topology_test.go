@@ -1,0 +1,145 @@
+package topology_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+func embedded(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	ns, err := natsutil.StartEmbedded(natsutil.EmbeddedConfig{DataDir: t.TempDir(), Port: -1}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close(); ns.Shutdown(); ns.WaitForShutdown() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func small() topology.Config {
+	c := topology.DefaultConfig()
+	c.Partitions = 4
+	return c
+}
+
+func TestEnsureCreateThenVerify(t *testing.T) {
+	js := embedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := topology.Ensure(ctx, js, small(), topology.ModeVerify); !errors.Is(err, topology.ErrMissing) {
+		t.Fatalf("verify on an empty server: want topology.ErrMissing, got %v", err)
+	}
+	h, err := topology.Ensure(ctx, js, small(), topology.ModeCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Raw == nil || h.Events == nil || h.DLQ == nil || h.Rooms == nil || h.Sessions == nil || h.Workers == nil {
+		t.Fatalf("missing handles: %+v", h)
+	}
+	if _, err := topology.Ensure(ctx, js, small(), topology.ModeCreate); err != nil {
+		t.Fatalf("create is not idempotent: %v", err)
+	}
+	if _, err := topology.Ensure(ctx, js, small(), topology.ModeVerify); err != nil {
+		t.Fatalf("verify after create: %v", err)
+	}
+	if n, err := topology.ExistingPartitions(ctx, js); err != nil || n != 4 {
+		t.Fatalf("ExistingPartitions = %d, %v", n, err)
+	}
+	for p := 0; p < 4; p++ {
+		c, err := h.Raw.Consumer(ctx, topology.ConsumerName(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := c.CachedInfo().Config
+		if cc.MaxAckPending != 1 || cc.PriorityPolicy != jetstream.PriorityPolicyPinned ||
+			cc.FilterSubject != events.PartitionFilter(p) {
+			t.Errorf("consumer %d: %+v", p, cc)
+		}
+	}
+	// The transform puts a room where events.Partition says.
+	tok := events.Token("!room:example.org")
+	if _, err := js.Publish(ctx, events.RawPrefix+"."+tok, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := h.Raw.GetLastMsgForSubject(ctx, events.PartitionSubject(events.Partition(tok, 4), tok))
+	if err != nil || string(m.Data) != "x" {
+		t.Fatalf("input not stored under its partition: %v", err)
+	}
+}
+
+func TestPartitionMismatchRefused(t *testing.T) {
+	js := embedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, small(), topology.ModeCreate); err != nil {
+		t.Fatal(err)
+	}
+	other := small()
+	other.Partitions = 8
+	for _, mode := range []topology.Mode{topology.ModeCreate, topology.ModeVerify} {
+		if _, err := topology.Ensure(ctx, js, other, mode); !errors.Is(err, topology.ErrPartitionMismatch) {
+			t.Errorf("%s with 8 partitions over a 4-partition stream: want topology.ErrPartitionMismatch, got %v", mode, err)
+		}
+		if _, err := topology.EnsureRaw(ctx, js, other, mode); !errors.Is(err, topology.ErrPartitionMismatch) {
+			t.Errorf("EnsureRaw %s: want topology.ErrPartitionMismatch, got %v", mode, err)
+		}
+	}
+}
+
+func TestCheckServerVersion(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		ok      bool
+	}{
+		{"2.12.0", true}, {"2.12.15", true}, {"2.15.2", true}, {"v2.14.0", true}, {"3.0.0", true},
+		{"2.12.0-beta.1", true}, {"2.11.9", false}, {"2.10.22", false}, {"1.4.1", false}, {"", false}, {"garbage", false},
+	} {
+		err := topology.CheckServerVersion(tc.version)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckServerVersion(%q) = %v, want ok=%v", tc.version, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, topology.ErrServerTooOld) {
+			t.Errorf("CheckServerVersion(%q): error %v is not ErrServerTooOld", tc.version, err)
+		}
+	}
+}
+
+func TestConfigValidateReportsAll(t *testing.T) {
+	c := topology.Config{Partitions: 0, Replicas: 9, DupWindow: 0, WorkerTTL: 0, AckWait: 0}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{"partitions", "replicas", "duplicate window", "worker ttl", "ack wait"} {
+		if !contains(err.Error(), want) {
+			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
