@@ -7,23 +7,23 @@ import (
 // Metrics are the aggregator's Prometheus metrics. Several workers in one
 // process (tests) each get their own registry.
 type Metrics struct {
-	Inputs          *prometheus.CounterVec   // by kind (event, timer) and result
-	Transitions     *prometheus.CounterVec   // session events by kind
-	Rejections      prometheus.Counter       // reducer rejections (invalid content, foreign state keys, ...)
-	CASConflicts    prometheus.Counter       // rtc_rooms revision mismatches
-	PublishSeconds  prometheus.Histogram     // outbox flush latency
-	ProcessSeconds  prometheus.Histogram     // one input, end to end
-	ConsumerLag     *prometheus.GaugeVec     // NumPending by partition
-	OwnedPartitions prometheus.Gauge         // partitions this worker consumes
-	LiveWorkers     prometheus.Gauge         // workers seen in rtc_workers
-	LiveSessions    prometheus.Gauge         // reported by the owner of partition 0
-	LiveMembers     prometheus.Gauge         // reported by the owner of partition 0
-	TimerLateness   prometheus.Histogram     // wall time of processing minus deadline
-	TimersArmed     prometheus.Counter       // schedules published
-	DLQ             *prometheus.CounterVec   // dead-lettered inputs by reason
-	Retries         *prometheus.CounterVec   // failed attempts by class (poison, transient)
-	Handoffs        *prometheus.CounterVec   // partitions acquired / released
-	CacheLookups    *prometheus.CounterVec   // room cache hit / miss
+	Inputs          *prometheus.CounterVec // by kind (event, timer) and result
+	Transitions     *prometheus.CounterVec // session events by kind
+	Rejections      prometheus.Counter     // reducer rejections (invalid content, foreign state keys, ...)
+	CASConflicts    prometheus.Counter     // rtc_rooms revision mismatches
+	PublishSeconds  prometheus.Histogram   // outbox flush latency
+	ProcessSeconds  prometheus.Histogram   // one input, end to end
+	ConsumerLag     *prometheus.GaugeVec   // NumPending by partition
+	OwnedPartitions prometheus.Gauge       // partitions this worker consumes
+	LiveWorkers     prometheus.Gauge       // workers seen in rtc_workers
+	LiveSessions    prometheus.Gauge       // reported by the owner of partition 0
+	LiveMembers     prometheus.Gauge       // reported by the owner of partition 0
+	TimerLateness   prometheus.Histogram   // wall time of processing minus deadline
+	TimersArmed     prometheus.Counter     // schedules published
+	DLQ             *prometheus.CounterVec // dead-lettered inputs by reason
+	Retries         *prometheus.CounterVec // failed attempts by class (poison, transient)
+	Handoffs        *prometheus.CounterVec // partitions acquired / released
+	CacheLookups    *prometheus.CounterVec // room cache hit / miss
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -56,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LiveMembers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "live_members",
 			Help: "Members (devices) of the live sessions; reported like live_sessions."}),
 		TimerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "timer_lateness_seconds",
-			Help: "Wall-clock delay between a timer's deadline and its processing.",
+			Help:    "Wall-clock delay between a timer's deadline and its processing.",
 			Buckets: []float64{.25, .5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300}}),
 		TimersArmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "timers_armed_total",
 			Help: "Room timers (message schedules) published."}),

@@ -72,7 +72,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	httpDone := make(chan error, 1)
 	if cfg.HTTP.Listen != "" {
-		go func() { httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, telemetry.Handler(reg, health), log, nil) }()
+		go func() {
+			httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, telemetry.Handler(reg, health), log, nil)
+		}()
 	} else {
 		httpDone <- nil
 	}

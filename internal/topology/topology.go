@@ -195,7 +195,7 @@ func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 
 // Handles are the objects a service works with after Ensure.
 type Handles struct {
-	Raw, Events, DLQ        jetstream.Stream
+	Raw, Events, DLQ         jetstream.Stream
 	Rooms, Sessions, Workers jetstream.KeyValue
 }
 

@@ -1,0 +1,214 @@
+package aggregator
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/config"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestRunEmbedded runs the whole service the way `go run ./cmd/aggregator`
+// does (embedded server, HTTP endpoints), checks readiness and metrics, and
+// stops it like SIGTERM does.
+func TestRunEmbedded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Embedded.DataDir = filepath.Join(t.TempDir(), "nats")
+	cfg.Embedded.Port = -1
+	cfg.Topology.Partitions = 4
+	cfg.Worker.StatsInterval = 200 * time.Millisecond
+	cfg.HTTP.Listen = freePort(t)
+	cfg.ShutdownGrace = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, testLogger(t), nil) }()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + cfg.HTTP.Listen + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := get("/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d", code)
+	}
+	_, metrics := get("/metrics")
+	for _, name := range []string{"rtc_aggregator_owned_partitions 4", "rtc_aggregator_live_workers 1"} {
+		if !strings.Contains(metrics, name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if d := time.Since(start); d > cfg.ShutdownGrace {
+		t.Errorf("shutdown took %s", d)
+	}
+}
+
+func TestDefaultConfigValid(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExampleConfig loads configs/aggregator.yaml: it must be valid and
+// state the defaults.
+func TestExampleConfig(t *testing.T) {
+	path := filepath.Join("..", "..", "configs", "aggregator.yaml")
+	if _, err := os.Stat(path); err != nil {
+		t.Skip("no example config")
+	}
+	cfg := DefaultConfig()
+	if err := config.Load(path, "RTC_AGG_TEST_UNSET", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	if cfg.Topology != def.Topology || cfg.Worker != def.Worker || cfg.Embedded != def.Embedded ||
+		cfg.HTTP != def.HTTP || cfg.ShutdownGrace != def.ShutdownGrace || cfg.Reducer != def.Reducer || cfg.Log != def.Log {
+		t.Errorf("configs/aggregator.yaml differs from the defaults:\n%+v\n%+v", cfg, def)
+	}
+}
+
+func TestConfigEnvAndValidation(t *testing.T) {
+	cfg := DefaultConfig()
+	env := map[string]string{
+		"RTC_AGG_NATS_URLS":              "nats://a:4222,nats://b:4222",
+		"RTC_AGG_TOPOLOGY_MODE":          "verify",
+		"RTC_AGG_TOPOLOGY_REPLICAS":      "3",
+		"RTC_AGG_WORKER_ID":              "pod-1",
+		"RTC_AGG_TOPOLOGY_WORKER_TTL":    "5s",
+		"RTC_AGG_REDUCER_MAX_EXPIRES_MS": "86400000",
+	}
+	if err := config.ApplyEnv(EnvPrefix, &cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.NATS.URLs) != 2 || cfg.Topology.Mode != topology.ModeVerify || cfg.Topology.Replicas != 3 ||
+		cfg.Worker.ID != "pod-1" || cfg.Topology.WorkerTTL != 5*time.Second || cfg.Reducer.MaxExpiresMS != 86400000 {
+		t.Fatalf("env not applied: %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := DefaultConfig()
+	bad.Topology.Mode = "maybe"
+	bad.Topology.Partitions = 0
+	bad.Worker.ID = "has space"
+	bad.Worker.MaxDeliver = 0
+	bad.Log.Level = "loud"
+	bad.ShutdownGrace = 0
+	err := bad.Validate()
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{"topology.mode", "partitions", "worker.id", "worker.max_deliver", "log level", "shutdown_grace"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("validation does not report %s: %v", want, err)
+		}
+	}
+}
+
+func TestScheduleTimeRoundsUp(t *testing.T) {
+	for _, tc := range []struct {
+		ms   int64
+		want string
+	}{
+		{1767225600000, "2026-01-01T00:00:00Z"},
+		{1767225600001, "2026-01-01T00:00:01Z"},
+		{1767225600999, "2026-01-01T00:00:01Z"},
+	} {
+		if got := ScheduleTime(tc.ms).Format(time.RFC3339); got != tc.want {
+			t.Errorf("ScheduleTime(%d) = %s, want %s", tc.ms, got, tc.want)
+		}
+	}
+	m, err := TimerMsg("!r:x", 1767225600001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get("Nats-Schedule") != "@at 2026-01-01T00:00:01Z" || m.Header.Get("Nats-TTL") != "never" ||
+		m.Header.Get("Nats-Schedule-Target") == "" {
+		t.Errorf("timer headers: %v", m.Header)
+	}
+}
+
+func TestRoomCacheLRU(t *testing.T) {
+	c := newRoomCache(2)
+	c.put("a", 0, &RoomRecord{LastIn: 1}, 1)
+	c.put("b", 1, &RoomRecord{LastIn: 2}, 2)
+	c.get("a")
+	c.put("c", 1, &RoomRecord{LastIn: 3}, 3) // evicts b, the least recently used
+	if _, _, ok := c.get("b"); ok {
+		t.Error("b not evicted")
+	}
+	c.dropPartition(1)
+	if _, _, ok := c.get("c"); ok || c.len() != 1 {
+		t.Errorf("dropPartition left %d entries", c.len())
+	}
+}
+
+func TestOwnerRendezvous(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	for p := 0; p < 64; p++ {
+		o := Owner(live, p)
+		// Removing a worker that does not own p keeps p where it is.
+		for _, gone := range live {
+			if gone == o {
+				continue
+			}
+			var rest []string
+			for _, w := range live {
+				if w != gone {
+					rest = append(rest, w)
+				}
+			}
+			if Owner(rest, p) != o {
+				t.Fatalf("partition %d moved from %s when %s left", p, o, gone)
+			}
+		}
+	}
+	if Owner(nil, 0) != "" {
+		t.Error("owner without workers")
+	}
+}
