@@ -131,7 +131,7 @@ func NewSyncSource(opts SyncOptions, pub *Publisher, store TokenStore, m *Metric
 		opts.BackoffMax = opts.BackoffMin
 	}
 	return &SyncSource{opts: opts, cli: cli, pub: pub, store: store, m: m,
-		log: log.With(zap.String("homeserver", opts.Homeserver), zap.String("source", "sync")),
+		log:    log.With(zap.String("homeserver", opts.Homeserver), zap.String("source", "sync")),
 		filter: string(f), now: time.Now}, nil
 }
 

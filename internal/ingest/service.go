@@ -1,0 +1,171 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/config"
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+)
+
+// ConnectNATS connects like natsutil.Connect, retrying with a capped backoff
+// until ctx ends: the ingest may start before NATS (or the aggregator's
+// embedded server) is up.
+func ConnectNATS(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*nats.Conn, error) {
+	wait := 250 * time.Millisecond
+	for {
+		nc, err := natsutil.Connect(ctx, c, log)
+		if err == nil {
+			return nc, nil
+		}
+		if errors.Is(err, topology.ErrServerTooOld) {
+			return nil, err
+		}
+		log.Warn("nats not reachable yet, retrying", zap.Duration("wait", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to nats: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// EnsureRaw creates (or verifies) RTC_RAW, retrying until ctx ends.
+func EnsureRaw(ctx context.Context, pub *Publisher, cfg Config, log *zap.Logger) error {
+	wait := 250 * time.Millisecond
+	for {
+		_, err := topology.EnsureRaw(ctx, pub.JetStream(), cfg.TopologyConfig(), topology.Mode(cfg.Topology.Mode))
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, topology.ErrPartitionMismatch) {
+			return err
+		}
+		log.Warn("cannot ensure RTC_RAW yet, retrying", zap.Duration("wait", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ensure RTC_RAW: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// Run is the ingest service: the appservice listener and the sync sources of
+// the configured homeservers, the metrics/health server, until ctx ends.
+// bound, when not nil, receives the appservice listener's address.
+func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Registry, bound chan<- string) error {
+	hss, err := cfg.Secrets()
+	if err != nil {
+		return fmt.Errorf("ingest secrets: %w", err)
+	}
+	m := NewMetrics(reg)
+	health := telemetry.NewHealth()
+	var ensured sync.Once
+	ready := make(chan struct{})
+	health.AddCheck("topology", func() error {
+		select {
+		case <-ready:
+			return nil
+		default:
+			return errors.New("RTC_RAW not ensured yet")
+		}
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := telemetry.Serve(ctx, cfg.MetricsAddr, telemetry.Handler(reg, health), log.Named("metrics"), nil); err != nil {
+			errc <- err
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	nc, err := ConnectNATS(ctx, cfg.NATS, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	pub, err := NewPublisher(nc, PublisherConfig{MaxInFlight: cfg.Publish.MaxInFlight, AckTimeout: cfg.Publish.AckTimeout}, m, log.Named("publish"))
+	if err != nil {
+		return err
+	}
+	health.AddCheck("nats", pub.Ready)
+	if err := EnsureRaw(ctx, pub, cfg, log); err != nil {
+		return err
+	}
+	ensured.Do(func() { close(ready) })
+	log.Info("RTC_RAW ready", zap.Int("partitions", cfg.Topology.Partitions), zap.String("mode", cfg.Topology.Mode))
+
+	var asHS []Homeserver
+	for _, h := range hss {
+		if h.HSToken != "" {
+			asHS = append(asHS, h)
+		}
+	}
+	if len(asHS) > 0 {
+		as := NewAppservice(asHS, pub, m, log.Named("appservice"), AppserviceOptions{
+			MaxBodyBytes: cfg.Appservice.MaxBodyBytes, TxnCacheSize: cfg.Appservice.TxnCacheSize})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := telemetry.Serve(ctx, cfg.Appservice.ListenAddr, as.Handler(), log.Named("appservice"), bound); err != nil {
+				errc <- fmt.Errorf("appservice listener: %w", err)
+			}
+		}()
+		names := make([]string, len(asHS))
+		for i, h := range asHS {
+			names[i] = h.Name
+		}
+		log.Info("appservice homeservers", zap.Strings("homeservers", names))
+	} else if bound != nil {
+		close(bound)
+	}
+	for _, h := range cfg.Homeservers {
+		if !h.Sync.Enabled {
+			continue
+		}
+		opts := SyncOptions{Homeserver: h.Name, URL: h.URL, UserID: id.UserID(h.Sync.UserID), DeviceID: id.DeviceID(h.Sync.DeviceID),
+			Timeout: cfg.Sync.Timeout, BackoffMin: cfg.Sync.BackoffMin, BackoffMax: cfg.Sync.BackoffMax}
+		if h.Sync.AccessTokenFile != "" {
+			if opts.Token, err = config.ReadSecretFile(h.Sync.AccessTokenFile); err != nil {
+				return fmt.Errorf("homeserver %s: sync access_token_file: %w", h.Name, err)
+			}
+		} else if opts.Password, err = config.ReadSecretFile(h.Sync.PasswordFile); err != nil {
+			return fmt.Errorf("homeserver %s: sync password_file: %w", h.Name, err)
+		}
+		src, err := NewSyncSource(opts, pub, NewFileTokenStore(cfg.Sync.StateDir, h.Name), m, log.Named("sync"))
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = src.Run(ctx)
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("ingest stopping")
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
