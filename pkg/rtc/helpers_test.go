@@ -141,8 +141,17 @@ func checkInvariants(t testing.TB, st *RoomState) {
 			t.Fatalf("%v is live but unclaimed", i)
 		}
 	}
-	if d := st.NextDeadline(); d != 0 && d <= st.Clock {
-		t.Fatalf("next deadline %d is not after the clock %d", d, st.Clock)
+	var soonest int64
+	for _, m := range live {
+		if soonest == 0 || m.Member.ExpiresAt < soonest {
+			soonest = m.Member.ExpiresAt
+		}
+	}
+	if d := st.NextDeadline(); d != soonest {
+		t.Fatalf("next deadline %d, the members say %d", d, soonest)
+	}
+	if soonest != 0 && soonest <= st.Clock {
+		t.Fatalf("next deadline %d is not after the clock %d", soonest, st.Clock)
 	}
 }
 

@@ -331,27 +331,12 @@ func (a *applier) applyRedaction(ev *events.RawEvent) {
 // a session ends at the moment its last member expired.
 func (a *applier) expireDue() {
 	for {
-		if d := a.st.NextDeadline(); d == 0 || d > a.st.Clock {
+		e, ok := a.st.soonest()
+		if !ok || e.at > a.st.Clock {
 			return
 		}
-		var due *SessionMember
-		var dueSess *Session
-		for _, s := range a.st.Sessions {
-			for _, m := range s.Members {
-				if m.Member.ExpiresAt > a.st.Clock {
-					continue
-				}
-				if due == nil || m.Member.ExpiresAt < due.Member.ExpiresAt ||
-					(m.Member.ExpiresAt == due.Member.ExpiresAt && identLess(identOf(s, m), identOf(dueSess, due)) < 0) {
-					due, dueSess = m, s
-				}
-			}
-		}
-		if due == nil {
-			return
-		}
-		t := due.Member.ExpiresAt
-		a.reconcile([]ident{identOf(dueSess, due)}, t, t, events.ReasonExpired)
+		s := a.st.Sessions[e.sess]
+		a.reconcile([]ident{identOf(s, s.Members[e.key])}, e.at, e.at, events.ReasonExpired)
 	}
 }
 
@@ -455,9 +440,8 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 			a.leave(s, c.id, c.old, events.ReasonReplaced, at)
 			a.join(s, c.id, m, at)
 		case memberChanged(&c.old.Member, &m):
-			a.st.memberDeadlineRemoved(c.old.Member.ExpiresAt)
 			c.old.Member = m
-			a.st.memberDeadlineAdded(m.ExpiresAt)
+			a.st.memberDeadline(sessionKey(s.App, s.CallID), c.id.memberKey(), m.ExpiresAt)
 			a.emit(events.KindMemberUpdated, s, &m, "", at, nil)
 		default:
 			c.old.Member.EventID = m.EventID // same membership, nothing visible changed
@@ -523,7 +507,7 @@ func (a *applier) session(i ident, changes []change, at int64) *Session {
 
 func (a *applier) join(s *Session, i ident, m events.Member, at int64) {
 	s.Members[i.memberKey()] = &SessionMember{Member: m, MemberKey: i.key}
-	a.st.memberDeadlineAdded(m.ExpiresAt)
+	a.st.memberDeadline(sessionKey(s.App, s.CallID), i.memberKey(), m.ExpiresAt)
 	s.UserDevices[m.UserID]++
 	s.SeenUsers[m.UserID] = true
 	s.Joins++
@@ -533,7 +517,6 @@ func (a *applier) join(s *Session, i ident, m events.Member, at int64) {
 
 func (a *applier) leave(s *Session, i ident, old *SessionMember, reason events.Reason, at int64) {
 	delete(s.Members, i.memberKey())
-	a.st.memberDeadlineRemoved(old.Member.ExpiresAt)
 	if s.UserDevices[old.Member.UserID]--; s.UserDevices[old.Member.UserID] <= 0 {
 		delete(s.UserDevices, old.Member.UserID)
 	}

@@ -37,10 +37,11 @@ type RoomState struct {
 
 	// claims maps a member identity to the registers claiming it.
 	claims map[ident][]string
-	// next caches NextDeadline while nextKnown; member changes keep it
-	// current or invalidate it, so most inputs need no scan of the members.
-	next      int64
-	nextKnown bool
+	// deadlines is a lazy min-heap of member deadlines: entries are pushed
+	// when a member joins or changes and dropped when found stale, so the
+	// soonest deadline costs O(log members), not a scan of the room.
+	deadlines deadlineHeap
+	heapBuilt bool
 }
 
 // maxRedactedRemembered bounds RoomState.Redacted.
@@ -132,34 +133,106 @@ func NewRoomState(room id.RoomID) *RoomState {
 // or 0 when there is none: the time at which the room's durable timer must
 // fire an input.
 func (st *RoomState) NextDeadline() int64 {
-	if st.nextKnown {
-		return st.next
+	if e, ok := st.soonest(); ok {
+		return e.at
 	}
-	var next int64
-	for _, s := range st.Sessions {
-		for _, m := range s.Members {
-			if next == 0 || m.Member.ExpiresAt < next {
-				next = m.Member.ExpiresAt
+	return 0
+}
+
+// deadlineEntry is a member's deadline, ordered by time and then identity
+// (session key, then member key: the same order as identLess).
+type deadlineEntry struct {
+	at        int64
+	sess, key string
+}
+
+func (a deadlineEntry) less(b deadlineEntry) bool {
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	if a.sess != b.sess {
+		return a.sess < b.sess
+	}
+	return a.key < b.key
+}
+
+type deadlineHeap []deadlineEntry
+
+func (h *deadlineHeap) push(e deadlineEntry) {
+	*h = append(*h, e)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q[i].less(q[p]) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *deadlineHeap) pop() {
+	q := *h
+	n := len(q) - 1
+	q[0] = q[n]
+	q = q[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && q[l].less(q[m]) {
+			m = l
+		}
+		if r < n && q[r].less(q[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+}
+
+// memberDeadline records that a member now has deadline d.
+func (st *RoomState) memberDeadline(sess, key string, d int64) {
+	if !st.heapBuilt {
+		return // built from the members on first use
+	}
+	st.deadlines.push(deadlineEntry{at: d, sess: sess, key: key})
+	if len(st.deadlines) > 64 && len(st.deadlines) > 2*st.memberCount() {
+		st.heapBuilt = false // mostly stale entries: rebuild on next use
+	}
+}
+
+// soonest returns the live member with the soonest deadline.
+func (st *RoomState) soonest() (deadlineEntry, bool) {
+	if !st.heapBuilt {
+		st.deadlines = st.deadlines[:0]
+		for sk, s := range st.Sessions {
+			for mk, m := range s.Members {
+				st.deadlines.push(deadlineEntry{at: m.Member.ExpiresAt, sess: sk, key: mk})
 			}
 		}
+		st.heapBuilt = true
 	}
-	st.next, st.nextKnown = next, true
-	return next
+	for len(st.deadlines) > 0 {
+		e := st.deadlines[0]
+		if s := st.Sessions[e.sess]; s != nil {
+			if m := s.Members[e.key]; m != nil && m.Member.ExpiresAt == e.at {
+				return e, true
+			}
+		}
+		st.deadlines.pop() // the member left or its deadline moved
+	}
+	return deadlineEntry{}, false
 }
 
-// memberDeadlineAdded keeps the NextDeadline cache current when a member
-// with deadline d appears.
-func (st *RoomState) memberDeadlineAdded(d int64) {
-	if st.nextKnown && (st.next == 0 || d < st.next) {
-		st.next = d
+func (st *RoomState) memberCount() int {
+	n := 0
+	for _, s := range st.Sessions {
+		n += len(s.Members)
 	}
-}
-
-// memberDeadlineRemoved invalidates the cache when the soonest deadline goes.
-func (st *RoomState) memberDeadlineRemoved(d int64) {
-	if st.nextKnown && d <= st.next {
-		st.nextKnown = false
-	}
+	return n
 }
 
 // LiveSessions returns the live sessions, ordered by key.
