@@ -109,7 +109,7 @@ func TestExpiryByDurableTimer(t *testing.T) {
 			if tc.restart {
 				w.stop()
 				time.Sleep(time.Until(time.UnixMilli(now + 2500)))
-				w = e.startWorker("w2", hooks{})
+				e.startWorker("w2", hooks{})
 			}
 			e.waitIdle(4, 20*time.Second)
 			evs := e.sessionEvents()[room]

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -146,13 +145,6 @@ func (tw *testWorker) stop() {
 	case <-time.After(20 * time.Second):
 		panic("worker did not stop")
 	}
-}
-
-// kill is the SIGKILL: the connection closes, nothing is unpinned or
-// deregistered.
-func (tw *testWorker) kill() {
-	tw.w.kill()
-	tw.stop()
 }
 
 // waitOwned waits until the workers own exactly their rendezvous share of
@@ -537,8 +529,6 @@ func kindCounts(m map[id.RoomID][][]byte) map[events.Kind]int {
 	}
 	return out
 }
-
-var errStop = errors.New("stop")
 
 // once runs f the first time it is called.
 type onceHook struct {
