@@ -1,0 +1,333 @@
+package rtcctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
+)
+
+// ErrNotFound is returned when the bucket or key asked for does not exist.
+var ErrNotFound = errors.New("not found")
+
+var now = time.Now // replaced in tests
+
+func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := newFlags("sessions", stderr)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: sessions takes no arguments", ErrUsage)
+	}
+	nc, js, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	sessions, err := LiveSessions(ctx, js)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if sessions == nil {
+			sessions = []events.LiveSession{}
+		}
+		return enc.Encode(sessions)
+	}
+	if len(sessions) == 0 {
+		fmt.Fprintln(stdout, "no live sessions")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROOM\tAPP\tCALL\tSTARTED\tFOR\tDEVICES\tUSERS\tMEMBERS")
+	t := now()
+	for _, s := range sessions {
+		members := make([]string, 0, len(s.Members))
+		for _, m := range s.Members {
+			members = append(members, string(m.UserID)+"/"+string(m.DeviceID))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.RoomID, s.Application, callName(s.CallID),
+			fmtMS(s.StartedAt), fmtDur(t.Sub(time.UnixMilli(s.StartedAt))), s.Participants, s.Users, strings.Join(members, ","))
+	}
+	return tw.Flush()
+}
+
+// LiveSessions reads every live session of the rtc_sessions bucket, sorted
+// by room, application and call.
+func LiveSessions(ctx context.Context, js jetstream.JetStream) ([]events.LiveSession, error) {
+	kv, err := js.KeyValue(ctx, events.BucketSessions)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", events.BucketSessions, ErrNotFound)
+		}
+		return nil, fmt.Errorf("open bucket %s: %w", events.BucketSessions, err)
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", events.BucketSessions, err)
+	}
+	var out []events.LiveSession
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // ended meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get %s %s: %w", events.BucketSessions, key, err)
+		}
+		s, err := events.DecodeLiveSession(e.Value())
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", events.BucketSessions, key, err)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.RoomID != b.RoomID {
+			return a.RoomID < b.RoomID
+		}
+		if a.Application != b.Application {
+			return a.Application < b.Application
+		}
+		return a.CallID < b.CallID
+	})
+	return out, nil
+}
+
+var errStop = errors.New("enough events")
+
+func tailCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := newFlags("tail", stderr)
+	since := fs.String("since", "", "start at this time (RFC 3339) or this long ago (10m)")
+	all := fs.Bool("all", false, "start at the beginning of the stream")
+	room := fs.String("room", "", "only this room")
+	app := fs.String("app", "", "only this application (m.call, ...)")
+	kind := fs.String("kind", "", "only this kind (session_started, member_joined, ...)")
+	maxN := fs.Int("max", 0, "stop after this many events (0: follow until interrupted)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: tail takes no arguments", ErrUsage)
+	}
+	o := events.SubscribeOptions{Application: *app, Room: id.RoomID(*room), Kind: events.Kind(*kind), FromStart: *all}
+	if *since != "" {
+		if *all {
+			return fmt.Errorf("%w: --since and --all exclude each other", ErrUsage)
+		}
+		if o.Since, err = parseSince(*since, now()); err != nil {
+			return err
+		}
+	}
+	if *kind != "" && !validKind(events.Kind(*kind)) {
+		return fmt.Errorf("%w: --kind %q: want one of %v", ErrUsage, *kind, events.Kinds)
+	}
+	nc, js, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	n := 0
+	err = events.Subscribe(ctx, js, o, func(d events.Delivery) error {
+		if c.json {
+			b, err := json.Marshal(d.Event)
+			if err != nil {
+				return fmt.Errorf("encode event %s: %w", d.Event.ID, err)
+			}
+			fmt.Fprintf(stdout, "%s\n", b)
+		} else {
+			fmt.Fprintln(stdout, FormatEvent(&d.Event))
+		}
+		n++
+		if *maxN > 0 && n >= *maxN {
+			return errStop
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w (has the aggregator run against this server?)", events.StreamEvents, ErrNotFound)
+	}
+	return err
+}
+
+func validKind(k events.Kind) bool {
+	for _, x := range events.Kinds {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// FormatEvent renders a session event as one readable line.
+func FormatEvent(e *events.SessionEvent) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %-15s  %s  %s %s", fmtMS(e.At), e.Kind, e.RoomID, e.Application, callName(e.CallID))
+	if e.Member != nil {
+		fmt.Fprintf(&b, "  %s/%s", e.Member.UserID, e.Member.DeviceID)
+	}
+	if e.Reason != "" {
+		fmt.Fprintf(&b, "  reason=%s", e.Reason)
+	}
+	fmt.Fprintf(&b, "  devices=%d users=%d", e.Participants, e.Users)
+	if s := e.Summary; s != nil {
+		fmt.Fprintf(&b, "  duration=%s peak=%d distinct_users=%d joins=%d",
+			fmtDur(time.Duration(s.DurationMS)*time.Millisecond), s.PeakParticipants, s.DistinctUsers, s.Joins)
+	}
+	fmt.Fprintf(&b, "  seq=%d", e.Seq)
+	return b.String()
+}
+
+func callName(callID string) string {
+	if callID == "" {
+		return `call=""`
+	}
+	return "call=" + callID
+}
+
+func fmtDur(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+func roomCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := newFlags("room", stderr)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || !strings.HasPrefix(pos[0], "!") {
+		return fmt.Errorf("%w: room takes one room id (!room:server)", ErrUsage)
+	}
+	room := id.RoomID(pos[0])
+	nc, js, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rec, err := RoomRecord(ctx, js, room)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rec)
+	}
+	PrintRoom(stdout, room, rec)
+	return nil
+}
+
+// RoomRecord reads and decodes a room's record from rtc_rooms.
+func RoomRecord(ctx context.Context, js jetstream.JetStream, room id.RoomID) (*aggregator.RoomRecord, error) {
+	kv, err := js.KeyValue(ctx, events.BucketRooms)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", events.BucketRooms, ErrNotFound)
+		}
+		return nil, fmt.Errorf("open bucket %s: %w", events.BucketRooms, err)
+	}
+	e, err := kv.Get(ctx, events.RoomKey(room))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("room %s: %w: the aggregator holds no state for it", room, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get room %s: %w", room, err)
+	}
+	return aggregator.DecodeRoomRecord(e.Value())
+}
+
+var registerKinds = map[rtc.RegisterKind]string{rtc.RegisterJoin: "join", rtc.RegisterLeave: "leave",
+	rtc.RegisterInvalid: "invalid", rtc.RegisterRedacted: "redacted"}
+
+// PrintRoom prints a summary of a room record.
+func PrintRoom(w io.Writer, room id.RoomID, rec *aggregator.RoomRecord) {
+	st := rec.State
+	fmt.Fprintf(w, "room %s\n", room)
+	fmt.Fprintf(w, "  clock %s  seq %d  last input RTC_RAW #%d  timer %s  outbox %d event(s)\n",
+		fmtMS(st.Clock), st.Seq, rec.LastIn, fmtMS(rec.TimerAt), len(rec.Outbox))
+
+	fmt.Fprintf(w, "sessions (%d)\n", len(st.Sessions))
+	for _, k := range sortedKeys(st.Sessions) {
+		s := st.Sessions[k]
+		fmt.Fprintf(w, "  %s %s  id %s  started %s  devices %d  users %d  peak %d  joins %d\n",
+			s.App, callName(s.CallID), s.ID, fmtMS(s.StartedAt), len(s.Members), len(s.UserDevices), s.Peak, s.Joins)
+		for _, mk := range sortedKeys(s.Members) {
+			m := s.Members[mk].Member
+			fmt.Fprintf(w, "    %s/%s  joined %s  expires %s  %s  %s\n", m.UserID, m.DeviceID,
+				fmtMS(m.JoinedAt), fmtMS(m.ExpiresAt), m.Format, m.EventID)
+		}
+	}
+
+	fmt.Fprintf(w, "registers (%d)\n", len(st.Registers))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(st.Registers) > 0 {
+		fmt.Fprintln(tw, "  KEY\tKIND\tSENDER\tEVENT\tTS\tCLAIMS")
+	}
+	for _, k := range sortedKeys(st.Registers) {
+		r := st.Registers[k]
+		claims := make([]string, 0, len(r.Claims))
+		for _, c := range r.Claims {
+			claims = append(claims, fmt.Sprintf("%s %s %s/%s until %s", c.App, callName(c.CallID), c.User, c.Device, fmtMS(c.Deadline)))
+		}
+		kind := registerKinds[r.Kind]
+		if kind == "" {
+			kind = fmt.Sprint(r.Kind)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", k, kind, r.Sender, r.EventID, fmtMS(r.TS), strings.Join(claims, "; "))
+	}
+	_ = tw.Flush()
+
+	if len(st.RoomMembers) > 0 {
+		fmt.Fprintf(w, "room members (%d)\n", len(st.RoomMembers))
+		for _, u := range sortedKeys(st.RoomMembers) {
+			m := st.RoomMembers[u]
+			fmt.Fprintf(w, "  %s  %s  %s\n", u, m.Membership, fmtMS(m.TS))
+		}
+	}
+	if len(st.Slots) > 0 {
+		fmt.Fprintf(w, "slots (%d)\n", len(st.Slots))
+		for _, s := range sortedKeys(st.Slots) {
+			sl := st.Slots[s]
+			state := "closed"
+			if sl.Open {
+				state = "open"
+			}
+			fmt.Fprintf(w, "  %s  %s  %s\n", s, state, fmtMS(sl.TS))
+		}
+	}
+}
+
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	return keys
+}
