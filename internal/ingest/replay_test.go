@@ -17,11 +17,11 @@ func TestReplay(t *testing.T) {
 	lines := []string{
 		memberEvent("$r1", "!r:hs1.test", "@a:hs1.test", "A", 1700000000000),
 		`{"type":"org.matrix.msc3401.call.member","state_key":"x"`, // line 2: truncated
-		messageEvent("$msg", "!r:hs1.test", "@a:hs1.test"),          // filtered
+		messageEvent("$msg", "!r:hs1.test", "@a:hs1.test"),         // filtered
 		"",
 		strings.TrimSuffix(memberEvent("$r2", "!r:hs1.test", "@b:hs1.test", "B", 1700000001000), "}") + `,"received_at":1700000005000}`,
 		memberEvent("$r1", "!r:hs1.test", "@a:hs1.test", "A", 1700000000000), // duplicate
-		`{"type":"m.rtc.member","event_id":"nope"}`,                           // line 7: bad envelope
+		`{"type":"m.rtc.member","event_id":"nope"}`,                          // line 7: bad envelope
 	}
 	var report bytes.Buffer
 	st, err := Replay(context.Background(), strings.NewReader(strings.Join(lines, "\n")), "f.jsonl", e.pub, "backfill", nil, &report, e.m, e.log)

@@ -168,4 +168,3 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return err
 	}
 }
-

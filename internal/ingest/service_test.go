@@ -1,0 +1,88 @@
+package ingest
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestRunStartsBeforeNATS: the service starts, waits for NATS, creates
+// RTC_RAW, becomes ready and accepts transactions over a real listener.
+func TestRunStartsBeforeNATS(t *testing.T) {
+	dir := t.TempDir()
+	natsAddr := freePort(t)
+	_, portStr, _ := net.SplitHostPort(natsAddr)
+	tok1, tok2 := filepath.Join(dir, "hs1"), filepath.Join(dir, "hs2")
+	_ = os.WriteFile(tok1, []byte(tokHS1+"\n"), 0o600)
+	_ = os.WriteFile(tok2, []byte(tokHS2), 0o600)
+
+	cfg := DefaultConfig()
+	cfg.NATS.URLs = []string{"nats://" + natsAddr}
+	cfg.Topology.Partitions = 4
+	cfg.MetricsAddr = freePort(t)
+	cfg.Appservice.ListenAddr = "127.0.0.1:0"
+	cfg.Homeservers = []HomeserverConfig{{Name: "hs1", HSTokenFile: tok1}, {Name: "hs2", HSTokenFile: tok2}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	bound := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, zaptest.NewLogger(t), prometheus.NewRegistry(), bound) }()
+
+	readyz := func() int {
+		resp, err := http.Get("http://" + cfg.MetricsAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, func() bool { return readyz() == http.StatusServiceUnavailable })
+
+	port, _ := strconv.Atoi(portStr)
+	ns := startNATS(t, t.TempDir(), port)
+	defer ns.Shutdown()
+
+	var addr string
+	select {
+	case addr = <-bound:
+	case <-time.After(15 * time.Second):
+		t.Fatal("appservice listener not started")
+	}
+	waitFor(t, func() bool { return readyz() == http.StatusOK })
+	code, _ := do(t, "http://"+addr, asReq{"PUT", "/_matrix/app/v1/transactions/1", tokHS2, false,
+		txn(memberEvent("$run1", "!r:hs2.test", "@a:hs2.test", "A", 1700000000000))})
+	if code != 200 {
+		t.Fatalf("transaction: %d", code)
+	}
+	assertStored(t, rawContents(t, ns.ClientURL()), map[string]string{"$run1": "hs2"})
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+}
