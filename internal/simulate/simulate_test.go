@@ -90,20 +90,20 @@ func TestExamples(t *testing.T) {
 		{"E1 one member", read(t, "E1"), []string{"--sessions"}, []string{"session_started", "member_joined"}, 1, ""},
 		{"E1+E2 same member, later expiry", read(t, "E1", "E2"), []string{"--sessions"}, []string{"session_started", "member_joined", "member_updated"}, 1, ""},
 		{"E1+E2+E3 session ends", read(t, "E1", "E2", "E3"), []string{"--sessions"},
-			[]string{"session_started", "member_joined", "member_updated", "member_left/leave", "session_ended"}, 0, ""},
+			[]string{"session_started", "member_joined", "member_updated", "member_left/leave", "session_ended/leave"}, 0, ""},
 		{"E4 stale legacy at NOW", withReceived(read(t, "E4"), now), []string{"--sessions"}, nil, 0, ""},
 		{"E5 at NOW", withReceived(read(t, "E5"), now), []string{"--sessions"}, nil, 0, ""},
 		{"E5 at 1767210000000", read(t, "E5"), []string{"--sessions", "--until", "1767210000000"}, []string{"session_started", "member_joined"}, 1, ""},
 		{"E5 expires by timer", read(t, "E5"), []string{"--sessions", "--until", now},
-			[]string{"session_started", "member_joined", "member_left/expired", "session_ended"}, 0, ""},
+			[]string{"session_started", "member_joined", "member_left/expired", "session_ended/expired"}, 0, ""},
 		{"E6 hostile write", read(t, "E6"), []string{"--sessions"}, nil, 0, "state key names @alice:example.org"},
 		{"E7 malformed content", read(t, "E7"), []string{"--sessions"}, nil, 0, "device_id must be a string"},
 		{"E8 sticky join", strings.SplitAfter(read(t, "E8"), "\n")[0], []string{"--sessions"}, []string{"session_started", "member_joined"}, 1, ""},
 		{"E8 sticky join and leave", read(t, "E8"), []string{"--sessions"},
-			[]string{"session_started", "member_joined", "member_left/leave", "session_ended"}, 0, ""},
+			[]string{"session_started", "member_joined", "member_left/leave", "session_ended/leave"}, 0, ""},
 		{"E9 slot and member", read(t, "E9"), []string{"--sessions"}, []string{"session_started", "member_joined"}, 1, ""},
 		{"E10 redacted", read(t, "E5", "E10"), []string{"--sessions"},
-			[]string{"session_started", "member_joined", "member_left/redacted", "session_ended"}, 0, ""},
+			[]string{"session_started", "member_joined", "member_left/redacted", "session_ended/redacted"}, 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,7 +145,7 @@ func TestMalformedLinesReportedAndSkipped(t *testing.T) {
 		t.Fatalf("stderr %q", stderr)
 	}
 	// The good lines around the bad ones still count.
-	if got := kinds(evs); !slices.Equal(got, []string{"session_started", "member_joined", "member_left/leave", "session_ended"}) {
+	if got := kinds(evs); !slices.Equal(got, []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave"}) {
 		t.Fatalf("events %v", got)
 	}
 }

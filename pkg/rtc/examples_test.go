@@ -43,7 +43,7 @@ func TestE2UpdateKeepsStartRefreshesExpiry(t *testing.T) {
 func TestE3LeaveEndsSession(t *testing.T) {
 	in := append(append(example(t, "E1"), example(t, "E2")...), example(t, "E3")...)
 	st, evs, _ := run(t, in...)
-	wantKinds(t, evs, "session_started", "member_joined", "member_updated", "member_left/leave", "session_ended")
+	wantKinds(t, evs, "session_started", "member_joined", "member_updated", "member_left/leave", "session_ended/leave")
 	end := evs[len(evs)-1]
 	want := events.Summary{StartedAt: 1767225601234, EndedAt: 1767231000000, DurationMS: 5398766,
 		PeakParticipants: 1, DistinctUsers: 1, Joins: 1}
@@ -67,7 +67,7 @@ func TestE4StaleLegacyArrayNotCounted(t *testing.T) {
 	// The same array delivered while it was fresh counts, as a legacy
 	// membership, and expires on its own deadline (created_ts()+expires).
 	st, evs, _ := run(t, append(example(t, "E4"), tick(1704070800000))...)
-	wantKinds(t, evs, "session_started", "member_joined", "member_left/expired", "session_ended")
+	wantKinds(t, evs, "session_started", "member_joined", "member_left/expired", "session_ended/expired")
 	if evs[1].Member.Format != events.FormatLegacy || evs[2].At != 1704070800000 {
 		t.Fatalf("legacy member %+v left at %d", evs[1].Member, evs[2].At)
 	}
@@ -88,7 +88,7 @@ func TestE5CrashedMemberExpires(t *testing.T) {
 	// The durable timer fires at the deadline: the member leaves at exactly
 	// created + 4 h and the session ends then.
 	res := Apply(DefaultConfig(), st, &[]events.RawEvent{tick(1767214400000)}[0])
-	wantKinds(t, res.Events, "member_left/expired", "session_ended")
+	wantKinds(t, res.Events, "member_left/expired", "session_ended/expired")
 	if res.Events[1].At != 1767214400000 || res.Events[1].Summary.DurationMS != 14400000 {
 		t.Fatalf("ended %+v", res.Events[1])
 	}
@@ -104,7 +104,7 @@ func TestE6HostileWriteIgnored(t *testing.T) {
 	// room state, so she leaves, with reason invalid; Mallory never joins.
 	in := append(received(example(t, "E1"), 1767225601234), example(t, "E6")...)
 	_, evs, _ = run(t, in...)
-	wantKinds(t, evs, "session_started", "member_joined", "member_left/invalid", "session_ended")
+	wantKinds(t, evs, "session_started", "member_joined", "member_left/invalid", "session_ended/invalid")
 }
 
 func TestE7MalformedContent(t *testing.T) {
@@ -128,7 +128,7 @@ func TestE8StickyJoinAndLeave(t *testing.T) {
 		t.Fatalf("m.call#ROOM must be the room call: %s %q", evs[0].Application, evs[0].CallID)
 	}
 	res := Apply(DefaultConfig(), st, &evs8[1])
-	wantKinds(t, res.Events, "member_left/leave", "session_ended")
+	wantKinds(t, res.Events, "member_left/leave", "session_ended/leave")
 	if res.Events[0].At != 1767230700000 {
 		t.Fatalf("left at %d", res.Events[0].At)
 	}
@@ -145,7 +145,7 @@ func TestE9SlotAndStickyMember(t *testing.T) {
 	closeSlot := ev{typ: "m.rtc.slot", stateKey: "m.call#ROOM", sender: "@admin:example.org", id: "$slotClose",
 		ts: 1767231000000, content: `{"status":"closed"}`}.raw()
 	res := Apply(DefaultConfig(), st, &closeSlot)
-	wantKinds(t, res.Events, "member_left/slot_closed", "session_ended")
+	wantKinds(t, res.Events, "member_left/slot_closed", "session_ended/slot_closed")
 
 	// A member who is not in the room does not count (MSC4143 head).
 	_, evs, _ = run(t, evs9[0], roomMember("@frank:example.org", "leave", 1767230000000), evs9[1])
@@ -157,7 +157,7 @@ func TestE10RedactedMember(t *testing.T) {
 	_, evs, _ := run(t, example(t, "E10")...)
 	wantKinds(t, evs)
 	st, evs, _ := run(t, append(received(example(t, "E5"), 1767200000000), example(t, "E10")...)...)
-	wantKinds(t, evs, "session_started", "member_joined", "member_left/redacted", "session_ended")
+	wantKinds(t, evs, "session_started", "member_joined", "member_left/redacted", "session_ended/redacted")
 	if evs[2].At != 1767201000000 {
 		t.Fatalf("left at %d, want the redaction's time", evs[2].At)
 	}

@@ -447,14 +447,18 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 			c.old.Member.EventID = m.EventID // same membership, nothing visible changed
 		}
 	}
-	// Then the leaves.
+	// Then the leaves. A session that empties ends with the reason of the
+	// leave that emptied it.
+	endReason := map[string]events.Reason{}
 	for _, c := range changes {
 		if c.new != nil {
 			continue
 		}
-		s := a.st.Sessions[sessionKey(c.id.app, c.id.call)]
-		touched[sessionKey(c.id.app, c.id.call)] = s
+		k := sessionKey(c.id.app, c.id.call)
+		s := a.st.Sessions[k]
+		touched[k] = s
 		a.leave(s, c.id, c.old, c.reason, at)
+		endReason[k] = c.reason
 	}
 	keys := make([]string, 0, len(touched))
 	for k, s := range touched {
@@ -465,7 +469,7 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 	slices.Sort(keys)
 	for _, k := range keys {
 		s := touched[k]
-		a.emit(events.KindSessionEnded, s, nil, "", at, &events.Summary{
+		a.emit(events.KindSessionEnded, s, nil, endReason[k], at, &events.Summary{
 			StartedAt: s.StartedAt, EndedAt: at, DurationMS: max(at-s.StartedAt, 0),
 			PeakParticipants: s.Peak, DistinctUsers: len(s.SeenUsers), Joins: s.Joins,
 		})

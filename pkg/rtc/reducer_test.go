@@ -105,7 +105,7 @@ func TestDecisions(t *testing.T) {
 		{
 			name:  "case5 expiry without input, by timer at the deadline",
 			in:    []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`), tick(T0 + 5000)},
-			kinds: []string{"session_started", "member_joined", "member_left/expired", "session_ended"},
+			kinds: []string{"session_started", "member_joined", "member_left/expired", "session_ended/expired"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if evs[3].At != T0+5000 || evs[3].Summary.DurationMS != 5000 {
 					t.Fatalf("ended %+v", evs[3])
@@ -116,7 +116,7 @@ func TestDecisions(t *testing.T) {
 			name: "case5 expiry is applied before a later event, at the deadline, not at the event",
 			in: []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`),
 				callJoin(bob, "B", "", T0+9000, "")},
-			kinds:   []string{"session_started", "member_joined", "member_left/expired", "session_ended", "session_started", "member_joined"},
+			kinds:   []string{"session_started", "member_joined", "member_left/expired", "session_ended/expired", "session_started", "member_joined"},
 			members: []string{"m.call| @bob:example.org/B"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if evs[3].At != T0+5000 || evs[0].SessionID == evs[4].SessionID {
@@ -128,7 +128,7 @@ func TestDecisions(t *testing.T) {
 			name: "expiry of several members, each at its own deadline",
 			in: []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`),
 				callJoin(bob, "B", "", T0+1000, `,"expires":2000`), tick(T0 + 10000)},
-			kinds: []string{"session_started", "member_joined", "member_joined", "member_left/expired", "member_left/expired", "session_ended"},
+			kinds: []string{"session_started", "member_joined", "member_joined", "member_left/expired", "member_left/expired", "session_ended/expired"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if evs[3].Member.UserID != bob || evs[3].At != T0+3000 || evs[4].At != T0+5000 || evs[5].At != T0+5000 {
 					t.Fatalf("expiry order/times: %v %d %d %d", evs[3].Member.UserID, evs[3].At, evs[4].At, evs[5].At)
@@ -152,7 +152,7 @@ func TestDecisions(t *testing.T) {
 			name: "case7 leave from another user (moderator clearing a ghost) is honoured",
 			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
 				withSender(callLeave(alice, "A", T0+1000), bob)},
-			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended"},
+			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave"},
 		},
 		{
 			name:   "case7 join content on another user's key is ignored",
@@ -215,12 +215,12 @@ func TestDecisions(t *testing.T) {
 			name: "case16 redaction of the current event is a leave",
 			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
 				ev{typ: "m.room.redaction", sender: bob, id: "$red", ts: T0 + 5, noState: true, content: `{"redacts":"$alice:example.org-A-1767225600000"}`}.raw()},
-			kinds: []string{"session_started", "member_joined", "member_left/redacted", "session_ended"},
+			kinds: []string{"session_started", "member_joined", "member_left/redacted", "session_ended/redacted"},
 		},
 		{
 			name:  "case18 content with only leave_reason is a leave",
 			in:    []events.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(callLeave(alice, "A", T0+5), `{"leave_reason":"m.lost_connection"}`)},
-			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended"},
+			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave"},
 		},
 		{
 			name:    "case20 unknown application is a session of its own",
@@ -250,7 +250,7 @@ func TestDecisions(t *testing.T) {
 			name: "case23 a ban ends the session when the banned user was alone",
 			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
 				withSender(roomMember(alice, "ban", T0+1000), bob)},
-			kinds: []string{"session_started", "member_joined", "member_left/left_room", "session_ended"},
+			kinds: []string{"session_started", "member_joined", "member_left/left_room", "session_ended/left_room"},
 		},
 		{
 			name: "case24 legacy array entries only for the room call",
@@ -284,7 +284,7 @@ func TestDecisions(t *testing.T) {
 		{
 			name:   "case17 foci_preferred entries must be typed objects",
 			in:     []events.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(callJoin(alice, "A", "", T0+1, ""), `{"application":"m.call","call_id":"","device_id":"A","focus_active":{"type":"livekit"},"foci_preferred":["junk"]}`)},
-			kinds:  []string{"session_started", "member_joined", "member_left/invalid", "session_ended"},
+			kinds:  []string{"session_started", "member_joined", "member_left/invalid", "session_ended/invalid"},
 			reject: "foci_preferred[0]",
 		},
 		{
@@ -325,7 +325,7 @@ func TestDecisions(t *testing.T) {
 		{
 			name:  "case32 slot closed ends the session; reopening restores unexpired members",
 			in:    []events.RawEvent{slot("open", T0), callJoin(alice, "A", "", T0+1, ""), slot("closed", T0+2), slot("open", T0+3)},
-			kinds: []string{"session_started", "member_joined", "member_left/slot_closed", "session_ended", "session_started", "member_joined"},
+			kinds: []string{"session_started", "member_joined", "member_left/slot_closed", "session_ended/slot_closed", "session_started", "member_joined"},
 		},
 		{
 			name:  "a slot only gates rooms that have one: invalid slot counts as closed",
@@ -341,7 +341,7 @@ func TestDecisions(t *testing.T) {
 			name: "a session id differs between two sessions of the same call",
 			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""), callLeave(alice, "A", T0+1),
 				callJoin(alice, "A", "", T0+2, "")},
-			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended", "session_started", "member_joined"},
+			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave", "session_started", "member_joined"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if evs[0].SessionID == evs[4].SessionID {
 					t.Fatal("same session id for two sessions")
