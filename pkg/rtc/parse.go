@@ -60,6 +60,58 @@ func joinInvalid(errs ...error) error {
 	return invalid("%s", strings.Join(msgs, "; "))
 }
 
+// fields reads a JSON object's fields and collects every problem, so that a
+// rejection names all of them at once.
+type fields struct {
+	m    map[string]json.RawMessage
+	errs []error
+}
+
+func (f *fields) str(k string, required bool) string {
+	v, err := str(f.m, k, required)
+	f.add(err)
+	return v
+}
+
+func (f *fields) integer(k string) (int64, bool) {
+	v, ok, err := integer(f.m, k)
+	f.add(err)
+	return v, ok
+}
+
+func (f *fields) createdTS(ts int64) int64 {
+	v, err := createdTS(f.m, ts)
+	f.add(err)
+	return v
+}
+
+// typedArray reads an optional array of typed objects.
+func (f *fields) typedArray(k string) json.RawMessage {
+	if !has(f.m, k) {
+		return nil
+	}
+	v, err := typedArray(f.m[k], k)
+	f.add(err)
+	return v
+}
+
+// object reads a required nested object.
+func (f *fields) object(k string) *fields {
+	var o map[string]json.RawMessage
+	if err := json.Unmarshal(f.m[k], &o); err != nil || o == nil {
+		f.add(invalid("%s must be an object", k))
+	}
+	return &fields{m: o}
+}
+
+func (f *fields) add(err error) {
+	if err != nil {
+		f.errs = append(f.errs, err)
+	}
+}
+
+func (f *fields) err() error { return joinInvalid(f.errs...) }
+
 // Parsed is what a membership event says: a leave, or one or more claims.
 type Parsed struct {
 	Kind   RegisterKind
@@ -268,40 +320,32 @@ func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
 	if ev.Type == events.TypeRTCMember.Type {
 		format = events.FormatSeed
 	}
-	var errs []error
-	app, err := str(m, "application", true)
-	errs = append(errs, err)
-	callID, err := str(m, "call_id", true)
-	errs = append(errs, err)
-	device, err := str(m, "device_id", true)
-	errs = append(errs, err)
-	if err == nil && device == "" {
-		errs = append(errs, invalid("device_id empty"))
+	f := &fields{m: m}
+	app := f.str("application", true)
+	callID := f.str("call_id", true)
+	device := f.str("device_id", true)
+	if has(m, "device_id") && device == "" {
+		f.add(invalid("device_id empty"))
 	}
-	if err == nil && app == "" {
-		errs = append(errs, invalid("application empty"))
+	if has(m, "application") && app == "" {
+		f.add(invalid("application empty"))
 	}
-	var focus, foci json.RawMessage
+	var focus json.RawMessage
 	if !has(m, "focus_active") {
-		errs = append(errs, invalid("focus_active missing"))
+		f.add(invalid("focus_active missing"))
 	} else {
+		var err error
 		focus, err = typedObject(m["focus_active"], "focus_active")
-		errs = append(errs, err)
+		f.add(err)
 	}
-	if has(m, "foci_preferred") {
-		foci, err = typedArray(m["foci_preferred"], "foci_preferred")
-		errs = append(errs, err)
-	} else if format == events.FormatSeed {
-		errs = append(errs, invalid("foci_preferred missing"))
+	foci := f.typedArray("foci_preferred")
+	if foci == nil && format == events.FormatSeed {
+		f.add(invalid("foci_preferred missing"))
 	}
-	if _, err := str(m, "scope", false); err != nil {
-		errs = append(errs, err)
-	}
-	created, err := createdTS(m, ev.OriginServerTS)
-	errs = append(errs, err)
-	expires, hasExpires, err := integer(m, "expires")
-	errs = append(errs, err)
-	if err := joinInvalid(errs...); err != nil {
+	f.str("scope", false)
+	created := f.createdTS(ev.OriginServerTS)
+	expires, hasExpires := f.integer("expires")
+	if err := f.err(); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}
 	if key := ParseStateKeyUser(*ev.StateKey); key != "" && key != ev.Sender {
@@ -357,27 +401,16 @@ func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage) (Cla
 	if err != nil {
 		return Claim{}, err
 	}
-	var errs []error
-	app, err := str(m, "application", true)
-	errs = append(errs, err)
-	callID, err := str(m, "call_id", true)
-	errs = append(errs, err)
-	device, err := str(m, "device_id", true)
-	errs = append(errs, err)
-	scope, err := str(m, "scope", false)
-	errs = append(errs, err)
-	created, err := createdTS(m, ev.OriginServerTS)
-	errs = append(errs, err)
-	expires, hasExpires, err := integer(m, "expires")
-	errs = append(errs, err)
-	expiresTS, hasExpiresTS, err := integer(m, "expires_ts")
-	errs = append(errs, err)
-	var foci json.RawMessage
-	if has(m, "foci_active") {
-		foci, err = typedArray(m["foci_active"], "foci_active")
-		errs = append(errs, err)
-	}
-	if err := joinInvalid(errs...); err != nil {
+	f := &fields{m: m}
+	app := f.str("application", true)
+	callID := f.str("call_id", true)
+	device := f.str("device_id", true)
+	scope := f.str("scope", false)
+	created := f.createdTS(ev.OriginServerTS)
+	expires, hasExpires := f.integer("expires")
+	expiresTS, hasExpiresTS := f.integer("expires_ts")
+	foci := f.typedArray("foci_active")
+	if err := f.err(); err != nil {
 		return Claim{}, err
 	}
 	switch {
@@ -458,47 +491,36 @@ func ParseStickyMember(ev *events.RawEvent) (Parsed, error) {
 	if ms, _ := str(member, "membership", false); ms == "leave" {
 		return Parsed{Kind: RegisterLeave}, nil
 	}
-	var errs []error
-	var application map[string]json.RawMessage
-	if err := json.Unmarshal(m["application"], &application); err != nil || application == nil {
-		errs = append(errs, invalid("application must be an object"))
-	}
-	app, err := str(application, "type", true)
-	errs = append(errs, err)
-	slot, err := str(m, "slot_id", true)
-	errs = append(errs, err)
-	memberID, err := str(member, "id", true)
-	errs = append(errs, err)
-	userID, err := str(member, "user_id", false)
-	errs = append(errs, err)
-	device, err := str(member, "device_id", false)
-	errs = append(errs, err)
+	f := &fields{m: m}
+	af := f.object("application")
+	app := af.str("type", true)
+	f.errs = append(f.errs, af.errs...)
+	slot := f.str("slot_id", true)
+	mf := &fields{m: member}
+	memberID := mf.str("id", true)
+	userID := mf.str("user_id", false)
+	device := mf.str("device_id", false)
 	if device == "" {
-		device, err = str(member, "claimed_device_id", false)
-		errs = append(errs, err)
+		device = mf.str("claimed_device_id", false)
 	}
-	if ms, err := str(member, "membership", false); err != nil || (ms != "" && ms != "join") {
-		errs = append(errs, invalid("member.membership must be join or leave"))
+	if ms := mf.str("membership", false); ms != "" && ms != "join" {
+		f.add(invalid("member.membership must be join or leave"))
 	}
+	f.errs = append(f.errs, mf.errs...)
 	var foci json.RawMessage
 	switch {
 	case has(m, "rtc_transports"):
-		foci, err = typedArray(m["rtc_transports"], "rtc_transports")
-		errs = append(errs, err)
+		foci = f.typedArray("rtc_transports")
 	case has(m, "transports"):
-		var tr map[string]json.RawMessage
-		if json.Unmarshal(m["transports"], &tr) != nil || tr == nil {
-			errs = append(errs, invalid("transports must be an object"))
-		} else if has(tr, "published") {
-			foci, err = typedArray(tr["published"], "transports.published")
-			errs = append(errs, err)
-		}
+		tr := f.object("transports")
+		foci = tr.typedArray("published")
+		f.errs = append(f.errs, tr.errs...)
 	}
 	_, err = StickyKey(ev.Content)
-	errs = append(errs, err)
+	f.add(err)
 	deadline, err := StickyDeadline(ev)
-	errs = append(errs, err)
-	if err := joinInvalid(errs...); err != nil {
+	f.add(err)
+	if err := f.err(); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}
 	if memberID == "" {
