@@ -45,5 +45,10 @@ fuzz:
 	  done; \
 	done
 
+## demo: build, start aggregator + ingest on a temp embedded NATS, play a sample call through real
+##       appservice transactions and show the session events (scripts/demo.sh)
+demo:
+	./scripts/demo.sh
+
 clean:
 	rm -rf bin/
