@@ -326,6 +326,9 @@ func (r *partRunner) apply(rec *RoomRecord, in *events.RawEvent, seq uint64) (re
 			err = fmt.Errorf("%w: reducer panic: %v", errPoison, p)
 		}
 	}()
+	if f := r.w.opts.hooks.beforeApply; f != nil {
+		f(in, seq)
+	}
 	res = rtc.Apply(r.w.opts.Reducer, rec.State, in)
 	armed := rec.TimerAt
 	if in.Kind == events.InputTimer && in.Deadline == armed {

@@ -45,6 +45,9 @@ type hooks struct {
 	// afterStore runs after a room record was written and before its outbox
 	// is published.
 	afterStore func(w *Worker, partition int, seq uint64)
+	// beforeApply runs in apply just before the reducer, under apply's
+	// recover: a panic there is handled exactly like a reducer panic.
+	beforeApply func(in *events.RawEvent, seq uint64)
 }
 
 // Worker is one aggregator replica: it heartbeats into rtc_workers, computes
