@@ -89,7 +89,7 @@ func Push(ctx context.Context, r io.Reader, opts PushOptions) error {
 	for i, pe := range evs {
 		if opts.Live {
 			due := start.Add(time.Duration(float64(pe.ts-base)/opts.Speed) * time.Millisecond)
-			if d := time.Until(due); d > 0 {
+			if d := due.Sub(opts.Now()); d > 0 {
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
