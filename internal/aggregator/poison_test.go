@@ -1,7 +1,9 @@
 package aggregator
 
 import (
+	"encoding/base64"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -122,10 +124,17 @@ func TestPoisonDuringApply(t *testing.T) {
 func bigJoin(room id.RoomID, n int, ts int64) events.RawEvent {
 	u := id.UserID(fmt.Sprintf("@big%d:%s", n, testHS))
 	dev := fmt.Sprintf("BIG%d", n)
+	// Random padding: room records are compressed, so only incompressible
+	// content makes one outgrow max_payload.
+	rng := rand.New(rand.NewPCG(uint64(n), 1))
 	foci := make([]string, 16)
 	for i := range foci {
+		pad := make([]byte, 2800)
+		for j := range pad {
+			pad[j] = byte(rng.Uint32())
+		}
 		foci[i] = fmt.Sprintf(`{"type":"livekit","livekit_service_url":"https://rtc.example.org","pad":%q}`,
-			strings.Repeat("x", 3800))
+			base64.StdEncoding.EncodeToString(pad))
 	}
 	return callMember(room, u, dev, ts, fmt.Sprintf("$big%d", n), fmt.Sprintf(
 		`{"application":"m.call","call_id":"","scope":"m.room","device_id":%q,%s,"foci_preferred":[%s]}`,
@@ -154,7 +163,8 @@ func TestPoisonRecordTooLarge(t *testing.T) {
 		}
 	}
 	var inputs []events.RawEvent
-	for i := 0; i < 12; i++ {
+	const bigJoins = 24 // compressed, about 17 fit in a 1 MB record
+	for i := 0; i < bigJoins; i++ {
 		inputs = append(inputs, bigJoin(room, i, now+int64(i)))
 	}
 	inputs = append(inputs, leaveEv(room, id.UserID("@big0:"+testHS), "BIG0", now+100, "$bigleave0"))
@@ -216,6 +226,6 @@ func TestPoisonRecordTooLarge(t *testing.T) {
 		t.Errorf("partition %d: %d inputs after the first dead letter (seq %d), %d of other rooms: want both kinds",
 			part, later, firstSeq, laterOther)
 	}
-	t.Logf("%d of 12 big joins dead-lettered; %d later inputs of partition %d flowed (%d of other rooms)",
-		len(dead), later, part, laterOther)
+	t.Logf("%d of %d big joins dead-lettered; %d later inputs of partition %d flowed (%d of other rooms)",
+		len(dead), bigJoins, later, part, laterOther)
 }
