@@ -290,3 +290,26 @@ func seq(from, to int) []int {
 	}
 	return out
 }
+
+// TestAppserviceRedactedCopyIsANewInput: a homeserver may deliver an event
+// again after it was redacted (same event id, content {} and
+// unsigned.redacted_because). That copy is a different input from the
+// original and must not be dropped as its duplicate; a second copy of it is.
+func TestAppserviceRedactedCopyIsANewInput(t *testing.T) {
+	e := newEnv(t)
+	srv := newAppserviceServer(t, e, e.pub, 64<<10)
+	const room = "!r:hs1.test"
+	orig := memberEvent("$m1", room, "@alice:hs1.test", "AD", 1700000000000)
+	redacted := `{"type":"org.matrix.msc3401.call.member","state_key":"_@alice:hs1.test_AD_m.call","sender":"@alice:hs1.test",` +
+		`"event_id":"$m1","room_id":"!r:hs1.test","origin_server_ts":1700000000000,"content":{},` +
+		`"unsigned":{"redacted_because":{"type":"m.room.redaction","event_id":"$red","origin_server_ts":1700000005000,"content":{}}}}`
+	for i, body := range []string{txn(orig), txn(redacted), txn(redacted, orig)} {
+		if code, errcode := do(t, srv.URL, asReq{"PUT", fmt.Sprintf("/_matrix/app/v1/transactions/r%d", i), tokHS1, false, body}); code != 200 {
+			t.Fatalf("transaction %d: %d %s", i, code, errcode)
+		}
+	}
+	got := rawContents(t, e.url)
+	if len(got) != 2 || got[0].RedactedBy != "" || got[1].RedactedBy != "$red" || got[1].RedactedAt != 1700000005000 {
+		t.Fatalf("RTC_RAW holds %+v", got)
+	}
+}

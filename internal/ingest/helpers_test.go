@@ -121,7 +121,7 @@ func rawContents(t *testing.T, url string) []events.RawEvent {
 		if err != nil {
 			t.Fatalf("seq %d: %v", seq, err)
 		}
-		if got := m.Header.Get(jetstream.MsgIDHeader); got != string(ev.EventID) {
+		if got := m.Header.Get(jetstream.MsgIDHeader); got != ev.MsgID() {
 			t.Errorf("seq %d: Nats-Msg-Id %q, event id %q", seq, got, ev.EventID)
 		}
 		out = append(out, ev)

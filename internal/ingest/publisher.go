@@ -139,7 +139,7 @@ publish:
 			break publish
 		}
 		msg := &nats.Msg{Subject: events.RawSubject(ev.RoomID), Data: data}
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(string(ev.EventID)),
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.MsgID()),
 			jetstream.WithExpectStream(events.StreamRaw))
 		if err != nil {
 			<-p.sem

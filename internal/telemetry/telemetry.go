@@ -122,7 +122,10 @@ func Serve(ctx context.Context, addr string, handler http.Handler, log *zap.Logg
 	if bound != nil {
 		bound <- ln.Addr().String()
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Bounded reads: a client that trickles a body cannot hold a connection
+	// (and, for the ingest, a transaction) forever.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("http listening", zap.String("addr", ln.Addr().String()))

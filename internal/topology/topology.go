@@ -252,17 +252,22 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*
 	return &h, nil
 }
 
-// EnsureRaw creates (or, in verify mode, looks up) only RTC_RAW: what the
-// ingest needs in order to publish.
+// EnsureRaw looks up RTC_RAW, what the ingest needs in order to publish, and
+// in create mode creates it when it is missing (the ingest may start before
+// the aggregator). It never updates an existing stream: the aggregator owns
+// the stream's settings, and an ingest with defaults must not reset them.
 func EnsureRaw(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (jetstream.Stream, error) {
 	if err := checkPartitions(ctx, js, c.Partitions); err != nil {
 		return nil, err
 	}
-	if mode == ModeVerify {
-		s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, events.StreamRaw)
+	if err == nil || mode == ModeVerify || !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return s, wrapMissing(err, "stream "+events.StreamRaw)
 	}
-	s, err := js.CreateOrUpdateStream(ctx, RawStream(c))
+	s, err = js.CreateStream(ctx, RawStream(c))
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile by another replica
+		s, err = js.Stream(ctx, events.StreamRaw)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", events.StreamRaw, err)
 	}

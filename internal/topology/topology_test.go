@@ -143,3 +143,31 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestEnsureRawKeepsExistingSettings: the ingest's EnsureRaw creates RTC_RAW
+// when it is missing but never resets what the aggregator configured.
+func TestEnsureRawKeepsExistingSettings(t *testing.T) {
+	js := embedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topology.EnsureRaw(ctx, js, small(), topology.ModeVerify); !errors.Is(err, topology.ErrMissing) {
+		t.Fatalf("verify before creation: want ErrMissing, got %v", err)
+	}
+	s, err := topology.EnsureRaw(ctx, js, small(), topology.ModeCreate)
+	if err != nil || s.CachedInfo().Config.MaxAge != small().RawMaxAge {
+		t.Fatalf("create: %v", err)
+	}
+	agg := small()
+	agg.RawMaxAge = 48 * time.Hour
+	if _, err := topology.Ensure(ctx, js, agg, topology.ModeCreate); err != nil {
+		t.Fatal(err)
+	}
+	s, err = topology.EnsureRaw(ctx, js, small(), topology.ModeCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Config.MaxAge != 48*time.Hour {
+		t.Fatalf("EnsureRaw reset the aggregator's max age to %v (%v)", info.Config.MaxAge, err)
+	}
+}
