@@ -22,7 +22,7 @@ func TestRoomRecordCompressed(t *testing.T) {
 		ev := events.RawEvent{V: 1, Kind: events.InputEvent, RoomID: room, EventID: id.EventID(fmt.Sprintf("$e%d", i)),
 			Type: events.TypeCallMember.Type, StateKey: &key, Sender: id.UserID(u), OriginServerTS: 1767225600000 + int64(i),
 			ReceivedAt: 1767225600000 + int64(i),
-			Content: []byte(`{"application":"m.call","call_id":"","scope":"m.room","device_id":"DEV","focus_active":{"type":"livekit","focus_selection":"multi_sfu"},"foci_preferred":[{"type":"livekit","livekit_service_url":"https://rtc.example.org/livekit/jwt","livekit_alias":"!big:example.org"}]}`)}
+			Content:    []byte(`{"application":"m.call","call_id":"","scope":"m.room","device_id":"DEV","focus_active":{"type":"livekit","focus_selection":"multi_sfu"},"foci_preferred":[{"type":"livekit","livekit_service_url":"https://rtc.example.org/livekit/jwt","livekit_alias":"!big:example.org"}]}`)}
 		if res := rtc.Apply(rtc.DefaultConfig(), st, &ev); len(res.Events) == 0 {
 			t.Fatalf("member %d did not join: %v", i, res.Rejections)
 		}
