@@ -3,7 +3,6 @@ package aggregator
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,18 +11,11 @@ import (
 	"time"
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return testutil.FreePort(t) }
 
 // TestRunEmbedded runs the whole service the way `go run ./cmd/aggregator`
 // does (embedded server, HTTP endpoints), checks readiness and metrics, and

@@ -14,25 +14,14 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // startNATS starts a real embedded JetStream server on loopback (port -1:
 // any free port) storing under dir.
-func startNATS(t *testing.T, dir string, port int) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
-		NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	return ns
-}
+func startNATS(t *testing.T, dir string, port int) *server.Server { return testutil.NATS(t, dir, port) }
 
 type env struct {
 	ns   *server.Server

@@ -12,17 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return testutil.FreePort(t) }
 
 // TestRunStartsBeforeNATS: the service starts, waits for NATS, creates
 // RTC_RAW, becomes ready and accepts transactions over a real listener.

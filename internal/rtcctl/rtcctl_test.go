@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -22,21 +21,8 @@ import (
 
 func embedded(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	ns := testutil.NATS(t, "", -1)
+	_, js := testutil.JetStream(t, ns)
 	c := topology.DefaultConfig()
 	c.Partitions = 2
 	if _, err := topology.Ensure(context.Background(), js, c, topology.ModeCreate); err != nil {
@@ -129,13 +115,7 @@ func TestSessions(t *testing.T) {
 }
 
 func TestSessionsWithoutAggregator(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	ns.ReadyForConnections(10 * time.Second)
-	defer ns.Shutdown()
+	ns := testutil.NATS(t, "", -1)
 	code, _, errs := run(t, "sessions", "--nats", ns.ClientURL())
 	if code != 1 || !strings.Contains(errs, "aggregator") {
 		t.Fatalf("exit %d: %s", code, errs)

@@ -4,10 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 )
@@ -68,21 +65,7 @@ func TestSubjectsAndKeys(t *testing.T) {
 // TestPartitionMatchesServer: Partition computes what the server's
 // {{partition(n,1)}} transform does, so tools can find a room's partition.
 func TestPartitionMatchesServer(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := embedded(t)
 	ctx := t.Context()
 	const n = 7
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "P", Subjects: []string{"rtc.raw.*"},
