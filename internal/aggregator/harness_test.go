@@ -42,7 +42,7 @@ func testWorkerConfig() WorkerConfig {
 }
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	port int
 	ns   *server.Server
@@ -54,7 +54,7 @@ type env struct {
 	log  *zap.Logger
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), port: -1, topo: testTopology(), log: testLogger(t)}
 	e.startServer()
@@ -80,7 +80,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func testLogger(t *testing.T) *zap.Logger {
+func testLogger(t testing.TB) *zap.Logger {
 	if testing.Verbose() {
 		return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	}
