@@ -15,8 +15,6 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
 
-func freePort(t *testing.T) string { return testutil.FreePort(t) }
-
 // TestRunEmbedded runs the whole service the way `go run ./cmd/aggregator`
 // does (embedded server, HTTP endpoints), checks readiness and metrics, and
 // stops it like SIGTERM does.
@@ -26,7 +24,7 @@ func TestRunEmbedded(t *testing.T) {
 	cfg.Embedded.Port = -1
 	cfg.Topology.Partitions = 4
 	cfg.Worker.StatsInterval = 200 * time.Millisecond
-	cfg.HTTP.Listen = freePort(t)
+	cfg.HTTP.Listen = testutil.FreePort(t)
 	cfg.ShutdownGrace = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

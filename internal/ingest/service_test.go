@@ -16,13 +16,11 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 )
 
-func freePort(t *testing.T) string { return testutil.FreePort(t) }
-
 // TestRunStartsBeforeNATS: the service starts, waits for NATS, creates
 // RTC_RAW, becomes ready and accepts transactions over a real listener.
 func TestRunStartsBeforeNATS(t *testing.T) {
 	dir := t.TempDir()
-	natsAddr := freePort(t)
+	natsAddr := testutil.FreePort(t)
 	_, portStr, _ := net.SplitHostPort(natsAddr)
 	tok1, tok2 := filepath.Join(dir, "hs1"), filepath.Join(dir, "hs2")
 	_ = os.WriteFile(tok1, []byte(tokHS1+"\n"), 0o600)
@@ -31,7 +29,7 @@ func TestRunStartsBeforeNATS(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.NATS.URLs = []string{"nats://" + natsAddr}
 	cfg.Topology.Partitions = 4
-	cfg.MetricsAddr = freePort(t)
+	cfg.MetricsAddr = testutil.FreePort(t)
 	cfg.Appservice.ListenAddr = "127.0.0.1:0"
 	cfg.Homeservers = []HomeserverConfig{{Name: "hs1", HSTokenFile: tok1}, {Name: "hs2", HSTokenFile: tok2}}
 	if err := cfg.Validate(); err != nil {
