@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -107,4 +108,60 @@ func DecodeLiveSession(data []byte) (LiveSession, error) {
 		return LiveSession{}, fmt.Errorf("decode live session: %w %d", ErrUnsupportedVersion, s.V)
 	}
 	return s, nil
+}
+
+// SortedMap is a map that Marshal encodes with its keys in increasing order.
+// msgpack sorts only a few built-in map types; state that holds other maps
+// would otherwise encode differently on every call, so equal states would
+// not give equal bytes (nor equal compressed sizes).
+type SortedMap[K ~string, V any] map[K]V
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (m SortedMap[K, V]) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if m == nil {
+		return enc.EncodeNil()
+	}
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if err := enc.EncodeMapLen(len(keys)); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := enc.EncodeString(string(k)); err != nil {
+			return err
+		}
+		if err := enc.Encode(m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (m *SortedMap[K, V]) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		*m = nil
+		return nil
+	}
+	out := make(SortedMap[K, V], n)
+	for i := 0; i < n; i++ {
+		k, err := dec.DecodeString()
+		if err != nil {
+			return err
+		}
+		var v V
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		out[K(k)] = v
+	}
+	*m = out
+	return nil
 }

@@ -224,3 +224,29 @@ func FuzzParseClientEvent(f *testing.F) {
 		}
 	})
 }
+
+func TestSortedMapRoundTrip(t *testing.T) {
+	type holder struct {
+		M SortedMap[id.UserID, int]   `json:"m,omitempty"`
+		N SortedMap[string, *Summary] `json:"n"`
+	}
+	in := holder{M: SortedMap[id.UserID, int]{"@b:x": 2, "@a:x": 1, "@c:x": 3}, N: SortedMap[string, *Summary]{"k": {Joins: 4}}}
+	first, err := Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if again, _ := Marshal(in); string(again) != string(first) {
+			t.Fatal("encoding is not deterministic")
+		}
+	}
+	var out holder
+	if err := Unmarshal(first, &out); err != nil || len(out.M) != 3 || out.M["@b:x"] != 2 || out.N["k"].Joins != 4 {
+		t.Fatalf("%+v %v", out, err)
+	}
+	b, _ := Marshal(holder{})
+	var empty holder
+	if err := Unmarshal(b, &empty); err != nil || empty.M != nil || empty.N != nil {
+		t.Fatalf("nil maps: %+v %v", empty, err)
+	}
+}

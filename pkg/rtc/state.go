@@ -21,16 +21,16 @@ type RoomState struct {
 	Seq uint64 `json:"seq"`
 	// Registers holds the latest membership event per state key (or per
 	// sticky key), keyed by registerKey.
-	Registers map[string]*Register `json:"registers,omitempty"`
+	Registers events.SortedMap[string, *Register] `json:"registers,omitempty"`
 	// RoomMembers is the latest m.room.member per user seen so far. A user
 	// with no entry counts as joined: the ingest may not have seen their
 	// membership, and they could not have sent a state event otherwise.
-	RoomMembers map[id.UserID]RoomMember `json:"room_members,omitempty"`
+	RoomMembers events.SortedMap[id.UserID, RoomMember] `json:"room_members,omitempty"`
 	// Slots is the latest m.rtc.slot per slot id. Only rooms that have a slot
 	// for a session gate it on the slot being open.
-	Slots map[string]Slot `json:"slots,omitempty"`
+	Slots events.SortedMap[string, Slot] `json:"slots,omitempty"`
 	// Sessions are the live sessions, keyed by sessionKey(app, callID).
-	Sessions map[string]*Session `json:"sessions,omitempty"`
+	Sessions events.SortedMap[string, *Session] `json:"sessions,omitempty"`
 	// Redacted remembers recently redacted event ids (oldest first, bounded)
 	// so that an event whose redaction arrived first counts as redacted.
 	Redacted []id.EventID `json:"redacted,omitempty"`
@@ -110,12 +110,12 @@ type Session struct {
 	StartedAt int64  `json:"started_at"`
 	// Members maps a member's identity within the session (user and member
 	// key) to the member.
-	Members map[string]*SessionMember `json:"members"`
+	Members events.SortedMap[string, *SessionMember] `json:"members"`
 	// UserDevices counts the members of each user: distinct users in O(1).
-	UserDevices map[id.UserID]int  `json:"user_devices"`
-	Peak        int                `json:"peak"`
-	SeenUsers   map[id.UserID]bool `json:"seen_users"`
-	Joins       int                `json:"joins"`
+	UserDevices events.SortedMap[id.UserID, int]  `json:"user_devices"`
+	Peak        int                               `json:"peak"`
+	SeenUsers   events.SortedMap[id.UserID, bool] `json:"seen_users"`
+	Joins       int                               `json:"joins"`
 }
 
 // SessionMember is a member of a live session and the key it is claimed by.
