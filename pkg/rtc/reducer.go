@@ -213,6 +213,7 @@ func (a *applier) setRegister(key string, old, reg *Register, at int64) {
 		a.st.Registers = map[string]*Register{}
 	}
 	a.st.Registers[key] = reg
+	a.st.changedRegister(key)
 	cause := events.ReasonLeave
 	switch reg.Kind {
 	case RegisterInvalid:
@@ -246,6 +247,7 @@ func (a *applier) applySlot(ev *events.RawEvent) {
 		a.st.Slots = map[string]Slot{}
 	}
 	a.st.Slots[slotID] = Slot{Open: open, TS: ev.OriginServerTS, EventID: ev.EventID}
+	a.st.changedSlot(slotID)
 	a.reconcile(a.st.identsWhere(func(i ident) bool { return SlotID(i.app, i.call) == slotID }),
 		a.st.Clock, ev.OriginServerTS, events.ReasonSlotClosed)
 }
@@ -274,6 +276,7 @@ func (a *applier) applyRoomMember(ev *events.RawEvent) {
 		a.st.RoomMembers = map[id.UserID]RoomMember{}
 	}
 	a.st.RoomMembers[user] = RoomMember{Membership: ms, TS: ev.OriginServerTS, EventID: ev.EventID}
+	a.st.changedRoomMember(user)
 	a.reconcile(a.st.identsWhere(func(i ident) bool { return i.user == user }),
 		a.st.Clock, ev.OriginServerTS, events.ReasonLeftRoom)
 }
@@ -320,6 +323,7 @@ func (a *applier) applyRedaction(ev *events.RawEvent) {
 		if s.EventID == target && s.Open {
 			s.Open = false
 			a.st.Slots[slotID] = s
+			a.st.changedSlot(slotID)
 			a.reconcile(a.st.identsWhere(func(i ident) bool { return SlotID(i.app, i.call) == slotID }),
 				a.st.Clock, ev.OriginServerTS, events.ReasonRedacted)
 		}
@@ -441,10 +445,12 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 			a.join(s, c.id, m, at)
 		case memberChanged(&c.old.Member, &m):
 			c.old.Member = m
+			a.st.changedMember(sessionKey(s.App, s.CallID), c.id.memberKey())
 			a.st.memberDeadline(sessionKey(s.App, s.CallID), c.id.memberKey(), m.ExpiresAt)
 			a.emit(events.KindMemberUpdated, s, &m, "", at, nil)
 		default:
 			c.old.Member.EventID = m.EventID // same membership, nothing visible changed
+			a.st.changedMember(sessionKey(s.App, s.CallID), c.id.memberKey())
 		}
 	}
 	// Then the leaves. A session that empties ends with the reason of the
@@ -474,6 +480,7 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 			PeakParticipants: s.Peak, DistinctUsers: len(s.SeenUsers), Joins: s.Joins,
 		})
 		delete(a.st.Sessions, k)
+		a.st.endedSession(k, s)
 	}
 }
 
@@ -505,12 +512,19 @@ func (a *applier) session(i ident, changes []change, at int64) *Session {
 		a.st.Sessions = map[string]*Session{}
 	}
 	a.st.Sessions[k] = s
+	a.st.changedSession(k)
 	a.emit(events.KindSessionStarted, s, nil, "", at, nil)
 	return s
 }
 
 func (a *applier) join(s *Session, i ident, m events.Member, at int64) {
+	sk := sessionKey(s.App, s.CallID)
 	s.Members[i.memberKey()] = &SessionMember{Member: m, MemberKey: i.key}
+	a.st.changedMember(sk, i.memberKey())
+	a.st.changedSession(sk) // Joins and Peak
+	if !s.SeenUsers[m.UserID] {
+		a.st.changedSeenUser(sk, m.UserID)
+	}
 	a.st.memberDeadline(sessionKey(s.App, s.CallID), i.memberKey(), m.ExpiresAt)
 	s.UserDevices[m.UserID]++
 	s.SeenUsers[m.UserID] = true
@@ -521,6 +535,7 @@ func (a *applier) join(s *Session, i ident, m events.Member, at int64) {
 
 func (a *applier) leave(s *Session, i ident, old *SessionMember, reason events.Reason, at int64) {
 	delete(s.Members, i.memberKey())
+	a.st.changedMember(sessionKey(s.App, s.CallID), i.memberKey())
 	if s.UserDevices[old.Member.UserID]--; s.UserDevices[old.Member.UserID] <= 0 {
 		delete(s.UserDevices, old.Member.UserID)
 	}

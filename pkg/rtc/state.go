@@ -42,6 +42,8 @@ type RoomState struct {
 	// soonest deadline costs O(log members), not a scan of the room.
 	deadlines deadlineHeap
 	heapBuilt bool
+	// changes records what Apply changed, when tracking is on (TrackChanges).
+	changes *Changes
 }
 
 // maxRedactedRemembered bounds RoomState.Redacted.

@@ -1,0 +1,125 @@
+package rtc
+
+import "maunium.net/go/mautrix/id"
+
+// Changes lists the parts of a RoomState that Apply changed since change
+// tracking started or the last TakeChanges. A store that keeps a large room
+// as many small records (one per register, per session member, ...) writes
+// only these, so that an input's cost does not grow with the room.
+//
+// A key present in a set means "changed": the part's current value is in
+// the state, and a part no longer in the state was deleted.
+type Changes struct {
+	Registers   map[string]struct{}    // register keys (RoomState.Registers)
+	RoomMembers map[id.UserID]struct{} // users (RoomState.RoomMembers)
+	Slots       map[string]struct{}    // slot ids (RoomState.Slots)
+	// Sessions are the sessions whose own fields changed, that started or
+	// that ended (RoomState.Sessions keys).
+	Sessions map[string]struct{}
+	// Members are the session members that joined, changed or left.
+	Members map[MemberRef]struct{}
+	// SeenUsers are the users a session saw for the first time.
+	SeenUsers map[SeenUserRef]struct{}
+	// Ended holds the sessions that ended, as they were when they ended, so
+	// that a store can delete every part it kept of them.
+	Ended map[string]*Session
+}
+
+// MemberRef names a member of a session: RoomState.Sessions[Session].Members[Member].
+type MemberRef struct{ Session, Member string }
+
+// SeenUserRef names an entry of RoomState.Sessions[Session].SeenUsers.
+type SeenUserRef struct {
+	Session string
+	User    id.UserID
+}
+
+// Empty reports whether nothing changed.
+func (c *Changes) Empty() bool {
+	return c == nil || len(c.Registers)+len(c.RoomMembers)+len(c.Slots)+len(c.Sessions)+len(c.Members)+len(c.SeenUsers) == 0
+}
+
+// TrackChanges makes every later Apply record what it changes, until
+// TakeChanges collects it. Tracking is off by default: the pure reducer
+// (tests, rtcctl simulate) does not pay for it.
+func (st *RoomState) TrackChanges() {
+	if st.changes == nil {
+		st.changes = newChanges()
+	}
+}
+
+// TakeChanges returns what changed since tracking started or the last call,
+// and starts a new, empty set. It returns nil when tracking is off.
+func (st *RoomState) TakeChanges() *Changes {
+	c := st.changes
+	if c != nil {
+		st.changes = newChanges()
+	}
+	return c
+}
+
+func newChanges() *Changes {
+	return &Changes{Registers: map[string]struct{}{}, RoomMembers: map[id.UserID]struct{}{}, Slots: map[string]struct{}{},
+		Sessions: map[string]struct{}{}, Members: map[MemberRef]struct{}{}, SeenUsers: map[SeenUserRef]struct{}{},
+		Ended: map[string]*Session{}}
+}
+
+func (st *RoomState) changedRegister(key string) {
+	if st.changes != nil {
+		st.changes.Registers[key] = struct{}{}
+	}
+}
+
+func (st *RoomState) changedRoomMember(u id.UserID) {
+	if st.changes != nil {
+		st.changes.RoomMembers[u] = struct{}{}
+	}
+}
+
+func (st *RoomState) changedSlot(slot string) {
+	if st.changes != nil {
+		st.changes.Slots[slot] = struct{}{}
+	}
+}
+
+func (st *RoomState) changedSession(sess string) {
+	if st.changes != nil {
+		st.changes.Sessions[sess] = struct{}{}
+	}
+}
+
+func (st *RoomState) endedSession(sess string, s *Session) {
+	if st.changes != nil {
+		st.changes.Sessions[sess] = struct{}{}
+		st.changes.Ended[sess] = s
+	}
+}
+
+func (st *RoomState) changedMember(sess, member string) {
+	if st.changes != nil {
+		st.changes.Members[MemberRef{sess, member}] = struct{}{}
+	}
+}
+
+func (st *RoomState) changedSeenUser(sess string, u id.UserID) {
+	if st.changes != nil {
+		st.changes.SeenUsers[SeenUserRef{sess, u}] = struct{}{}
+	}
+}
+
+// SessionKey is the key of a session in RoomState.Sessions.
+func SessionKey(app, callID string) string { return sessionKey(app, callID) }
+
+// RebuildDerived recomputes what a store need not keep because it follows
+// from the rest: each session's devices per user, from its members. A store
+// that loads a state from parts calls it before the first Apply.
+func (st *RoomState) RebuildDerived() {
+	for _, s := range st.Sessions {
+		s.UserDevices = map[id.UserID]int{}
+		for _, m := range s.Members {
+			s.UserDevices[m.Member.UserID]++
+		}
+	}
+	st.heapBuilt = false
+	st.claims = nil
+}
