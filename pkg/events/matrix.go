@@ -19,12 +19,52 @@ const (
 	MaxIDBytes       = 255
 )
 
-// ErrMalformedEvent is wrapped by every error of ParseClientEvent.
+// ErrMalformedEvent is wrapped by every error of ParseEvent.
 var ErrMalformedEvent = errors.New("malformed event")
+
+// ErrOutOfRange is wrapped (with ErrMalformedEvent) when a number of the
+// envelope is outside the range Matrix allows: canonical JSON integers lie in
+// [-(2^53)+1, 2^53-1], and a timestamp or duration must be positive within it.
+// Such a value did not come from a conforming homeserver and would overflow
+// the aggregator's arithmetic (origin_server_ts + expires).
+var ErrOutOfRange = errors.New("number out of range")
+
+// MaxSafeInteger is the largest integer canonical JSON allows (2^53-1).
+const MaxSafeInteger = 1<<53 - 1
+
+// ErrNoClock is returned by ParseEvent with IngestClock and no ReceivedAt:
+// a live source must stamp its own clock.
+var ErrNoClock = errors.New("ingest clock not set")
+
+// Clock says whose clock sets an event's received_at. Only an operator's own
+// file may choose it; a homeserver (appservice transaction, /sync response)
+// never can, because received_at moves a room's logical clock (DESIGN §3:
+// no sender's clock may move it).
+type Clock uint8
+
+const (
+	// IngestClock is for every live source: received_at is
+	// ParseOptions.ReceivedAt (the ingest's clock, must be positive), and a
+	// received_at anywhere in the event JSON (top level, unsigned, ...) is
+	// ignored. It is the zero value, so that forgetting the option is safe.
+	IngestClock Clock = iota
+	// FileClock is for an operator's JSON-lines file (replay, rtcctl
+	// simulate): a top-level received_at of the line wins; without it,
+	// ParseOptions.ReceivedAt, or origin_server_ts when that is 0 too (a
+	// reproducible replay).
+	FileClock
+)
+
+// ParseOptions say how ParseEvent stamps and completes an event.
+type ParseOptions struct {
+	RoomID     id.RoomID // used when the event has no room_id (as in /sync timelines)
+	ReceivedAt int64     // ms; see Clock
+	Clock      Clock
+}
 
 // clientEvent is a Matrix client-server event as it appears in /sync, in an
 // appservice transaction or in a JSON-lines file, plus the optional
-// received_at of the JSON-lines format.
+// received_at of the JSON-lines format (read only with FileClock).
 type clientEvent struct {
 	Type           string          `json:"type"`
 	StateKey       *string         `json:"state_key"`
@@ -49,27 +89,45 @@ type stickyBlock struct {
 	DurationMS *int64 `json:"duration_ms"`
 }
 
-// ParseClientEvent turns one Matrix client-server event (JSON) into an input
-// for RTC_RAW. roomID is used when the event has no room_id (as in /sync
-// timelines); receivedAt is used when the JSON has no top-level received_at,
-// and origin_server_ts when receivedAt is 0 as well. It checks the envelope
+// ParseClientEvent parses one line of an operator's JSON-lines file: it is
+// ParseEvent with FileClock (the line may carry received_at). Live sources
+// use ParseEvent with IngestClock.
+func ParseClientEvent(data []byte, roomID id.RoomID, receivedAt int64) (RawEvent, error) {
+	return ParseEvent(data, ParseOptions{RoomID: roomID, ReceivedAt: receivedAt, Clock: FileClock})
+}
+
+// ParseEvent turns one Matrix client-server event (JSON) into an input for
+// RTC_RAW, stamping received_at as opts.Clock says. It checks the envelope
 // only; the content is validated by the aggregator, which must see even
 // malformed content (a broken event still replaces the state it overwrites).
-func ParseClientEvent(data []byte, roomID id.RoomID, receivedAt int64) (RawEvent, error) {
+func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
+	if opts.Clock == IngestClock && opts.ReceivedAt <= 0 {
+		return RawEvent{}, ErrNoClock
+	}
 	if len(data) > MaxEventBytes {
 		return RawEvent{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformedEvent, len(data), MaxEventBytes)
 	}
 	var ce clientEvent
 	if err := json.Unmarshal(data, &ce); err != nil {
-		return RawEvent{}, fmt.Errorf("%w: %v", ErrMalformedEvent, err)
+		return RawEvent{}, fmt.Errorf("%w: %w", ErrMalformedEvent, err)
+	}
+	if opts.Clock != FileClock {
+		ce.ReceivedAt = nil // a homeserver does not choose when we received its event
 	}
 	if ce.RoomID == "" {
-		ce.RoomID = string(roomID)
+		ce.RoomID = string(opts.RoomID)
 	}
 	var problems []string
+	outOfRange := false
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
 			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	checkRange := func(v *int64, name string, min int64) {
+		if v != nil && (*v < min || *v > MaxSafeInteger) {
+			outOfRange = true
+			problems = append(problems, fmt.Sprintf("%s %d outside [%d, 2^53-1]", name, *v, min))
 		}
 	}
 	check(ce.Type != "", "no type")
@@ -77,16 +135,29 @@ func ParseClientEvent(data []byte, roomID id.RoomID, receivedAt int64) (RawEvent
 	check(strings.HasPrefix(ce.RoomID, "!") && len(ce.RoomID) <= MaxIDBytes, "room_id %q is not a room id", clip(ce.RoomID))
 	check(strings.HasPrefix(ce.EventID, "$") && len(ce.EventID) <= MaxIDBytes, "event_id %q is not an event id", clip(ce.EventID))
 	check(validUserID(ce.Sender), "sender %q is not a user id", clip(ce.Sender))
-	check(ce.OriginServerTS != nil && *ce.OriginServerTS > 0, "origin_server_ts missing or not positive")
+	check(ce.OriginServerTS != nil, "origin_server_ts missing")
+	checkRange(ce.OriginServerTS, "origin_server_ts", 1)
+	checkRange(ce.ReceivedAt, "received_at", 0) // 0: not set, as when absent
+	for _, s := range []*stickyBlock{ce.Sticky, ce.StickyUnstable} {
+		if s != nil {
+			checkRange(s.DurationMS, "sticky duration_ms", 0)
+		}
+	}
+	if rb := ce.Unsigned.RedactedBecause; rb != nil && rb.OriginServerTS != 0 {
+		checkRange(&rb.OriginServerTS, "unsigned.redacted_because.origin_server_ts", 1)
+	}
 	check(ce.StateKey == nil || len(*ce.StateKey) <= MaxStateKeyBytes, "state_key longer than %d bytes", MaxStateKeyBytes)
 	content := bytes.TrimSpace(ce.Content)
 	check(len(content) > 0 && content[0] == '{', "content is not a JSON object")
 	if len(problems) > 0 {
+		if outOfRange {
+			return RawEvent{}, fmt.Errorf("%w: %w: %s", ErrMalformedEvent, ErrOutOfRange, strings.Join(problems, "; "))
+		}
 		return RawEvent{}, fmt.Errorf("%w: %s", ErrMalformedEvent, strings.Join(problems, "; "))
 	}
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, content); err != nil {
-		return RawEvent{}, fmt.Errorf("%w: content: %v", ErrMalformedEvent, err)
+		return RawEvent{}, fmt.Errorf("%w: content: %w", ErrMalformedEvent, err)
 	}
 	ev := RawEvent{
 		V:              SchemaVersion,
@@ -99,12 +170,12 @@ func ParseClientEvent(data []byte, roomID id.RoomID, receivedAt int64) (RawEvent
 		OriginServerTS: *ce.OriginServerTS,
 		Content:        compact.Bytes(),
 		Redacts:        id.EventID(ce.Redacts),
-		ReceivedAt:     receivedAt,
+		ReceivedAt:     opts.ReceivedAt,
 	}
-	if ce.ReceivedAt != nil && *ce.ReceivedAt > 0 {
+	if ce.ReceivedAt != nil && *ce.ReceivedAt > 0 { // FileClock only (cleared above otherwise)
 		ev.ReceivedAt = *ce.ReceivedAt
 	}
-	if ev.ReceivedAt <= 0 {
+	if ev.ReceivedAt <= 0 { // FileClock only: IngestClock requires a positive clock
 		ev.ReceivedAt = ev.OriginServerTS
 	}
 	if ev.Type == TypeRedaction.Type && ev.Redacts == "" {
