@@ -96,7 +96,7 @@ func FuzzParseStickyMember(f *testing.F) {
 	f.Fuzz(func(t *testing.T, content []byte, sender string, ts, duration int64) {
 		ev := &events.RawEvent{Type: events.TypeRTCMember.Type, Sender: id.UserID(sender), OriginServerTS: ts,
 			ReceivedAt: ts, Content: content, EventID: "$f", StickyDurationMS: &duration}
-		p, err := ParseStickyMember(ev)
+		p, err := ParseStickyMember(DefaultConfig(), ev)
 		if err != nil && p.Kind != RegisterInvalid {
 			t.Fatalf("error %v with kind %d", err, p.Kind)
 		}

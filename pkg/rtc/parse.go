@@ -22,6 +22,10 @@ const (
 	MaxMemberships  = 64    // entries of a legacy memberships array
 	// MaxTimestamp is year 2500 in ms: later timestamps are nonsense.
 	MaxTimestamp = 16_725_225_600_000
+	// MaxExpiresValue bounds `expires` (2^53-1, the largest integer JSON
+	// carries exactly); larger values are rejected, smaller ones are capped
+	// by Config.MaxExpiresMS.
+	MaxExpiresValue = events.MaxSafeInteger
 )
 
 // AppCall is the application every Element Call membership uses; its
@@ -31,25 +35,57 @@ const AppCall = "m.call"
 // ErrInvalid is wrapped by every validation error of the parsers.
 var ErrInvalid = errors.New("invalid membership content")
 
-// fieldError is one validation problem; it unwraps to ErrInvalid.
-type fieldError struct{ msg string }
+// fieldError is one validation problem, with its class; it unwraps to
+// ErrInvalid.
+type fieldError struct {
+	code RejectionCode
+	msg  string
+}
 
 func (e *fieldError) Error() string { return ErrInvalid.Error() + ": " + e.msg }
 func (e *fieldError) Unwrap() error { return ErrInvalid }
 
 func invalid(format string, args ...any) error {
-	return &fieldError{msg: fmt.Sprintf(format, args...)}
+	return &fieldError{code: RejectMalformed, msg: fmt.Sprintf(format, args...)}
 }
 
-// joinInvalid reports every problem of a content on one line.
+func outOfRange(format string, args ...any) error {
+	return &fieldError{code: RejectOutOfRange, msg: fmt.Sprintf(format, args...)}
+}
+
+func tooLarge(format string, args ...any) error {
+	return &fieldError{code: RejectTooLarge, msg: fmt.Sprintf(format, args...)}
+}
+
+func coded(code RejectionCode, format string, args ...any) error {
+	return &fieldError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the RejectionCode of a parser error: the class of its first
+// problem that is more specific than malformed content (out of range, too
+// large, ...), else RejectMalformed.
+func CodeOf(err error) RejectionCode {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.code
+	}
+	return RejectMalformed
+}
+
+// joinInvalid reports every problem of a content on one line; its code is
+// that of the first problem more specific than malformed content.
 func joinInvalid(errs ...error) error {
 	var msgs []string
+	code := RejectMalformed
 	for _, err := range errs {
 		var fe *fieldError
 		switch {
 		case err == nil:
 		case errors.As(err, &fe):
 			msgs = append(msgs, fe.msg)
+			if code == RejectMalformed {
+				code = fe.code
+			}
 		default:
 			msgs = append(msgs, err.Error())
 		}
@@ -57,7 +93,7 @@ func joinInvalid(errs ...error) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	return invalid("%s", strings.Join(msgs, "; "))
+	return &fieldError{code: code, msg: strings.Join(msgs, "; ")}
 }
 
 // fields reads a JSON object's fields and collects every problem, so that a
@@ -73,14 +109,14 @@ func (f *fields) str(k string, required bool) string {
 	return v
 }
 
-func (f *fields) integer(k string) (int64, bool) {
-	v, ok, err := integer(f.m, k)
+func (f *fields) integer(k string, lo, hi int64) (int64, bool) {
+	v, ok, err := integer(f.m, k, lo, hi)
 	f.add(err)
 	return v, ok
 }
 
-func (f *fields) createdTS(ts int64) int64 {
-	v, err := createdTS(f.m, ts)
+func (f *fields) createdTS(eff int64) int64 {
+	v, err := createdTS(f.m, eff)
 	f.add(err)
 	return v
 }
@@ -119,6 +155,8 @@ type Parsed struct {
 	// Rejected explains entries of a legacy array that were skipped while the
 	// others still count.
 	Rejected []string
+	// RejectedCodes holds the code of each Rejected entry.
+	RejectedCodes []RejectionCode
 }
 
 // NormalizeCallID maps the m.call room call's slot id "ROOM" to "" (what
@@ -173,7 +211,7 @@ func membershipID(user id.UserID, device string, created int64) string {
 // content size bound.
 func object(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	if len(raw) > MaxContentBytes {
-		return nil, invalid("content of %d bytes exceeds %d", len(raw), MaxContentBytes)
+		return nil, tooLarge("content of %d bytes exceeds %d", len(raw), MaxContentBytes)
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
@@ -200,15 +238,16 @@ func str(m map[string]json.RawMessage, k string, required bool) (string, error) 
 		return "", invalid("%s must be a string", k)
 	}
 	if len(s) > MaxStringBytes {
-		return "", invalid("%s longer than %d bytes", k, MaxStringBytes)
+		return "", tooLarge("%s longer than %d bytes", k, MaxStringBytes)
 	}
 	return s, nil
 }
 
-// integer reads a non-negative integer field (ms). JSON numbers with an
-// exponent or a fraction equal to an integer are accepted; strings, negative
-// and fractional numbers are not (research §5 cases 3-4).
-func integer(m map[string]json.RawMessage, k string) (v int64, present bool, err error) {
+// integer reads an integer field (ms) in [lo, hi]. JSON numbers with an
+// exponent or a fraction equal to an integer are accepted; strings and
+// fractional numbers are not (research §5 cases 3-4), and numbers outside
+// the range are rejected as out of range.
+func integer(m map[string]json.RawMessage, k string, lo, hi int64) (v int64, present bool, err error) {
 	if !has(m, k) {
 		return 0, false, nil
 	}
@@ -223,14 +262,19 @@ func integer(m map[string]json.RawMessage, k string) (v int64, present bool, err
 		return 0, true, invalid("%s must be a number", k)
 	}
 	f, err := n.Float64()
-	if err != nil || f != math.Trunc(f) {
+	switch {
+	case math.IsInf(f, 1):
+		return 0, true, outOfRange("%s too large", k)
+	case math.IsInf(f, -1):
+		return 0, true, outOfRange("%s must not be negative", k)
+	case err != nil || f != math.Trunc(f):
 		return 0, true, invalid("%s must be an integer", k)
-	}
-	if f < 0 {
-		return 0, true, invalid("%s must not be negative", k)
-	}
-	if f > MaxTimestamp {
-		return 0, true, invalid("%s too large", k)
+	case f < float64(lo) && lo == 0:
+		return 0, true, outOfRange("%s must not be negative", k)
+	case f < float64(lo):
+		return 0, true, outOfRange("%s must be at least %d", k, lo)
+	case f > float64(hi):
+		return 0, true, outOfRange("%s too large", k)
 	}
 	return int64(f), true, nil
 }
@@ -255,7 +299,7 @@ func typedArray(raw json.RawMessage, what string) (json.RawMessage, error) {
 		return nil, invalid("%s must be an array", what)
 	}
 	if len(arr) > MaxFoci {
-		return nil, invalid("%s has %d entries, limit %d", what, len(arr), MaxFoci)
+		return nil, tooLarge("%s has %d entries, limit %d", what, len(arr), MaxFoci)
 	}
 	for i, e := range arr {
 		if _, err := typedObject(e, fmt.Sprintf("%s[%d]", what, i)); err != nil {
@@ -273,27 +317,74 @@ func compact(raw json.RawMessage) json.RawMessage {
 	return b.Bytes()
 }
 
+// EffectiveTime is when the reducer takes an event to have happened: its
+// origin_server_ts, unless that is more than cfg.ClockSkewMS after the time
+// the service received the event, in which case the receive time (the
+// sender's clock is not believed: the event is treated as sent when it was
+// received). An input without a receive time (received_at 0, as in a test
+// or an operator's file without one) is taken as received at its
+// origin_server_ts. It uses only fields stored in RTC_RAW, so a replay
+// decides the same.
+//
+// The effective time ranks the event in its register (last writer wins), is
+// the latest its membership may start (created_ts() is clamped to it) and
+// is the time of the transitions it causes.
+func EffectiveTime(cfg Config, ev *events.RawEvent) int64 {
+	r := receivedAt(ev)
+	if ev.OriginServerTS <= r+cfg.ClockSkewMS {
+		return ev.OriginServerTS
+	}
+	return r
+}
+
+// receivedAt is the input's receive time, or its origin_server_ts when it
+// has none.
+func receivedAt(ev *events.RawEvent) int64 {
+	if ev.ReceivedAt > 0 {
+		return ev.ReceivedAt
+	}
+	return ev.OriginServerTS
+}
+
+// checkTimes rejects an event whose origin_server_ts or received_at is out
+// of range (not in (0, MaxTimestamp]; received_at may be 0: unknown). Such a
+// time cannot be ranked or bounded, so the event is not stored at all.
+func checkTimes(ev *events.RawEvent) error {
+	var errs []error
+	if ev.OriginServerTS <= 0 || ev.OriginServerTS > MaxTimestamp {
+		errs = append(errs, outOfRange("origin_server_ts %d outside (0, %d]", ev.OriginServerTS, int64(MaxTimestamp)))
+	}
+	if ev.ReceivedAt < 0 || ev.ReceivedAt > MaxTimestamp {
+		errs = append(errs, outOfRange("received_at %d outside [0, %d]", ev.ReceivedAt, int64(MaxTimestamp)))
+	}
+	return joinInvalid(errs...)
+}
+
 // expiryOf computes a state membership's deadline from created_ts() and
-// `expires` (default and cap from cfg).
-func expiryOf(cfg Config, created int64, expires int64, present bool) int64 {
+// `expires` (default and cap from cfg): created_ts() + min(expires, cap),
+// and never later than the cap past the time the service received the
+// event, whatever the sender's clock says.
+func expiryOf(cfg Config, ev *events.RawEvent, created int64, expires int64, present bool) int64 {
 	if !present {
 		expires = cfg.DefaultExpiresMS
 	}
 	if expires > cfg.MaxExpiresMS {
 		expires = cfg.MaxExpiresMS
 	}
-	return created + expires
+	return min(created+expires, receivedAt(ev)+cfg.MaxExpiresMS)
 }
 
-// createdTS returns created_ts() = created_ts ?? origin_server_ts, clamped so
-// that a membership never starts after the event that announced it.
-func createdTS(m map[string]json.RawMessage, ts int64) (int64, error) {
-	c, ok, err := integer(m, "created_ts")
+// createdTS returns created_ts() = created_ts ?? origin_server_ts, clamped to
+// the event's effective time, so that a membership never starts after the
+// event that announced it, nor after the service received it (beyond the
+// skew allowance).
+func createdTS(m map[string]json.RawMessage, eff int64) (int64, error) {
+	c, ok, err := integer(m, "created_ts", 0, MaxTimestamp)
 	if err != nil {
 		return 0, err
 	}
-	if !ok || c > ts {
-		return ts, nil
+	if !ok || c > eff {
+		return eff, nil
 	}
 	return c, nil
 }
@@ -303,6 +394,9 @@ func createdTS(m map[string]json.RawMessage, ts int64) (int64, error) {
 // memberships array, or an m.rtc.member state event of the seed format.
 // Content without `application` (and without `memberships`) is a leave.
 func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
+	if err := checkTimes(ev); err != nil {
+		return Parsed{Kind: RegisterInvalid}, err
+	}
 	m, err := object(ev.Content)
 	if err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
@@ -343,19 +437,19 @@ func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
 		f.add(invalid("foci_preferred missing"))
 	}
 	f.str("scope", false)
-	created := f.createdTS(ev.OriginServerTS)
-	expires, hasExpires := f.integer("expires")
+	created := f.createdTS(EffectiveTime(cfg, ev))
+	expires, hasExpires := f.integer("expires", 1, MaxExpiresValue)
 	if err := f.err(); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}
 	if key := ParseStateKeyUser(*ev.StateKey); key != "" && key != ev.Sender {
-		return Parsed{Kind: RegisterInvalid}, invalid("state key names %s but the sender is %s", key, ev.Sender)
+		return Parsed{Kind: RegisterInvalid}, coded(RejectForeignStateKey, "state key names %s but the sender is %s", key, ev.Sender)
 	}
 	callID = NormalizeCallID(app, callID)
 	return Parsed{Kind: RegisterJoin, Claims: []Claim{{
 		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
 		MembershipID: membershipID(ev.Sender, device, created),
-		CreatedTS:    created, Deadline: expiryOf(cfg, created, expires, hasExpires),
+		CreatedTS:    created, Deadline: expiryOf(cfg, ev, created, expires, hasExpires),
 		FocusActive: focus, FociPref: foci, Format: format, EventID: ev.EventID, TS: ev.OriginServerTS,
 	}}}, nil
 }
@@ -369,10 +463,10 @@ func parseLegacy(cfg Config, ev *events.RawEvent, m map[string]json.RawMessage) 
 		return Parsed{Kind: RegisterInvalid}, invalid("memberships must be an array")
 	}
 	if len(entries) > MaxMemberships {
-		return Parsed{Kind: RegisterInvalid}, invalid("memberships has %d entries, limit %d", len(entries), MaxMemberships)
+		return Parsed{Kind: RegisterInvalid}, tooLarge("memberships has %d entries, limit %d", len(entries), MaxMemberships)
 	}
 	if key := ParseStateKeyUser(*ev.StateKey); len(entries) > 0 && key != "" && key != ev.Sender {
-		return Parsed{Kind: RegisterInvalid}, invalid("state key names %s but the sender is %s", key, ev.Sender)
+		return Parsed{Kind: RegisterInvalid}, coded(RejectForeignStateKey, "state key names %s but the sender is %s", key, ev.Sender)
 	}
 	p := Parsed{Kind: RegisterLeave}
 	seen := map[string]bool{}
@@ -380,10 +474,12 @@ func parseLegacy(cfg Config, ev *events.RawEvent, m map[string]json.RawMessage) 
 		c, err := parseLegacyEntry(cfg, ev, raw)
 		if err != nil {
 			p.Rejected = append(p.Rejected, fmt.Sprintf("memberships[%d]: %v", i, err))
+			p.RejectedCodes = append(p.RejectedCodes, CodeOf(err))
 			continue
 		}
 		if seen[c.MemberKey] {
 			p.Rejected = append(p.Rejected, fmt.Sprintf("memberships[%d]: device %s listed twice", i, c.Device))
+			p.RejectedCodes = append(p.RejectedCodes, RejectDuplicateDevice)
 			continue
 		}
 		seen[c.MemberKey] = true
@@ -406,9 +502,9 @@ func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage) (Cla
 	callID := f.str("call_id", true)
 	device := f.str("device_id", true)
 	scope := f.str("scope", false)
-	created := f.createdTS(ev.OriginServerTS)
-	expires, hasExpires := f.integer("expires")
-	expiresTS, hasExpiresTS := f.integer("expires_ts")
+	created := f.createdTS(EffectiveTime(cfg, ev))
+	expires, hasExpires := f.integer("expires", 1, MaxExpiresValue)
+	expiresTS, hasExpiresTS := f.integer("expires_ts", 1, MaxTimestamp)
 	foci := f.typedArray("foci_active")
 	if err := f.err(); err != nil {
 		return Claim{}, err
@@ -417,13 +513,13 @@ func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage) (Cla
 	case app == "" || device == "":
 		return Claim{}, invalid("application and device_id must not be empty")
 	case callID != "" || (scope != "" && scope != "m.room"):
-		return Claim{}, invalid("only the room call (call_id \"\", scope m.room) counts in a legacy array")
+		return Claim{}, coded(RejectNotRoomCall, "only the room call (call_id \"\", scope m.room) counts in a legacy array")
 	case !hasExpires && !hasExpiresTS:
 		return Claim{}, invalid("neither expires nor expires_ts")
 	}
-	deadline := expiryOf(cfg, created, expires, true)
+	deadline := expiryOf(cfg, ev, created, expires, true)
 	if !hasExpires { // expires wins when both are present (research §5 case 25)
-		deadline = min(expiresTS, created+cfg.MaxExpiresMS)
+		deadline = min(expiresTS, created+cfg.MaxExpiresMS, receivedAt(ev)+cfg.MaxExpiresMS)
 	}
 	return Claim{
 		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
@@ -446,9 +542,9 @@ func StickyKey(content json.RawMessage) (string, error) {
 	}
 	switch {
 	case a == "" && b == "":
-		return "", invalid("no sticky_key")
+		return "", coded(RejectNoStickyKey, "no sticky_key")
 	case a != "" && b != "" && a != b:
-		return "", invalid("sticky_key and msc4354_sticky_key differ")
+		return "", coded(RejectNoStickyKey, "sticky_key and msc4354_sticky_key differ")
 	case a != "":
 		return a, nil
 	}
@@ -456,27 +552,39 @@ func StickyKey(content json.RawMessage) (string, error) {
 }
 
 // StickyDeadline is when a sticky event stops being sticky (MSC4354):
-// min(received, origin_server_ts) + min(duration, 1 h).
+// min(received, origin_server_ts) + min(duration, 1 h). The receive time
+// bounds it: a sender's clock cannot make it longer.
 func StickyDeadline(ev *events.RawEvent) (int64, error) {
 	if ev.StickyDurationMS == nil {
 		return 0, invalid("not sticky: no sticky duration")
 	}
 	d := *ev.StickyDurationMS
 	if d < 0 {
-		return 0, invalid("negative sticky duration")
+		return 0, outOfRange("negative sticky duration")
 	}
-	start := ev.OriginServerTS
-	if ev.ReceivedAt > 0 && ev.ReceivedAt < start {
-		start = ev.ReceivedAt
+	return min(receivedAt(ev), ev.OriginServerTS) + min(d, MaxStickyMS), nil
+}
+
+// stickyRank orders a sticky key's writes (MSC4354: the event that stays
+// sticky longest wins): the effective time plus the sticky duration (capped
+// at 1 h).
+func stickyRank(cfg Config, ev *events.RawEvent) int64 {
+	rank := EffectiveTime(cfg, ev)
+	if ev.StickyDurationMS != nil {
+		rank += min(max(*ev.StickyDurationMS, 0), MaxStickyMS)
 	}
-	return start + min(d, MaxStickyMS), nil
+	return rank
 }
 
 // ParseStickyMember parses a sticky m.rtc.member / org.matrix.msc4143.rtc.member
 // event: the MSC4143 head shape (member{id, membership}, transports) and the
 // js-sdk shape (member{user_id, device_id, id}, rtc_transports). Content with
-// only the sticky key, or member.membership "leave", is a leave.
-func ParseStickyMember(ev *events.RawEvent) (Parsed, error) {
+// only the sticky key, or member.membership "leave", is a leave. The
+// membership starts at the event's effective time (EffectiveTime).
+func ParseStickyMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
+	if err := checkTimes(ev); err != nil {
+		return Parsed{Kind: RegisterInvalid}, err
+	}
 	m, err := object(ev.Content)
 	if err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
@@ -531,7 +639,7 @@ func ParseStickyMember(ev *events.RawEvent) (Parsed, error) {
 		return Parsed{Kind: RegisterInvalid}, invalid("slot_id %q does not match application %q", slot, app)
 	}
 	if userID != "" && id.UserID(userID) != ev.Sender {
-		return Parsed{Kind: RegisterInvalid}, invalid("member.user_id %s is not the sender %s", userID, ev.Sender)
+		return Parsed{Kind: RegisterInvalid}, coded(RejectForeignUser, "member.user_id %s is not the sender %s", userID, ev.Sender)
 	}
 	key := device
 	if key == "" {
@@ -539,7 +647,7 @@ func ParseStickyMember(ev *events.RawEvent) (Parsed, error) {
 	}
 	return Parsed{Kind: RegisterJoin, Claims: []Claim{{
 		App: app, CallID: NormalizeCallID(app, callID), User: ev.Sender, Device: id.DeviceID(device),
-		MemberKey: key, MembershipID: memberID, CreatedTS: ev.OriginServerTS, Deadline: deadline,
+		MemberKey: key, MembershipID: memberID, CreatedTS: EffectiveTime(cfg, ev), Deadline: deadline,
 		FociPref: foci, Format: events.FormatSticky, EventID: ev.EventID, TS: ev.OriginServerTS,
 	}}}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -37,24 +38,46 @@ func identLess(a, b ident) int {
 // Every input first expires what is due at its now, each member at its own
 // deadline; then an event input updates its register and the members it
 // concerns. An input that changes nothing is reported Stale.
+//
+// A sender's clock is bounded (see EffectiveTime): an event ranks, starts
+// memberships and causes transitions at its effective time, and no
+// membership lives longer than Config.MaxExpiresMS past its receive time.
+// An input whose received_at (or timer deadline) is outside [0,
+// MaxTimestamp] is rejected before it can move the room's clock; an event
+// whose origin_server_ts is outside (0, MaxTimestamp] is rejected (it
+// cannot be ranked) after its receive time has advanced the clock.
 func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
 	a := applier{cfg: cfg, st: st}
 	if st.RoomID == "" {
 		st.RoomID = in.RoomID
 	}
 	if in.RoomID != st.RoomID {
-		a.reject(in.EventID, fmt.Sprintf("input for room %s applied to room %s", in.RoomID, st.RoomID))
+		a.reject(in.EventID, RejectWrongRoom, fmt.Sprintf("input for room %s applied to room %s", in.RoomID, st.RoomID))
 		a.res.Stale = true
 		return a.res
 	}
-	st.buildIndex()
 	now := in.ReceivedAt
 	if in.Kind == events.InputTimer {
 		now = max(now, in.Deadline)
 	}
+	limit := int64(MaxTimestamp)
+	if in.Kind == events.InputTimer {
+		limit += cfg.MaxExpiresMS // a deadline may lie up to the cap past a receive time
+	}
+	if now < 0 || now > limit {
+		a.reject(in.EventID, RejectOutOfRange, fmt.Sprintf("received_at %d outside [0, %d]", now, limit))
+		a.res.Stale = true
+		return a.res
+	}
+	st.buildIndex()
 	st.Clock = max(st.Clock, now)
 	a.expireDue()
 	if in.Kind == events.InputEvent {
+		if err := checkTimes(in); err != nil {
+			a.rejectErr(in.EventID, err)
+			a.res.Stale = true
+			return a.res
+		}
 		a.applyEvent(in)
 	}
 	return a.res
@@ -66,55 +89,65 @@ type applier struct {
 	res Result
 }
 
-func (a *applier) reject(ev id.EventID, reason string) {
-	a.res.Rejections = append(a.res.Rejections, Rejection{EventID: ev, Reason: reason})
+func (a *applier) reject(ev id.EventID, code RejectionCode, reason string) {
+	a.res.Rejections = append(a.res.Rejections, Rejection{EventID: ev, Code: code, Reason: reason})
 }
+
+func (a *applier) rejectErr(ev id.EventID, err error) { a.reject(ev, CodeOf(err), err.Error()) }
 
 func (a *applier) applyEvent(ev *events.RawEvent) {
 	switch ev.Type {
 	case events.TypeCallMember.Type:
 		if !ev.IsState() {
-			a.reject(ev.EventID, ev.Type+" without state_key")
+			a.reject(ev.EventID, RejectNoStateKey, ev.Type+" without state_key")
 			a.res.Stale = true
 			return
 		}
-		a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, ev.OriginServerTS, a.parseState)
+		a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, EffectiveTime(a.cfg, ev), a.parseState)
 	case events.TypeRTCMember.Type, events.TypeRTCMemberUnstable.Type:
 		if ev.IsState() {
 			if ev.Type != events.TypeRTCMember.Type {
-				a.reject(ev.EventID, ev.Type+" is sticky-only; state event ignored")
+				a.reject(ev.EventID, RejectStickyState, ev.Type+" is sticky-only; state event ignored")
 				a.res.Stale = true
 				return
 			}
-			a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, ev.OriginServerTS, a.parseState)
+			a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, EffectiveTime(a.cfg, ev), a.parseState)
 			return
 		}
 		key, err := StickyKey(ev.Content)
 		if err != nil {
-			a.reject(ev.EventID, err.Error())
+			a.rejectErr(ev.EventID, err)
 			a.res.Stale = true
 			return
 		}
-		rank := ev.OriginServerTS
-		if ev.StickyDurationMS != nil {
-			rank += min(max(*ev.StickyDurationMS, 0), MaxStickyMS)
-		}
-		a.applyMember(ev, "k\x00"+string(ev.Sender)+"\x00"+ev.Type+"\x00"+key, rank, func(ev *events.RawEvent) (Parsed, error) {
-			return ParseStickyMember(ev)
-		})
+		a.applyMember(ev, "k\x00"+string(ev.Sender)+"\x00"+ev.Type+"\x00"+key, stickyRank(a.cfg, ev), a.parseSticky)
 	case events.TypeRTCSlot.Type, events.TypeRTCSlotUnstable.Type:
 		a.applySlot(ev)
 	case events.TypeRoomMember.Type:
 		a.applyRoomMember(ev)
 	case events.TypeRedaction.Type:
-		a.applyRedaction(ev)
+		a.applyRedaction(ev, EffectiveTime(a.cfg, ev))
 	default:
-		a.reject(ev.EventID, "event type "+ev.Type+" does not concern calls")
+		a.reject(ev.EventID, RejectUnknownType, "event type "+ev.Type+" does not concern calls")
 		a.res.Stale = true
 	}
 }
 
 func (a *applier) parseState(ev *events.RawEvent) (Parsed, error) { return ParseStateMember(a.cfg, ev) }
+
+func (a *applier) parseSticky(ev *events.RawEvent) (Parsed, error) {
+	return ParseStickyMember(a.cfg, ev)
+}
+
+// maxWhyBytes bounds Register.Why.
+const maxWhyBytes = 512
+
+func clipWhy(s string) string {
+	if len(s) <= maxWhyBytes {
+		return s
+	}
+	return s[:maxWhyBytes] + "..."
+}
 
 // newer is the last-writer-wins order of a register: rank, then event id.
 func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
@@ -126,31 +159,52 @@ func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
 
 func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse func(*events.RawEvent) (Parsed, error)) {
 	old := a.st.Registers[key]
+	eff := EffectiveTime(a.cfg, ev)
 	if ev.RedactedBy != "" {
-		// The event arrived already redacted: it is its own redaction.
+		// The event arrived already redacted: it is its own redaction, at
+		// the redaction's time (bounded like any sender's clock).
 		if !slices.Contains(a.st.Redacted, ev.EventID) {
-			a.applyRedaction(&events.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID,
-				OriginServerTS: max(ev.RedactedAt, ev.OriginServerTS)})
+			at := ev.RedactedAt
+			if at <= 0 || at > receivedAt(ev)+a.cfg.ClockSkewMS {
+				at = eff
+			}
+			a.applyRedaction(&events.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID}, max(at, eff))
 			return
 		}
 	}
-	if old != nil && !newer(rank, ev.EventID, old.Rank, old.EventID) {
+	recv := receivedAt(ev)
+	switch {
+	case old == nil:
+	case old.EventID == ev.EventID:
+		// The same event again. A copy received earlier than the one the
+		// register holds replaces it: whatever the order the copies arrive
+		// in, the register ends with the earliest received copy (the one
+		// whose bounds are tightest). Any other copy changes nothing.
+		if old.ReceivedAt == 0 || recv >= old.ReceivedAt {
+			a.res.Stale = true
+			return
+		}
+	case !newer(rank, ev.EventID, old.Rank, old.EventID):
 		a.res.Stale = true
-		if key[0] == 'k' && old.EventID != ev.EventID {
+		if key[0] == 'k' {
 			a.lowerStickyStart(key, old, ev, parse)
 		}
 		return
 	}
-	reg := &Register{EventID: ev.EventID, Sender: ev.Sender, TS: ev.OriginServerTS, Rank: rank}
-	if slices.Contains(a.st.Redacted, ev.EventID) {
+	reg := &Register{EventID: ev.EventID, Sender: ev.Sender, TS: ev.OriginServerTS, Rank: rank, ReceivedAt: recv}
+	if slices.Contains(a.st.Redacted, ev.EventID) || (old != nil && old.EventID == ev.EventID && old.Kind == RegisterRedacted) {
 		reg.Kind = RegisterRedacted
 	} else {
 		p, err := parse(ev)
 		if err != nil {
-			a.reject(ev.EventID, err.Error())
+			a.rejectErr(ev.EventID, err)
+			reg.WhyCode, reg.Why = CodeOf(err), clipWhy(err.Error())
 		}
-		for _, r := range p.Rejected {
-			a.reject(ev.EventID, r)
+		for i, r := range p.Rejected {
+			a.reject(ev.EventID, p.RejectedCodes[i], r)
+			if reg.WhyCode == "" {
+				reg.WhyCode, reg.Why = p.RejectedCodes[i], clipWhy(strings.Join(p.Rejected, "; "))
+			}
 		}
 		reg.Kind, reg.Claims = p.Kind, p.Claims
 	}
@@ -165,7 +219,7 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse
 			}
 		}
 	}
-	a.setRegister(key, old, reg, ev.OriginServerTS)
+	a.setRegister(key, old, reg, eff)
 }
 
 // lowerStickyStart handles a sticky event older than its register's: it
@@ -191,7 +245,7 @@ func (a *applier) lowerStickyStart(key string, old *Register, ev *events.RawEven
 	}
 	if changed {
 		a.res.Stale = false
-		a.setRegister(key, old, &reg, ev.OriginServerTS)
+		a.setRegister(key, old, &reg, EffectiveTime(a.cfg, ev))
 	}
 }
 
@@ -224,43 +278,57 @@ func (a *applier) setRegister(key string, old, reg *Register, at int64) {
 	a.reconcile(ids, a.st.Clock, at, cause)
 }
 
+// sameOrOlder reports whether an event with effective time eff does not
+// replace the current (ts, ev) of a slot or room member: it is older, or it
+// is the same event received no earlier (a copy received earlier lowers the
+// entry's time, so that the earliest received copy is kept whatever the
+// order).
+func sameOrOlder(eff int64, ev id.EventID, oldTS int64, oldEv id.EventID) bool {
+	if ev == oldEv {
+		return eff >= oldTS
+	}
+	return !newer(eff, ev, oldTS, oldEv)
+}
+
 func (a *applier) applySlot(ev *events.RawEvent) {
 	if !ev.IsState() {
-		a.reject(ev.EventID, ev.Type+" without state_key")
+		a.reject(ev.EventID, RejectNoStateKey, ev.Type+" without state_key")
 		a.res.Stale = true
 		return
 	}
 	slotID := *ev.StateKey
+	eff := EffectiveTime(a.cfg, ev)
 	old, ok := a.st.Slots[slotID]
-	if ok && !newer(ev.OriginServerTS, ev.EventID, old.TS, old.EventID) {
+	if ok && sameOrOlder(eff, ev.EventID, old.TS, old.EventID) {
 		a.res.Stale = true
 		return
 	}
 	open, err := ParseSlot(slotID, ev.Content)
 	if err != nil {
-		a.reject(ev.EventID, err.Error())
+		a.rejectErr(ev.EventID, err)
 	}
-	if slices.Contains(a.st.Redacted, ev.EventID) {
-		open = false
+	if slices.Contains(a.st.Redacted, ev.EventID) || (ok && old.EventID == ev.EventID && !old.Open) {
+		open = false // redacted (or a copy of an event since redacted)
 	}
 	if a.st.Slots == nil {
 		a.st.Slots = map[string]Slot{}
 	}
-	a.st.Slots[slotID] = Slot{Open: open, TS: ev.OriginServerTS, EventID: ev.EventID}
+	a.st.Slots[slotID] = Slot{Open: open, TS: eff, EventID: ev.EventID}
 	a.st.changedSlot(slotID)
 	a.reconcile(a.st.identsWhere(func(i ident) bool { return SlotID(i.app, i.call) == slotID }),
-		a.st.Clock, ev.OriginServerTS, events.ReasonSlotClosed)
+		a.st.Clock, eff, events.ReasonSlotClosed)
 }
 
 func (a *applier) applyRoomMember(ev *events.RawEvent) {
 	if !ev.IsState() {
-		a.reject(ev.EventID, "m.room.member without state_key")
+		a.reject(ev.EventID, RejectNoStateKey, "m.room.member without state_key")
 		a.res.Stale = true
 		return
 	}
 	user := id.UserID(*ev.StateKey)
+	eff := EffectiveTime(a.cfg, ev)
 	old, ok := a.st.RoomMembers[user]
-	if ok && !newer(ev.OriginServerTS, ev.EventID, old.TS, old.EventID) {
+	if ok && sameOrOlder(eff, ev.EventID, old.TS, old.EventID) {
 		a.res.Stale = true
 		return
 	}
@@ -268,20 +336,21 @@ func (a *applier) applyRoomMember(ev *events.RawEvent) {
 	if err != nil {
 		// A membership event we cannot read leaves the user's membership as
 		// it was: counting them out on a parse error would drop real calls.
-		a.reject(ev.EventID, err.Error())
+		a.rejectErr(ev.EventID, err)
 		a.res.Stale = true
 		return
 	}
 	if a.st.RoomMembers == nil {
 		a.st.RoomMembers = map[id.UserID]RoomMember{}
 	}
-	a.st.RoomMembers[user] = RoomMember{Membership: ms, TS: ev.OriginServerTS, EventID: ev.EventID}
+	a.st.RoomMembers[user] = RoomMember{Membership: ms, TS: eff, EventID: ev.EventID}
 	a.st.changedRoomMember(user)
 	a.reconcile(a.st.identsWhere(func(i ident) bool { return i.user == user }),
-		a.st.Clock, ev.OriginServerTS, events.ReasonLeftRoom)
+		a.st.Clock, eff, events.ReasonLeftRoom)
 }
 
-func (a *applier) applyRedaction(ev *events.RawEvent) {
+// applyRedaction applies a redaction that happened at time at.
+func (a *applier) applyRedaction(ev *events.RawEvent, at int64) {
 	target := ev.Redacts
 	if target == "" { // room version 11 carries it in the content
 		var c struct {
@@ -292,7 +361,7 @@ func (a *applier) applyRedaction(ev *events.RawEvent) {
 		}
 	}
 	if target == "" {
-		a.reject(ev.EventID, "redaction without redacts")
+		a.reject(ev.EventID, RejectNoRedacts, "redaction without redacts")
 		a.res.Stale = true
 		return
 	}
@@ -316,8 +385,9 @@ func (a *applier) applyRedaction(ev *events.RawEvent) {
 		old := a.st.Registers[k]
 		// The register keeps its place in the write order: a later event
 		// for the key still replaces it, the redacted event itself does not.
-		reg := &Register{EventID: old.EventID, Sender: old.Sender, TS: old.TS, Rank: old.Rank, Kind: RegisterRedacted}
-		a.setRegister(k, old, reg, ev.OriginServerTS)
+		reg := &Register{EventID: old.EventID, Sender: old.Sender, TS: old.TS, Rank: old.Rank,
+			ReceivedAt: old.ReceivedAt, Kind: RegisterRedacted}
+		a.setRegister(k, old, reg, at)
 	}
 	for slotID, s := range a.st.Slots {
 		if s.EventID == target && s.Open {
@@ -325,7 +395,7 @@ func (a *applier) applyRedaction(ev *events.RawEvent) {
 			a.st.Slots[slotID] = s
 			a.st.changedSlot(slotID)
 			a.reconcile(a.st.identsWhere(func(i ident) bool { return SlotID(i.app, i.call) == slotID }),
-				a.st.Clock, ev.OriginServerTS, events.ReasonRedacted)
+				a.st.Clock, at, events.ReasonRedacted)
 		}
 	}
 }

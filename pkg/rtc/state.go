@@ -63,12 +63,24 @@ const (
 type Register struct {
 	EventID id.EventID `json:"event_id"`
 	Sender  id.UserID  `json:"sender"`
-	TS      int64      `json:"ts"` // origin_server_ts
-	// Rank orders writes: origin_server_ts for state events, the end of
-	// stickiness for sticky events (MSC4354); ties go to the larger event id.
+	TS      int64      `json:"ts"` // origin_server_ts, as the sender stated it
+	// Rank orders writes: the effective time (EffectiveTime: origin_server_ts
+	// bounded by the receive time plus the skew allowance) for state events,
+	// the effective time plus the sticky duration for sticky events
+	// (MSC4354); ties go to the larger event id.
 	Rank   int64        `json:"rank"`
 	Kind   RegisterKind `json:"kind"`
 	Claims []Claim      `json:"claims,omitempty"`
+	// ReceivedAt is the receive time of the copy of the event the register
+	// holds: of several copies of one event, the earliest received is kept
+	// (0 in states stored before it was recorded).
+	ReceivedAt int64 `json:"received_at,omitempty"`
+	// WhyCode and Why say why the register's event does not count (Kind
+	// RegisterInvalid), or which entries of its legacy array do not (Kind
+	// RegisterJoin): the code of the first problem and the problems found,
+	// as in the Rejection the event caused. Empty when everything counted.
+	WhyCode RejectionCode `json:"why_code,omitempty"`
+	Why     string        `json:"why,omitempty"`
 }
 
 // Claim is one membership a register asserts: a device in a session.
@@ -81,7 +93,7 @@ type Claim struct {
 	// "member:"+member.id for a sticky member without a device id.
 	MemberKey    string          `json:"member_key"`
 	MembershipID string          `json:"membership_id"`
-	CreatedTS    int64           `json:"created_ts"` // created_ts(), clamped to origin_server_ts
+	CreatedTS    int64           `json:"created_ts"` // created_ts(), clamped to the effective time
 	Deadline     int64           `json:"deadline"`   // joined while now < Deadline
 	FocusActive  json.RawMessage `json:"focus_active,omitempty"`
 	FociPref     json.RawMessage `json:"foci_preferred,omitempty"`
@@ -93,14 +105,14 @@ type Claim struct {
 // RoomMember is the latest m.room.member of a user.
 type RoomMember struct {
 	Membership string     `json:"membership"`
-	TS         int64      `json:"ts"`
+	TS         int64      `json:"ts"` // the event's effective time (EffectiveTime)
 	EventID    id.EventID `json:"event_id"`
 }
 
 // Slot is the latest m.rtc.slot for a slot id.
 type Slot struct {
 	Open    bool       `json:"open"`
-	TS      int64      `json:"ts"`
+	TS      int64      `json:"ts"` // the event's effective time (EffectiveTime)
 	EventID id.EventID `json:"event_id"`
 }
 
