@@ -1,0 +1,227 @@
+package proctest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
+)
+
+// AggregatorConfig is what a test chooses of an aggregator process's
+// configuration; the rest keeps the documented defaults.
+type AggregatorConfig struct {
+	ID         string // worker id (rtc_workers key); a restarted process should get a new one
+	NATSURL    string
+	Partitions int // RTC_RAW partitions; 0: 8
+	// Short take-over timings: a SIGKILLed worker's partitions move after
+	// about this long. 0: 2s each.
+	WorkerTTL time.Duration
+	PinnedTTL time.Duration
+	AckWait   time.Duration
+	// Env holds extra RTC_AGG_* overrides (KEY=VALUE), e.g. for settings
+	// this struct does not name.
+	Env []string
+}
+
+// Aggregator is one cmd/aggregator process.
+type Aggregator struct {
+	*Proc
+	Cfg      AggregatorConfig
+	HTTPAddr string // /metrics, /healthz, /readyz
+}
+
+// StartAggregator writes a configuration file for cfg (http on a free
+// loopback port, JSON logs) and starts cmd/aggregator with it. It does not
+// wait for readiness: see WaitReady.
+func (h *Harness) StartAggregator(cfg AggregatorConfig) (*Aggregator, error) {
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 8
+	}
+	for _, d := range []*time.Duration{&cfg.WorkerTTL, &cfg.PinnedTTL, &cfg.AckWait} {
+		if *d == 0 {
+			*d = 2 * time.Second
+		}
+	}
+	a := &Aggregator{Cfg: cfg, HTTPAddr: testutil.FreePort(h.t)}
+	yaml := fmt.Sprintf(`nats:
+  urls: [%q]
+  name: %q
+topology:
+  mode: create
+  partitions: %d
+  ack_wait: %s
+  pinned_ttl: %s
+  worker_ttl: %s
+worker:
+  id: %q
+  stats_interval: 0s
+http:
+  listen: %q
+log:
+  format: json
+  level: info
+shutdown_grace: 5s
+`, cfg.NATSURL, "aggregator-"+cfg.ID, cfg.Partitions, cfg.AckWait, cfg.PinnedTTL, cfg.WorkerTTL, cfg.ID, a.HTTPAddr)
+	path := filepath.Join(h.t.TempDir(), "aggregator.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		return nil, fmt.Errorf("aggregator config: %w", err)
+	}
+	p, err := h.Start("aggregator "+cfg.ID, h.Bins.Aggregator, []string{"-config", path}, cfg.Env...)
+	if err != nil {
+		return nil, err
+	}
+	a.Proc = p
+	return a, nil
+}
+
+// WaitReady waits until /readyz answers 200 (connected, topology ensured,
+// partitions assigned).
+func (a *Aggregator) WaitReady(timeout time.Duration) error {
+	return a.WaitFor(timeout, func() error { return httpOK("http://" + a.HTTPAddr + "/readyz") })
+}
+
+// Metrics returns the process's /metrics samples by series ("name" or
+// `name{label="v",...}`).
+func (a *Aggregator) Metrics() (map[string]float64, error) {
+	return scrape("http://" + a.HTTPAddr + "/metrics")
+}
+
+// IngestConfig is what a test chooses of an ingest process's configuration.
+type IngestConfig struct {
+	Name       string // process label
+	NATSURL    string
+	Partitions int // must equal the aggregators'; 0: 8
+	// HSTokens maps homeserver names to their hs_token: one appservice
+	// registration each.
+	HSTokens map[string]string
+	// AckTimeout bounds how long a transaction waits for its PubAcks
+	// before the ingest answers 503; 0: 2s.
+	AckTimeout time.Duration
+	Env        []string // extra RTC_INGEST_* overrides
+}
+
+// Ingest is one `ingest serve` process.
+type Ingest struct {
+	*Proc
+	Cfg            IngestConfig
+	AppserviceAddr string // where homeservers PUT transactions
+	MetricsAddr    string
+}
+
+// StartIngest writes a configuration (one appservice registration per
+// homeserver, tokens in files) and starts `ingest serve`. listenAddr is the
+// appservice address (empty: a free loopback port); pass the previous
+// process's address to restart it where the homeservers expect it. It does
+// not wait for readiness: see WaitReady.
+func (h *Harness) StartIngest(cfg IngestConfig, listenAddr string) (*Ingest, error) {
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = 2 * time.Second
+	}
+	if listenAddr == "" {
+		listenAddr = testutil.FreePort(h.t)
+	}
+	in := &Ingest{Cfg: cfg, AppserviceAddr: listenAddr, MetricsAddr: testutil.FreePort(h.t)}
+	dir := h.t.TempDir()
+	var b strings.Builder
+	fmt.Fprintf(&b, `log:
+  format: json
+  level: info
+nats:
+  urls: [%q]
+  name: %q
+topology:
+  partitions: %d
+  mode: create
+metrics_addr: %q
+appservice:
+  listen_addr: %q
+publish:
+  ack_timeout: %s
+homeservers:
+`, cfg.NATSURL, "ingest-"+cfg.Name, cfg.Partitions, in.MetricsAddr, in.AppserviceAddr, cfg.AckTimeout)
+	i := 0
+	for name, tok := range cfg.HSTokens {
+		tokFile := filepath.Join(dir, fmt.Sprintf("hs%d.hs_token", i))
+		i++
+		if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("ingest token file: %w", err)
+		}
+		fmt.Fprintf(&b, "  - name: %q\n    hs_token_file: %q\n", name, tokFile)
+	}
+	path := filepath.Join(dir, "ingest.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return nil, fmt.Errorf("ingest config: %w", err)
+	}
+	p, err := h.Start("ingest "+cfg.Name, h.Bins.Ingest, []string{"serve", "-config", path}, cfg.Env...)
+	if err != nil {
+		return nil, err
+	}
+	in.Proc = p
+	return in, nil
+}
+
+// URL is the appservice base URL.
+func (in *Ingest) URL() string { return "http://" + in.AppserviceAddr }
+
+// WaitReady waits until /readyz answers 200 (NATS connected, RTC_RAW
+// ensured).
+func (in *Ingest) WaitReady(timeout time.Duration) error {
+	return in.WaitFor(timeout, func() error { return httpOK("http://" + in.MetricsAddr + "/readyz") })
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+func httpOK(url string) error {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// scrape reads a Prometheus text exposition into series -> value.
+func scrape(url string) (map[string]float64, error) {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", url, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,402 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+)
+
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
+
+// The chaos schedule, as offsets from T0 (when sending starts).
+const (
+	feed          = 60 * time.Second // inputs are planned over this long
+	natsRestartAt = 26 * time.Second
+	natsDown      = time.Second
+	numAggregator = 3
+	partitions    = 8
+	// maxTxnEvents bounds a transaction: consecutive due deliveries of one
+	// homeserver go together, as a homeserver batches.
+	maxTxnEvents = 8
+)
+
+func defaultWorkloadConfig(seed uint64) workloadConfig {
+	return workloadConfig{Seed: seed, Rooms: 40, Feed: feed,
+		// The outage lasts from the SIGTERM to the clients' reconnection
+		// (about natsDown plus a second); a publish stamped before it may be
+		// stored up to the ingest's ack timeout (2s) after it.
+		QuietFrom: natsRestartAt - 2*time.Second, QuietTo: natsRestartAt + 12*time.Second}
+}
+
+// chaosSeed is RTC_CHAOS_SEED, or a new seed from the clock.
+func chaosSeed(t *testing.T) uint64 {
+	if s := os.Getenv("RTC_CHAOS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("RTC_CHAOS_SEED=%q: %v", s, err)
+		}
+		return v
+	}
+	return uint64(time.Now().UnixNano()) % 1_000_000_000
+}
+
+// TestChaos is the chaos test of issue 10. See the package comment.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test: about two minutes of real processes; skipped with -short")
+	}
+	began := time.Now()
+	seed := chaosSeed(t)
+	t.Logf("chaos seed %d (rerun with RTC_CHAOS_SEED=%d make chaos)", seed, seed)
+	// Registered first, so it runs last: the seed ends the failure output.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chaos seed %d failed (rerun with RTC_CHAOS_SEED=%d make chaos)", seed, seed)
+		}
+	})
+	wl := generate(defaultWorkloadConfig(seed))
+	t.Logf("workload: %d rooms, %d events (%d forwarded), %d deliveries, last short deadline at T0+%s",
+		wl.Cfg.Rooms, len(wl.Events), wl.forwardedCount(), len(wl.Deliveries), wl.LastShortDeadline)
+
+	h := proctest.New(t)
+	t.Logf("binaries ready after %s", time.Since(began).Round(time.Millisecond))
+	c := &chaos{t: t, h: h, rng: rand.New(rand.NewPCG(seed, 0xc4a05))}
+	c.ns = h.StartNATS("")
+	c.start()
+	t.Logf("nats-server, %d aggregators and the ingest ready after %s", numAggregator,
+		time.Since(began).Round(time.Millisecond))
+
+	c.t0 = time.Now().Add(500 * time.Millisecond).Truncate(time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	chaosDone := make(chan struct{})
+	go func() {
+		defer close(chaosDone)
+		c.run(ctx)
+	}()
+	sendErr := c.send(wl)
+	cancel()
+	<-chaosDone
+	if sendErr != nil {
+		t.Fatalf("sending the workload: %v", sendErr)
+	}
+	t.Logf("workload sent at T0+%s: %d transactions, %d attempts (%d refused or failed); chaos: %s",
+		time.Since(c.t0).Round(time.Millisecond), c.stats.txns, c.stats.attempts, c.stats.failedAttempts, c.summary())
+	c.settle()
+
+	// Every expiry of the workload must have fired: wait past the last
+	// short deadline (timers fire at the deadline rounded up to the second).
+	until := c.t0.Add(wl.LastShortDeadline + 2*time.Second)
+	time.Sleep(time.Until(until))
+	v := newVerifier(t, c, wl)
+	v.run(time.Now().UnixMilli(), began.Add(215*time.Second))
+	for _, p := range h.Procs() {
+		if p.ExitedOnItsOwn() {
+			t.Errorf("%s exited without being killed: %s", p.Name, p.State())
+		}
+	}
+	t.Logf("chaos test done in %s", time.Since(began).Round(time.Millisecond))
+}
+
+// chaos runs the processes and disturbs them.
+type chaos struct {
+	t   *testing.T
+	h   *proctest.Harness
+	rng *rand.Rand
+	t0  time.Time
+
+	ns *proctest.NATSServer
+	// mu serializes process starts with the nats-server restart: an
+	// aggregator refuses to start while NATS is unreachable (it exits, as a
+	// pod would crash-loop), which is not what this test is about.
+	mu     sync.Mutex
+	aggs   [numAggregator]*proctest.Aggregator
+	aggGen int
+	ing    *proctest.Ingest
+	ingGen int
+	tokens map[string]string
+	// ingestURL stays the same across ingest restarts (the homeservers'
+	// registrations point at it).
+	ingestURL string
+
+	logMu    sync.Mutex
+	timeline []string
+	counts   struct{ aggKills, ingestKills, natsRestarts int }
+	outage   [2]time.Time // nats-server stopped, ready again
+
+	stats struct{ txns, attempts, failedAttempts int }
+}
+
+func (c *chaos) note(format string, args ...any) {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	at := "setup"
+	if !c.t0.IsZero() {
+		at = "T0" + fmt.Sprintf("%+.3fs", time.Since(c.t0).Seconds())
+	}
+	c.timeline = append(c.timeline, at+" "+fmt.Sprintf(format, args...))
+}
+
+func (c *chaos) summary() string {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	return fmt.Sprintf("%d aggregator SIGKILLs, %d ingest SIGKILLs, %d nats-server restarts (down %s)",
+		c.counts.aggKills, c.counts.ingestKills, c.counts.natsRestarts, c.outage[1].Sub(c.outage[0]).Round(time.Millisecond))
+}
+
+// start brings up the aggregators and the ingest and waits until they are
+// ready.
+func (c *chaos) start() {
+	c.t.Helper()
+	c.tokens = map[string]string{}
+	for i := range numHomeservers {
+		c.tokens[hsName(i)] = fmt.Sprintf("hs-token-%d-%d", i, c.rng.Uint64())
+	}
+	for slot := range c.aggs {
+		c.startAggregator(slot)
+	}
+	for _, a := range c.aggs {
+		if err := a.WaitReady(60 * time.Second); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	c.startIngest("")
+	c.ingestURL = c.ing.URL()
+	if err := c.ing.WaitReady(60 * time.Second); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *chaos) startAggregator(slot int) {
+	c.aggGen++
+	id := fmt.Sprintf("agg%d-%02d", slot, c.aggGen)
+	a, err := c.h.StartAggregator(proctest.AggregatorConfig{ID: id, NATSURL: c.ns.URL(), Partitions: partitions})
+	if err != nil {
+		c.t.Error(err)
+		return
+	}
+	c.aggs[slot] = a
+	c.note("started aggregator %s (pid %d)", id, a.Pid())
+}
+
+func (c *chaos) startIngest(addr string) {
+	c.ingGen++
+	in, err := c.h.StartIngest(proctest.IngestConfig{Name: fmt.Sprintf("#%d", c.ingGen), NATSURL: c.ns.URL(),
+		Partitions: partitions, HSTokens: c.tokens}, addr)
+	if err != nil {
+		c.t.Error(err)
+		return
+	}
+	c.ing = in
+	c.note("started ingest #%d (pid %d)", c.ingGen, in.Pid())
+}
+
+// action is one scheduled disturbance.
+type action struct {
+	at time.Duration
+	do func()
+}
+
+// plan draws the chaos schedule: an aggregator SIGKILL every 2.5-5.5s
+// (sometimes two back to back), each restarted 0.1-3s later under a new
+// worker id; three ingest SIGKILLs, restarted 0.2-1.5s later on the same
+// address; one nats-server restart.
+func (c *chaos) plan() []action {
+	var acts []action
+	restartAgg := func(slot int) func() {
+		return func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.aggs[slot] == nil || !c.aggs[slot].Running() {
+				c.startAggregator(slot)
+			}
+		}
+	}
+	killAgg := func(slot int) func() {
+		return func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			a := c.aggs[slot]
+			if a == nil || !a.Running() {
+				return
+			}
+			if err := a.Kill(); err != nil {
+				c.t.Error(err)
+			}
+			c.logMu.Lock()
+			c.counts.aggKills++
+			c.logMu.Unlock()
+			c.note("SIGKILLed aggregator %s", a.Cfg.ID)
+		}
+	}
+	for at := 2 * time.Second; at < feed; at += uniform(c.rng, 2500*time.Millisecond, 5500*time.Millisecond) {
+		slot := c.rng.IntN(numAggregator)
+		acts = append(acts, action{at, killAgg(slot)},
+			action{at + uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(slot)})
+		if c.rng.IntN(10) < 3 { // the next owner dies too
+			other := (slot + 1 + c.rng.IntN(numAggregator-1)) % numAggregator
+			at2 := at + uniform(c.rng, 500*time.Millisecond, 2500*time.Millisecond)
+			acts = append(acts, action{at2, killAgg(other)},
+				action{at2 + uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(other)})
+		}
+	}
+	for _, at := range []time.Duration{12 * time.Second, 38 * time.Second, 52 * time.Second} {
+		at += uniform(c.rng, 0, 3*time.Second)
+		down := uniform(c.rng, 200*time.Millisecond, 1500*time.Millisecond)
+		acts = append(acts, action{at, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if err := c.ing.Kill(); err != nil {
+				c.t.Error(err)
+			}
+			c.logMu.Lock()
+			c.counts.ingestKills++
+			c.logMu.Unlock()
+			c.note("SIGKILLed ingest (down for %s)", down.Round(time.Millisecond))
+		}}, action{at + down, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.startIngest(c.ing.AppserviceAddr)
+		}})
+	}
+	acts = append(acts, action{natsRestartAt, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.note("stopping nats-server (SIGTERM)")
+		stopAt := time.Now()
+		if err := c.ns.Stop(); err != nil {
+			c.note("nats-server stop: %v", err)
+		}
+		time.Sleep(natsDown)
+		if err := c.ns.Start(); err != nil {
+			c.t.Errorf("restart nats-server: %v", err)
+		}
+		c.logMu.Lock()
+		c.counts.natsRestarts++
+		c.outage = [2]time.Time{stopAt, time.Now()}
+		c.logMu.Unlock()
+		c.note("nats-server ready again")
+	}})
+	sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
+	return acts
+}
+
+// run executes the plan until ctx ends (the workload is sent).
+func (c *chaos) run(ctx context.Context) {
+	for _, a := range c.plan() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(c.t0.Add(a.at))):
+		}
+		a.do()
+	}
+}
+
+// settle restarts what the chaos left down and waits until every process
+// is ready.
+func (c *chaos) settle() {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for slot, a := range c.aggs {
+		if a == nil || !a.Running() {
+			c.startAggregator(slot)
+		}
+	}
+	if !c.ing.Running() {
+		c.startIngest(c.ing.AppserviceAddr)
+	}
+	for _, a := range c.aggs {
+		if err := a.WaitReady(30 * time.Second); err != nil {
+			c.t.Errorf("after the chaos: %v", err)
+		}
+	}
+	c.note("settled: %d aggregators ready", numAggregator)
+}
+
+// send plays the workload's deliveries as appservice transactions, one at a
+// time, each retried (same transaction id) until the ingest answers 200, as
+// a homeserver does. Consecutive due deliveries of one homeserver share a
+// transaction.
+func (c *chaos) send(wl *workload) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	t0ms := c.t0.UnixMilli()
+	txnSeq := map[string]int{}
+	ds := wl.Deliveries
+	for i := 0; i < len(ds); {
+		time.Sleep(time.Until(c.t0.Add(ds[i].At)))
+		hs := ds[i].HS
+		j := i + 1
+		for j < len(ds) && j-i < maxTxnEvents && ds[j].HS == hs && !c.t0.Add(ds[j].At).After(time.Now()) {
+			j++
+		}
+		evs := make([]json.RawMessage, 0, j-i)
+		for _, d := range ds[i:j] {
+			evs = append(evs, d.Ev.JSON(t0ms))
+		}
+		body, err := json.Marshal(map[string]any{"events": evs})
+		if err != nil {
+			return fmt.Errorf("encode transaction: %w", err)
+		}
+		txnSeq[hs]++
+		txnID := fmt.Sprintf("chaos-%d", txnSeq[hs])
+		if err := c.put(client, hs, txnID, body); err != nil {
+			return err
+		}
+		c.stats.txns++
+		i = j
+	}
+	return nil
+}
+
+// put sends one transaction until it is answered 200: a 5xx or a broken
+// connection is retried after a short pause (the ingest may be restarting,
+// NATS may be down); any other answer is a failure.
+func (c *chaos) put(client *http.Client, hs, txnID string, body []byte) error {
+	first := time.Now()
+	wait := 50 * time.Millisecond
+	for {
+		url := c.ingestURL + "/_matrix/app/v1/transactions/" + txnID
+		req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("transaction %s/%s: %w", hs, txnID, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+c.tokens[hs])
+		req.Header.Set("Content-Type", "application/json")
+		c.stats.attempts++
+		resp, err := client.Do(req)
+		status, detail := 0, ""
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			status, detail = resp.StatusCode, strings.TrimSpace(string(b))
+		} else {
+			detail = err.Error()
+		}
+		switch {
+		case status == http.StatusOK:
+			return nil
+		case status != 0 && status < 500:
+			return fmt.Errorf("transaction %s/%s answered %d: %s", hs, txnID, status, detail)
+		}
+		c.stats.failedAttempts++
+		if time.Since(first) > 90*time.Second {
+			return fmt.Errorf("transaction %s/%s not accepted after 90s; last answer %d %s", hs, txnID, status, detail)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, time.Second)
+	}
+}
