@@ -103,7 +103,7 @@ func TestAppserviceTransactions(t *testing.T) {
 		{"legacy path and access_token query", asReq{"PUT", "/transactions/2", tokHS2, true,
 			txn(memberEvent("$b2", roomB, "@dave:hs2.test", "DD", 1700000003000))}, 200, ""},
 		{"missing token", asReq{"PUT", "/_matrix/app/v1/transactions/3", "", false,
-			txn(memberEvent("$x1", roomA, "@eve:hs1.test", "ED", 1700000000000))}, 401, "M_UNAUTHORIZED"},
+			txn(memberEvent("$x1", roomA, "@eve:hs1.test", "ED", 1700000000000))}, 401, "M_MISSING_TOKEN"},
 		{"wrong token", asReq{"PUT", "/_matrix/app/v1/transactions/3", "hs1-secret-tokex", false,
 			txn(memberEvent("$x2", roomA, "@eve:hs1.test", "ED", 1700000000000))}, 403, "M_FORBIDDEN"},
 		{"wrong token, legacy query", asReq{"PUT", "/transactions/3", "nope", true,
@@ -118,11 +118,11 @@ func TestAppserviceTransactions(t *testing.T) {
 		{"retried transaction", asReq{"PUT", "/_matrix/app/v1/transactions/1", tokHS1, false,
 			txn(memberEvent("$a1", roomA, "@alice:hs1.test", "AD", 1700000000000))}, 200, ""},
 		{"ping", asReq{"POST", "/_matrix/app/v1/ping", tokHS1, false, `{"transaction_id":"p1"}`}, 200, ""},
-		{"ping without token", asReq{"POST", "/_matrix/app/v1/ping", "", false, `{}`}, 401, "M_UNAUTHORIZED"},
+		{"ping without token", asReq{"POST", "/_matrix/app/v1/ping", "", false, `{}`}, 401, "M_MISSING_TOKEN"},
 		{"user query", asReq{"GET", "/_matrix/app/v1/users/@x:hs1.test", tokHS1, false, ""}, 404, "M_NOT_FOUND"},
 		{"room alias query", asReq{"GET", "/_matrix/app/v1/rooms/%23call:hs1.test", tokHS2, false, ""}, 404, "M_NOT_FOUND"},
 		{"user query, wrong token", asReq{"GET", "/_matrix/app/v1/users/@x:hs1.test", "bad", false, ""}, 403, "M_FORBIDDEN"},
-		{"wrong method", asReq{"POST", "/_matrix/app/v1/transactions/10", tokHS1, false, txn()}, 404, "M_UNRECOGNIZED"},
+		{"wrong method", asReq{"POST", "/_matrix/app/v1/transactions/10", tokHS1, false, txn()}, 405, "M_UNRECOGNIZED"},
 	}
 	for _, s := range steps {
 		code, errcode := do(t, srv.URL, s.req)
@@ -149,7 +149,10 @@ func TestAppserviceTransactions(t *testing.T) {
 		got  float64
 		want float64
 	}{
-		{"hs1 received", testutil.ToFloat64(e.m.Received.WithLabelValues("hs1", "appservice")), 6},
+		// 7: the retried transaction 1 is decoded (and hashed) again, then not published.
+		{"hs1 received", testutil.ToFloat64(e.m.Received.WithLabelValues("hs1", "appservice")), 7},
+		{"hs1 retried", testutil.ToFloat64(e.m.TxnReused.WithLabelValues("hs1", txnSameContent)), 0},
+		{"hs1 reused", testutil.ToFloat64(e.m.TxnReused.WithLabelValues("hs1", txnDifferentContent)), 1},
 		{"hs1 filtered", testutil.ToFloat64(e.m.Filtered.WithLabelValues("hs1", "appservice")), 1},
 		{"hs1 malformed", testutil.ToFloat64(e.m.Rejected.WithLabelValues("hs1", "appservice", RejectMalformed)), 1},
 		{"hs1 not object", testutil.ToFloat64(e.m.Rejected.WithLabelValues("hs1", "appservice", RejectNotObject)), 1},

@@ -37,11 +37,24 @@ type TopologyConfig struct {
 	Mode       string `yaml:"mode"` // create (default) or verify
 }
 
-// AppserviceConfig configures the appservice listener.
+// AppserviceConfig configures the appservice listener and bounds what it
+// holds in memory.
 type AppserviceConfig struct {
-	ListenAddr   string `yaml:"listen_addr"` // empty: no appservice listener
-	MaxBodyBytes int64  `yaml:"max_body_bytes"`
-	TxnCacheSize int    `yaml:"txn_cache_size"`
+	ListenAddr      string        `yaml:"listen_addr"`       // empty: no appservice listener
+	MaxBodyBytes    int64         `yaml:"max_body_bytes"`    // one transaction; larger: 413
+	BodyBudgetBytes int64         `yaml:"body_budget_bytes"` // all transactions in flight; over it: 429
+	RetryAfter      time.Duration `yaml:"retry_after"`       // asked of a homeserver answered 429
+	MaxEvents       int           `yaml:"max_events"`        // per transaction; more: 413
+	MaxJSONDepth    int           `yaml:"max_json_depth"`    // nesting of an event or another member
+	MaxArrayLen     int           `yaml:"max_array_len"`     // elements of any array inside them
+	TxnCacheSize    int           `yaml:"txn_cache_size"`
+}
+
+// Options are the appservice options of this configuration.
+func (c AppserviceConfig) Options() AppserviceOptions {
+	return AppserviceOptions{MaxBodyBytes: c.MaxBodyBytes, BodyBudget: c.BodyBudgetBytes, RetryAfter: c.RetryAfter,
+		Limits:       TxnLimits{MaxEvents: c.MaxEvents, MaxDepth: c.MaxJSONDepth, MaxArrayLen: c.MaxArrayLen},
+		TxnCacheSize: c.TxnCacheSize}
 }
 
 // PublishConfig bounds publishing to JetStream.
@@ -64,7 +77,9 @@ type HomeserverConfig struct {
 	Name        string `yaml:"name"`
 	URL         string `yaml:"url"`
 	HSTokenFile string `yaml:"hs_token_file"` // appservice: the homeserver's token for us
-	ASTokenFile string `yaml:"as_token_file"` // appservice: our token for the homeserver
+	// ASTokenFile is accepted and ignored: the ingest never calls the
+	// homeserver, so it needs (and mounts) only the hs_token.
+	ASTokenFile string `yaml:"as_token_file"`
 	Sync        struct {
 		Enabled         bool   `yaml:"enabled"`
 		UserID          string `yaml:"user_id"`
@@ -81,9 +96,14 @@ func DefaultConfig() Config {
 		NATS:        natsutil.ConnConfig{Name: "rtc-ingest"},
 		Topology:    TopologyConfig{Partitions: topology.DefaultConfig().Partitions, Replicas: 1, Mode: string(topology.ModeCreate)},
 		MetricsAddr: "127.0.0.1:9101",
-		Appservice:  AppserviceConfig{ListenAddr: "127.0.0.1:29333", MaxBodyBytes: 10 << 20, TxnCacheSize: 256},
-		Publish:     PublishConfig{MaxInFlight: 1024, AckTimeout: 5 * time.Second},
-		Sync:        SyncConfig{StateDir: "var/ingest-sync", Timeout: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute},
+		Appservice: AppserviceConfig{ListenAddr: "127.0.0.1:29333", MaxBodyBytes: 10 << 20,
+			// 64 MiB of bodies hold at most about twice that in prepared
+			// events: with the runtime and publish buffers the ingest stays
+			// well under a 256 MiB pod limit.
+			BodyBudgetBytes: 64 << 20, RetryAfter: time.Second,
+			MaxEvents: 10000, MaxJSONDepth: 32, MaxArrayLen: 10000, TxnCacheSize: 256},
+		Publish: PublishConfig{MaxInFlight: 1024, AckTimeout: 5 * time.Second},
+		Sync:    SyncConfig{StateDir: "var/ingest-sync", Timeout: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute},
 	}
 }
 
@@ -119,6 +139,22 @@ func (c Config) Validate() error {
 	}
 	if c.Appservice.MaxBodyBytes < 1024 {
 		add(fmt.Errorf("appservice.max_body_bytes %d: must be at least 1024", c.Appservice.MaxBodyBytes))
+	}
+	if c.Appservice.BodyBudgetBytes < c.Appservice.MaxBodyBytes {
+		add(fmt.Errorf("appservice.body_budget_bytes %d: must be at least max_body_bytes %d (else the largest transaction never fits)",
+			c.Appservice.BodyBudgetBytes, c.Appservice.MaxBodyBytes))
+	}
+	if c.Appservice.RetryAfter < 100*time.Millisecond || c.Appservice.RetryAfter > 5*time.Minute {
+		add(fmt.Errorf("appservice.retry_after %s: must be between 100ms and 5m", c.Appservice.RetryAfter))
+	}
+	if c.Appservice.MaxEvents < 1 {
+		add(fmt.Errorf("appservice.max_events %d: must be positive", c.Appservice.MaxEvents))
+	}
+	if c.Appservice.MaxJSONDepth < 4 || c.Appservice.MaxJSONDepth > 1000 {
+		add(fmt.Errorf("appservice.max_json_depth %d: must be between 4 and 1000", c.Appservice.MaxJSONDepth))
+	}
+	if c.Appservice.MaxArrayLen < 1 {
+		add(fmt.Errorf("appservice.max_array_len %d: must be positive", c.Appservice.MaxArrayLen))
 	}
 	if c.Appservice.TxnCacheSize < 1 {
 		add(fmt.Errorf("appservice.txn_cache_size %d: must be positive", c.Appservice.TxnCacheSize))
@@ -200,13 +236,6 @@ func (c Config) Secrets() ([]Homeserver, error) {
 				seen[tok] = h.Name
 				hs.HSToken = tok
 			}
-		}
-		if h.ASTokenFile != "" {
-			tok, err := config.ReadSecretFile(h.ASTokenFile)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("homeserver %s: as_token_file: %w", h.Name, err))
-			}
-			hs.ASToken = tok
 		}
 		out = append(out, hs)
 	}

@@ -10,10 +10,12 @@ import (
 // rtc_ingest_events_rejected_total). The set is closed so that the label has
 // a bounded cardinality.
 const (
-	RejectMalformed = "malformed"  // not JSON, or not a valid client event envelope
-	RejectTooLarge  = "too_large"  // larger than events.MaxEventBytes
-	RejectNotObject = "not_object" // an element of "events" that is not a JSON object
-	RejectEncode    = "encode"     // could not be encoded for RTC_RAW (should not happen)
+	RejectMalformed  = "malformed"    // not JSON, or not a valid client event envelope
+	RejectTooLarge   = "too_large"    // larger than events.MaxEventBytes
+	RejectNotObject  = "not_object"   // an element of "events" that is not a JSON object
+	RejectEncode     = "encode"       // could not be encoded for RTC_RAW (should not happen)
+	RejectOutOfRange = "out_of_range" // a timestamp or duration outside the canonical JSON integer range
+	RejectTooComplex = "too_complex"  // nested deeper or holding a longer array than the transaction limits
 )
 
 // Metrics are the ingest's Prometheus collectors. Every counter is labelled
@@ -29,7 +31,24 @@ type Metrics struct {
 	Transactions *prometheus.CounterVec
 	InFlight     prometheus.Gauge
 	SyncErrors   *prometheus.CounterVec
+	AuthFailures *prometheus.CounterVec // appservice requests refused, by homeserver and reason
+	TxnReused    *prometheus.CounterVec // transaction ids seen again, by homeserver and result
+	BodyBytes    prometheus.Gauge       // transaction body bytes reserved from the budget
+	LogDropped   prometheus.Counter     // warnings the log sampler dropped
 }
+
+// Labels of the appservice metrics. Every label set is closed: the
+// homeserver label takes the configured names plus unknownHomeserver.
+const (
+	unknownHomeserver = "unknown" // a token that matches no homeserver, or none
+
+	authMissingToken  = "missing_token"  // 401: no token at all
+	authUnknownToken  = "unknown_token"  // 403: a token of no configured homeserver
+	authTokenMismatch = "token_mismatch" // 403: header and access_token query disagree
+
+	txnSameContent      = "same_content"      // a retry: answered without publishing again
+	txnDifferentContent = "different_content" // a reused id with new events: stored
+)
 
 // NewMetrics creates the collectors and registers them with reg (which may
 // be nil in tests that do not look at metrics).
@@ -67,12 +86,42 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SyncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rtc_ingest_sync_errors_total", Help: "Failed /sync requests of the sync source.",
 		}, []string{"homeserver"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_appservice_auth_failures_total",
+			Help: "Appservice requests refused for their token, by homeserver (unknown: no token matched) and reason.",
+		}, []string{"homeserver", "reason"}),
+		TxnReused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_appservice_txn_reused_total",
+			Help: "Transactions whose id was already completed: same_content (a retry, not published again) or different_content (stored).",
+		}, []string{"homeserver", "result"}),
+		BodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rtc_ingest_appservice_body_bytes_in_flight", Help: "Transaction body bytes reserved from appservice.body_budget_bytes.",
+		}),
+		LogDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtc_ingest_log_sampled_out_total", Help: "Warnings not logged by the log sampler (each event is still counted in its metric).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Received, m.Forwarded, m.Filtered, m.Duplicates, m.Rejected, m.PublishFail,
-			m.PublishTime, m.Transactions, m.InFlight, m.SyncErrors)
+			m.PublishTime, m.Transactions, m.InFlight, m.SyncErrors, m.AuthFailures, m.TxnReused, m.BodyBytes, m.LogDropped)
 	}
 	return m
+}
+
+// initAppservice creates every series of the appservice's labelled
+// counters at 0, so that rate() and alerts see them before the first
+// failure.
+func (m *Metrics) initAppservice(homeservers []string) {
+	for _, hs := range append([]string{unknownHomeserver}, homeservers...) {
+		for _, reason := range []string{authMissingToken, authUnknownToken, authTokenMismatch} {
+			m.AuthFailures.WithLabelValues(hs, reason)
+		}
+	}
+	for _, hs := range homeservers {
+		for _, result := range []string{txnSameContent, txnDifferentContent} {
+			m.TxnReused.WithLabelValues(hs, result)
+		}
+	}
 }
 
 func (m *Metrics) received(hs string, src events.Source, n int) {

@@ -25,7 +25,7 @@ type RejectError struct {
 	Err    error
 }
 
-func (e *RejectError) Error() string { return fmt.Sprintf("%s: %v", e.Reason, e.Err) }
+func (e *RejectError) Error() string { return e.Reason + ": " + e.Err.Error() }
 
 // Unwrap lets errors.Is find both ErrRejected and the cause.
 func (e *RejectError) Unwrap() []error { return []error{ErrRejected, e.Err} }
@@ -40,10 +40,23 @@ func RejectReason(err error) string {
 	return ""
 }
 
+// ClockOf is whose clock stamps received_at for a source: only the replay of
+// an operator's own file may carry received_at in its lines; every live
+// source (appservice, sync) stamps the ingest's clock and ignores any
+// received_at a homeserver put into an event.
+func ClockOf(src events.Source) events.Clock {
+	if src == events.SourceReplay {
+		return events.FileClock
+	}
+	return events.IngestClock
+}
+
 // Prepare turns one Matrix client event (JSON) into the RawEvent to publish:
 // it drops (ErrFiltered) types the aggregator does not need and rejects
 // (ErrRejected) what is not a valid client event. The content keeps its
-// original JSON bytes (compacted).
+// original JSON bytes (compacted). receivedAt is the ingest's clock (ms);
+// whether the event may override it is decided by src (ClockOf), not by the
+// caller, so that a live source cannot get it wrong.
 func Prepare(data []byte, room id.RoomID, receivedAt int64, homeserver string, src events.Source) (events.RawEvent, error) {
 	if len(data) > events.MaxEventBytes {
 		return events.RawEvent{}, &RejectError{Reason: RejectTooLarge,
@@ -62,9 +75,13 @@ func Prepare(data []byte, room id.RoomID, receivedAt int64, homeserver string, s
 	if peek.Type != "" && !events.IsForwarded(peek.Type) {
 		return events.RawEvent{}, fmt.Errorf("%w: %q", ErrFiltered, clip(peek.Type))
 	}
-	ev, err := events.ParseClientEvent(trimmed, room, receivedAt)
+	ev, err := events.ParseEvent(trimmed, events.ParseOptions{RoomID: room, ReceivedAt: receivedAt, Clock: ClockOf(src)})
 	if err != nil {
-		return events.RawEvent{}, &RejectError{Reason: RejectMalformed, Err: err}
+		reason := RejectMalformed
+		if errors.Is(err, events.ErrOutOfRange) {
+			reason = RejectOutOfRange
+		}
+		return events.RawEvent{}, &RejectError{Reason: reason, Err: err}
 	}
 	ev.Homeserver = homeserver
 	ev.Source = src

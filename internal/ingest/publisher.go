@@ -135,7 +135,7 @@ publish:
 		select {
 		case p.sem <- struct{}{}:
 		case <-ctx.Done():
-			failed = fmt.Errorf("%w: waiting for a publish slot: %v", ErrUnavailable, ctx.Err())
+			failed = fmt.Errorf("%w: waiting for a publish slot: %w", ErrUnavailable, ctx.Err())
 			break publish
 		}
 		msg := &nats.Msg{Subject: events.RawSubject(ev.RoomID), Data: data}
@@ -143,7 +143,7 @@ publish:
 			jetstream.WithExpectStream(events.StreamRaw))
 		if err != nil {
 			<-p.sem
-			failed = fmt.Errorf("%w: publish %s: %v", ErrUnavailable, ev.EventID, err)
+			failed = fmt.Errorf("%w: publish %s: %w", ErrUnavailable, ev.EventID, err)
 			break
 		}
 		p.m.InFlight.Inc()
@@ -159,7 +159,7 @@ wait:
 			switch {
 			case r.err != nil:
 				if failed == nil {
-					failed = fmt.Errorf("%w: %v", ErrUnavailable, r.err)
+					failed = fmt.Errorf("%w: %w", ErrUnavailable, r.err)
 				}
 			case r.ack.Duplicate:
 				st.Duplicates++

@@ -34,7 +34,7 @@ func ConnectNATS(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*
 		log.Warn("nats not reachable yet, retrying", zap.Duration("wait", wait), zap.Error(err))
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to nats: %w (last error: %v)", ctx.Err(), err)
+			return nil, fmt.Errorf("connect to nats: %w (last error: %w)", ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
@@ -55,7 +55,7 @@ func EnsureRaw(ctx context.Context, pub *Publisher, cfg Config, log *zap.Logger)
 		log.Warn("cannot ensure RTC_RAW yet, retrying", zap.Duration("wait", wait), zap.Error(err))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("ensure RTC_RAW: %w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("ensure RTC_RAW: %w (last error: %w)", ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
@@ -72,7 +72,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	}
 	m := NewMetrics(reg)
 	health := telemetry.NewHealth()
-	var ensured sync.Once
 	ready := make(chan struct{})
 	health.AddCheck("topology", func() error {
 		select {
@@ -110,7 +109,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	if err := EnsureRaw(ctx, pub, cfg, log); err != nil {
 		return err
 	}
-	ensured.Do(func() { close(ready) })
+	close(ready)
 	log.Info("RTC_RAW ready", zap.Int("partitions", cfg.Topology.Partitions), zap.String("mode", cfg.Topology.Mode))
 
 	var asHS []Homeserver
@@ -120,8 +119,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 	}
 	if len(asHS) > 0 {
-		as := NewAppservice(asHS, pub, m, log.Named("appservice"), AppserviceOptions{
-			MaxBodyBytes: cfg.Appservice.MaxBodyBytes, TxnCacheSize: cfg.Appservice.TxnCacheSize})
+		as := NewAppservice(asHS, pub, m, log.Named("appservice"), cfg.Appservice.Options())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
