@@ -1,0 +1,313 @@
+// Package authz declares the NATS users of rtc-sessions and what each may do,
+// once, in Go. The shipped server configurations are rendered from (or
+// checked against) these declarations by this package's tests, so they
+// cannot drift:
+//
+//   - configs/nats/rtc-accounts.conf: the account and its users in
+//     nats-server syntax, for any nats-server (include it from your config);
+//     rendered by RenderConf, byte for byte (`go test ./internal/authz -update`).
+//   - deploy/k8s/nats-values.yaml: the same account under config.merge for
+//     the official Helm chart; HelmAccounts is what its `accounts:` must equal.
+//
+// Least privilege, per service (docs/nats.md explains each grant):
+//
+//   - ingest publishes raw inputs (rtc.raw.>) and may look up or create
+//     RTC_RAW, nothing else: it cannot read sessions, touch the buckets,
+//     create consumers, or delete or purge anything.
+//   - aggregator owns the topology: its streams, the KV buckets, the
+//     partition consumers of RTC_RAW, the timers. It may create and update
+//     (never delete or purge) streams, and read and write its buckets.
+//   - subscriber reads: RTC_EVENTS through ephemeral (ordered) consumers,
+//     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
+//     rtc_rooms by key (for `rtcctl room`). It publishes nothing but those
+//     JetStream API requests.
+//
+// The services use their own inbox prefix (natsutil.ConnConfig.InboxPrefix),
+// so that the subscriber, which keeps the default _INBOX. for any NATS tool,
+// cannot read the replies the services receive (raw inputs, room state).
+package authz
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// Account is the NATS account all rtc-sessions users belong to. JetStream is
+// enabled for it; streams and buckets live in it.
+const Account = "RTC"
+
+// Names of the users.
+const (
+	UserIngest     = "ingest"
+	UserAggregator = "aggregator"
+	UserSubscriber = "subscriber"
+)
+
+// Rules is an allow list and a deny list of subjects.
+type Rules struct {
+	Allow []string
+	Deny  []string
+}
+
+// User is one NATS user and its permissions.
+type User struct {
+	Name string
+	// PasswordEnv names the environment variable the server reads the
+	// password from (plain text or, better, a bcrypt hash made with
+	// `nats server passwd`): secrets never live in the shipped files.
+	PasswordEnv string
+	// InboxPrefix is the prefix the user's client must set
+	// (nats.CustomInboxPrefix); "_INBOX" is the NATS default.
+	InboxPrefix string
+	Why         string // one line, rendered as a comment
+	Publish     Rules
+	Subscribe   Rules
+}
+
+const (
+	jsAPI = "$JS.API."
+	kvPfx = "$KV."
+)
+
+// kvStream is the stream behind a KV bucket.
+func kvStream(bucket string) string { return "KV_" + bucket }
+
+func streamOps(ops []string, streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		for _, op := range ops {
+			out = append(out, jsAPI+"STREAM."+op+"."+s)
+		}
+	}
+	return out
+}
+
+// directGet allows reading a stream's messages by subject (KV Get) and by
+// sequence or revision (the request-body form without a subject).
+func directGet(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, jsAPI+"DIRECT.GET."+s, jsAPI+"DIRECT.GET."+s+".>")
+	}
+	return out
+}
+
+// orderedConsumers allows what an ephemeral ordered consumer on a stream
+// needs: create it (CREATE.<stream>.<name>[.<filter>]), pull from it, ask
+// for its info. Deleting is not granted: an abandoned ephemeral consumer
+// goes away on its own after its inactivity threshold.
+func orderedConsumers(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out,
+			jsAPI+"CONSUMER.CREATE."+s+".>",
+			jsAPI+"CONSUMER.MSG.NEXT."+s+".*",
+			jsAPI+"CONSUMER.INFO."+s+".*")
+	}
+	return out
+}
+
+// kvWatch allows a KV watch or key listing (the push-based ordered consumer
+// of nats.go's KV, with flow control replies to $JS.FC.<stream>.>).
+func kvWatch(buckets ...string) []string {
+	var out []string
+	for _, b := range buckets {
+		out = append(out, jsAPI+"CONSUMER.CREATE."+kvStream(b)+".>", "$JS.FC."+kvStream(b)+".>")
+	}
+	return out
+}
+
+func inbox(prefix string) string { return prefix + ".>" }
+
+// Users returns the users of rtc-sessions with their permissions, in a
+// fixed order.
+func Users() []User {
+	rooms, sessions, workers := events.BucketRooms, events.BucketSessions, events.BucketWorkers
+	kvStreams := []string{kvStream(rooms), kvStream(sessions), kvStream(workers)}
+	ownStreams := append([]string{events.StreamRaw, events.StreamEvents, events.StreamDLQ}, kvStreams...)
+
+	ingest := User{
+		Name: UserIngest, PasswordEnv: "RTC_NATS_INGEST_PASSWORD", InboxPrefix: "_INBOX_ingest",
+		Why: "publishes raw inputs to RTC_RAW; may look it up and create it when missing (topology.EnsureRaw)",
+		Publish: Rules{Allow: concat(
+			[]string{events.RawPrefix + ".>"},
+			streamOps([]string{"INFO", "CREATE"}, events.StreamRaw),
+		)},
+		Subscribe: Rules{Allow: []string{inbox("_INBOX_ingest")}},
+	}
+
+	aggregator := User{
+		Name: UserAggregator, PasswordEnv: "RTC_NATS_AGGREGATOR_PASSWORD", InboxPrefix: "_INBOX_aggregator",
+		Why: "owns the topology: consumes RTC_RAW, writes RTC_EVENTS, RTC_DLQ, timers and the KV buckets; never deletes or purges a stream",
+		Publish: Rules{Allow: concat(
+			[]string{
+				events.SessionPrefix + ".>", // RTC_EVENTS
+				events.DLQPrefix + ".>",     // RTC_DLQ
+				events.TimerPrefix + ".>",   // message schedules in RTC_RAW
+				kvPfx + rooms + ".>", kvPfx + sessions + ".>", kvPfx + workers + ".>",
+			},
+			streamOps([]string{"INFO", "CREATE", "UPDATE"}, ownStreams...),
+			directGet(kvStreams...),
+			[]string{
+				// account info: creating a KV bucket checks the server's
+				// JetStream API level with it
+				jsAPI + "INFO",
+				// the partition consumers of RTC_RAW: create or update, look
+				// up, pull, unpin on hand-off, ack
+				jsAPI + "CONSUMER.CREATE." + events.StreamRaw + ".>",
+				jsAPI + "CONSUMER.INFO." + events.StreamRaw + ".*",
+				jsAPI + "CONSUMER.MSG.NEXT." + events.StreamRaw + ".*",
+				jsAPI + "CONSUMER.UNPIN." + events.StreamRaw + ".*",
+				"$JS.ACK." + events.StreamRaw + ".>",
+			},
+			// watching and listing its own buckets (rtc_workers heartbeats,
+			// live-session counts); the ordered consumers it creates there it
+			// may also delete when a watch stops
+			kvWatch(rooms, sessions, workers),
+			[]string{
+				jsAPI + "CONSUMER.DELETE." + kvStream(rooms) + ".*",
+				jsAPI + "CONSUMER.DELETE." + kvStream(sessions) + ".*",
+				jsAPI + "CONSUMER.DELETE." + kvStream(workers) + ".*",
+			},
+		)},
+		Subscribe: Rules{Allow: []string{inbox("_INBOX_aggregator")}},
+	}
+
+	subscriber := User{
+		Name: UserSubscriber, PasswordEnv: "RTC_NATS_SUBSCRIBER_PASSWORD", InboxPrefix: "_INBOX",
+		Why: "read-only (rtcctl, consumers of session events): RTC_EVENTS, rtc.live.>, rtc_sessions, rtc_rooms by key",
+		Publish: Rules{Allow: concat(
+			streamOps([]string{"INFO"}, events.StreamEvents, kvStream(sessions), kvStream(rooms)),
+			orderedConsumers(events.StreamEvents),
+			kvWatch(sessions),
+			directGet(kvStream(sessions), kvStream(rooms)),
+		)},
+		Subscribe: Rules{Allow: []string{inbox("_INBOX"), events.LivePrefix + ".>"}},
+	}
+	return []User{ingest, aggregator, subscriber}
+}
+
+// UserByName returns the user called name.
+func UserByName(name string) (User, bool) {
+	for _, u := range Users() {
+		if u.Name == name {
+			return u, true
+		}
+	}
+	return User{}, false
+}
+
+func concat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// ConfPath is where the rendered nats-server configuration ships, relative
+// to the repository root.
+const ConfPath = "configs/nats/rtc-accounts.conf"
+
+// RenderConf renders the account and its users in nats-server configuration
+// syntax: the content of ConfPath.
+func RenderConf() []byte {
+	var b bytes.Buffer
+	b.WriteString(`# rtc-sessions: the NATS account and its users, least privilege per service.
+# GENERATED from internal/authz/authz.go by ` + "`go test ./internal/authz -update`" + `; do not edit.
+# Include it from a nats-server config (see nats-server.conf here) or load it
+# as is. Passwords come from the environment (plain text or a bcrypt hash from
+# ` + "`nats server passwd`" + `), never from this file. docs/nats.md explains every grant.
+`)
+	fmt.Fprintf(&b, "accounts {\n  %s {\n    jetstream: enabled\n    users: [\n", Account)
+	for _, u := range Users() {
+		fmt.Fprintf(&b, "      # %s: %s\n", u.Name, u.Why)
+		if u.InboxPrefix != "_INBOX" {
+			fmt.Fprintf(&b, "      # its client must use the inbox prefix %s\n", u.InboxPrefix)
+		}
+		fmt.Fprintf(&b, "      {\n        user: %s\n        password: $%s\n        permissions: {\n", u.Name, u.PasswordEnv)
+		writeRules(&b, "publish", u.Publish)
+		writeRules(&b, "subscribe", u.Subscribe)
+		b.WriteString("        }\n      }\n")
+	}
+	b.WriteString("    ]\n  }\n}\n")
+	return b.Bytes()
+}
+
+func writeRules(b *bytes.Buffer, name string, r Rules) {
+	fmt.Fprintf(b, "          %s: {\n", name)
+	for _, kind := range []struct {
+		key  string
+		subs []string
+	}{{"allow", r.Allow}, {"deny", r.Deny}} {
+		if len(kind.subs) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "            %s: [\n", kind.key)
+		for _, s := range kind.subs {
+			fmt.Fprintf(b, "              %q\n", s)
+		}
+		b.WriteString("            ]\n")
+	}
+	b.WriteString("          }\n")
+}
+
+// HelmAccounts is the value config.merge.accounts must have in the Helm
+// values: the same account and users, with each password taken from the
+// environment by the chart's << $VAR >> (unquoted) syntax.
+func HelmAccounts() map[string]any {
+	var users []any
+	for _, u := range Users() {
+		perms := map[string]any{}
+		for key, r := range map[string]Rules{"publish": u.Publish, "subscribe": u.Subscribe} {
+			m := map[string]any{}
+			if len(r.Allow) > 0 {
+				m["allow"] = toAny(r.Allow)
+			}
+			if len(r.Deny) > 0 {
+				m["deny"] = toAny(r.Deny)
+			}
+			perms[key] = m
+		}
+		users = append(users, map[string]any{
+			"user":        u.Name,
+			"password":    "<< $" + u.PasswordEnv + " >>",
+			"permissions": perms,
+		})
+	}
+	return map[string]any{Account: map[string]any{"jetstream": "enabled", "users": users}}
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// HelmMergeToConf turns the chart's config.merge value into nats-server
+// configuration text the way the chart does: JSON, with "<< x >>" strings
+// emitted unquoted. Tests load the result with the real server parser.
+func HelmMergeToConf(jsonText string) string {
+	var out strings.Builder
+	rest := jsonText
+	for {
+		i := strings.Index(rest, `"<< `)
+		if i < 0 {
+			out.WriteString(rest)
+			return out.String()
+		}
+		j := strings.Index(rest[i:], ` >>"`)
+		if j < 0 {
+			out.WriteString(rest)
+			return out.String()
+		}
+		out.WriteString(rest[:i])
+		out.WriteString(rest[i+4 : i+j])
+		rest = rest[i+j+4:]
+	}
+}

@@ -1,0 +1,206 @@
+package authz
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"gopkg.in/yaml.v3"
+)
+
+var update = flag.Bool("update", false, "rewrite "+ConfPath+" from the declarations")
+
+// repoPath resolves a path relative to the repository root.
+func repoPath(p string) string { return filepath.Join("..", "..", filepath.FromSlash(p)) }
+
+// TestShippedConfIsRendered keeps configs/nats/rtc-accounts.conf equal to
+// the declarations (go test ./internal/authz -update rewrites it).
+func TestShippedConfIsRendered(t *testing.T) {
+	want := RenderConf()
+	if *update {
+		if err := os.WriteFile(repoPath(ConfPath), want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(repoPath(ConfPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s differs from internal/authz's declarations; run go test ./internal/authz -update", ConfPath)
+	}
+}
+
+// setPasswords puts a password for every user into the environment the
+// shipped configurations read them from, and returns them by user.
+func setPasswords(t *testing.T) map[string]string {
+	t.Helper()
+	pw := map[string]string{}
+	for _, u := range Users() {
+		pw[u.Name] = "pw-" + u.Name + "-9d2f"
+		t.Setenv(u.PasswordEnv, pw[u.Name])
+	}
+	return pw
+}
+
+// serverUsers loads a nats-server config with the real parser and returns
+// its users by name.
+func serverUsers(t *testing.T, path string) map[string]*server.User {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server rejects %s: %v", path, err)
+	}
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	return users
+}
+
+func sorted(ss []string) []string {
+	out := append([]string(nil), ss...)
+	sort.Strings(out)
+	return out
+}
+
+// checkUsers compares what the server parsed with the declarations.
+func checkUsers(t *testing.T, where string, got map[string]*server.User, pw map[string]string) {
+	t.Helper()
+	if len(got) != len(Users()) {
+		t.Errorf("%s: %d users, want %d", where, len(got), len(Users()))
+	}
+	for _, u := range Users() {
+		su := got[u.Name]
+		if su == nil {
+			t.Errorf("%s: no user %s", where, u.Name)
+			continue
+		}
+		if su.Password != pw[u.Name] {
+			t.Errorf("%s: user %s: the password does not come from $%s", where, u.Name, u.PasswordEnv)
+		}
+		if su.Account == nil || su.Account.Name != Account {
+			t.Errorf("%s: user %s is not in account %s", where, u.Name, Account)
+		}
+		p := su.Permissions
+		if p == nil || p.Publish == nil || p.Subscribe == nil {
+			t.Errorf("%s: user %s has no publish/subscribe permissions", where, u.Name)
+			continue
+		}
+		for _, c := range []struct {
+			what      string
+			got, want []string
+		}{
+			{"publish allow", p.Publish.Allow, u.Publish.Allow}, {"publish deny", p.Publish.Deny, u.Publish.Deny},
+			{"subscribe allow", p.Subscribe.Allow, u.Subscribe.Allow}, {"subscribe deny", p.Subscribe.Deny, u.Subscribe.Deny},
+		} {
+			if len(c.got) == 0 && len(c.want) == 0 {
+				continue
+			}
+			if !reflect.DeepEqual(sorted(c.got), sorted(c.want)) {
+				t.Errorf("%s: user %s %s:\n got %q\nwant %q", where, u.Name, c.what, sorted(c.got), sorted(c.want))
+			}
+		}
+		if p.Response != nil {
+			t.Errorf("%s: user %s may respond to requests; no service needs it", where, u.Name)
+		}
+	}
+}
+
+// TestShippedConfLoads parses the shipped file with nats-server's own
+// parser and finds exactly the declared users and permissions.
+func TestShippedConfLoads(t *testing.T) {
+	pw := setPasswords(t)
+	checkUsers(t, ConfPath, serverUsers(t, repoPath(ConfPath)), pw)
+}
+
+// TestHelmValuesMatch checks deploy/k8s/nats-values.yaml: config.merge
+// carries exactly HelmAccounts, every password variable reaches the
+// container from a Secret, and rendered as the chart renders it, the server
+// parses the same users and permissions.
+func TestHelmValuesMatch(t *testing.T) {
+	b, err := os.ReadFile(repoPath("deploy/k8s/nats-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Config struct {
+			Merge map[string]any `yaml:"merge"`
+		} `yaml:"config"`
+		Container struct {
+			Env map[string]struct {
+				ValueFrom struct {
+					SecretKeyRef struct {
+						Name, Key string
+					} `yaml:"secretKeyRef"`
+				} `yaml:"valueFrom"`
+			} `yaml:"env"`
+		} `yaml:"container"`
+	}
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		t.Fatal(err)
+	}
+	gotAccounts := normalize(t, values.Config.Merge["accounts"])
+	if want := normalize(t, HelmAccounts()); !reflect.DeepEqual(gotAccounts, want) {
+		gj, _ := json.MarshalIndent(gotAccounts, "", " ")
+		wj, _ := json.MarshalIndent(want, "", " ")
+		t.Fatalf("nats-values.yaml config.merge.accounts differs from internal/authz:\n got %s\nwant %s", gj, wj)
+	}
+	for _, u := range Users() {
+		ref := values.Container.Env[u.PasswordEnv].ValueFrom.SecretKeyRef
+		if ref.Name == "" || ref.Key == "" {
+			t.Errorf("container.env.%s: want valueFrom.secretKeyRef", u.PasswordEnv)
+		}
+	}
+
+	merged, err := json.Marshal(values.Config.Merge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := HelmMergeToConf(string(merged))
+	if strings.Contains(conf, "<<") {
+		t.Fatalf("unconverted << >> in %s", conf)
+	}
+	path := filepath.Join(t.TempDir(), "helm.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pw := setPasswords(t)
+	checkUsers(t, "nats-values.yaml", serverUsers(t, path), pw)
+}
+
+// normalize round-trips a value through JSON so that YAML-decoded and Go
+// values compare equal.
+func normalize(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestHelmMergeToConf(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"a":"<< $X >>"}`, `{"a":$X}`},
+		{`{"a":"<< $X >>","b":["<< $Y >>","z"]}`, `{"a":$X,"b":[$Y,"z"]}`},
+		{`{"a":"plain"}`, `{"a":"plain"}`},
+		{`{"a":"<< unterminated"}`, `{"a":"<< unterminated"}`},
+	}
+	for _, tc := range tests {
+		if got := HelmMergeToConf(tc.in); got != tc.want {
+			t.Errorf("HelmMergeToConf(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
