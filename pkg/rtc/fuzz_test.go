@@ -67,6 +67,12 @@ func checkClaims(t *testing.T, p Parsed, ev *events.RawEvent) {
 		if c.CreatedTS > ev.OriginServerTS || c.CreatedTS < 0 {
 			t.Fatalf("created %d outside [0, %d]", c.CreatedTS, ev.OriginServerTS)
 		}
+		if c.CreatedTS > EffectiveTime(DefaultConfig(), ev) {
+			t.Fatalf("created %d after the effective time", c.CreatedTS)
+		}
+		if c.Format != events.FormatSticky && c.Deadline > receivedAt(ev)+DefaultConfig().MaxExpiresMS {
+			t.Fatalf("deadline %d beyond receipt %d + cap", c.Deadline, receivedAt(ev))
+		}
 		if c.MemberKey == "" || c.App == "" || c.MembershipID == "" {
 			t.Fatalf("incomplete claim %+v", c)
 		}

@@ -304,3 +304,13 @@ func memberLess(a, b *events.Member) bool {
 func (s *Session) users() int { return len(s.UserDevices) }
 
 func sessionKey(app, callID string) string { return app + "\x00" + callID }
+
+// ClaimStatus says why a claim of a valid register does not count at the
+// room's clock (events.ReasonExpired, ReasonLeftRoom, ReasonSlotClosed), or
+// "" when it counts (another claim of the same device with a later
+// created_ts() may still represent the member). With Register.WhyCode it
+// tells an operator why someone is missing from a call.
+func (st *RoomState) ClaimStatus(c *Claim) events.Reason {
+	_, why := st.eligible(c, st.Clock)
+	return why
+}
