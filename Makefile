@@ -5,7 +5,7 @@ GOBIN         ?= $(shell $(GO) env GOPATH)/bin
 PKGS          := ./...
 FUZZTIME      ?= 20s
 
-.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean
+.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean chaos
 
 all: build
 
@@ -44,6 +44,12 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+## chaos: only the chaos test (test/chaos, part of `make test` too): real aggregator, ingest and
+##        nats-server processes SIGKILLed and restarted under a seeded random workload, then
+##        RTC_EVENTS compared with `rtcctl simulate`. RTC_CHAOS_SEED=N replays a seed's workload.
+chaos:
+	$(GO) test -race -count=1 -timeout 6m -run 'TestChaos|TestWorkload' -v ./test/chaos/
 
 ## demo: build, start aggregator + ingest on a temp embedded NATS, play a sample call through real
 ##       appservice transactions and show the session events (scripts/demo.sh)

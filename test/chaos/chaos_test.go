@@ -73,7 +73,9 @@ func TestChaos(t *testing.T) {
 
 	h := proctest.New(t)
 	t.Logf("binaries ready after %s", time.Since(began).Round(time.Millisecond))
-	c := &chaos{t: t, h: h, rng: rand.New(rand.NewPCG(seed, 0xc4a05))}
+	c := &chaos{t: t, h: h, rng: rand.New(rand.NewPCG(seed, 0xc4a05)), accepted: make(chan struct{}, 1),
+		hardDeadline: began.Add(225 * time.Second)}
+	c.stats.outcomes = map[string]int{}
 	c.ns = h.StartNATS("")
 	c.start()
 	t.Logf("nats-server, %d aggregators and the ingest ready after %s", numAggregator,
@@ -92,8 +94,9 @@ func TestChaos(t *testing.T) {
 	if sendErr != nil {
 		t.Fatalf("sending the workload: %v", sendErr)
 	}
-	t.Logf("workload sent at T0+%s: %d transactions, %d attempts (%d refused or failed); chaos: %s",
-		time.Since(c.t0).Round(time.Millisecond), c.stats.txns, c.stats.attempts, c.stats.failedAttempts, c.summary())
+	t.Logf("workload sent at T0+%s: %d transactions, %d attempts (%d refused or failed: %v); chaos: %s",
+		time.Since(c.t0).Round(time.Millisecond), c.stats.txns, c.stats.attempts, c.stats.failedAttempts,
+		c.stats.outcomes, c.summary())
 	c.settle()
 
 	// Every expiry of the workload must have fired: wait past the last
@@ -101,7 +104,7 @@ func TestChaos(t *testing.T) {
 	until := c.t0.Add(wl.LastShortDeadline + 2*time.Second)
 	time.Sleep(time.Until(until))
 	v := newVerifier(t, c, wl)
-	v.run(time.Now().UnixMilli(), began.Add(215*time.Second))
+	v.run(time.Now().UnixMilli(), c.hardDeadline)
 	for _, p := range h.Procs() {
 		if p.ExitedOnItsOwn() {
 			t.Errorf("%s exited without being killed: %s", p.Name, p.State())
@@ -136,7 +139,16 @@ type chaos struct {
 	counts   struct{ aggKills, ingestKills, natsRestarts int }
 	outage   [2]time.Time // nats-server stopped, ready again
 
-	stats struct{ txns, attempts, failedAttempts int }
+	stats struct {
+		txns, attempts, failedAttempts int
+		outcomes                       map[string]int // failed attempts by answer
+	}
+	// accepted receives a value (without blocking) whenever a transaction
+	// was answered 200: its inputs are being processed right then, which is
+	// when a SIGKILL hurts most.
+	accepted chan struct{}
+	// hardDeadline bounds the whole test.
+	hardDeadline time.Time
 }
 
 func (c *chaos) note(format string, args ...any) {
@@ -231,6 +243,12 @@ func (c *chaos) plan() []action {
 			a := c.aggs[slot]
 			if a == nil || !a.Running() {
 				return
+			}
+			// Right after a transaction is stored, its inputs are in
+			// flight in the aggregators.
+			select {
+			case <-c.accepted:
+			case <-time.After(500 * time.Millisecond):
 			}
 			if err := a.Kill(); err != nil {
 				c.t.Error(err)
@@ -388,13 +406,23 @@ func (c *chaos) put(client *http.Client, hs, txnID string, body []byte) error {
 		}
 		switch {
 		case status == http.StatusOK:
+			select {
+			case c.accepted <- struct{}{}:
+			default:
+			}
 			return nil
 		case status != 0 && status < 500:
 			return fmt.Errorf("transaction %s/%s answered %d: %s", hs, txnID, status, detail)
 		}
 		c.stats.failedAttempts++
-		if time.Since(first) > 90*time.Second {
-			return fmt.Errorf("transaction %s/%s not accepted after 90s; last answer %d %s", hs, txnID, status, detail)
+		outcome := fmt.Sprint(status)
+		if status == 0 {
+			outcome = "no answer"
+		}
+		c.stats.outcomes[outcome]++
+		if time.Now().After(c.hardDeadline) {
+			return fmt.Errorf("transaction %s/%s not accepted after %s; last answer %d %s", hs, txnID,
+				time.Since(first).Round(time.Millisecond), status, detail)
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, time.Second)
