@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -10,9 +11,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
+
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 var update = flag.Bool("update", false, "rewrite "+ConfPath+" from the declarations")
@@ -135,13 +142,7 @@ func TestHelmValuesMatch(t *testing.T) {
 			Merge map[string]any `yaml:"merge"`
 		} `yaml:"config"`
 		Container struct {
-			Env map[string]struct {
-				ValueFrom struct {
-					SecretKeyRef struct {
-						Name, Key string
-					} `yaml:"secretKeyRef"`
-				} `yaml:"valueFrom"`
-			} `yaml:"env"`
+			Env map[string]any `yaml:"env"`
 		} `yaml:"container"`
 	}
 	if err := yaml.Unmarshal(b, &values); err != nil {
@@ -154,17 +155,25 @@ func TestHelmValuesMatch(t *testing.T) {
 		t.Fatalf("nats-values.yaml config.merge.accounts differs from internal/authz:\n got %s\nwant %s", gj, wj)
 	}
 	for _, u := range Users() {
-		ref := values.Container.Env[u.PasswordEnv].ValueFrom.SecretKeyRef
-		if ref.Name == "" || ref.Key == "" {
-			t.Errorf("container.env.%s: want valueFrom.secretKeyRef", u.PasswordEnv)
+		var env struct {
+			ValueFrom struct {
+				SecretKeyRef struct{ Name, Key string } `json:"secretKeyRef"`
+			} `json:"valueFrom"`
+		}
+		b, _ := json.Marshal(values.Container.Env[u.PasswordEnv])
+		if err := json.Unmarshal(b, &env); err != nil || env.ValueFrom.SecretKeyRef.Name == "" || env.ValueFrom.SecretKeyRef.Key == "" {
+			t.Errorf("container.env.%s: want valueFrom.secretKeyRef (%s)", u.PasswordEnv, b)
 		}
 	}
 
-	merged, err := json.Marshal(values.Config.Merge)
-	if err != nil {
+	// Like Helm's toRawJson: no HTML escaping of <, >, &.
+	var merged bytes.Buffer
+	enc := json.NewEncoder(&merged)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(values.Config.Merge); err != nil {
 		t.Fatal(err)
 	}
-	conf := HelmMergeToConf(string(merged))
+	conf := HelmMergeToConf(merged.String())
 	if strings.Contains(conf, "<<") {
 		t.Fatalf("unconverted << >> in %s", conf)
 	}
@@ -174,6 +183,34 @@ func TestHelmValuesMatch(t *testing.T) {
 	}
 	pw := setPasswords(t)
 	checkUsers(t, "nats-values.yaml", serverUsers(t, path), pw)
+
+	// JetStream is on for the account as the chart renders it ("enabled"
+	// quoted): the aggregator can create a stream.
+	ns, err := natsutil.StartEmbedded(natsutil.EmbeddedConfig{DataDir: filepath.Join(t.TempDir(), "js"), Port: -1,
+		ConfigFile: path}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte(pw[UserAggregator]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsutil.Connect(context.Background(), natsutil.ConnConfig{URLs: []string{ns.ClientURL()}, User: UserAggregator,
+		PasswordFile: pwFile, InboxPrefix: "_INBOX_aggregator"}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamDLQ, Subjects: []string{events.DLQPrefix + ".>"}}); err != nil {
+		t.Fatalf("JetStream in the Helm-rendered account: %v", err)
+	}
 }
 
 // normalize round-trips a value through JSON so that YAML-decoded and Go
