@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,8 +12,8 @@ import (
 )
 
 const (
-	figCall = "per-input cost of refreshes, big call vs 10-member room"
-	tgtCall = "≤ 3 × the small room"
+	figCall = "cost per refresh in a big call"
+	tgtCall = "≤ 3 × small room"
 
 	maxCallRatio = 3.0
 )
@@ -30,7 +31,7 @@ func runCall(ctx context.Context, e *env) ([]Row, error) {
 	if err := e.warm(ctx); err != nil {
 		return nil, err
 	}
-	fig := figCall + fmt.Sprintf(" (%s devices)", fmtCount(int64(e.o.CallDevices)))
+	fig := figCall + fmt.Sprintf(" of %s devices", fmtCount(int64(e.o.CallDevices)))
 	now := time.Now().UnixMilli()
 	small := &Workload{Prefix: "small", Rooms: 1, Devices: e.o.SmallDevices, ExpiresMS: 4 * 3_600_000, BaseMS: now}
 	if _, err := e.buildCall(ctx, small, 30*time.Second); err != nil {
@@ -130,15 +131,33 @@ func (e *env) cpuOf(agg *aggregatorProc) (time.Duration, error) {
 	return a + s, errors.Join(err1, err2)
 }
 
-// lastLogLine is the aggregator's last log line, shortened.
+// lastLogLine is the aggregator's last log line: its message and error
+// when it is a JSON log line, shortened.
 func lastLogLine(a *aggregatorProc) string {
 	lines := strings.Split(strings.TrimSpace(a.logTail(8000)), "\n")
 	l := lines[len(lines)-1]
-	if len(l) > 300 {
-		l = l[:300] + "…"
-	}
 	if l == "" {
 		return "(none)"
 	}
-	return l
+	var entry struct {
+		Msg   string `json:"msg"`
+		Error string `json:"error"`
+	}
+	if json.Unmarshal([]byte(l), &entry) == nil && entry.Msg != "" {
+		l = entry.Msg
+		if entry.Error != "" {
+			l += ": " + entry.Error
+		}
+	}
+	return shorten(l, 100, 160)
+}
+
+// shorten keeps the first head and the last tail runes of a long s: an
+// error's context and its cause.
+func shorten(s string, head, tail int) string {
+	r := []rune(s)
+	if len(r) <= head+tail+1 {
+		return s
+	}
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }

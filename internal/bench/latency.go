@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	figLatency = "latency publish → stored session event, p50 / p99 / max"
+	figLatency = "latency publish → stored event, p50/p99/max"
 	figCPU     = "CPU per input, aggregator + nats-server"
 	tgtLatency = "p99 ≤ 10 ms"
 	tgtCPU     = "≤ 0.2 ms"
@@ -297,7 +297,7 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	if lat.P99 > maxP99 {
 		v = Missed
 	}
-	rows = append(rows, Row{Figure: figLatency + fmt.Sprintf(" @ %s inputs/s", fmtCount(int64(rate))), Measured: lat.String(),
+	rows = append(rows, Row{Figure: figLatency + fmt.Sprintf(" @ %s/s", fmtCount(int64(rate))), Measured: lat.String(),
 		Baseline: base.String(), Target: tgtLatency, Verdict: v, Note: note})
 
 	aggPer := (aggCPU1 - aggCPU0) / time.Duration(n)
@@ -307,7 +307,7 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	if total > maxCPUInput {
 		v = Missed
 	}
-	rows = append(rows, Row{Figure: figCPU + fmt.Sprintf(" @ %s inputs/s", fmtCount(int64(rate))),
+	rows = append(rows, Row{Figure: figCPU + fmt.Sprintf(" @ %s/s", fmtCount(int64(rate))),
 		Measured: fmt.Sprintf("%s ms (aggregator %s + nats-server %s)", fmtMS(total), fmtMS(aggPer), fmtMS(natsPer)),
 		Baseline: fmtMS(baseCPU) + " ms nats-server per raw msg", Target: tgtCPU, Verdict: v,
 		Note: fmt.Sprintf("utime+stime from /proc over the steady phase and its drain, divided by %s inputs; "+

@@ -54,7 +54,7 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	w := &Workload{Prefix: "live", Rooms: e.o.LiveRooms, Devices: e.o.LiveDevices,
 		ExpiresMS: 7 * 24 * 3_600_000, BaseMS: time.Now().UnixMilli()}
 	members := w.Rooms * w.Devices // the first Rooms*Devices inputs are cycle 0's joins
-	label := fmt.Sprintf(": %s sessions / %s members", fmtCount(int64(w.Rooms)), fmtCount(int64(members)))
+	label := fmt.Sprintf(" @ %s sessions / %s members", fmtCount(int64(w.Rooms)), fmtCount(int64(members)))
 	start := time.Now()
 	if err := e.c.publishAll(ctx, members, func(i int) (*nats.Msg, error) { ev := w.Input(i); return rawMsg(&ev) }); err != nil {
 		return nil, fmt.Errorf("publish joins: %w", err)

@@ -79,24 +79,27 @@ func (e *env) measureRecovery(ctx context.Context, from time.Time) (recovery, er
 }
 
 // settle waits until the running aggregators together own every partition
-// and each owns some (their owned-partitions gauge); when the gauge cannot
-// be read it waits a fixed 12 s (more than the worker TTL) instead.
+// and each owns some (their owned-partitions gauge). When the gauge cannot
+// be read within 10 s (an engine without it), it waits 12 s (more than the
+// worker TTL) instead. It returns a note when it could not see a settled
+// assignment.
 func (e *env) settle(ctx context.Context, aggs ...*aggregatorProc) string {
-	deadline := time.Now().Add(30 * time.Second)
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		total, ok, each := 0, true, true
+		total, readable, each := 0, true, true
 		for _, a := range aggs {
-			n, got := a.ownedPartitions()
-			ok = ok && got
+			n, ok := a.ownedPartitions()
+			readable = readable && ok
 			each = each && n > 0
 			total += n
 		}
-		if !ok {
-			time.Sleep(12 * time.Second)
-			return "assignment not observable (no rtc_aggregator_owned_partitions gauge): waited 12 s"
-		}
-		if each && total == e.o.Partitions {
+		if readable && each && total == e.o.Partitions {
 			return ""
+		}
+		if !readable && time.Since(start) > 10*time.Second {
+			time.Sleep(time.Until(start.Add(12 * time.Second)))
+			return "assignment not observable (no rtc_aggregator_owned_partitions gauge): waited 12 s"
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
