@@ -33,9 +33,12 @@ staticcheck: tools
 tools:
 	@test -x $(GOBIN)/staticcheck || $(GO) install $(STATICCHECK)
 
-## bench: the benchmarks, with allocation figures
+## bench: the Go benchmarks (with allocation figures), then the operator benchmark (cmd/rtcbench):
+##        standalone nats-server + aggregator processes, one table of the issue-10 figures, each next to
+##        a baseline measured in the same run (~6 min). Subset/size: make bench RTCBENCH_FLAGS="-quick -only takeover"
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/... ./internal/...
+	status=0; $(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/... ./internal/... || status=$$?; \
+	$(GO) run ./cmd/rtcbench $(RTCBENCH_FLAGS) || exit $$?; exit $$status
 
 ## fuzz: run every fuzz target for FUZZTIME each (corpus under testdata/fuzz)
 fuzz:
