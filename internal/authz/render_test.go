@@ -22,7 +22,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-var update = flag.Bool("update", false, "rewrite "+ConfPath+" from the declarations")
+var update = flag.Bool("update", false, "rewrite "+ConfPath+" and the users in "+HelmValuesPath+" from the declarations")
 
 // repoPath resolves a path relative to the repository root.
 func repoPath(p string) string { return filepath.Join("..", "..", filepath.FromSlash(p)) }
@@ -133,9 +133,20 @@ func TestShippedConfLoads(t *testing.T) {
 // container from a Secret, and rendered as the chart renders it, the server
 // parses the same users and permissions.
 func TestHelmValuesMatch(t *testing.T) {
-	b, err := os.ReadFile(repoPath("deploy/k8s/nats-values.yaml"))
+	b, err := os.ReadFile(repoPath(HelmValuesPath))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if *update {
+		i := bytes.Index(b, []byte(HelmBeginMarker))
+		j := bytes.Index(b, []byte(HelmEndMarker))
+		if i < 0 || j < i {
+			t.Fatalf("%s: generated-users markers missing", HelmValuesPath)
+		}
+		b = append(append(append([]byte(nil), b[:i+len(HelmBeginMarker)]...), RenderHelmUsers()...), b[j:]...)
+		if err := os.WriteFile(repoPath(HelmValuesPath), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var values struct {
 		Config struct {
