@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -204,3 +205,45 @@ func decodeProgram(p []byte) []events.RawEvent {
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// FuzzFastStateMember: the fast path of ParseStateMember, when it accepts a
+// content, gives exactly what the general path gives (with and without a
+// previous register to reuse from); it never accepts what the general path
+// rejects.
+func FuzzFastStateMember(f *testing.F) {
+	seedContents(f, func(c []byte) {
+		f.Add(c, "_@alice:example.org_DEV_m.call", "@alice:example.org", int64(1767225601234), int64(1767225601300))
+	})
+	for _, c := range []string{
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"expires":1000,"created_ts":5}`,
+		`{"application":"m.call","call_id":"ROOM","device_id":"D","focus_active":{"type":"livekit","x":[1,{"a":null}]},"foci_preferred":[],"scope":"m.room"}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"application":"x"}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"expires":0}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"l\u0069vekit"},"k\u0065y":"\u00e9"}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"created_ts":99999999999999999}`,
+	} {
+		f.Add([]byte(c), "_@alice:example.org_D_m.call", "@alice:example.org", int64(1767225601234), int64(0))
+	}
+	f.Fuzz(func(t *testing.T, content []byte, stateKey, sender string, ts, recv int64) {
+		for _, typ := range []string{events.TypeCallMember.Type, events.TypeRTCMember.Type} {
+			ev := &events.RawEvent{Type: typ, StateKey: &stateKey, Sender: id.UserID(sender), OriginServerTS: ts,
+				ReceivedAt: recv, Content: content, EventID: "$f"}
+			fast, ok := fastStateMember(DefaultConfig(), ev, nil)
+			if !ok {
+				continue
+			}
+			slow, err := parseStateMemberSlow(DefaultConfig(), ev)
+			if err != nil {
+				t.Fatalf("fast path accepted what the general path rejects: %v", err)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v\nslow %+v", fast, slow)
+			}
+			prev := &Register{Kind: RegisterJoin, Claims: slow.Claims}
+			again, ok := fastStateMember(DefaultConfig(), ev, prev)
+			if !ok || !reflect.DeepEqual(again, slow) {
+				t.Fatalf("with a previous register: %v %+v", ok, again)
+			}
+		}
+	})
+}

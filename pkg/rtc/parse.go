@@ -394,6 +394,21 @@ func createdTS(m map[string]json.RawMessage, eff int64) (int64, error) {
 // memberships array, or an m.rtc.member state event of the seed format.
 // Content without `application` (and without `memberships`) is a leave.
 func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
+	return parseStateMember(cfg, ev, nil)
+}
+
+// parseStateMember is ParseStateMember reusing the strings and bytes of
+// prev (the register the event replaces) where they are equal.
+func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, error) {
+	if p, ok := fastStateMember(cfg, ev, prev); ok {
+		return p, nil
+	}
+	return parseStateMemberSlow(cfg, ev)
+}
+
+// parseStateMemberSlow is the general path of ParseStateMember: every form,
+// every error.
+func parseStateMemberSlow(cfg Config, ev *events.RawEvent) (Parsed, error) {
 	if err := checkTimes(ev); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}

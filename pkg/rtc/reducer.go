@@ -133,11 +133,16 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 	}
 }
 
-func (a *applier) parseState(ev *events.RawEvent) (Parsed, error) { return ParseStateMember(a.cfg, ev) }
+func (a *applier) parseState(ev *events.RawEvent, old *Register) (Parsed, error) {
+	return parseStateMember(a.cfg, ev, old)
+}
 
-func (a *applier) parseSticky(ev *events.RawEvent) (Parsed, error) {
+func (a *applier) parseSticky(ev *events.RawEvent, _ *Register) (Parsed, error) {
 	return ParseStickyMember(a.cfg, ev)
 }
+
+// parseFunc parses a member event; old is the register it replaces, if any.
+type parseFunc func(ev *events.RawEvent, old *Register) (Parsed, error)
 
 // maxWhyBytes bounds Register.Why.
 const maxWhyBytes = 512
@@ -157,7 +162,7 @@ func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
 	return ev > oldEv
 }
 
-func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse func(*events.RawEvent) (Parsed, error)) {
+func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse parseFunc) {
 	old := a.st.Registers[key]
 	eff := EffectiveTime(a.cfg, ev)
 	if ev.RedactedBy != "" {
@@ -195,7 +200,7 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse
 	if slices.Contains(a.st.Redacted, ev.EventID) || (old != nil && old.EventID == ev.EventID && old.Kind == RegisterRedacted) {
 		reg.Kind = RegisterRedacted
 	} else {
-		p, err := parse(ev)
+		p, err := parse(ev, old)
 		if err != nil {
 			a.rejectErr(ev.EventID, err)
 			reg.WhyCode, reg.Why = CodeOf(err), clipWhy(err.Error())
@@ -227,8 +232,8 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse
 // (member.id) it may be the join the register's update followed, so the
 // membership started no later than it. Without this, a join delivered after
 // its update would leave a later start than the other order does.
-func (a *applier) lowerStickyStart(key string, old *Register, ev *events.RawEvent, parse func(*events.RawEvent) (Parsed, error)) {
-	p, err := parse(ev)
+func (a *applier) lowerStickyStart(key string, old *Register, ev *events.RawEvent, parse parseFunc) {
+	p, err := parse(ev, nil)
 	if err != nil || p.Kind != RegisterJoin {
 		return
 	}
