@@ -252,3 +252,19 @@ func TestHelmMergeToConf(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryUserIsRestricted: an empty allow list means "everything" to
+// nats-server, so every user must have both lists, and no wildcard that
+// reaches beyond rtc-sessions' own subjects.
+func TestEveryUserIsRestricted(t *testing.T) {
+	for _, u := range Users() {
+		if len(u.Publish.Allow) == 0 || len(u.Subscribe.Allow) == 0 {
+			t.Errorf("user %s: an empty allow list grants everything", u.Name)
+		}
+		for _, s := range append(append([]string(nil), u.Publish.Allow...), u.Subscribe.Allow...) {
+			if s == ">" || s == "$JS.>" || s == "$JS.API.>" || s == "$KV.>" || s == "_INBOX.*" || strings.HasPrefix(s, "*") {
+				t.Errorf("user %s: %q is too broad", u.Name, s)
+			}
+		}
+	}
+}
