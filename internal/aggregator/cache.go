@@ -3,11 +3,13 @@ package aggregator
 import (
 	"container/list"
 	"sync"
+
+	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 )
 
-// roomCache is a bounded LRU of room records in front of rtc_rooms. An entry
-// remembers the KV revision it was read or written at, so the next write is
-// a revision-checked Update without a Get. Entries carry their partition:
+// roomCache is a bounded LRU of rooms in front of rtc_rooms. A room
+// remembers the KV revisions it was read or written at, so the next commit
+// is revision-checked without a read. Entries carry their partition:
 // acquiring a partition drops its entries, because another worker may have
 // written those rooms meanwhile.
 type roomCache struct {
@@ -20,36 +22,34 @@ type roomCache struct {
 type cacheEntry struct {
 	key       string
 	partition int
-	rec       *RoomRecord
-	rev       uint64
+	room      *roomstore.Room
 }
 
 func newRoomCache(max int) *roomCache {
 	return &roomCache{max: max, ll: list.New(), items: map[string]*list.Element{}}
 }
 
-func (c *roomCache) get(key string) (*RoomRecord, uint64, bool) {
+func (c *roomCache) get(key string) (*roomstore.Room, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[key]
 	if !ok {
-		return nil, 0, false
+		return nil, false
 	}
 	c.ll.MoveToFront(el)
-	e := el.Value.(*cacheEntry)
-	return e.rec, e.rev, true
+	return el.Value.(*cacheEntry).room, true
 }
 
-func (c *roomCache) put(key string, partition int, rec *RoomRecord, rev uint64) {
+func (c *roomCache) put(key string, partition int, rm *roomstore.Room) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[key]; ok {
 		e := el.Value.(*cacheEntry)
-		e.rec, e.rev, e.partition = rec, rev, partition
+		e.room, e.partition = rm, partition
 		c.ll.MoveToFront(el)
 		return
 	}
-	c.items[key] = c.ll.PushFront(&cacheEntry{key: key, partition: partition, rec: rec, rev: rev})
+	c.items[key] = c.ll.PushFront(&cacheEntry{key: key, partition: partition, room: rm})
 	for c.ll.Len() > c.max {
 		old := c.ll.Back()
 		c.ll.Remove(old)

@@ -53,6 +53,8 @@ type TopologyConfig struct {
 	AckWait      time.Duration `yaml:"ack_wait"`
 	PinnedTTL    time.Duration `yaml:"pinned_ttl"`
 	WorkerTTL    time.Duration `yaml:"worker_ttl"`
+	// MaxAckPending bounds a partition's inputs in flight (>= worker.batch_size).
+	MaxAckPending int `yaml:"max_ack_pending"`
 }
 
 // Topology converts to topology.Config.
@@ -60,7 +62,7 @@ func (t TopologyConfig) Topology() topology.Config {
 	return topology.Config{
 		Partitions: t.Partitions, Replicas: t.Replicas, RawMaxAge: t.RawMaxAge, EventsAge: t.EventsMaxAge,
 		DLQMaxAge: t.DLQMaxAge, DupWindow: t.DupWindow, AckWait: t.AckWait, PinnedTTL: t.PinnedTTL,
-		WorkerTTL: t.WorkerTTL,
+		WorkerTTL: t.WorkerTTL, MaxAckPending: t.MaxAckPending,
 	}
 }
 
@@ -81,6 +83,13 @@ type WorkerConfig struct {
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
 	// OpTimeout bounds every NATS request made while processing an input.
 	OpTimeout time.Duration `yaml:"op_timeout"`
+	// BatchSize is the most inputs a partition processes as one batch: one
+	// commit per room touched and one wait for all publishes per batch.
+	BatchSize int `yaml:"batch_size"`
+	// BatchLinger is how long a batch waits for more inputs once it has one.
+	// Under load batches fill without waiting; when idle it adds at most
+	// this much latency.
+	BatchLinger time.Duration `yaml:"batch_linger"`
 	// StatsInterval is how often the owner of partition 0 counts the live
 	// sessions and members for the metrics (0 disables).
 	StatsInterval time.Duration `yaml:"stats_interval"`
@@ -101,10 +110,12 @@ func DefaultConfig() Config {
 			Mode: topology.ModeCreate, Partitions: tc.Partitions, Replicas: tc.Replicas,
 			RawMaxAge: tc.RawMaxAge, EventsMaxAge: tc.EventsAge, DLQMaxAge: tc.DLQMaxAge,
 			DupWindow: tc.DupWindow, AckWait: tc.AckWait, PinnedTTL: tc.PinnedTTL, WorkerTTL: tc.WorkerTTL,
+			MaxAckPending: tc.MaxAckPending,
 		},
 		Worker: WorkerConfig{
-			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond,
-			OpTimeout: 10 * time.Second, StatsInterval: 30 * time.Second,
+			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 256,
+			BatchLinger: time.Millisecond,
+			OpTimeout:   10 * time.Second, StatsInterval: 30 * time.Second,
 		},
 		Reducer:       rtc.DefaultConfig(),
 		Log:           telemetry.LogConfig{Format: "json", Level: "info"},
@@ -149,6 +160,15 @@ func (c Config) Validate() error {
 	}
 	if c.Worker.OpTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("worker.op_timeout %s: must be at least 100ms", c.Worker.OpTimeout))
+	}
+	if c.Worker.BatchSize < 1 || c.Worker.BatchSize > 4096 {
+		errs = append(errs, fmt.Errorf("worker.batch_size %d: want 1-4096", c.Worker.BatchSize))
+	}
+	if c.Worker.BatchLinger < 0 || c.Worker.BatchLinger > time.Second {
+		errs = append(errs, fmt.Errorf("worker.batch_linger %s: want 0-1s", c.Worker.BatchLinger))
+	}
+	if c.Worker.BatchSize > c.Topology.MaxAckPending {
+		errs = append(errs, fmt.Errorf("worker.batch_size %d: must not exceed topology.max_ack_pending %d", c.Worker.BatchSize, c.Topology.MaxAckPending))
 	}
 	if c.Worker.StatsInterval < 0 {
 		errs = append(errs, fmt.Errorf("worker.stats_interval %s: must not be negative", c.Worker.StatsInterval))

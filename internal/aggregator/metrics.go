@@ -24,6 +24,9 @@ type Metrics struct {
 	Retries         *prometheus.CounterVec // failed attempts by class (poison, transient)
 	Handoffs        *prometheus.CounterVec // partitions acquired / released
 	CacheLookups    *prometheus.CounterVec // room cache hit / miss
+	BatchInputs     prometheus.Histogram   // inputs per batch
+	CatchUp         prometheus.Counter     // inputs read directly from RTC_RAW after a hand-off
+	Redos           prometheus.Counter     // commits of a previous owner carried out on load
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -43,8 +46,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Room record writes that lost a revision check and were retried."}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
 			Help: "Time to publish an outbox (events, live sessions, timer) and receive every ack.", Buckets: latency}),
-		ProcessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "process_seconds",
-			Help: "Time to process one input, from delivery to ack.", Buckets: latency}),
+		ProcessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_seconds",
+			Help: "Time to process one batch of inputs, from its delivery to its acks.", Buckets: latency}),
+		BatchInputs: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_inputs",
+			Help: "Inputs per processed batch.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
+		CatchUp: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "catchup_inputs_total",
+			Help: "Inputs read directly from RTC_RAW because a previous owner received them and did not acknowledge them."}),
+		Redos: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "redos_total",
+			Help: "Rooms whose last commit's effects were carried out again when the room was loaded (a previous owner died after committing)."}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_lag",
 			Help: "Inputs waiting in a partition (NumPending of the last delivered input)."}, []string{"partition"}),
 		OwnedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "owned_partitions",
@@ -72,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.PublishSeconds, m.ProcessSeconds,
 			m.ConsumerLag, m.OwnedPartitions, m.LiveWorkers, m.LiveSessions, m.LiveMembers, m.TimerLateness,
-			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups)
+			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos)
 	}
 	return m
 }

@@ -3,52 +3,60 @@ package aggregator
 import (
 	"context"
 	"errors"
-	"fmt"
+	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
-// errPoison marks failures that retrying cannot fix (a reducer panic, a
-// record that cannot be encoded or stored): after WorkerConfig.MaxDeliver
-// attempts such an input goes to RTC_DLQ. Every other failure is taken to be
-// transient (NATS unavailable, timeouts) and retried without limit.
-var errPoison = errors.New("poison input")
+// partDeps are what a partition runner works with: its connection, the
+// stream and bucket it reads and writes, the shared room cache, its
+// settings. The Worker builds one and hands it to every runner.
+type partDeps struct {
+	js      jetstream.JetStream
+	raw     jetstream.Stream   // RTC_RAW: the partition consumers, catch-up reads
+	rooms   jetstream.KeyValue // rtc_rooms
+	cache   *roomCache
+	cfg     WorkerConfig
+	reducer rtc.Config
+	store   roomstore.Options
+	m       *Metrics
+	log     *zap.Logger
+	hooks   hooks
+	// live ends when the worker is killed or its grace period is over: then
+	// nothing more is written and nothing is acknowledged.
+	live context.Context
+}
 
-// Headers of a message in RTC_DLQ; the body is the original input.
-const (
-	HeaderDLQReason   = "Rtc-Dlq-Reason"   // decode or apply
-	HeaderDLQError    = "Rtc-Dlq-Error"    // the error text (one line)
-	HeaderDLQPart     = "Rtc-Partition"    // the partition number
-	HeaderDLQSeq      = "Rtc-Stream-Seq"   // the input's RTC_RAW sequence
-	HeaderDLQSubject  = "Rtc-Orig-Subject" // the input's RTC_RAW subject
-	HeaderDLQAttempts = "Rtc-Attempts"     // deliveries before giving up
-)
-
-// Result labels of Metrics.Inputs.
-const (
-	resultApplied   = "applied"
-	resultStale     = "stale"
-	resultDuplicate = "duplicate"
-	resultDLQ       = "dlq"
-)
-
-// partRunner consumes one partition: one input at a time, in stream order.
+// partRunner consumes one partition: it pulls batches of inputs and
+// processes each batch (batch.go), in stream order per room.
 type partRunner struct {
-	w    *Worker
+	d    partDeps
 	p    int
 	name string
 	log  *zap.Logger
+	// rejectLog is log, sampled: a flood of malformed events must not flood
+	// the logs (every rejection is counted exactly in the metrics).
+	rejectLog *zap.Logger
+
+	// Ordering across owners. ackFloor is the consumer's ack floor as last
+	// read: an input at or below it was processed completely by someone.
+	// nextSeq: every input of the partition below it was processed by this
+	// runner or is at or below ackFloor. lastCSeq is the consumer sequence
+	// of the last delivery: a delivery that does not follow it means that
+	// someone else received inputs in between (see catchUp).
+	ackFloor, nextSeq, lastCSeq uint64
 
 	mu      sync.Mutex
 	it      jetstream.MessagesContext
@@ -57,8 +65,12 @@ type partRunner struct {
 	done    chan struct{}
 }
 
-func newPartRunner(w *Worker, p int) *partRunner {
-	return &partRunner{w: w, p: p, name: topology.ConsumerName(p), log: w.log.With(zap.Int("partition", p)),
+func newPartRunner(d partDeps, p int) *partRunner {
+	log := d.log.With(zap.Int("partition", p))
+	return &partRunner{d: d, p: p, name: topology.ConsumerName(p), log: log,
+		rejectLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
+		})),
 		stopCh: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -68,14 +80,23 @@ func (r *partRunner) isStopped() bool {
 	return r.stopped
 }
 
-func (r *partRunner) pause(d time.Duration) {
+// pause waits d, or less if the runner stops or the worker dies. It
+// reports whether the runner should go on.
+func (r *partRunner) pause(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-r.stopCh:
-	case <-r.w.procCtx.Done():
+		return false
+	case <-r.d.live.Done():
+		return false
 	case <-t.C:
+		return true
 	}
+}
+
+func (r *partRunner) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.d.live, r.d.cfg.OpTimeout)
 }
 
 // loop pulls the partition's consumer in its pinned priority group until
@@ -84,10 +105,10 @@ func (r *partRunner) pause(d time.Duration) {
 func (r *partRunner) loop() {
 	defer close(r.done)
 	var cons jetstream.Consumer
-	for !r.isStopped() && r.w.procCtx.Err() == nil {
+	for !r.isStopped() && r.d.live.Err() == nil {
 		if cons == nil {
-			ctx, cancel := context.WithTimeout(r.w.procCtx, r.w.opts.Worker.OpTimeout)
-			c, err := r.w.h.Raw.Consumer(ctx, r.name)
+			ctx, cancel := r.opCtx()
+			c, err := r.d.raw.Consumer(ctx, r.name)
 			cancel()
 			if err != nil {
 				r.log.Warn("look up partition consumer", zap.Error(err))
@@ -95,8 +116,10 @@ func (r *partRunner) loop() {
 				continue
 			}
 			cons = c
+			r.setAckFloor(c.CachedInfo())
 		}
-		it, err := cons.Messages(jetstream.PullPriorityGroup(topology.ConsumerGroup), jetstream.PullMaxMessages(1))
+		it, err := cons.Messages(jetstream.PullPriorityGroup(topology.ConsumerGroup),
+			jetstream.PullMaxMessages(r.d.cfg.BatchSize))
 		if err != nil {
 			r.log.Warn("consume partition", zap.Error(err))
 			cons = nil
@@ -112,26 +135,65 @@ func (r *partRunner) loop() {
 		r.it = it
 		r.mu.Unlock()
 		for {
-			msg, err := it.Next()
+			batch, err := r.collect(it)
+			if len(batch) > 0 {
+				r.runBatch(batch)
+			}
 			if err != nil {
-				if r.isStopped() || r.w.procCtx.Err() != nil {
+				if r.isStopped() || r.d.live.Err() != nil {
 					return
 				}
 				r.log.Warn("partition iterator ended; restarting it", zap.Error(err))
 				it.Stop()
-				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					cons = nil
-				}
+				// Look the consumer up again: it may have been recreated, and
+				// its ack floor tells what the previous owner finished.
+				cons = nil
 				r.pause(500 * time.Millisecond)
 				break
 			}
-			r.handle(msg)
 		}
 	}
 }
 
+// setAckFloor records the consumer's ack floor. Every input at or below it
+// was processed completely, by this runner or a previous owner.
+func (r *partRunner) setAckFloor(ci *jetstream.ConsumerInfo) {
+	if ci == nil {
+		return
+	}
+	r.ackFloor = max(r.ackFloor, ci.AckFloor.Stream)
+	r.nextSeq = max(r.nextSeq, r.ackFloor+1)
+}
+
+// collect waits for the next input, then takes what else arrives within
+// the linger, up to BatchSize inputs. It returns what it has with the
+// iterator's error.
+func (r *partRunner) collect(it jetstream.MessagesContext) ([]jetstream.Msg, error) {
+	first, err := it.Next()
+	if err != nil {
+		return nil, err
+	}
+	batch := []jetstream.Msg{first}
+	deadline := time.Now().Add(r.d.cfg.BatchLinger)
+	for len(batch) < r.d.cfg.BatchSize {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			wait = time.Microsecond // take what is buffered, do not wait
+		}
+		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
+			break
+		}
+		if err != nil {
+			return batch, err
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
 // stop ends the consumption: buffered inputs are still processed (Drain),
-// the input in flight finishes, and with unpin the partition is unpinned so
+// the batch in flight finishes, and with unpin the partition is unpinned so
 // that the next owner receives it at once instead of after PinnedTTL.
 func (r *partRunner) stop(unpin bool) {
 	r.mu.Lock()
@@ -149,276 +211,67 @@ func (r *partRunner) stop(unpin bool) {
 		it.Stop()
 	}
 	if unpin {
-		ctx, cancel := context.WithTimeout(r.w.procCtx, r.w.opts.Worker.OpTimeout)
+		ctx, cancel := r.opCtx()
 		defer cancel()
-		if err := r.w.h.Raw.UnpinConsumer(ctx, r.name, topology.ConsumerGroup); err != nil {
+		if err := r.d.raw.UnpinConsumer(ctx, r.name, topology.ConsumerGroup); err != nil {
 			r.log.Debug("unpin partition", zap.Error(err))
 		}
 	}
-	r.w.m.ConsumerLag.DeleteLabelValues(strconv.Itoa(r.p))
+	r.d.m.ConsumerLag.DeleteLabelValues(strconv.Itoa(r.p))
 }
 
-func (r *partRunner) opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.w.procCtx, r.w.opts.Worker.OpTimeout)
-}
-
-// handle processes one input and settles it: DoubleAck when its effects are
-// stored, Nak with a delay when it should be retried, RTC_DLQ and Term when
-// it cannot be processed.
-func (r *partRunner) handle(msg jetstream.Msg) {
-	start := time.Now()
-	md, err := msg.Metadata()
-	if err != nil {
-		r.log.Error("input without JetStream metadata", zap.Error(err))
-		_ = msg.Term()
-		return
+// catchUp returns the inputs of the partition that precede the batch and
+// were never processed here: those delivered to a previous owner that
+// died before acknowledging them. Without this, a redelivery could come
+// after a later input of the same room, which would then be applied first.
+// It is needed only when someone else may have received inputs since this
+// runner's last delivery: the first batch after acquiring the partition,
+// or a delivery whose consumer sequence does not follow the last one.
+func (r *partRunner) catchUp(batch []*input) ([]*input, error) {
+	var maxSeq uint64
+	have := map[uint64]bool{}
+	for _, in := range batch {
+		maxSeq = max(maxSeq, in.seq)
+		have[in.seq] = true
 	}
-	r.w.m.ConsumerLag.WithLabelValues(strconv.Itoa(r.p)).Set(float64(md.NumPending))
-	seq := md.Sequence.Stream
-	in, err := events.DecodeRaw(msg.Data())
-	if err != nil {
-		r.deadLetter(msg, md, "unknown", "decode", err)
-		return
-	}
-	result, err := r.process(&in, seq)
-	if err == nil {
+	var out []*input
+	filter := events.PartitionFilter(r.p)
+	for seq := r.nextSeq; seq <= maxSeq; {
 		ctx, cancel := r.opCtx()
-		if err := msg.DoubleAck(ctx); err != nil {
-			// Redelivered later, and then a no-op (seq <= LastIn).
-			r.log.Debug("ack", zap.Uint64("seq", seq), zap.Error(err))
-		}
+		m, err := r.d.raw.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		cancel()
-		r.w.m.Inputs.WithLabelValues(string(in.Kind), result).Inc()
-		r.w.m.ProcessSeconds.Observe(time.Since(start).Seconds())
-		if in.Kind == events.InputTimer && result != resultDuplicate {
-			r.w.m.TimerLateness.Observe(time.Since(time.UnixMilli(in.Deadline)).Seconds())
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
 		}
-		return
+		if err != nil {
+			return nil, err
+		}
+		if m.Sequence > maxSeq {
+			break
+		}
+		if !have[m.Sequence] {
+			in := &input{seq: m.Sequence, subject: m.Subject, data: m.Data}
+			out = append(out, in)
+			r.d.m.CatchUp.Inc()
+		}
+		seq = m.Sequence + 1
 	}
-	if r.w.procCtx.Err() != nil { // killed or out of grace: leave it to redelivery
-		return
-	}
-	poison := errors.Is(err, errPoison)
-	if poison && int(md.NumDelivered) >= r.w.opts.Worker.MaxDeliver {
-		r.deadLetter(msg, md, string(in.Kind), "apply", err)
-		return
-	}
-	class := "transient"
-	if poison {
-		class = "poison"
-	}
-	r.w.m.Retries.WithLabelValues(class).Inc()
-	n := min(md.NumDelivered, 4)
-	delay := r.w.opts.Worker.RetryBackoff << (n - 1)
-	r.log.Warn("input failed; will retry", zap.Uint64("seq", seq), zap.String("room", string(in.RoomID)),
-		zap.Uint64("attempt", md.NumDelivered), zap.String("class", class), zap.Duration("delay", delay), zap.Error(err))
-	_ = msg.NakWithDelay(delay)
+	return out, nil
 }
 
-// process applies one input exactly once in effect. The returned result
-// labels the input for the metrics.
-func (r *partRunner) process(in *events.RawEvent, seq uint64) (string, error) {
-	key := events.RoomKey(in.RoomID)
-	for attempt := 0; ; attempt++ {
-		rec, rev, err := r.load(key, in.RoomID)
-		if err != nil {
-			return "", err
+// sortInputs orders inputs by stream sequence and drops repeated ones (a
+// redelivery of an input that is in the batch already).
+func sortInputs(ins []*input) []*input {
+	sort.Slice(ins, func(i, j int) bool { return ins[i].seq < ins[j].seq })
+	out := ins[:0]
+	for i, in := range ins {
+		if i > 0 && in.seq == ins[i-1].seq {
+			in.dupOf = ins[i-1]
+			continue
 		}
-		if seq <= rec.LastIn {
-			// Applied already. When it was the last input, its outbox may not
-			// have been published (the previous owner crashed between the
-			// store and the acks): publish it again, de-duplicated by id.
-			if seq == rec.LastIn {
-				if err := r.flush(rec, true); err != nil {
-					return "", err
-				}
-			}
-			return resultDuplicate, nil
-		}
-		res, arm, err := r.apply(rec, in, seq)
-		if err != nil {
-			r.w.cache.drop(key)
-			return "", err
-		}
-		data, err := EncodeRoomRecord(rec)
-		if err != nil {
-			r.w.cache.drop(key)
-			return "", fmt.Errorf("%w: %w", errPoison, err)
-		}
-		newRev, err := r.store(key, data, rev)
-		if isRevisionConflict(err) {
-			// Another worker wrote the room (a hand-off): reload and decide again.
-			r.w.cache.drop(key)
-			r.w.m.CASConflicts.Inc()
-			if attempt < 5 {
-				continue
-			}
-			return "", fmt.Errorf("store room %s: %w", key, err)
-		}
-		if err != nil {
-			r.w.cache.drop(key)
-			if errors.Is(err, nats.ErrMaxPayload) {
-				err = fmt.Errorf("%w: %w", errPoison, err)
-			}
-			return "", fmt.Errorf("store room %s: %w", key, err)
-		}
-		r.w.cache.put(key, r.p, rec, newRev)
-		if f := r.w.opts.hooks.afterStore; f != nil {
-			f(r.w, r.p, seq)
-		}
-		if err := r.flush(rec, arm); err != nil {
-			return "", err
-		}
-		r.w.m.Rejections.Add(float64(len(res.Rejections)))
-		for _, ev := range res.Events {
-			r.w.m.Transitions.WithLabelValues(string(ev.Kind)).Inc()
-		}
-		if res.Stale {
-			return resultStale, nil
-		}
-		return resultApplied, nil
+		out = append(out, in)
 	}
-}
-
-func isRevisionConflict(err error) bool {
-	return err != nil && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch))
-}
-
-// load returns the room's record and its KV revision (0: new room).
-func (r *partRunner) load(key string, room id.RoomID) (*RoomRecord, uint64, error) {
-	if rec, rev, ok := r.w.cache.get(key); ok {
-		r.w.m.CacheLookups.WithLabelValues("hit").Inc()
-		return rec, rev, nil
-	}
-	r.w.m.CacheLookups.WithLabelValues("miss").Inc()
-	ctx, cancel := r.opCtx()
-	defer cancel()
-	e, err := r.w.h.Rooms.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &RoomRecord{State: rtc.NewRoomState(room)}, 0, nil
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("load room %s: %w", key, err)
-	}
-	rec, err := DecodeRoomRecord(e.Value())
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: room %s: %w", errPoison, key, err)
-	}
-	r.w.cache.put(key, r.p, rec, e.Revision())
-	return rec, e.Revision(), nil
-}
-
-func (r *partRunner) store(key string, data []byte, rev uint64) (uint64, error) {
-	ctx, cancel := r.opCtx()
-	defer cancel()
-	if rev == 0 {
-		return r.w.h.Rooms.Create(ctx, key, data)
-	}
-	return r.w.h.Rooms.Update(ctx, key, data, rev)
-}
-
-// apply runs the reducer on the record in place and fills in the protocol
-// fields. arm says whether the room's timer must be (re)armed: the soonest
-// deadline changed.
-func (r *partRunner) apply(rec *RoomRecord, in *events.RawEvent, seq uint64) (res rtc.Result, arm bool, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: reducer panic: %v", errPoison, p)
-		}
-	}()
-	if f := r.w.opts.hooks.beforeApply; f != nil {
-		f(in, seq)
-	}
-	res = rtc.Apply(r.w.opts.Reducer, rec.State, in)
-	armed := rec.TimerAt
-	if in.Kind == events.InputTimer && in.Deadline == armed {
-		armed = 0 // that one-shot schedule fired and is gone
-	}
-	next := rec.State.NextDeadline()
-	rec.LastIn = seq
-	rec.Outbox = res.Events
-	rec.TimerAt = next
-	// A deadline that went away (next == 0) leaves the armed schedule in
-	// place: when it fires it is a no-op input. That costs one input per
-	// session that ends before its deadline, and saves a purge request.
-	return res, next != 0 && next != armed, nil
-}
-
-// flush publishes the record's outbox: the session events (Nats-Msg-Id =
-// event id), the live sessions they touch (rtc_sessions put or delete) and,
-// with arm, the room's timer. Everything is published asynchronously and
-// every ack is awaited.
-func (r *partRunner) flush(rec *RoomRecord, arm bool) error {
-	start := time.Now()
-	ctx, cancel := r.opCtx()
-	defer cancel()
-	var futs []jetstream.PubAckFuture
-	publish := func(m *nats.Msg) error {
-		f, err := r.w.js.PublishMsgAsync(m)
-		if err != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, err)
-		}
-		futs = append(futs, f)
-		return nil
-	}
-	type sessKey struct{ app, call string }
-	var touched []sessKey
-	seen := map[sessKey]bool{}
-	for i := range rec.Outbox {
-		ev := rec.Outbox[i]
-		data, err := events.EncodeSessionEvent(&ev)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errPoison, err)
-		}
-		m := nats.NewMsg(ev.Subject())
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		if err := publish(m); err != nil {
-			return err
-		}
-		if k := (sessKey{ev.Application, ev.CallID}); !seen[k] {
-			seen[k] = true
-			touched = append(touched, k)
-		}
-	}
-	for _, k := range touched {
-		m := nats.NewMsg("$KV." + events.BucketSessions + "." + events.SessionKey(k.app, rec.State.RoomID, k.call))
-		if ls, ok := rec.State.LiveSession(k.app, k.call); ok {
-			data, err := events.EncodeLiveSession(&ls)
-			if err != nil {
-				return fmt.Errorf("%w: %w", errPoison, err)
-			}
-			m.Data = data
-		} else {
-			m.Header.Set("KV-Operation", "DEL") // what kv.Delete sends
-		}
-		if err := publish(m); err != nil {
-			return err
-		}
-	}
-	if arm && rec.TimerAt != 0 {
-		m, err := TimerMsg(rec.State.RoomID, rec.TimerAt)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errPoison, err)
-		}
-		if err := publish(m); err != nil {
-			return err
-		}
-		r.w.m.TimersArmed.Inc()
-	}
-	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
-		case <-ctx.Done():
-			return fmt.Errorf("publish outbox: %w", ctx.Err())
-		}
-	}
-	if len(futs) > 0 {
-		r.w.m.PublishSeconds.Observe(time.Since(start).Seconds())
-	}
-	return nil
+	return out
 }
 
 // TimerMsg is the message schedule of a room's durable timer: published on
@@ -448,42 +301,4 @@ func ScheduleTime(deadline int64) time.Time {
 		return t.Add(time.Second)
 	}
 	return at
-}
-
-// deadLetter stores the input in RTC_DLQ with the reason in headers, then
-// terminates it so that the partition keeps flowing. If the DLQ publish
-// fails the input is retried later.
-func (r *partRunner) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string, cause error) {
-	m := nats.NewMsg(events.DLQPrefix + "." + strconv.Itoa(r.p))
-	m.Data = msg.Data()
-	errText := strings.Map(func(c rune) rune {
-		if c < 0x20 || c == 0x7f {
-			return ' '
-		}
-		return c
-	}, cause.Error())
-	if len(errText) > 1024 {
-		errText = errText[:1024]
-	}
-	m.Header.Set(HeaderDLQReason, reason)
-	m.Header.Set(HeaderDLQError, errText)
-	m.Header.Set(HeaderDLQPart, strconv.Itoa(r.p))
-	m.Header.Set(HeaderDLQSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-	m.Header.Set(HeaderDLQSubject, msg.Subject())
-	m.Header.Set(HeaderDLQAttempts, strconv.FormatUint(md.NumDelivered, 10))
-	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+strconv.FormatUint(md.Sequence.Stream, 10))
-	ctx, cancel := r.opCtx()
-	defer cancel()
-	if _, err := r.w.js.PublishMsg(ctx, m); err != nil {
-		r.log.Warn("dead-letter publish failed; will retry", zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
-		_ = msg.NakWithDelay(r.w.opts.Worker.RetryBackoff)
-		return
-	}
-	if err := msg.TermWithReason(reason); err != nil {
-		r.log.Warn("term dead-lettered input", zap.Error(err))
-	}
-	r.w.m.DLQ.WithLabelValues(reason).Inc()
-	r.w.m.Inputs.WithLabelValues(kind, resultDLQ).Inc()
-	r.log.Error("input sent to RTC_DLQ", zap.Uint64("seq", md.Sequence.Stream), zap.String("reason", reason),
-		zap.String("subject", msg.Subject()), zap.Error(cause))
 }

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
@@ -121,19 +122,15 @@ func TestPoisonDuringApply(t *testing.T) {
 
 // bigJoin is a join whose content is close to the reducer's 64 KiB cap,
 // nearly all of it in foci_preferred, which the room state keeps verbatim.
-// bigPad is the random padding per focus (16 foci per join): chosen so that
-// the last record that fits leaves a wide margin below max_payload.
-var bigPad = 2800
-
-func bigJoin(room id.RoomID, n int, ts int64) events.RawEvent {
+// bigJoin is a join whose content is about 16 x padBytes of incompressible
+// foci: random padding, so that compression cannot shrink what stores it.
+func bigJoin(room id.RoomID, n int, ts int64, padBytes int) events.RawEvent {
 	u := id.UserID(fmt.Sprintf("@big%d:%s", n, testHS))
 	dev := fmt.Sprintf("BIG%d", n)
-	// Random padding: room records are compressed, so only incompressible
-	// content makes one outgrow max_payload.
 	rng := rand.New(rand.NewPCG(uint64(n), 1))
 	foci := make([]string, 16)
 	for i := range foci {
-		pad := make([]byte, bigPad)
+		pad := make([]byte, padBytes)
 		for j := range pad {
 			pad[j] = byte(rng.Uint32())
 		}
@@ -145,20 +142,34 @@ func bigJoin(room id.RoomID, n int, ts int64) events.RawEvent {
 		dev, `"focus_active":{"type":"livekit","focus_selection":"oldest_membership"}`, strings.Join(foci, ",")))
 }
 
-// TestPoisonRecordTooLarge is the same without a hook: joins that each fit
-// but whose room record (state plus outbox) would exceed the server's
-// max_payload cannot be stored. That is not retried forever (it would stall
-// the partition): each such input goes to RTC_DLQ after max_deliver
-// attempts with reason apply, and everything else flows; the output is the
-// offline reduction of the inputs minus the dead-lettered ones.
-func TestPoisonRecordTooLarge(t *testing.T) {
+// TestPermanentStoreError: a commit the server refuses for a reason that
+// retrying cannot fix does not block the partition. Here an operator limited
+// the rtc_rooms bucket's values to 8 KiB (max_msg_size of KV_rtc_rooms) and
+// one join in a small room is bigger than that. The room's inputs are tried
+// max_deliver times together, then one at a time; the join whose own commit
+// is still refused goes to RTC_DLQ with reason store, and every other input,
+// of its room and of its partition, flows: the output is the offline
+// reduction of the inputs without it.
+func TestPermanentStoreError(t *testing.T) {
 	e := newEnv(t)
 	w := e.startWorker("w1", hooks{})
 	e.waitOwned(w)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rooms, err := e.js.Stream(ctx, "KV_"+events.BucketRooms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rooms.CachedInfo().Config
+	cfg.MaxMsgSize = 8 << 10
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
 	now := time.Now().UnixMilli()
 	small := workload(30, 2, now)
-	// The big room shares its partition with a small one, so that inputs
-	// of other rooms queue behind the dead letters.
+	// The big room shares its partition with a small one, so that inputs of
+	// other rooms queue behind the failing one.
 	part := events.Partition(events.Token(string(small[0].RoomID)), e.topo.Partitions)
 	var room id.RoomID
 	for i := 0; room == ""; i++ {
@@ -166,74 +177,38 @@ func TestPoisonRecordTooLarge(t *testing.T) {
 			room = r
 		}
 	}
-	var inputs []events.RawEvent
-	const bigJoins = 24 // compressed, about 17 fit in a 1 MB record
-	for i := 0; i < bigJoins; i++ {
-		inputs = append(inputs, bigJoin(room, i, now+int64(i)))
+	big := bigJoin(room, 0, now, 700) // ~16 KiB of foci
+	inputs := []events.RawEvent{
+		joinEv(room, "@alice:"+testHS, "ALICE", now, 0, "$alice"),
+		big,
+		joinEv(room, "@bob:"+testHS, "BOB", now+2, 0, "$bob"),
 	}
-	// A later input of the same room that must still flow. It holds no
-	// membership (a leave on a key nobody joined), so it adds a few bytes to
-	// the record and no outbox: a leave of a big member would move its
-	// foci from the state into the outbox and stay at the size limit.
-	inputs = append(inputs, leaveEv(room, id.UserID("@nobody:"+testHS), "NOBODY", now+100, "$bigleave0"))
 	inputs = append(inputs, small...)
 	e.publish(inputs)
 
-	// Wait for the dead letters, then for the rest.
 	maxDeliver := testWorkerConfig().MaxDeliver
-	deadline := time.Now().Add(30 * time.Second)
-	var dlq []stored
-	for {
-		e.waitIdle(-1, 30*time.Second)
-		dlq = e.readStream(events.StreamDLQ, events.DLQPrefix+".")
-		if len(dlq) > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(dlq) == 0 {
-		t.Fatal("no input was dead-lettered: does the room state still keep foci_preferred verbatim, " +
-			"and is pkg/rtc.MaxContentBytes still 64 KiB?")
-	}
-	dead := map[id.EventID]bool{}
-	firstSeq := uint64(0)
-	for _, d := range dlq {
-		in, err := events.DecodeRaw(d.data)
-		if err != nil || !strings.HasPrefix(string(in.EventID), "$big") {
-			t.Errorf("dead letter %v %+v is not one of the big joins", err, in.EventID)
-			continue
-		}
-		dead[in.EventID] = true
-		if d.hdr.Get(HeaderDLQReason) != "apply" || !strings.Contains(d.hdr.Get(HeaderDLQError), "maximum payload") ||
-			d.hdr.Get(HeaderDLQAttempts) != strconv.Itoa(maxDeliver) || d.hdr.Get(HeaderDLQPart) != strconv.Itoa(part) {
-			t.Errorf("dead letter %s headers %v", in.EventID, d.hdr)
-		}
-		if s, _ := strconv.ParseUint(d.hdr.Get(HeaderDLQSeq), 10, 64); firstSeq == 0 || s < firstSeq {
-			firstSeq = s
-		}
-	}
 	var applied []events.RawEvent
 	for _, in := range inputs {
-		if !dead[in.EventID] {
+		if in.EventID != big.EventID {
 			applied = append(applied, in)
 		}
 	}
 	want := offline(applied)
-	e.waitIdle(countEvents(want), 30*time.Second)
+	e.waitIdle(countEvents(want), 60*time.Second)
 	assertMatches(t, e.sessionEvents(), want)
-	later, laterOther := 0, 0
-	for _, m := range e.readStream(events.StreamRaw, events.PartitionSubject(part, "")) {
-		in, _ := events.DecodeRaw(m.data)
-		if m.seq > firstSeq && !dead[in.EventID] {
-			later++
-			if in.RoomID != room {
-				laterOther++
-			}
-		}
+	dlq := e.readStream(events.StreamDLQ, events.DLQPrefix+".")
+	if len(dlq) != 1 {
+		t.Fatalf("RTC_DLQ holds %d messages, want 1 (the big join)", len(dlq))
 	}
-	if later == laterOther || laterOther == 0 {
-		t.Errorf("partition %d: %d inputs after the first dead letter (seq %d), %d of other rooms: want both kinds",
-			part, later, firstSeq, laterOther)
+	d := dlq[0]
+	if in, err := events.DecodeRaw(d.data); err != nil || in.EventID != big.EventID {
+		t.Errorf("dead letter %v %+v is not the big join", err, in.EventID)
 	}
-	t.Logf("%d of %d big joins dead-lettered; %d later inputs of partition %d flowed (%d of other rooms)",
-		len(dead), bigJoins, later, part, laterOther)
+	if d.hdr.Get(HeaderDLQReason) != "store" || !strings.Contains(d.hdr.Get(HeaderDLQError), "maximum") ||
+		d.hdr.Get(HeaderDLQAttempts) != strconv.Itoa(maxDeliver) || d.hdr.Get(HeaderDLQPart) != strconv.Itoa(part) {
+		t.Errorf("dead letter headers %v", d.hdr)
+	}
+	if n := testutil.ToFloat64(w.w.m.DLQ.WithLabelValues("store")); n != 1 {
+		t.Errorf("dlq_total{reason=store} = %v, want 1", n)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
+	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
@@ -165,15 +166,18 @@ func TestScheduleTimeRoundsUp(t *testing.T) {
 
 func TestRoomCacheLRU(t *testing.T) {
 	c := newRoomCache(2)
-	c.put("a", 0, &RoomRecord{LastIn: 1}, 1)
-	c.put("b", 1, &RoomRecord{LastIn: 2}, 2)
+	c.put("a", 0, &roomstore.Room{LastIn: 1})
+	c.put("b", 1, &roomstore.Room{LastIn: 2})
 	c.get("a")
-	c.put("c", 1, &RoomRecord{LastIn: 3}, 3) // evicts b, the least recently used
-	if _, _, ok := c.get("b"); ok {
+	c.put("c", 1, &roomstore.Room{LastIn: 3}) // evicts b, the least recently used
+	if _, ok := c.get("b"); ok {
 		t.Error("b not evicted")
 	}
+	if rm, ok := c.get("a"); !ok || rm.LastIn != 1 {
+		t.Errorf("a: %v %v", rm, ok)
+	}
 	c.dropPartition(1)
-	if _, _, ok := c.get("c"); ok || c.len() != 1 {
+	if _, ok := c.get("c"); ok || c.len() != 1 {
 		t.Errorf("dropPartition left %d entries", c.len())
 	}
 }

@@ -42,9 +42,9 @@ type WorkerOptions struct {
 
 // hooks let tests inject faults at precise points of the protocol.
 type hooks struct {
-	// afterStore runs after a room record was written and before its outbox
-	// is published.
-	afterStore func(w *Worker, partition int, seq uint64)
+	// afterCommit runs after a room's header was committed and before its
+	// effects (parts, session events, live sessions, timer) are published.
+	afterCommit func(partition int, lastIn uint64)
 	// beforeApply runs in apply just before the reducer, under apply's
 	// recover: a panic there is handled exactly like a reducer panic.
 	beforeApply func(in *events.RawEvent, seq uint64)
@@ -92,6 +92,9 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, h *topology.Handles, o Wor
 	}
 	if o.Grace <= 0 {
 		o.Grace = 20 * time.Second
+	}
+	if def := DefaultConfig().Worker; o.Worker.BatchSize <= 0 {
+		o.Worker.BatchSize, o.Worker.BatchLinger = def.BatchSize, def.BatchLinger
 	}
 	pctx, cancel := context.WithCancel(context.Background())
 	return &Worker{
@@ -198,6 +201,12 @@ func (w *Worker) kill() {
 	w.mu.Unlock()
 	w.procCancel()
 	w.nc.Close()
+}
+
+// partDeps is what the worker's partition runners work with.
+func (w *Worker) partDeps() partDeps {
+	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, cache: w.cache, cfg: w.opts.Worker,
+		reducer: w.opts.Reducer, m: w.m, log: w.log, hooks: w.opts.hooks, live: w.procCtx}
 }
 
 func randomSuffix() string {
@@ -400,7 +409,7 @@ func (w *Worker) reconcile() {
 	}
 	for _, p := range gain {
 		w.cache.dropPartition(p)
-		r := newPartRunner(w, p)
+		r := newPartRunner(w.partDeps(), p)
 		w.owned[p] = r
 		go r.loop()
 	}

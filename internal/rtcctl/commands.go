@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -68,34 +68,18 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return tw.Flush()
 }
 
-// LiveSessions reads every live session of the rtc_sessions bucket, sorted
-// by room, application and call.
+// LiveSessions reads every live session of the rtc_sessions bucket, whole
+// (members assembled from their keys), sorted by room, application and call.
 func LiveSessions(ctx context.Context, js jetstream.JetStream) ([]events.LiveSession, error) {
-	kv, err := js.KeyValue(ctx, events.BucketSessions)
-	if err != nil {
+	if _, err := js.KeyValue(ctx, events.BucketSessions); err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", events.BucketSessions, ErrNotFound)
 		}
 		return nil, fmt.Errorf("open bucket %s: %w", events.BucketSessions, err)
 	}
-	lister, err := kv.ListKeys(ctx)
+	out, err := events.ListLiveSessions(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", events.BucketSessions, err)
-	}
-	var out []events.LiveSession
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // ended meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get %s %s: %w", events.BucketSessions, key, err)
-		}
-		s, err := events.DecodeLiveSession(e.Value())
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", events.BucketSessions, key, err)
-		}
-		out = append(out, s)
+		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -237,14 +221,24 @@ func roomCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if c.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rec)
+		return enc.Encode(RoomView{LastIn: rec.LastIn, TimerAt: rec.TimerAt, Split: rec.Split, State: rec.State})
 	}
 	PrintRoom(stdout, room, rec)
 	return nil
 }
 
-// RoomRecord reads and decodes a room's record from rtc_rooms.
-func RoomRecord(ctx context.Context, js jetstream.JetStream, room id.RoomID) (*aggregator.RoomRecord, error) {
+// RoomView is what `rtcctl room --json` prints: a room's state as the
+// aggregator stores it in rtc_rooms.
+type RoomView struct {
+	LastIn  uint64         `json:"last_in"`
+	TimerAt int64          `json:"timer_at,omitempty"`
+	Split   bool           `json:"split"`
+	State   *rtc.RoomState `json:"state"`
+}
+
+// RoomRecord reads a room's state from rtc_rooms (its header, and its parts
+// when the room is split).
+func RoomRecord(ctx context.Context, js jetstream.JetStream, room id.RoomID) (*roomstore.Room, error) {
 	kv, err := js.KeyValue(ctx, events.BucketRooms)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -252,25 +246,37 @@ func RoomRecord(ctx context.Context, js jetstream.JetStream, room id.RoomID) (*a
 		}
 		return nil, fmt.Errorf("open bucket %s: %w", events.BucketRooms, err)
 	}
-	e, err := kv.Get(ctx, events.RoomKey(room))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	rm, err := roomstore.Load(ctx, kv, room)
+	if err != nil {
+		return nil, err
+	}
+	if rm.Rev == 0 {
 		return nil, fmt.Errorf("room %s: %w: the aggregator holds no state for it", room, ErrNotFound)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("get room %s: %w", room, err)
-	}
-	return aggregator.DecodeRoomRecord(e.Value())
+	return rm, nil
 }
+
+// printable shows a register key (which separates its parts with NUL
+// bytes) as text: the parts joined by "|".
+func printable(k string) string { return strings.ReplaceAll(k, "\x00", "|") }
 
 var registerKinds = map[rtc.RegisterKind]string{rtc.RegisterJoin: "join", rtc.RegisterLeave: "leave",
 	rtc.RegisterInvalid: "invalid", rtc.RegisterRedacted: "redacted"}
 
 // PrintRoom prints a summary of a room record.
-func PrintRoom(w io.Writer, room id.RoomID, rec *aggregator.RoomRecord) {
+func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 	st := rec.State
+	form := "inline"
+	if rec.Split {
+		form = "split"
+	}
+	pending := 0
+	if rec.Redo != nil {
+		pending = len(rec.Redo.Outbox)
+	}
 	fmt.Fprintf(w, "room %s\n", room)
-	fmt.Fprintf(w, "  clock %s  seq %d  last input RTC_RAW #%d  timer %s  outbox %d event(s)\n",
-		fmtMS(st.Clock), st.Seq, rec.LastIn, fmtMS(rec.TimerAt), len(rec.Outbox))
+	fmt.Fprintf(w, "  clock %s  seq %d  last input RTC_RAW #%d  timer %s  stored %s  last outbox %d event(s)\n",
+		fmtMS(st.Clock), st.Seq, rec.LastIn, fmtMS(rec.TimerAt), form, pending)
 
 	fmt.Fprintf(w, "sessions (%d)\n", len(st.Sessions))
 	for _, k := range sortedKeys(st.Sessions) {
@@ -299,7 +305,7 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *aggregator.RoomRecord) {
 		if kind == "" {
 			kind = fmt.Sprint(r.Kind)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", k, kind, r.Sender, r.EventID, fmtMS(r.TS), strings.Join(claims, "; "))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", printable(k), kind, r.Sender, r.EventID, fmtMS(r.TS), strings.Join(claims, "; "))
 	}
 	_ = tw.Flush()
 

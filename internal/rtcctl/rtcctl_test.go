@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -86,7 +86,20 @@ func TestSessions(t *testing.T) {
 		{SessionID: "s2", RoomID: roomA, Application: "io.example.game", CallID: "table-1", StartedAt: 1700000001000, Participants: 1, Users: 1,
 			Members: []events.Member{{UserID: "@c:hs1.test", DeviceID: "C1"}}, Seq: 1},
 	} {
-		b, err := events.EncodeLiveSession(s)
+		// The layout the aggregator writes: each member under a key of its
+		// own, then the session's own key without its members.
+		for i := range s.Members {
+			b, err := events.EncodeLiveMember(&s.Members[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(context.Background(), events.SessionMemberKey(s.Key(), &s.Members[i]), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		head := *s
+		head.Members = nil
+		b, err := events.EncodeLiveSession(&head)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,13 +253,13 @@ func TestRoom(t *testing.T) {
 		UserDevices: map[id.UserID]int{"@alice:hs1.test": 1},
 		Members: map[string]*rtc.SessionMember{"@alice:hs1.test|AD": {MemberKey: "AD", Member: events.Member{UserID: "@alice:hs1.test", DeviceID: "AD",
 			JoinedAt: 1700000000000, ExpiresAt: 1700014400000, Format: events.FormatSession, EventID: "$e1"}}}}}
-	rec := &aggregator.RoomRecord{LastIn: 7, TimerAt: 1700014400000, State: st}
-	b, err := aggregator.EncodeRoomRecord(rec)
+	rm := roomstore.New(roomA)
+	rm.State = st
+	c, err := rm.Prepare(7, 1700014400000, nil, roomstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, _ := js.KeyValue(context.Background(), events.BucketRooms)
-	if _, err := kv.Put(context.Background(), events.RoomKey(roomA), b); err != nil {
+	if _, err := js.PublishMsg(context.Background(), c.Header); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errs := run(t, "room", string(roomA), "--nats", url)
@@ -261,7 +274,7 @@ func TestRoom(t *testing.T) {
 		}
 	}
 	code, out, _ = run(t, "room", "--json", "--nats", url, string(roomA))
-	var back aggregator.RoomRecord
+	var back RoomView
 	if code != 0 || json.Unmarshal([]byte(out), &back) != nil || back.LastIn != 7 || back.State.Sessions["m.call|"].ID != "sess-1" {
 		t.Fatalf("json: %d %s", code, out)
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	AckWait    time.Duration // redelivery of an unacked input
 	PinnedTTL  time.Duration // how long a silent worker keeps its pin on a partition
 	WorkerTTL  time.Duration // heartbeat TTL in rtc_workers
+	// MaxAckPending bounds the inputs of a partition delivered and not yet
+	// acknowledged: a worker processes them in batches (BatchSize <= it).
+	MaxAckPending int
 }
 
 // DefaultConfig is the configuration of a single-node deployment.
@@ -69,6 +72,8 @@ func DefaultConfig() Config {
 		AckWait:    15 * time.Second,
 		PinnedTTL:  10 * time.Second,
 		WorkerTTL:  10 * time.Second,
+
+		MaxAckPending: 1024,
 	}
 }
 
@@ -89,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait < time.Second || c.PinnedTTL < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %s and pinned ttl %s: must be at least 1s", c.AckWait, c.PinnedTTL))
+	}
+	if c.MaxAckPending < 1 || c.MaxAckPending > 65536 {
+		errs = append(errs, fmt.Errorf("max ack pending %d: must be between 1 and 65536", c.MaxAckPending))
 	}
 	return errors.Join(errs...)
 }
@@ -174,10 +182,12 @@ func WorkersBucket(c Config) jetstream.KeyValueConfig {
 // ConsumerName is the durable consumer of a partition.
 func ConsumerName(partition int) string { return fmt.Sprintf("agg-p%02d", partition) }
 
-// PartitionConsumer is the durable pull consumer of one partition. One input
-// in flight (MaxAckPending 1) keeps a room's inputs in order across worker
-// hand-offs; the pinned priority group makes sure only one worker at a time
-// receives the partition.
+// PartitionConsumer is the durable pull consumer of one partition. The
+// pinned priority group makes sure only one worker at a time receives the
+// partition; up to MaxAckPending inputs may be in flight, which the worker
+// processes in batches, in stream order per room (across a hand-off too:
+// the next owner reads what the previous one left unacknowledged directly
+// from the stream, in order, before anything newer).
 func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerName(partition),
@@ -185,7 +195,7 @@ func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 		FilterSubject:  events.PartitionFilter(partition),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.AckWait,
-		MaxAckPending:  1,
+		MaxAckPending:  c.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{ConsumerGroup},

@@ -69,7 +69,7 @@ func TestEnsureCreateThenVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		cc := c.CachedInfo().Config
-		if cc.MaxAckPending != 1 || cc.PriorityPolicy != jetstream.PriorityPolicyPinned ||
+		if cc.MaxAckPending != topology.DefaultConfig().MaxAckPending || cc.PriorityPolicy != jetstream.PriorityPolicyPinned ||
 			cc.FilterSubject != events.PartitionFilter(p) {
 			t.Errorf("consumer %d: %+v", p, cc)
 		}

@@ -88,9 +88,11 @@ func DecodeSessionEvent(data []byte) (SessionEvent, error) {
 	return e, nil
 }
 
-// EncodeLiveSession encodes a value of the rtc_sessions bucket.
+// EncodeLiveSession encodes the value of a session's own key in the
+// rtc_sessions bucket (see LiveSessionVersion: its members are in keys of
+// their own, so s.Members is normally empty here).
 func EncodeLiveSession(s *LiveSession) ([]byte, error) {
-	s.V = SchemaVersion
+	s.V = LiveSessionVersion
 	b, err := Marshal(s)
 	if err != nil {
 		return nil, fmt.Errorf("encode live session %s: %w", s.SessionID, err)
@@ -98,13 +100,15 @@ func EncodeLiveSession(s *LiveSession) ([]byte, error) {
 	return b, nil
 }
 
-// DecodeLiveSession decodes a value of the rtc_sessions bucket.
+// DecodeLiveSession decodes the value of a session's own key in the
+// rtc_sessions bucket. Version 1 values (written before members had keys of
+// their own) carry their members inline and are still read.
 func DecodeLiveSession(data []byte) (LiveSession, error) {
 	var s LiveSession
 	if err := Unmarshal(data, &s); err != nil {
 		return LiveSession{}, fmt.Errorf("decode live session: %w", err)
 	}
-	if s.V != SchemaVersion {
+	if s.V != LiveSessionVersion && s.V != 1 {
 		return LiveSession{}, fmt.Errorf("decode live session: %w %d", ErrUnsupportedVersion, s.V)
 	}
 	return s, nil

@@ -79,50 +79,6 @@ func Subscribe(ctx context.Context, js jetstream.JetStream, o SubscribeOptions, 
 	}
 }
 
-// WatchSessions delivers the live sessions of the rtc_sessions bucket and
-// then every change: a LiveSession for a put, and (nil, key) when a session
-// ended. initialDone is called once the current sessions were delivered.
-func WatchSessions(ctx context.Context, js jetstream.JetStream, handle func(key string, s *LiveSession) error, initialDone func()) error {
-	kv, err := js.KeyValue(ctx, BucketSessions)
-	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", BucketSessions, err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", BucketSessions, err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return ctx.Err()
-			}
-			if e == nil {
-				if initialDone != nil {
-					initialDone()
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				if err := handle(e.Key(), nil); err != nil {
-					return err
-				}
-				continue
-			}
-			s, err := DecodeLiveSession(e.Value())
-			if err != nil {
-				return fmt.Errorf("session %s: %w", e.Key(), err)
-			}
-			if err := handle(e.Key(), &s); err != nil {
-				return err
-			}
-		}
-	}
-}
-
 // SeqTracker checks the per-room sequence numbers of the events a subscriber
 // sees: Check says whether an event is new, a duplicate, or follows a gap.
 type SeqTracker struct{ last map[id.RoomID]uint64 }

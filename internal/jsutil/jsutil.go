@@ -1,0 +1,109 @@
+// Package jsutil holds the JetStream wire details the services share: the
+// subjects and headers of KV writes published as plain messages, and
+// publishing a set of messages asynchronously with one wait for all acks.
+package jsutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// KV writes as plain messages, the way the KV API sends them: a put is a
+// message on $KV.<bucket>.<key>; a delete is an empty one with
+// KV-Operation: DEL. Publishing them asynchronously lets many writes share
+// one round trip, which the KV API (one request per write) cannot do.
+const (
+	kvSubjectPrefix = "$KV."
+	kvOperation     = "KV-Operation"
+	kvDelete        = "DEL"
+)
+
+// KVSubject is the subject of key in bucket.
+func KVSubject(bucket, key string) string { return kvSubjectPrefix + bucket + "." + key }
+
+// KVPut is a put of value under key.
+func KVPut(bucket, key string, value []byte) *nats.Msg {
+	m := nats.NewMsg(KVSubject(bucket, key))
+	m.Data = value
+	return m
+}
+
+// KVDel is a delete of key (a delete marker, as kv.Delete writes).
+func KVDel(bucket, key string) *nats.Msg {
+	m := nats.NewMsg(KVSubject(bucket, key))
+	m.Header.Set(kvOperation, kvDelete)
+	return m
+}
+
+// IsKVDelete reports whether a KV write message deletes its key.
+func IsKVDelete(m *nats.Msg) bool { return m.Header.Get(kvOperation) == kvDelete }
+
+// ExpectRevision makes the write conditional on the key's current revision
+// (0: the key has never been written), as kv.Update does.
+func ExpectRevision(m *nats.Msg, rev uint64) *nats.Msg {
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	return m
+}
+
+// IsRevisionMismatch reports whether err is a failed revision check.
+func IsRevisionMismatch(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// Result is the outcome of one message of PublishAll.
+type Result struct {
+	Ack *jetstream.PubAck // nil when Err is set
+	Err error
+}
+
+// PublishAll publishes msgs asynchronously, in order, and waits once for
+// every ack (or ctx). It returns one result per message and the first
+// error, wrapped with the subject it concerns. Messages published on one
+// connection are stored in the order given, so a caller may rely on an
+// earlier message of the set being stored before a later one of the same
+// stream, unless the earlier one failed.
+func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) ([]Result, error) {
+	res := make([]Result, len(msgs))
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	var first error
+	for i, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			res[i].Err = fmt.Errorf("publish %s: %w", m.Subject, err)
+			if first == nil {
+				first = res[i].Err
+			}
+			continue
+		}
+		futs[i] = f
+	}
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		select {
+		case pa := <-f.Ok():
+			res[i].Ack = pa
+		case err := <-f.Err():
+			res[i].Err = fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
+		case <-ctx.Done():
+			res[i].Err = fmt.Errorf("publish %s: %w", msgs[i].Subject, ctx.Err())
+		}
+		if res[i].Err != nil && first == nil {
+			first = res[i].Err
+		}
+	}
+	return res, first
+}

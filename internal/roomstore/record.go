@@ -1,0 +1,190 @@
+package roomstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/klauspost/compress/s2"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
+)
+
+// FormatVersion is the version of the rtc_rooms layout. Version 2 is the
+// header-and-parts layout of this package; version 1 (one record per room,
+// whole state and outbox) is still read, so that an upgrade keeps every
+// room, and is rewritten as version 2 on the room's next commit.
+const FormatVersion = 2
+
+// ErrFormat is wrapped by every error about a value that is not a record
+// this package can read.
+var ErrFormat = errors.New("room record")
+
+// Header is the value of a room's own key: the commit point.
+type Header struct {
+	V int `json:"v"`
+	// LastIn is the RTC_RAW stream sequence of the last input applied. An
+	// input of the room with a sequence <= LastIn was applied already.
+	LastIn uint64 `json:"last_in"`
+	// TimerAt is the deadline the room's durable timer is armed for (0: none).
+	TimerAt int64 `json:"timer_at,omitempty"`
+	// Split says the room's state is kept in parts; otherwise Inline holds it.
+	Split  bool           `json:"split,omitempty"`
+	Inline *rtc.RoomState `json:"inline,omitempty"`
+	// The state fields that are not parts, for a split room.
+	RoomID   id.RoomID    `json:"room_id,omitempty"`
+	Clock    int64        `json:"clock,omitempty"`
+	Seq      uint64       `json:"seq,omitempty"`
+	Redacted []id.EventID `json:"redacted,omitempty"`
+	// Redo is the redo record of the commit that wrote this header, or, when
+	// RedoChunks > 0, it is in that many chunks under T.redo.<i>.
+	Redo       *Redo `json:"redo,omitempty"`
+	RedoChunks int   `json:"redo_chunks,omitempty"`
+}
+
+// Redo is what a commit changes besides the header. Applying it again is
+// harmless: parts are written with the same values, session events carry
+// their deterministic Nats-Msg-Id.
+type Redo struct {
+	// Batch is the header's LastIn: a chunk of another batch is stale.
+	Batch  uint64                `json:"batch"`
+	Parts  []Part                `json:"parts,omitempty"`
+	Outbox []events.SessionEvent `json:"outbox,omitempty"`
+}
+
+// Part is one split part written by a commit; a nil Value deletes it.
+type Part struct {
+	Key   string `json:"k"`
+	Value []byte `json:"v,omitempty"`
+}
+
+// redoChunk is one piece of an encoded Redo.
+type redoChunk struct {
+	V     int    `json:"v"`
+	Batch uint64 `json:"batch"`
+	Index int    `json:"i"`
+	Count int    `json:"n"`
+	Data  []byte `json:"d"`
+}
+
+// The values of split parts. Each carries the identity its key hashes.
+type (
+	registerPart struct {
+		Key string        `json:"key"`
+		Reg *rtc.Register `json:"reg"`
+	}
+	roomMemberPart struct {
+		User id.UserID      `json:"user"`
+		M    rtc.RoomMember `json:"m"`
+	}
+	slotPart struct {
+		Slot string   `json:"slot"`
+		S    rtc.Slot `json:"s"`
+	}
+	sessionPart struct {
+		Key       string `json:"key"`
+		App       string `json:"app"`
+		CallID    string `json:"call_id"`
+		ID        string `json:"id"`
+		StartedAt int64  `json:"started_at"`
+		Peak      int    `json:"peak"`
+		Joins     int    `json:"joins"`
+	}
+	memberPart struct {
+		Session string             `json:"session"`
+		Key     string             `json:"key"`
+		M       *rtc.SessionMember `json:"m"`
+	}
+	seenUserPart struct {
+		Session string    `json:"session"`
+		User    id.UserID `json:"user"`
+	}
+)
+
+// compressedPrefix marks an s2-compressed value. msgpack never starts with
+// 0x00 here (every record is a map), so the two cannot be confused.
+var compressedPrefix = []byte("\x00s2")
+
+func compress(b []byte) []byte {
+	out := make([]byte, len(compressedPrefix)+s2.MaxEncodedLen(len(b)))
+	copy(out, compressedPrefix)
+	enc := s2.Encode(out[len(compressedPrefix):], b)
+	return out[:len(compressedPrefix)+len(enc)]
+}
+
+func decompress(data []byte) ([]byte, error) {
+	if !bytes.HasPrefix(data, compressedPrefix) {
+		return data, nil
+	}
+	raw, err := s2.Decode(nil, data[len(compressedPrefix):])
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompress: %w", ErrFormat, err)
+	}
+	return raw, nil
+}
+
+// EncodeHeader encodes a header, s2-compressed.
+func EncodeHeader(h *Header) ([]byte, error) {
+	h.V = FormatVersion
+	b, err := events.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("encode room header: %w", err)
+	}
+	return compress(b), nil
+}
+
+// legacyRecord is the version-1 value: the whole state and the outbox.
+type legacyRecord struct {
+	V       int                   `json:"v"`
+	LastIn  uint64                `json:"last_in"`
+	Outbox  []events.SessionEvent `json:"outbox,omitempty"`
+	TimerAt int64                 `json:"timer_at,omitempty"`
+	State   *rtc.RoomState        `json:"state"`
+}
+
+// DecodeHeader decodes the value of a room's own key. A version-1 record
+// comes back as an inline header whose redo record is its outbox.
+func DecodeHeader(data []byte) (*Header, error) {
+	raw, err := decompress(data)
+	if err != nil {
+		return nil, err
+	}
+	var probe struct {
+		V int `json:"v"`
+	}
+	if err := events.Unmarshal(raw, &probe); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+	}
+	switch probe.V {
+	case FormatVersion:
+		var h Header
+		if err := events.Unmarshal(raw, &h); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+		}
+		if !h.Split && h.Inline == nil {
+			return nil, fmt.Errorf("%w: inline header without state", ErrFormat)
+		}
+		return &h, nil
+	case 1:
+		var r legacyRecord
+		if err := events.Unmarshal(raw, &r); err != nil {
+			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
+		}
+		if r.State == nil {
+			return nil, fmt.Errorf("%w: version 1 record without state", ErrFormat)
+		}
+		return &Header{V: 1, LastIn: r.LastIn, TimerAt: r.TimerAt, Inline: r.State,
+			Redo: &Redo{Batch: r.LastIn, Outbox: r.Outbox}}, nil
+	}
+	return nil, fmt.Errorf("%w: %w %d", ErrFormat, events.ErrUnsupportedVersion, probe.V)
+}
+
+func encodePart(v any) ([]byte, error) {
+	b, err := events.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode room part: %w", err)
+	}
+	return b, nil
+}
