@@ -110,3 +110,60 @@ func TestLargeRoomStepAllocations(t *testing.T) {
 		t.Fatalf("a step in a 1,000-member room costs %.1f allocations, in a 10-member room %.1f: O(members)", large, small)
 	}
 }
+
+// BenchmarkApplyStep: one reducer step (a member's refresh, as in
+// BenchmarkApplyLargeRoom, but with event ids built ahead so that only the
+// input's fields are set per step) in a room of 10, 1,000 and 10,000
+// members; the larger rooms report their cost relative to the 10-member
+// room measured in the same run (issue 10: at most 3x at 10,000).
+func BenchmarkApplyStep(b *testing.B) {
+	perStep := map[int]float64{}
+	for _, n := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			st, updates := roomWithMembers(b, room, n)
+			// n+1 ids: a member's next update never has the id of its last.
+			ids := make([]id.EventID, n+1)
+			for i := range ids {
+				ids[i] = id.EventID(fmt.Sprint("$step", i))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				u := updates[(i/n)%2][i%n]
+				u.OriginServerTS += int64(i/n) * 10
+				u.ReceivedAt = u.OriginServerTS
+				u.EventID = ids[i%(n+1)]
+				if res := Apply(DefaultConfig(), st, &u); len(res.Events) != 1 {
+					b.Fatalf("step %d: want one member_updated, got %v", i, kinds(res.Events))
+				}
+			}
+			perStep[n] = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			if base, ok := perStep[10]; ok && n > 10 {
+				b.ReportMetric(perStep[n]/base, "x-10-member-step")
+			}
+		})
+	}
+}
+
+// TestApplyStepAllocationBound: one step of BenchmarkApplyLargeRoom in a
+// room of 1,000 members, input construction included exactly as there,
+// costs at most 20 allocations (issue 10; 118 before the fast path).
+func TestApplyStepAllocationBound(t *testing.T) {
+	const n = 1000
+	st, updates := roomWithMembers(t, room, n)
+	i := 0
+	allocs := testing.AllocsPerRun(500, func() {
+		u := updates[(i/n)%2][i%n]
+		u.OriginServerTS += int64(i/n) * 10
+		u.ReceivedAt = u.OriginServerTS
+		u.EventID = id.EventID(fmt.Sprint(i))
+		i++
+		if res := Apply(DefaultConfig(), st, &u); len(res.Events) != 1 {
+			t.Fatalf("want one member_updated, got %v", kinds(res.Events))
+		}
+	})
+	t.Logf("allocations per step in a %d-member room: %.1f", n, allocs)
+	if allocs > 20 {
+		t.Fatalf("a step costs %.1f allocations, bound 20", allocs)
+	}
+}

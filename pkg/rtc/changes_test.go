@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -158,6 +159,19 @@ func TestRebuildDerived(t *testing.T) {
 	for k, s := range st.Sessions {
 		if !reflect.DeepEqual(map[id.UserID]int(s.UserDevices), want[k]) {
 			t.Fatalf("session %q: rebuilt %v, want %v", k, s.UserDevices, want[k])
+		}
+	}
+}
+
+// TestEventIDMatches: the reducer's allocation-free event id is
+// events.EventID.
+func TestEventIDMatches(t *testing.T) {
+	rooms := []id.RoomID{"", "!call:example.org", id.RoomID("!" + strings.Repeat("r", 254)), id.RoomID("!" + strings.Repeat("r", 300))}
+	for _, r := range rooms {
+		for _, seq := range []uint64{0, 1, 255, 1 << 40, ^uint64(0)} {
+			if got, want := eventID(r, seq), events.EventID(r, seq); got != want {
+				t.Fatalf("eventID(%q, %d) = %s, want %s", r, seq, got, want)
+			}
 		}
 	}
 }

@@ -84,9 +84,10 @@ func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
 }
 
 type applier struct {
-	cfg Config
-	st  *RoomState
-	res Result
+	cfg     Config
+	st      *RoomState
+	res     Result
+	members []events.Member // see newMember
 }
 
 func (a *applier) reject(ev id.EventID, code RejectionCode, reason string) {
@@ -103,7 +104,7 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 			a.res.Stale = true
 			return
 		}
-		a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, EffectiveTime(a.cfg, ev), a.parseState)
+		a.applyMember(ev, a.st.registerKey('s', ev.Type, *ev.StateKey), EffectiveTime(a.cfg, ev), a.parseState)
 	case events.TypeRTCMember.Type, events.TypeRTCMemberUnstable.Type:
 		if ev.IsState() {
 			if ev.Type != events.TypeRTCMember.Type {
@@ -111,7 +112,7 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 				a.res.Stale = true
 				return
 			}
-			a.applyMember(ev, "s\x00"+ev.Type+"\x00"+*ev.StateKey, EffectiveTime(a.cfg, ev), a.parseState)
+			a.applyMember(ev, a.st.registerKey('s', ev.Type, *ev.StateKey), EffectiveTime(a.cfg, ev), a.parseState)
 			return
 		}
 		key, err := StickyKey(ev.Content)
@@ -120,7 +121,7 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 			a.res.Stale = true
 			return
 		}
-		a.applyMember(ev, "k\x00"+string(ev.Sender)+"\x00"+ev.Type+"\x00"+key, stickyRank(a.cfg, ev), a.parseSticky)
+		a.applyMember(ev, a.st.registerKey('k', string(ev.Sender), ev.Type, key), stickyRank(a.cfg, ev), a.parseSticky)
 	case events.TypeRTCSlot.Type, events.TypeRTCSlotUnstable.Type:
 		a.applySlot(ev)
 	case events.TypeRoomMember.Type:
@@ -257,20 +258,28 @@ func (a *applier) lowerStickyStart(key string, old *Register, ev *events.RawEven
 // setRegister stores reg under key and reconciles every identity the old or
 // the new value claims.
 func (a *applier) setRegister(key string, old, reg *Register, at int64) {
-	var ids []ident
+	ids := a.st.scratch.ids[:0]
 	if old != nil {
 		for i := range old.Claims {
-			ids = append(ids, old.Claims[i].ident())
-			a.st.unindex(old.Claims[i].ident(), key)
+			id := old.Claims[i].ident()
+			ids = append(ids, id)
+			if !reg.claimsIdent(id) {
+				a.st.unindex(id, key)
+			}
 		}
 	}
 	for i := range reg.Claims {
-		ids = append(ids, reg.Claims[i].ident())
-		a.st.index(reg.Claims[i].ident(), key)
+		id := reg.Claims[i].ident()
+		ids = append(ids, id)
+		if old == nil || !old.claimsIdent(id) {
+			a.st.index(id, key)
+		}
 	}
+	defer func() { a.st.scratch.ids = ids[:0] }()
 	if a.st.Registers == nil {
 		a.st.Registers = map[string]*Register{}
 	}
+	reg.key = key
 	a.st.Registers[key] = reg
 	a.st.changedRegister(key)
 	cause := events.ReasonLeave
@@ -415,7 +424,9 @@ func (a *applier) expireDue() {
 			return
 		}
 		s := a.st.Sessions[e.sess]
-		a.reconcile([]ident{identOf(s, s.Members[e.key])}, e.at, e.at, events.ReasonExpired)
+		ids := append(a.st.scratch.ids[:0], identOf(s, s.Members[e.key]))
+		a.reconcile(ids, e.at, e.at, events.ReasonExpired)
+		a.st.scratch.ids = ids[:0]
 	}
 }
 
@@ -484,11 +495,15 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 	}
 	slices.SortFunc(ids, identLess)
 	ids = slices.Compact(ids)
-	var changes []change
+	changes := a.st.scratch.changes[:0]
+	defer func() {
+		clear(changes) // drop the pointers
+		a.st.scratch.changes = changes[:0]
+	}()
 	for _, i := range ids {
 		var old *SessionMember
-		if s := a.st.Sessions[sessionKey(i.app, i.call)]; s != nil {
-			old = s.Members[i.memberKey()]
+		if s := a.st.Sessions[a.st.sessionKey(i.app, i.call)]; s != nil {
+			old = a.st.member(s, i)
 		}
 		w, why := a.st.winner(i, t)
 		if old == nil && w == nil {
@@ -510,22 +525,23 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 			continue
 		}
 		s := a.session(c.id, changes, at)
-		touched[sessionKey(c.id.app, c.id.call)] = s
-		m := toMember(c.new)
+		sk := a.st.sessionKey(c.id.app, c.id.call)
+		touched[sk] = s
 		switch {
 		case c.old == nil:
-			a.join(s, c.id, m, at)
-		case c.old.Member.MembershipID != m.MembershipID:
-			a.leave(s, c.id, c.old, events.ReasonReplaced, at)
-			a.join(s, c.id, m, at)
-		case memberChanged(&c.old.Member, &m):
-			c.old.Member = m
-			a.st.changedMember(sessionKey(s.App, s.CallID), c.id.memberKey())
-			a.st.memberDeadline(sessionKey(s.App, s.CallID), c.id.memberKey(), m.ExpiresAt)
-			a.emit(events.KindMemberUpdated, s, &m, "", at, nil)
+			a.join(s, sk, c.id, c.new, at)
+		case c.old.Member.MembershipID != c.new.MembershipID:
+			a.leave(s, sk, c.old, events.ReasonReplaced, at)
+			a.join(s, sk, c.id, c.new, at)
+		case memberChanged(&c.old.Member, c.new):
+			m := a.newMember(c.new)
+			c.old.Member = *m
+			a.st.changedMember(sk, c.old.mapKey())
+			a.st.memberDeadline(sk, c.old.mapKey(), m.ExpiresAt)
+			a.emit(events.KindMemberUpdated, s, m, "", at, nil)
 		default:
-			c.old.Member.EventID = m.EventID // same membership, nothing visible changed
-			a.st.changedMember(sessionKey(s.App, s.CallID), c.id.memberKey())
+			c.old.Member.EventID = c.new.EventID // same membership, nothing visible changed
+			a.st.changedMember(sk, c.old.mapKey())
 		}
 	}
 	// Then the leaves. A session that empties ends with the reason of the
@@ -535,10 +551,10 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 		if c.new != nil {
 			continue
 		}
-		k := sessionKey(c.id.app, c.id.call)
+		k := a.st.sessionKey(c.id.app, c.id.call)
 		s := a.st.Sessions[k]
 		touched[k] = s
-		a.leave(s, c.id, c.old, c.reason, at)
+		a.leave(s, k, c.old, c.reason, at)
 		endReason[k] = c.reason
 	}
 	keys := make([]string, 0, len(touched))
@@ -564,7 +580,7 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 // joining it in this input; its first member (for the id) is the earliest
 // of them, ties broken by identity.
 func (a *applier) session(i ident, changes []change, at int64) *Session {
-	k := sessionKey(i.app, i.call)
+	k := a.st.sessionKey(i.app, i.call)
 	if s := a.st.Sessions[k]; s != nil {
 		return s
 	}
@@ -592,36 +608,58 @@ func (a *applier) session(i ident, changes []change, at int64) *Session {
 	return s
 }
 
-func (a *applier) join(s *Session, i ident, m events.Member, at int64) {
-	sk := sessionKey(s.App, s.CallID)
-	s.Members[i.memberKey()] = &SessionMember{Member: m, MemberKey: i.key}
-	a.st.changedMember(sk, i.memberKey())
+// join adds the member claimed by c to session s (key sk).
+func (a *applier) join(s *Session, sk string, i ident, c *Claim, at int64) {
+	m := a.newMember(c)
+	mk := i.memberKey()
+	s.Members[mk] = &SessionMember{Member: *m, MemberKey: i.key, key: mk}
+	a.st.changedMember(sk, mk)
 	a.st.changedSession(sk) // Joins and Peak
 	if !s.SeenUsers[m.UserID] {
 		a.st.changedSeenUser(sk, m.UserID)
 	}
-	a.st.memberDeadline(sessionKey(s.App, s.CallID), i.memberKey(), m.ExpiresAt)
+	a.st.memberDeadline(sk, mk, m.ExpiresAt)
 	s.UserDevices[m.UserID]++
 	s.SeenUsers[m.UserID] = true
 	s.Joins++
 	s.Peak = max(s.Peak, len(s.Members))
-	a.emit(events.KindMemberJoined, s, &m, "", at, nil)
+	a.emit(events.KindMemberJoined, s, m, "", at, nil)
 }
 
-func (a *applier) leave(s *Session, i ident, old *SessionMember, reason events.Reason, at int64) {
-	delete(s.Members, i.memberKey())
-	a.st.changedMember(sessionKey(s.App, s.CallID), i.memberKey())
+func (a *applier) leave(s *Session, sk string, old *SessionMember, reason events.Reason, at int64) {
+	mk := old.mapKey()
+	delete(s.Members, mk)
+	a.st.changedMember(sk, mk)
 	if s.UserDevices[old.Member.UserID]--; s.UserDevices[old.Member.UserID] <= 0 {
 		delete(s.UserDevices, old.Member.UserID)
 	}
-	m := old.Member
-	a.emit(events.KindMemberLeft, s, &m, reason, at, nil)
+	m := a.newMember(nil)
+	*m = old.Member
+	a.emit(events.KindMemberLeft, s, m, reason, at, nil)
+}
+
+// newMember returns a new member for an event (of claim c, if not nil).
+// Members are allocated a few at a time: one allocation serves the events
+// of an ordinary input.
+func (a *applier) newMember(c *Claim) *events.Member {
+	if len(a.members) == cap(a.members) {
+		a.members = make([]events.Member, 0, 2)
+	}
+	a.members = a.members[:len(a.members)+1]
+	m := &a.members[len(a.members)-1]
+	if c != nil {
+		*m = toMember(c)
+	}
+	return m
 }
 
 func (a *applier) emit(kind events.Kind, s *Session, m *events.Member, reason events.Reason, at int64, sum *events.Summary) {
 	a.st.Seq++
+	if a.res.Events == nil {
+		a.res.Events = make([]events.SessionEvent, 0, 2)
+	}
 	a.res.Events = append(a.res.Events, events.SessionEvent{
-		V: events.SchemaVersion, ID: events.EventID(a.st.RoomID, a.st.Seq), Seq: a.st.Seq, Kind: kind,
+		V: events.SchemaVersion, ID: eventID(a.st.RoomID, a.st.Seq), Seq: a.st.Seq, Kind: kind,
 		SessionID: s.ID, RoomID: a.st.RoomID, Application: s.App, CallID: s.CallID, At: at,
 		Member: m, Reason: reason, Participants: len(s.Members), Users: s.users(), Summary: sum,
 	})
@@ -637,9 +675,9 @@ func toMember(c *Claim) events.Member {
 
 // memberChanged reports a visible change of the same membership: expiry,
 // foci or format (the event id alone is not a transition).
-func memberChanged(a, b *events.Member) bool {
-	return a.ExpiresAt != b.ExpiresAt || a.JoinedAt != b.JoinedAt || a.Format != b.Format ||
-		string(a.FocusActive) != string(b.FocusActive) || string(a.FociPreferred) != string(b.FociPreferred)
+func memberChanged(a *events.Member, c *Claim) bool {
+	return a.ExpiresAt != c.Deadline || a.JoinedAt != c.CreatedTS || a.Format != c.Format ||
+		string(a.FocusActive) != string(c.FocusActive) || string(a.FociPreferred) != string(c.FociPref)
 }
 
 // buildIndex derives the claim index after the state was decoded.

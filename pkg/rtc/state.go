@@ -1,6 +1,9 @@
 package rtc
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"sort"
 
@@ -44,6 +47,60 @@ type RoomState struct {
 	heapBuilt bool
 	// changes records what Apply changed, when tracking is on (TrackChanges).
 	changes *Changes
+	// sessKeys interns session keys, so that looking a session up by its
+	// identity allocates nothing.
+	sessKeys map[sessIdent]string
+	// scratch holds buffers reused by every Apply.
+	scratch struct {
+		ids     []ident
+		changes []change
+		key     []byte
+	}
+}
+
+type sessIdent struct{ app, call string }
+
+// maxSessKeys bounds the interned session keys (a room could see any number
+// of call ids over its life).
+const maxSessKeys = 1024
+
+// sessionKey returns the session key of (app, callID), interned.
+func (st *RoomState) sessionKey(app, callID string) string {
+	if k, ok := st.sessKeys[sessIdent{app, callID}]; ok {
+		return k
+	}
+	if st.sessKeys == nil || len(st.sessKeys) >= maxSessKeys {
+		st.sessKeys = map[sessIdent]string{}
+	}
+	k := sessionKey(app, callID)
+	st.sessKeys[sessIdent{app, callID}] = k
+	return k
+}
+
+// registerKey returns the key of a register: kind ('s' for a state key,
+// 'k' for a sticky key) and the parts, separated by NUL; the existing key's
+// string when there is one, so that a lookup allocates nothing.
+func (st *RoomState) registerKey(kind byte, parts ...string) string {
+	b := append(st.scratch.key[:0], kind)
+	for _, p := range parts {
+		b = append(b, 0)
+		b = append(b, p...)
+	}
+	st.scratch.key = b
+	if r := st.Registers[string(b)]; r != nil && r.key != "" {
+		return r.key
+	}
+	return string(b)
+}
+
+// member returns the member of session s with identity i, if any, without
+// allocating.
+func (st *RoomState) member(s *Session, i ident) *SessionMember {
+	b := append(st.scratch.key[:0], i.user...)
+	b = append(b, 0)
+	b = append(b, i.key...)
+	st.scratch.key = b
+	return s.Members[string(b)]
 }
 
 // maxRedactedRemembered bounds RoomState.Redacted.
@@ -81,6 +138,18 @@ type Register struct {
 	// as in the Rejection the event caused. Empty when everything counted.
 	WhyCode RejectionCode `json:"why_code,omitempty"`
 	Why     string        `json:"why,omitempty"`
+
+	key string // its key in RoomState.Registers, once known
+}
+
+// claimsIdent reports whether one of the register's claims has identity i.
+func (r *Register) claimsIdent(i ident) bool {
+	for c := range r.Claims {
+		if r.Claims[c].ident() == i {
+			return true
+		}
+	}
+	return false
 }
 
 // Claim is one membership a register asserts: a device in a session.
@@ -136,6 +205,16 @@ type Session struct {
 type SessionMember struct {
 	Member    events.Member `json:"m"`
 	MemberKey string        `json:"k"`
+
+	key string // its key in Session.Members, once known
+}
+
+// mapKey returns the member's key in Session.Members.
+func (m *SessionMember) mapKey() string {
+	if m.key == "" {
+		m.key = string(m.Member.UserID) + "\x00" + m.MemberKey
+	}
+	return m.key
 }
 
 // NewRoomState returns the empty state of a room.
@@ -313,4 +392,24 @@ func sessionKey(app, callID string) string { return app + "\x00" + callID }
 func (st *RoomState) ClaimStatus(c *Claim) events.Reason {
 	_, why := st.eligible(c, st.Clock)
 	return why
+}
+
+// eventID is events.EventID computed without allocating but for the
+// result (TestEventIDMatches holds them equal).
+func eventID(room id.RoomID, seq uint64) string {
+	const label = "rtc-sessions/event"
+	var buf [4 + len(label) + 4 + 255 + 4 + 8]byte
+	if len(room) > 255 {
+		return events.EventID(room, seq)
+	}
+	b := binary.BigEndian.AppendUint32(buf[:0], uint32(len(label)))
+	b = append(b, label...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(room)))
+	b = append(b, room...)
+	b = binary.BigEndian.AppendUint32(b, 8)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	sum := sha256.Sum256(b)
+	var out [22]byte
+	base64.RawURLEncoding.Encode(out[:], sum[:16])
+	return string(out[:])
 }
