@@ -82,15 +82,17 @@ func run() (int, error) {
 			return 2, err
 		}
 	}
-	rows, err := bench.Run(ctx, o, names)
+	rep, err := bench.Run(ctx, o, names)
 	if err != nil {
 		return 2, err
 	}
-	fmt.Printf("\nrtcbench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), time.Since(start).Round(time.Second))
-	if err := bench.WriteTable(os.Stdout, rows); err != nil {
+	fmt.Printf("\nrtcbench %s, %s, took %s\nmachine: %s; 1-min load average at each scenario's start: %s\n\n",
+		strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), time.Since(start).Round(time.Second),
+		bench.Machine(), strings.Join(rep.Load, ", "))
+	if err := bench.WriteTable(os.Stdout, rep.Rows); err != nil {
 		return 2, err
 	}
-	for _, r := range rows {
+	for _, r := range rep.Rows {
 		if r.Verdict == bench.Failed {
 			return 1, nil
 		}

@@ -111,14 +111,24 @@ func ScenarioNames() []string {
 	return out
 }
 
+// Report is the outcome of a run.
+type Report struct {
+	Rows []Row
+	// Load is the 1-minute load average at the start of each scenario
+	// ("pipeline 0.4"): more than the core count means other work competed
+	// for the CPU and the figures are pessimistic.
+	Load []string
+}
+
 // Run runs the selected scenarios (all when only is empty; "raw" is part of
 // "pipeline" and runs alone only when pipeline is not selected) and returns
 // the rows of the table. A scenario that fails yields error rows; the
 // others still run.
-func Run(ctx context.Context, o Options, only []string) ([]Row, error) {
+func Run(ctx context.Context, o Options, only []string) (Report, error) {
+	var rep Report
 	for _, n := range only {
 		if !slices.Contains(ScenarioNames(), n) {
-			return nil, fmt.Errorf("unknown scenario %q (have %s)", n, strings.Join(ScenarioNames(), ", "))
+			return rep, fmt.Errorf("unknown scenario %q (have %s)", n, strings.Join(ScenarioNames(), ", "))
 		}
 	}
 	selected := func(name string) bool {
@@ -133,17 +143,18 @@ func Run(ctx context.Context, o Options, only []string) ([]Row, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	var rows []Row
 	for _, s := range Scenarios() {
 		if !selected(s.Name) {
 			continue
 		}
 		if ctx.Err() != nil {
-			rows = append(rows, failedRows(s.Figures, s.Targets, fmt.Errorf("not run: %w", ctx.Err()))...)
+			rep.Rows = append(rep.Rows, failedRows(s.Figures, s.Targets, fmt.Errorf("not run: %w", ctx.Err()))...)
 			continue
 		}
 		start := time.Now()
-		fmt.Fprintf(o.Log, "[%s] start (budget %s)\n", s.Name, s.Budget(&o).Round(time.Second))
+		load := LoadAverage()
+		rep.Load = append(rep.Load, s.Name+" "+load)
+		fmt.Fprintf(o.Log, "[%s] start (budget %s, load average %s)\n", s.Name, s.Budget(&o).Round(time.Second), load)
 		r, err := runScenario(ctx, &o, s)
 		if err != nil {
 			fmt.Fprintf(o.Log, "[%s] FAILED after %s: %v\n", s.Name, time.Since(start).Round(time.Second), err)
@@ -162,9 +173,9 @@ func Run(ctx context.Context, o Options, only []string) ([]Row, error) {
 		} else {
 			fmt.Fprintf(o.Log, "[%s] done in %s\n", s.Name, time.Since(start).Round(time.Second))
 		}
-		rows = append(rows, orderRows(r, s.Figures)...)
+		rep.Rows = append(rep.Rows, orderRows(r, s.Figures)...)
 	}
-	return rows, nil
+	return rep, nil
 }
 
 // orderRows puts rows in the scenario's figure order.

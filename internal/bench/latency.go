@@ -48,7 +48,7 @@ func (c *client) paced(ctx context.Context, rate int, dur time.Duration, next fu
 			if before != nil {
 				before(sent, m)
 			}
-			if _, err = c.js.PublishMsgAsync(m); err != nil {
+			if _, err = c.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); err != nil {
 				return sent, time.Since(start), fmt.Errorf("publish %d: %w", sent, err)
 			}
 		}

@@ -22,6 +22,10 @@ const consumerPrefix = "agg-p"
 // asyncPending is how many publishes may await their PubAck, as in the ingest.
 const asyncPending = 4096
 
+// stallWait is how long a publish may wait for room among the pending
+// ones: a busy server slows the publisher down instead of failing it.
+const stallWait = 30 * time.Second
+
 // natsMsg is a message to publish.
 type natsMsg = nats.Msg
 
@@ -60,7 +64,7 @@ func (c *client) publishAll(ctx context.Context, n int, next func(i int) (*nats.
 		if err != nil {
 			return err
 		}
-		if _, err := c.js.PublishMsgAsync(m); err != nil {
+		if _, err := c.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); err != nil {
 			return fmt.Errorf("publish %d of %d: %w", i+1, n, err)
 		}
 	}
