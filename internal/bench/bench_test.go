@@ -319,4 +319,3 @@ func TestShorten(t *testing.T) {
 		t.Errorf("short strings stay whole, got %q", got)
 	}
 }
-
