@@ -500,3 +500,33 @@ func TestStateEncodingDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadlineHeapRebuilds: many refreshes in a room of 100 members make the
+// deadline heap rebuild itself (mostly stale entries) again and again; after
+// every step the next deadline is still the soonest member's, and members
+// expire in deadline order.
+func TestDeadlineHeapRebuilds(t *testing.T) {
+	const n = 100
+	st, updates := roomWithMembers(t, room, n)
+	for i := 0; i < 20*n; i++ {
+		u := updates[(i/n)%2][(i*37)%n]
+		u.OriginServerTS += int64(i) * 10
+		u.ReceivedAt = u.OriginServerTS
+		u.EventID = id.EventID(fmt.Sprint("$h", i))
+		Apply(DefaultConfig(), st, &u)
+		checkInvariants(t, st)
+	}
+	if len(st.deadlines) > 2*n+64 {
+		t.Fatalf("heap of %d entries for %d members", len(st.deadlines), n)
+	}
+	var last int64
+	for st.NextDeadline() != 0 {
+		d := st.NextDeadline()
+		res := Apply(DefaultConfig(), st, ptr(tick(d)))
+		if len(res.Events) == 0 || d < last {
+			t.Fatalf("tick at %d (after %d): %v", d, last, kinds(res.Events))
+		}
+		last = d
+		checkInvariants(t, st)
+	}
+}

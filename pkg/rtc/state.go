@@ -264,12 +264,28 @@ func (h *deadlineHeap) push(e deadlineEntry) {
 	}
 }
 
+// heapify orders the entries as a heap in O(n) (a rebuild every O(n)
+// pushes thus costs O(1) per push).
+func (h deadlineHeap) heapify() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
 func (h *deadlineHeap) pop() {
 	q := *h
 	n := len(q) - 1
 	q[0] = q[n]
+	q[n] = deadlineEntry{}
 	q = q[:n]
-	for i := 0; ; {
+	q.down(0)
+	*h = q
+}
+
+// down moves entry i down to its place.
+func (h deadlineHeap) down(i int) {
+	q, n := h, len(h)
+	for {
 		l, r, m := 2*i+1, 2*i+2, i
 		if l < n && q[l].less(q[m]) {
 			m = l
@@ -283,7 +299,6 @@ func (h *deadlineHeap) pop() {
 		q[i], q[m] = q[m], q[i]
 		i = m
 	}
-	*h = q
 }
 
 // memberDeadline records that a member now has deadline d.
@@ -300,12 +315,14 @@ func (st *RoomState) memberDeadline(sess, key string, d int64) {
 // soonest returns the live member with the soonest deadline.
 func (st *RoomState) soonest() (deadlineEntry, bool) {
 	if !st.heapBuilt {
+		clear(st.deadlines) // drop the strings
 		st.deadlines = st.deadlines[:0]
 		for sk, s := range st.Sessions {
 			for mk, m := range s.Members {
-				st.deadlines.push(deadlineEntry{at: m.Member.ExpiresAt, sess: sk, key: mk})
+				st.deadlines = append(st.deadlines, deadlineEntry{at: m.Member.ExpiresAt, sess: sk, key: mk})
 			}
 		}
+		st.deadlines.heapify()
 		st.heapBuilt = true
 	}
 	for len(st.deadlines) > 0 {
