@@ -42,7 +42,7 @@ type Harness struct {
 // whose processes are cleaned up when t ends.
 func New(t testing.TB) *Harness {
 	t.Helper()
-	h := &Harness{t: t, Bins: Build(t), DumpLines: 40}
+	h := &Harness{t: t, Bins: Build(t), DumpLines: 25}
 	t.Cleanup(func() {
 		h.mu.Lock()
 		procs := append([]*Proc(nil), h.procs...)

@@ -26,6 +26,9 @@ const (
 	feed          = 60 * time.Second // inputs are planned over this long
 	natsRestartAt = 26 * time.Second
 	natsDown      = time.Second
+	// killAllBurst is the burst at which every aggregator is SIGKILLed at
+	// once (as when a node fails); at the others one is.
+	killAllBurst  = 1
 	numAggregator = 3
 	partitions    = 8
 	// maxTxnEvents bounds a transaction: consecutive due deliveries of one
@@ -33,8 +36,11 @@ const (
 	maxTxnEvents = 8
 )
 
+// bursts are the big calls' starts, out of the nats restart's quiet window.
+var bursts = []time.Duration{5 * time.Second, 12 * time.Second, 42 * time.Second}
+
 func defaultWorkloadConfig(seed uint64) workloadConfig {
-	return workloadConfig{Seed: seed, Rooms: 40, Feed: feed,
+	return workloadConfig{Seed: seed, Rooms: 40, Feed: feed, Bursts: bursts, BurstDevices: 16,
 		// The outage lasts from the SIGTERM to the clients' reconnection
 		// (about natsDown plus a second); a publish stamped before it may be
 		// stored up to the ingest's ack timeout (2s) after it.
@@ -223,7 +229,8 @@ type action struct {
 
 // plan draws the chaos schedule: an aggregator SIGKILL every 2.5-5.5s
 // (sometimes two back to back), each restarted 0.1-3s later under a new
-// worker id; three ingest SIGKILLs, restarted 0.2-1.5s later on the same
+// worker id; SIGKILLs in the big calls' bursts, once of every aggregator at
+// the same time; three ingest SIGKILLs, restarted 0.2-1.5s later on the same
 // address; one nats-server restart.
 func (c *chaos) plan() []action {
 	var acts []action
@@ -236,28 +243,54 @@ func (c *chaos) plan() []action {
 			}
 		}
 	}
-	killAgg := func(slot int) func() {
+	// kill SIGKILLs the aggregators of some slots, right after the next
+	// transaction is stored (then its inputs are in flight).
+	kill := func(slots ...int) func() {
 		return func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			a := c.aggs[slot]
-			if a == nil || !a.Running() {
-				return
+			select { // a notice from before this action does not count
+			case <-c.accepted:
+			default:
 			}
-			// Right after a transaction is stored, its inputs are in
-			// flight in the aggregators.
 			select {
 			case <-c.accepted:
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(time.Second):
 			}
-			if err := a.Kill(); err != nil {
-				c.t.Error(err)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, slot := range slots {
+				a := c.aggs[slot]
+				if a == nil || !a.Running() {
+					continue
+				}
+				if err := a.Kill(); err != nil {
+					c.t.Error(err)
+				}
+				c.logMu.Lock()
+				c.counts.aggKills++
+				c.logMu.Unlock()
+				c.note("SIGKILLed aggregator %s", a.Cfg.ID)
 			}
-			c.logMu.Lock()
-			c.counts.aggKills++
-			c.logMu.Unlock()
-			c.note("SIGKILLed aggregator %s", a.Cfg.ID)
 		}
+	}
+	killAgg := func(slot int) func() { return kill(slot) }
+	for k, b := range bursts {
+		if k == killAllBurst {
+			all := make([]int, numAggregator)
+			for i := range all {
+				all[i] = i
+			}
+			acts = append(acts, action{b, kill(all...)})
+			for _, slot := range all {
+				acts = append(acts, action{b + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+			}
+		} else {
+			slot := c.rng.IntN(numAggregator)
+			acts = append(acts, action{b, killAgg(slot)},
+				action{b + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+		}
+		slot := c.rng.IntN(numAggregator) // the refresh burst
+		acts = append(acts, action{b + 3*time.Second, killAgg(slot)},
+			action{b + 3*time.Second + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
 	}
 	for at := 2 * time.Second; at < feed; at += uniform(c.rng, 2500*time.Millisecond, 5500*time.Millisecond) {
 		slot := c.rng.IntN(numAggregator)

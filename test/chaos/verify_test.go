@@ -325,6 +325,13 @@ func (v *verifier) waitDrained(want int, deadline time.Time) bool {
 			v.t.Logf("pipeline drained %s after the last expiry: %s", time.Since(start).Round(time.Millisecond), state)
 			return true
 		}
+		// Idle with nothing changing for long after every deadline passed:
+		// the missing (or extra) events will not come.
+		if err == nil && idle && time.Since(stableSince) >= 15*time.Second {
+			v.t.Errorf("pipeline idle for %s but %d events stored, want %d: %s",
+				time.Since(stableSince).Round(time.Millisecond), n, want, state)
+			return false
+		}
 		if time.Now().After(deadline) {
 			v.t.Errorf("pipeline not drained after %s: %s; want %d events", time.Since(start).Round(time.Millisecond),
 				state, want)

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,6 +41,12 @@ type workloadConfig struct {
 	Seed  uint64
 	Rooms int
 	Feed  time.Duration // inputs are planned in [0, Feed)
+	// Bursts are the moments when a big call starts: BurstDevices devices
+	// join one room at once, all refresh 3s later, half hang up 6s after
+	// the start and the other half expire together 10s after it. Many
+	// inputs are in flight right then: the chaos kills aggregators there.
+	Bursts       []time.Duration
+	BurstDevices int
 	// QuietFrom, QuietTo: no deadline in this window (the nats restart).
 	QuietFrom, QuietTo time.Duration
 }
@@ -176,7 +184,7 @@ func generate(cfg workloadConfig) *workload {
 		// also by the room's homeserver shortly after (a federated room).
 		roomHS := room % numHomeservers
 		for _, e := range evs {
-			senderHS := int(e.Sender[len(e.Sender)-len("1.test")] - '1')
+			senderHS := hsIndex(e.Sender)
 			w.Deliveries = append(w.Deliveries, delivery{At: e.At, HS: hsName(senderHS), Ev: e})
 			if roomHS != senderHS && r.IntN(4) == 0 {
 				w.Deliveries = append(w.Deliveries, delivery{At: e.At + uniform(r, 0, 300*time.Millisecond),
@@ -184,9 +192,61 @@ func generate(cfg workloadConfig) *workload {
 			}
 		}
 	}
+	for k, b := range cfg.Bursts {
+		evs, dls := genBurst(cfg, k, b)
+		w.Deadlines[evs[0].Room] = dls
+		for _, d := range dls {
+			w.LastShortDeadline = max(w.LastShortDeadline, d)
+		}
+		w.Events = append(w.Events, evs...)
+		// A homeserver sends the events of its users together.
+		byHS := slices.Clone(evs)
+		slices.SortStableFunc(byHS, func(a, b *genEvent) int {
+			if a.At != b.At {
+				return int(a.At - b.At)
+			}
+			return hsIndex(a.Sender) - hsIndex(b.Sender)
+		})
+		for _, e := range byHS {
+			w.Deliveries = append(w.Deliveries, delivery{At: e.At, HS: hsName(hsIndex(e.Sender)), Ev: e})
+		}
+	}
 	sort.SliceStable(w.Events, func(i, j int) bool { return w.Events[i].At < w.Events[j].At })
 	sort.SliceStable(w.Deliveries, func(i, j int) bool { return w.Deliveries[i].At < w.Deliveries[j].At })
 	return w
+}
+
+// hsIndex is the index of a user's homeserver (@user:hsN.test).
+func hsIndex(user string) int {
+	i := strings.LastIndex(user, ":hs")
+	n, err := strconv.Atoi(strings.TrimSuffix(user[i+len(":hs"):], ".test"))
+	if i < 0 || err != nil {
+		panic("not a workload user: " + user)
+	}
+	return n - 1
+}
+
+// genBurst is the k-th big call (see workloadConfig.Bursts).
+func genBurst(cfg workloadConfig, k int, b time.Duration) ([]*genEvent, []time.Duration) {
+	room := fmt.Sprintf("!big%d:%s", k, hsName(k%numHomeservers))
+	var evs []*genEvent
+	for i := range cfg.BurstDevices {
+		user := fmt.Sprintf("@big%d-%02d:%s", k, i, hsName(i%numHomeservers))
+		key := "_" + user + "_PHONE_m.call"
+		join := &genEvent{At: b, Type: callMember, StateKey: &key, Sender: user, Device: "PHONE", CreatedOff: b,
+			Expires: 8 * time.Second}
+		refresh := *join
+		refresh.At, refresh.Refresh, refresh.Expires = b+3*time.Second, true, 10*time.Second
+		evs = append(evs, join, &refresh)
+		if i%2 == 0 {
+			evs = append(evs, &genEvent{At: b + 6*time.Second, Type: callMember, StateKey: &key, Sender: user, Hangup: true})
+		}
+	}
+	for i, e := range evs {
+		e.Room, e.Forwarded = room, true
+		e.ID = fmt.Sprintf("$chaos-%d-big%d-e%03d", cfg.Seed, k, i)
+	}
+	return evs, []time.Duration{b + 8*time.Second, b + 10*time.Second}
 }
 
 // roomRespectsGuards checks the first rule of the file comment.
@@ -344,8 +404,8 @@ func TestWorkloadRules(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := defaultWorkloadConfig(tc.seed)
 			w := generate(cfg)
-			if n := w.forwardedCount(); n < 300 || n > 700 {
-				t.Errorf("%d forwarded inputs, want 300-700", n)
+			if n := w.forwardedCount(); n < 300 || n > 750 {
+				t.Errorf("%d forwarded inputs, want 300-750", n)
 			}
 			kinds := map[string]int{}
 			for _, e := range w.Events {
@@ -369,6 +429,9 @@ func TestWorkloadRules(t *testing.T) {
 			expiring := 0
 			for room, dls := range w.Deadlines {
 				for _, d := range dls {
+					if d < time.Hour && d > cfg.Feed+10*time.Second {
+						t.Errorf("room %s: deadline %s too late: the test would wait for it", room, d)
+					}
 					if d >= cfg.QuietFrom && d < cfg.QuietTo {
 						t.Errorf("room %s: deadline %s in the quiet window", room, d)
 					}
