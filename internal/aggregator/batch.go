@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -163,6 +164,7 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 	for attempt := 0; ; {
 		var failed error
 		again := false
+		r.prefetch(works)
 		for _, w := range works {
 			switch w.stage {
 			case stageReload:
@@ -242,9 +244,44 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 			r.d.m.TimerLateness.Observe(time.Since(time.UnixMilli(in.raw.Deadline)).Seconds())
 		}
 	}
+	// Every input of the partition up to maxSeq is now processed completely
+	// (those before the batch were, see catchUp): a room committed at or
+	// below it needs no redo when it is loaded again.
 	r.nextSeq = max(r.nextSeq, maxSeq+1)
+	r.ackFloor = max(r.ackFloor, maxSeq)
 	r.d.m.BatchInputs.Observe(float64(len(ins)))
 	r.d.m.ProcessSeconds.Observe(time.Since(start).Seconds())
+}
+
+// prefetch loads the rooms of a batch that are not in the cache, several at
+// a time: a batch after a hand-off, or over more rooms than the cache
+// holds, would otherwise wait for one KV read per room in turn. Failures
+// are left for loadRoom to report.
+func (r *partRunner) prefetch(works []*roomWork) {
+	var todo []*roomWork
+	for _, w := range works {
+		if (w.stage == stageApply && w.rm == nil && w.commit == nil) || w.stage == stageReload {
+			if _, ok := r.d.cache.get(w.key); !ok {
+				todo = append(todo, w)
+			}
+		}
+	}
+	if len(todo) < 2 {
+		return
+	}
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, w := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := r.loadRoom(w); err == nil && w.stage == stageReload {
+				w.stage = stageDone
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // loadRoom returns the room of w from the cache, or loads it. A room whose

@@ -50,8 +50,10 @@ type partRunner struct {
 	// the logs (every rejection is counted exactly in the metrics).
 	rejectLog *zap.Logger
 
-	// Ordering across owners. ackFloor is the consumer's ack floor as last
-	// read: an input at or below it was processed completely by someone.
+	// Ordering across owners. ackFloor: every input of the partition at or
+	// below it was processed completely, effects included (the consumer's
+	// ack floor when the partition was acquired, then the end of each batch
+	// this runner finished).
 	// nextSeq: every input of the partition below it was processed by this
 	// runner or is at or below ackFloor. lastCSeq is the consumer sequence
 	// of the last delivery: a delivery that does not follow it means that

@@ -38,10 +38,11 @@ type Header struct {
 	Clock    int64        `json:"clock,omitempty"`
 	Seq      uint64       `json:"seq,omitempty"`
 	Redacted []id.EventID `json:"redacted,omitempty"`
-	// Redo is the redo record of the commit that wrote this header, or, when
-	// RedoChunks > 0, it is in that many chunks under T.redo.<i>.
-	Redo       *Redo `json:"redo,omitempty"`
-	RedoChunks int   `json:"redo_chunks,omitempty"`
+	// RedoData is the encoded redo record of the commit that wrote this
+	// header, or, when RedoChunks > 0, it is in that many chunks under
+	// T.redo.<i>. (Kept encoded: it is encoded once per commit, to size it.)
+	RedoData   []byte `json:"redo,omitempty"`
+	RedoChunks int    `json:"redo_chunks,omitempty"`
 }
 
 // Redo is what a commit changes besides the header. Applying it again is
@@ -175,10 +176,25 @@ func DecodeHeader(data []byte) (*Header, error) {
 		if r.State == nil {
 			return nil, fmt.Errorf("%w: version 1 record without state", ErrFormat)
 		}
-		return &Header{V: 1, LastIn: r.LastIn, TimerAt: r.TimerAt, Inline: r.State,
-			Redo: &Redo{Batch: r.LastIn, Outbox: r.Outbox}}, nil
+		redo, err := events.Marshal(&Redo{Batch: r.LastIn, Outbox: r.Outbox})
+		if err != nil {
+			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
+		}
+		return &Header{V: 1, LastIn: r.LastIn, TimerAt: r.TimerAt, Inline: r.State, RedoData: redo}, nil
 	}
 	return nil, fmt.Errorf("%w: %w %d", ErrFormat, events.ErrUnsupportedVersion, probe.V)
+}
+
+// decodeRedo decodes an encoded redo record (nil: none).
+func decodeRedo(data []byte) (*Redo, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	var r Redo
+	if err := events.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%w: redo record: %w", ErrFormat, err)
+	}
+	return &r, nil
 }
 
 func encodePart(v any) ([]byte, error) {

@@ -96,7 +96,10 @@ func Load(ctx context.Context, kv jetstream.KeyValue, room id.RoomID) (*Room, er
 		return nil, fmt.Errorf("load room %s: %w", key, err)
 	}
 	rm := &Room{Key: key, LastIn: h.LastIn, TimerAt: h.TimerAt, Split: h.Split, Rev: e.Revision(),
-		PartRevs: map[string]uint64{}, Redo: h.Redo}
+		PartRevs: map[string]uint64{}}
+	if rm.Redo, err = decodeRedo(h.RedoData); err != nil {
+		return nil, fmt.Errorf("load room %s: %w", key, err)
+	}
 	if h.RedoChunks > 0 {
 		if rm.Redo, err = loadRedoChunks(ctx, kv, key, h.LastIn, h.RedoChunks); err != nil {
 			return nil, fmt.Errorf("load room %s: %w", key, err)
@@ -157,11 +160,7 @@ func loadRedoChunks(ctx context.Context, kv jetstream.KeyValue, key string, batc
 		}
 		data = append(data, c.Data...)
 	}
-	var r Redo
-	if err := events.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%w: redo record: %w", ErrFormat, err)
-	}
-	return &r, nil
+	return decodeRedo(data)
 }
 
 // loadParts reads every part of a split room (key -> value) with a
@@ -287,50 +286,61 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 	changes := st.TakeChanges()
 	h := &Header{LastIn: lastIn, TimerAt: timerAt}
 	redo := &Redo{Batch: lastIn, Outbox: outbox}
-	split := rm.Split
-	if !split && len(st.Registers) <= o.InlineMaxRegisters {
-		h.Inline = st
-		b, err := events.Marshal(h)
-		if err != nil {
-			return nil, fmt.Errorf("encode room %s: %w", rm.Key, err)
-		}
-		if len(b) > o.InlineMaxBytes {
-			split = true
-		}
-		h.Inline = nil
-	} else if !split {
-		split = true
-	}
-	if split {
-		var err error
-		if !rm.Split { // becomes split: write every part
-			changes = allChanges(st)
-		}
-		if redo.Parts, err = partsOf(rm.Key, st, changes); err != nil {
-			return nil, err
-		}
-		h.Split, h.RoomID, h.Clock, h.Seq, h.Redacted = true, st.RoomID, st.Clock, st.Seq, st.Redacted
-	} else {
-		h.Inline = st
-	}
-	c := &Commit{Redo: redo, split: split, lastIn: lastIn, timerAt: timerAt}
 	rb, err := events.Marshal(redo)
 	if err != nil {
 		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)
 	}
-	if len(rb) <= o.RedoInlineMax {
-		h.Redo = redo
-	} else {
+	c := &Commit{Redo: redo, lastIn: lastIn, timerAt: timerAt}
+	// The redo record goes into the header when it is small, and to chunks
+	// written before the header otherwise. Its parts are known only once
+	// the form is: an inline room that outgrows its bounds is split, and
+	// then writes every part.
+	setRedo := func() error {
+		if len(rb) <= o.RedoInlineMax {
+			h.RedoData = rb
+			return nil
+		}
 		n := (len(rb) + o.ChunkSize - 1) / o.ChunkSize
 		h.RedoChunks = n
 		for i := range n {
 			part := rb[i*o.ChunkSize : min((i+1)*o.ChunkSize, len(rb))]
 			cb, err := events.Marshal(&redoChunk{V: FormatVersion, Batch: lastIn, Index: i, Count: n, Data: part})
 			if err != nil {
-				return nil, fmt.Errorf("encode redo chunk of room %s: %w", rm.Key, err)
+				return fmt.Errorf("encode redo chunk of room %s: %w", rm.Key, err)
 			}
 			c.Chunks = append(c.Chunks, jsutil.KVPut(events.BucketRooms, redoChunkKey(rm.Key, i), cb))
 		}
+		return nil
+	}
+	if !rm.Split && len(st.Registers) <= o.InlineMaxRegisters {
+		h.V, h.Inline = FormatVersion, st
+		if err := setRedo(); err != nil {
+			return nil, err
+		}
+		b, err := events.Marshal(h)
+		if err != nil {
+			return nil, fmt.Errorf("encode room %s: %w", rm.Key, err)
+		}
+		if len(b)-len(h.RedoData) <= o.InlineMaxBytes {
+			c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, compress(b)), rm.Rev)
+			return c, nil
+		}
+		h.Inline, h.RedoData, h.RedoChunks, c.Chunks = nil, nil, 0, nil
+	}
+	// Split: the state's parts in keys of their own.
+	c.split = true
+	if !rm.Split { // becomes split: write every part
+		changes = allChanges(st)
+	}
+	if redo.Parts, err = partsOf(rm.Key, st, changes); err != nil {
+		return nil, err
+	}
+	if rb, err = events.Marshal(redo); err != nil {
+		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)
+	}
+	h.Split, h.RoomID, h.Clock, h.Seq, h.Redacted = true, st.RoomID, st.Clock, st.Seq, st.Redacted
+	if err := setRedo(); err != nil {
+		return nil, err
 	}
 	hb, err := EncodeHeader(h)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -17,16 +18,36 @@ var ErrUnsupportedVersion = errors.New("unsupported schema version")
 // that the msgpack and JSON forms of a message have the same keys. Encoding
 // is deterministic: equal values give equal bytes.
 func Marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.SetCustomStructTag("json")
-	enc.SetOmitEmpty(true)
-	enc.SetSortMapKeys(true)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
+	p := encoders.Get().(*pooledEncoder)
+	defer func() {
+		if p.buf.Cap() <= 1<<20 { // do not keep what a rare large value grew
+			encoders.Put(p)
+		}
+	}()
+	p.buf.Reset()
+	p.enc.ResetWriter(&p.buf) // keeps the settings, unlike Reset
+	if err := p.enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(p.buf.Bytes()), nil
+}
+
+// encoders reuses encoders and their buffers: the aggregator encodes several
+// values per input, and a fresh encoder per call was a visible part of its
+// allocations.
+var encoders = sync.Pool{New: func() any {
+	p := &pooledEncoder{}
+	p.enc = msgpack.NewEncoder(&p.buf)
+	p.enc.SetCustomStructTag("json")
+	p.enc.SetOmitEmpty(true)
+	p.enc.SetSortMapKeys(true)
+	p.enc.UseCompactInts(true)
+	return p
+}}
+
+type pooledEncoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
 }
 
 // Unmarshal decodes msgpack produced by Marshal.
