@@ -155,9 +155,16 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 		}
 		return RawEvent{}, fmt.Errorf("%w: %s", ErrMalformedEvent, strings.Join(problems, "; "))
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, content); err != nil {
-		return RawEvent{}, fmt.Errorf("%w: content: %w", ErrMalformedEvent, err)
+	// content is already our own copy (json.RawMessage) and valid JSON;
+	// homeservers send it compact, so it is kept as it is unless it holds
+	// white space to squeeze out (one copy less per event).
+	if !isCompact(content) {
+		var compact bytes.Buffer
+		compact.Grow(len(content)) // exactly: the event keeps this buffer, and compacting never grows
+		if err := json.Compact(&compact, content); err != nil {
+			return RawEvent{}, fmt.Errorf("%w: content: %w", ErrMalformedEvent, err)
+		}
+		content = compact.Bytes()
 	}
 	ev := RawEvent{
 		V:              SchemaVersion,
@@ -168,7 +175,7 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 		StateKey:       ce.StateKey,
 		Sender:         id.UserID(ce.Sender),
 		OriginServerTS: *ce.OriginServerTS,
-		Content:        compact.Bytes(),
+		Content:        content,
 		Redacts:        id.EventID(ce.Redacts),
 		ReceivedAt:     opts.ReceivedAt,
 	}
@@ -201,6 +208,25 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 		}
 	}
 	return ev, nil
+}
+
+// isCompact reports whether valid JSON b has no white space outside its
+// strings, i.e. json.Compact would return it unchanged.
+func isCompact(b []byte) bool {
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return false
+		}
+	}
+	return true
 }
 
 // validUserID checks the shape @localpart:server, with no length beyond the

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -133,8 +135,30 @@ func FuzzParseEvent(f *testing.F) {
 		if d := ev.StickyDurationMS; d != nil && (*d < 0 || *d > MaxSafeInteger) {
 			t.Fatalf("out-of-range sticky duration accepted: %d", *d)
 		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, ev.Content); err != nil || !bytes.Equal(compact.Bytes(), ev.Content) {
+			t.Fatalf("content not compact: %q (%v)", ev.Content, err)
+		}
 		if _, err := EncodeRaw(&ev); err != nil {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestContentCompacted(t *testing.T) {
+	for _, tt := range []struct{ content, want string }{
+		{`{"a":"x y","b":[1, 2]}`, `{"a":"x y","b":[1,2]}`},
+		{`{ "a" : "\\" , "b":"\\" }`, `{"a":"\\","b":"\\"}`},
+		{`{"a":"q\" x"}`, `{"a":"q\" x"}`},
+		{"{\n\t\"a\":1\r\n}", `{"a":1}`},
+		{`{"a":"\u00e9 "}`, `{"a":"\u00e9 "}`},
+	} {
+		ev, err := ParseEvent([]byte(strings.Replace(clockEvent, `{"application":"m.call"}`, tt.content, 1)), ParseOptions{ReceivedAt: 1})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.content, err)
+		}
+		if string(ev.Content) != tt.want {
+			t.Errorf("content %s, want %s", ev.Content, tt.want)
+		}
+	}
 }
