@@ -130,7 +130,7 @@ func replayCmd(ctx context.Context, cfg Config, path, hs string, now bool, stdou
 	}
 	defer nc.Close()
 	m := NewMetrics(nil)
-	pub, err := NewPublisher(nc, PublisherConfig{MaxInFlight: cfg.Publish.MaxInFlight, AckTimeout: cfg.Publish.AckTimeout}, m, log)
+	pub, err := NewPublisher(nc, cfg.Publish.PublisherConfig(), m, log)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

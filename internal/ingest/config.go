@@ -59,8 +59,14 @@ func (c AppserviceConfig) Options() AppserviceOptions {
 
 // PublishConfig bounds publishing to JetStream.
 type PublishConfig struct {
-	MaxInFlight int           `yaml:"max_in_flight"`
-	AckTimeout  time.Duration `yaml:"ack_timeout"`
+	MaxInFlight      int           `yaml:"max_in_flight"`
+	MaxInFlightBytes int64         `yaml:"max_in_flight_bytes"`
+	AckTimeout       time.Duration `yaml:"ack_timeout"`
+}
+
+// PublisherConfig is the publisher configuration of this configuration.
+func (c PublishConfig) PublisherConfig() PublisherConfig {
+	return PublisherConfig{MaxInFlight: c.MaxInFlight, MaxInFlightBytes: c.MaxInFlightBytes, AckTimeout: c.AckTimeout}
 }
 
 // SyncConfig is shared by every homeserver's sync source.
@@ -102,7 +108,7 @@ func DefaultConfig() Config {
 			// well under a 256 MiB pod limit.
 			BodyBudgetBytes: 64 << 20, RetryAfter: time.Second,
 			MaxEvents: 10000, MaxJSONDepth: 32, MaxArrayLen: 10000, TxnCacheSize: 256},
-		Publish: PublishConfig{MaxInFlight: 1024, AckTimeout: 5 * time.Second},
+		Publish: PublishConfig{MaxInFlight: 1024, MaxInFlightBytes: 8 << 20, AckTimeout: 5 * time.Second},
 		Sync:    SyncConfig{StateDir: "var/ingest-sync", Timeout: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute},
 	}
 }
@@ -161,6 +167,9 @@ func (c Config) Validate() error {
 	}
 	if c.Publish.MaxInFlight < 1 || c.Publish.MaxInFlight > 1<<20 {
 		add(fmt.Errorf("publish.max_in_flight %d: must be between 1 and 1048576", c.Publish.MaxInFlight))
+	}
+	if c.Publish.MaxInFlightBytes < 1<<20 {
+		add(fmt.Errorf("publish.max_in_flight_bytes %d: must be at least 1 MiB", c.Publish.MaxInFlightBytes))
 	}
 	if c.Publish.AckTimeout < 100*time.Millisecond {
 		add(fmt.Errorf("publish.ack_timeout %s: must be at least 100ms", c.Publish.AckTimeout))

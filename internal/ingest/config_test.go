@@ -3,6 +3,7 @@ package ingest
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -49,5 +50,65 @@ func TestSecretsDuplicateToken(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "same\n") {
 		t.Fatal("secret leaked into the error")
+	}
+}
+
+// TestExampleConfigShowsDefaults: configs/ingest.yaml documents the defaults
+// of the bounds, so that reading it tells what runs.
+func TestExampleConfigShowsDefaults(t *testing.T) {
+	c, err := LoadConfig("../../configs/ingest.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultConfig()
+	if c.Appservice != d.Appservice {
+		t.Errorf("configs/ingest.yaml appservice %+v, defaults %+v", c.Appservice, d.Appservice)
+	}
+	if c.Publish != d.Publish {
+		t.Errorf("configs/ingest.yaml publish %+v, defaults %+v", c.Publish, d.Publish)
+	}
+}
+
+func TestConfigBounds(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // "" valid
+	}{
+		{"defaults", nil, ""},
+		{"env override", map[string]string{"RTC_INGEST_APPSERVICE_BODY_BUDGET_BYTES": "33554432",
+			"RTC_INGEST_APPSERVICE_MAX_EVENTS": "500", "RTC_INGEST_APPSERVICE_RETRY_AFTER": "3s",
+			"RTC_INGEST_APPSERVICE_MAX_JSON_DEPTH": "16", "RTC_INGEST_APPSERVICE_MAX_ARRAY_LEN": "100",
+			"RTC_INGEST_PUBLISH_MAX_IN_FLIGHT_BYTES": "2097152"}, ""},
+		{"budget below one body", map[string]string{"RTC_INGEST_APPSERVICE_BODY_BUDGET_BYTES": "1048576"}, "body_budget_bytes"},
+		{"no events", map[string]string{"RTC_INGEST_APPSERVICE_MAX_EVENTS": "0"}, "max_events"},
+		{"depth too small", map[string]string{"RTC_INGEST_APPSERVICE_MAX_JSON_DEPTH": "2"}, "max_json_depth"},
+		{"no arrays", map[string]string{"RTC_INGEST_APPSERVICE_MAX_ARRAY_LEN": "0"}, "max_array_len"},
+		{"retry too soon", map[string]string{"RTC_INGEST_APPSERVICE_RETRY_AFTER": "1ms"}, "retry_after"},
+		{"publish bytes too small", map[string]string{"RTC_INGEST_PUBLISH_MAX_IN_FLIGHT_BYTES": "1000"}, "max_in_flight_bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := LoadConfig("")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				o := c.Appservice.Options()
+				if v, ok := tt.env["RTC_INGEST_APPSERVICE_MAX_EVENTS"]; ok && strconv.Itoa(o.Limits.MaxEvents) != v {
+					t.Errorf("max_events %d, env %s", o.Limits.MaxEvents, v)
+				}
+				if v, ok := tt.env["RTC_INGEST_APPSERVICE_BODY_BUDGET_BYTES"]; ok && strconv.FormatInt(o.BodyBudget, 10) != v {
+					t.Errorf("budget %d, env %s", o.BodyBudget, v)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one about %s", err, tt.want)
+			}
+		})
 	}
 }

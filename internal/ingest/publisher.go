@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,20 +23,22 @@ var ErrUnavailable = errors.New("event store unavailable")
 
 // PublisherConfig bounds the publisher.
 type PublisherConfig struct {
-	MaxInFlight int           // publishes waiting for their PubAck, across all sources
-	AckTimeout  time.Duration // how long one batch may wait for its PubAcks
+	MaxInFlight      int           // publishes waiting for their PubAck, across all sources
+	MaxInFlightBytes int64         // their encoded bytes (0: 8 MiB); the NATS client holds each until acked
+	AckTimeout       time.Duration // how long one batch may wait for its PubAcks
 }
 
 // Publisher publishes RawEvents to RTC_RAW asynchronously, with a bounded
 // number in flight, and reports a batch stored only when every event of it
 // is acknowledged by JetStream.
 type Publisher struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg PublisherConfig
-	sem chan struct{}
-	m   *Metrics
-	log *zap.Logger
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	cfg   PublisherConfig
+	sem   chan struct{}
+	bytes *byteSem
+	m     *Metrics
+	log   *zap.Logger
 }
 
 // NewPublisher builds a publisher on a NATS connection.
@@ -46,13 +49,17 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig, m *Metrics, log *zap.Logge
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 8 << 20
+	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
 		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	return &Publisher{nc: nc, js: js, cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight), m: m, log: log}, nil
+	return &Publisher{nc: nc, js: js, cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight),
+		bytes: newByteSem(cfg.MaxInFlightBytes), m: m, log: log}, nil
 }
 
 // JetStream is the publisher's JetStream context (for topology.EnsureRaw).
@@ -75,6 +82,7 @@ type Stats struct {
 type pending struct {
 	f     jetstream.PubAckFuture
 	typ   string
+	size  int64
 	start time.Time
 }
 
@@ -115,7 +123,7 @@ func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.S
 			case r.err = <-pe.f.Err():
 			}
 			r.typ = pe.typ
-			p.done()
+			p.done(pe.size)
 			results <- r
 		}
 	}()
@@ -132,22 +140,29 @@ publish:
 				zap.String("reason", RejectEncode), zap.Error(err))
 			continue
 		}
+		size := int64(len(data))
 		select {
 		case p.sem <- struct{}{}:
 		case <-ctx.Done():
 			failed = fmt.Errorf("%w: waiting for a publish slot: %w", ErrUnavailable, ctx.Err())
 			break publish
 		}
+		if err := p.bytes.acquire(ctx, size); err != nil {
+			<-p.sem
+			failed = fmt.Errorf("%w: waiting for publish bytes: %w", ErrUnavailable, err)
+			break
+		}
 		msg := &nats.Msg{Subject: events.RawSubject(ev.RoomID), Data: data}
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.MsgID()),
 			jetstream.WithExpectStream(events.StreamRaw))
 		if err != nil {
 			<-p.sem
+			p.bytes.release(size)
 			failed = fmt.Errorf("%w: publish %s: %w", ErrUnavailable, ev.EventID, err)
 			break
 		}
 		p.m.InFlight.Inc()
-		futs <- pending{f: f, typ: ev.Type, start: time.Now()}
+		futs <- pending{f: f, typ: ev.Type, size: size, start: time.Now()}
 		sent++
 	}
 	close(futs)
@@ -181,7 +196,49 @@ wait:
 	return st, failed
 }
 
-func (p *Publisher) done() {
+func (p *Publisher) done(size int64) {
 	<-p.sem
+	p.bytes.release(size)
 	p.m.InFlight.Dec()
+}
+
+// byteSem is a weighted semaphore over bytes: encoded messages waiting for
+// their PubAck stay in the NATS client's memory, so their total is bounded
+// as well as their number.
+type byteSem struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+	wake  chan struct{} // closed (and replaced) by every release
+}
+
+func newByteSem(limit int64) *byteSem { return &byteSem{limit: limit, wake: make(chan struct{})} }
+
+// acquire waits until n bytes are free; a message larger than the whole
+// limit waits for all of it.
+func (s *byteSem) acquire(ctx context.Context, n int64) error {
+	n = min(n, s.limit)
+	for {
+		s.mu.Lock()
+		if s.used+n <= s.limit {
+			s.used += n
+			s.mu.Unlock()
+			return nil
+		}
+		wake := s.wake
+		s.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *byteSem) release(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used -= min(n, s.limit)
+	close(s.wake)
+	s.wake = make(chan struct{})
 }

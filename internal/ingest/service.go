@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return err
 	}
 	defer nc.Close()
-	pub, err := NewPublisher(nc, PublisherConfig{MaxInFlight: cfg.Publish.MaxInFlight, AckTimeout: cfg.Publish.AckTimeout}, m, log.Named("publish"))
+	pub, err := NewPublisher(nc, cfg.Publish.PublisherConfig(), m, log.Named("publish"))
 	if err != nil {
 		return err
 	}
