@@ -21,7 +21,7 @@ import (
 
 // startNATS starts a real embedded JetStream server on loopback (port -1:
 // any free port) storing under dir.
-func startNATS(t *testing.T, dir string, port int) *server.Server { return testutil.NATS(t, dir, port) }
+func startNATS(t testing.TB, dir string, port int) *server.Server { return testutil.NATS(t, dir, port) }
 
 type env struct {
 	ns   *server.Server
@@ -35,7 +35,7 @@ type env struct {
 }
 
 // newEnv starts NATS, connects the way the ingest does and creates RTC_RAW.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{dir: t.TempDir(), log: zaptest.NewLogger(t)}
 	e.ns = startNATS(t, e.dir, -1)
