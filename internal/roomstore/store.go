@@ -439,9 +439,11 @@ func partsOf(room string, st *rtc.RoomState, c *rtc.Changes) ([]Part, error) {
 		// Ended sessions: their seen users go (members left one by one and
 		// are in c.Members). A session of the same key may have started
 		// again in the same commit: its own seen users are puts below.
-		for sk, s := range c.Ended {
-			for u := range s.SeenUsers {
-				del(seenUserKey(room, sk, u))
+		for sk, ended := range c.Ended {
+			for _, s := range ended {
+				for u := range s.SeenUsers {
+					del(seenUserKey(room, sk, u))
+				}
 			}
 		}
 		for sk := range c.Sessions {

@@ -20,9 +20,10 @@ type Changes struct {
 	Members map[MemberRef]struct{}
 	// SeenUsers are the users a session saw for the first time.
 	SeenUsers map[SeenUserRef]struct{}
-	// Ended holds the sessions that ended, as they were when they ended, so
-	// that a store can delete every part it kept of them.
-	Ended map[string]*Session
+	// Ended holds the sessions that ended, as they were when they ended
+	// (several for one key when a session ended, started again and ended
+	// again), so that a store can delete every part it kept of them.
+	Ended map[string][]*Session
 }
 
 // MemberRef names a member of a session: RoomState.Sessions[Session].Members[Member].
@@ -61,7 +62,7 @@ func (st *RoomState) TakeChanges() *Changes {
 func newChanges() *Changes {
 	return &Changes{Registers: map[string]struct{}{}, RoomMembers: map[id.UserID]struct{}{}, Slots: map[string]struct{}{},
 		Sessions: map[string]struct{}{}, Members: map[MemberRef]struct{}{}, SeenUsers: map[SeenUserRef]struct{}{},
-		Ended: map[string]*Session{}}
+		Ended: map[string][]*Session{}}
 }
 
 func (st *RoomState) changedRegister(key string) {
@@ -91,7 +92,7 @@ func (st *RoomState) changedSession(sess string) {
 func (st *RoomState) endedSession(sess string, s *Session) {
 	if st.changes != nil {
 		st.changes.Sessions[sess] = struct{}{}
-		st.changes.Ended[sess] = s
+		st.changes.Ended[sess] = append(st.changes.Ended[sess], s)
 	}
 }
 

@@ -65,9 +65,11 @@ func changedParts(c *Changes) map[string]bool {
 	for v := range c.SeenUsers {
 		out["v|"+v.Session+"|"+string(v.User)] = true
 	}
-	for sk, s := range c.Ended {
-		for u := range s.SeenUsers {
-			out["v|"+sk+"|"+string(u)] = true
+	for sk, ended := range c.Ended {
+		for _, s := range ended {
+			for u := range s.SeenUsers {
+				out["v|"+sk+"|"+string(u)] = true
+			}
 		}
 	}
 	return out
