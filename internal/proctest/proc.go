@@ -42,7 +42,11 @@ type Harness struct {
 // whose processes are cleaned up when t ends.
 func New(t testing.TB) *Harness {
 	t.Helper()
-	h := &Harness{t: t, Bins: Build(t), DumpLines: 25}
+	return newHarness(t, Build(t))
+}
+
+func newHarness(t testing.TB, bins Binaries) *Harness {
+	h := &Harness{t: t, Bins: bins, DumpLines: 25}
 	t.Cleanup(func() {
 		h.mu.Lock()
 		procs := append([]*Proc(nil), h.procs...)
