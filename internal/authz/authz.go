@@ -19,7 +19,7 @@
 //     (never delete or purge) streams, and read and write its buckets.
 //   - subscriber reads: RTC_EVENTS through ephemeral (ordered) consumers,
 //     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
-//     rtc_rooms by key (for `rtcctl room`). It publishes nothing but those
+//     rtc_rooms (get, watch: for `rtcctl room`). It publishes nothing but those
 //     JetStream API requests.
 //
 // The services use their own inbox prefix (natsutil.ConnConfig.InboxPrefix),
@@ -183,11 +183,14 @@ func Users() []User {
 
 	subscriber := User{
 		Name: UserSubscriber, PasswordEnv: "RTC_NATS_SUBSCRIBER_PASSWORD", InboxPrefix: "_INBOX",
-		Why: "read-only (rtcctl, consumers of session events): RTC_EVENTS, rtc.live.>, rtc_sessions, rtc_rooms by key",
+		Why: "read-only (rtcctl, consumers of session events): RTC_EVENTS, rtc.live.>, rtc_sessions, rtc_rooms",
 		Publish: Rules{Allow: concat(
 			streamOps([]string{"INFO"}, events.StreamEvents, kvStream(sessions), kvStream(rooms)),
 			orderedConsumers(events.StreamEvents),
-			kvWatch(sessions),
+			// watching rtc_sessions; rtc_rooms too, because a large room's
+			// record is split into parts that `rtcctl room` reads with a
+			// filtered watch
+			kvWatch(sessions, rooms),
 			directGet(kvStream(sessions), kvStream(rooms)),
 		)},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX"), events.LivePrefix + ".>"}},

@@ -15,11 +15,13 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -165,6 +167,15 @@ func TestPipelineWithShippedPermissions(t *testing.T) {
 		}
 		return n > 0
 	})
+
+	// rtcctl's read paths work as the subscriber: sessions and the room.
+	waitFor(t, "rtcctl sessions as the subscriber", func() bool {
+		live, err := rtcctl.LiveSessions(ctx, sub.JS)
+		return err == nil && len(live) == 1
+	})
+	if _, err := rtcctl.RoomRecord(ctx, sub.JS, id.RoomID(room)); err != nil {
+		t.Fatalf("rtcctl room as the subscriber: %v (violations %q)", err, sub.Violations())
+	}
 
 	putTxn(t, addr, "2", memberEvent("$leave1", room, user, "DEV1", now+1000, true))
 	expect(t, kinds, events.KindMemberLeft, events.KindSessionEnded)
