@@ -71,6 +71,29 @@ func (o *Options) Quick() {
 	o.Refreshes = 300
 }
 
+// Validate reports every size or rate that cannot work.
+func (o *Options) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"partitions", o.Partitions}, {"raw-msgs", o.RawMsgs}, {"pipeline-rooms", o.PipelineRooms},
+		{"pipeline-devices", o.PipelineDevices}, {"rate", o.SteadyRate}, {"live-sessions", o.LiveRooms},
+		{"live-devices", o.LiveDevices}, {"call-devices", o.CallDevices}, {"small-devices", o.SmallDevices},
+		{"refreshes", o.Refreshes}, {"takeover-rate", o.TakeoverRate}} {
+		if f.v < 1 {
+			errs = append(errs, fmt.Errorf("%s %d: must be at least 1", f.name, f.v))
+		}
+	}
+	if o.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("partitions %d: at most 1024", o.Partitions))
+	}
+	if o.SteadyDuration < time.Second {
+		errs = append(errs, fmt.Errorf("steady %s: must be at least 1s", o.SteadyDuration))
+	}
+	return errors.Join(errs...)
+}
+
 // Scenario is one group of figures.
 type Scenario struct {
 	Name string
@@ -126,6 +149,9 @@ type Report struct {
 // others still run.
 func Run(ctx context.Context, o Options, only []string) (Report, error) {
 	var rep Report
+	if err := o.Validate(); err != nil {
+		return rep, err
+	}
 	for _, n := range only {
 		if !slices.Contains(ScenarioNames(), n) {
 			return rep, fmt.Errorf("unknown scenario %q (have %s)", n, strings.Join(ScenarioNames(), ", "))

@@ -319,3 +319,21 @@ func TestShorten(t *testing.T) {
 		t.Errorf("short strings stay whole, got %q", got)
 	}
 }
+
+func TestOptionsValidate(t *testing.T) {
+	o := DefaultOptions()
+	if err := o.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	o.Quick()
+	if err := o.Validate(); err != nil {
+		t.Fatalf("quick: %v", err)
+	}
+	o.Partitions, o.Refreshes, o.SteadyDuration = 0, -1, time.Millisecond
+	err := o.Validate()
+	for _, want := range []string{"partitions 0", "refreshes -1", "steady 1ms"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to name %q", err, want)
+		}
+	}
+}
