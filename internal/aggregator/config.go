@@ -95,6 +95,11 @@ type WorkerConfig struct {
 	StatsInterval time.Duration `yaml:"stats_interval"`
 }
 
+// DefaultHTTPListen serves /metrics, /healthz and /readyz on loopback only
+// (a Kubernetes pod sets its own address), on a port that does not collide
+// with Prometheus's own 9090.
+const DefaultHTTPListen = "127.0.0.1:29334"
+
 // HTTPConfig is the metrics and health endpoint.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"` // empty disables it
@@ -119,7 +124,7 @@ func DefaultConfig() Config {
 		},
 		Reducer:       rtc.DefaultConfig(),
 		Log:           telemetry.LogConfig{Format: "json", Level: "info"},
-		HTTP:          HTTPConfig{Listen: ":9090"},
+		HTTP:          HTTPConfig{Listen: DefaultHTTPListen},
 		ShutdownGrace: 20 * time.Second,
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -45,7 +47,30 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}()
 		cfg.NATS.URLs = []string{ns.ClientURL()}
 	}
-	nc, err := natsutil.Connect(ctx, cfg.NATS, log)
+	// /healthz, /readyz and /metrics are served from the start: while NATS
+	// is unreachable the process is alive but not ready, rather than exiting
+	// (a pod would crash-loop through a NATS outage).
+	var state atomic.Pointer[string]
+	setState := func(s string) { state.Store(&s) }
+	setState("connecting to NATS")
+	health.AddCheck("startup", func() error {
+		if s := *state.Load(); s != "" {
+			return errors.New(s)
+		}
+		return nil
+	})
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	httpDone := make(chan error, 1)
+	if cfg.HTTP.Listen != "" {
+		go func() {
+			httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, telemetry.Handler(reg, health), log, nil)
+		}()
+	} else {
+		httpDone <- nil
+	}
+
+	nc, err := connectRetrying(ctx, cfg.NATS, log)
 	if err != nil {
 		return err
 	}
@@ -60,24 +85,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	setState("creating or verifying the topology")
 	h, err := ensureTopology(ctx, js, cfg.Topology, log)
 	if err != nil {
 		return err
 	}
+	setState("")
 
 	w := NewWorker(nc, js, h, WorkerOptions{ID: cfg.Worker.ID, Topology: cfg.Topology.Topology(),
 		Worker: cfg.Worker, Reducer: cfg.Reducer, Log: log, Metrics: NewMetrics(reg), Grace: cfg.ShutdownGrace})
 	health.AddCheck("partitions", w.Ready)
 
-	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
-	httpDone := make(chan error, 1)
-	if cfg.HTTP.Listen != "" {
-		go func() {
-			httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, telemetry.Handler(reg, health), log, nil)
-		}()
-	} else {
-		httpDone <- nil
-	}
 	werr := w.Run(ctx)
 	// The worker has handed off; drain what is left of the connection.
 	if err := nc.Drain(); err == nil {
@@ -91,6 +109,29 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		werr = herr
 	}
 	return werr
+}
+
+// connectRetrying connects to NATS, retrying with a capped back-off until
+// it succeeds or ctx ends. Configuration errors (a missing credentials file,
+// a refused server version) are not retried.
+func connectRetrying(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*nats.Conn, error) {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		nc, err := natsutil.Connect(ctx, c, log)
+		if err == nil {
+			return nc, nil
+		}
+		if errors.Is(err, topology.ErrServerTooOld) || errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		log.Warn("NATS unreachable; retrying", zap.Int("attempt", attempt), zap.Duration("delay", delay), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to NATS: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
 }
 
 // ensureTopology creates or verifies the streams, buckets and consumers. A

@@ -3,9 +3,11 @@ package aggregator
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +206,69 @@ func TestOwnerRendezvous(t *testing.T) {
 	}
 	if Owner(nil, 0) != "" {
 		t.Error("owner without workers")
+	}
+}
+
+// TestRunWaitsForNATS: started while NATS is unreachable, the aggregator
+// neither exits nor reports ready; it serves /readyz (503, saying why) and
+// becomes ready once a server appears on its URL.
+func TestRunWaitsForNATS(t *testing.T) {
+	natsAddr := testutil.FreePort(t)
+	_, portStr, _ := net.SplitHostPort(natsAddr)
+	port, _ := strconv.Atoi(portStr)
+	cfg := DefaultConfig()
+	cfg.NATS.URLs = []string{"nats://" + natsAddr}
+	cfg.Topology.Partitions = 4
+	cfg.HTTP.Listen = testutil.FreePort(t)
+	cfg.ShutdownGrace = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, testLogger(t), nil) }()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + cfg.HTTP.Listen + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor := func(want int, what string) string {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, body := get("/readyz")
+			if code == want {
+				return body
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("Run returned while %s: %v", what, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /readyz %d %s", what, code, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	body := waitFor(http.StatusServiceUnavailable, "NATS is down")
+	if !strings.Contains(body, "connecting to NATS") {
+		t.Errorf("/readyz while NATS is down: %q", body)
+	}
+	time.Sleep(1500 * time.Millisecond) // several connection attempts
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while NATS is down: %d", code)
+	}
+	testutil.NATS(t, "", port)
+	waitFor(http.StatusOK, "NATS is up")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
+		t.Fatal("Run did not return after cancel")
 	}
 }
