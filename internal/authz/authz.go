@@ -335,23 +335,23 @@ func RenderHelmUsers() []byte {
 
 // HelmMergeToConf turns the chart's config.merge value into nats-server
 // configuration text the way the chart does: JSON, with "<< x >>" strings
-// emitted unquoted. Tests load the result with the real server parser.
+// emitted unquoted as x. Tests load the result with the real server parser.
 func HelmMergeToConf(jsonText string) string {
 	var out strings.Builder
 	rest := jsonText
 	for {
-		i := strings.Index(rest, `"<< `)
+		i := strings.Index(rest, `"<<`)
 		if i < 0 {
-			out.WriteString(rest)
-			return out.String()
+			break
 		}
-		j := strings.Index(rest[i:], ` >>"`)
+		j := strings.Index(rest[i+3:], `>>"`)
 		if j < 0 {
-			out.WriteString(rest)
-			return out.String()
+			break
 		}
 		out.WriteString(rest[:i])
-		out.WriteString(rest[i+4 : i+j])
-		rest = rest[i+j+4:]
+		out.WriteString(strings.TrimSpace(rest[i+3 : i+3+j]))
+		rest = rest[i+3+j+3:]
 	}
+	out.WriteString(rest)
+	return out.String()
 }

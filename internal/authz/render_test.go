@@ -245,6 +245,7 @@ func TestHelmMergeToConf(t *testing.T) {
 		{`{"a":"<< $X >>","b":["<< $Y >>","z"]}`, `{"a":$X,"b":[$Y,"z"]}`},
 		{`{"a":"plain"}`, `{"a":"plain"}`},
 		{`{"a":"<< unterminated"}`, `{"a":"<< unterminated"}`},
+		{`"<< >>"0`, `0`},
 	}
 	for _, tc := range tests {
 		if got := HelmMergeToConf(tc.in); got != tc.want {
@@ -267,4 +268,21 @@ func TestEveryUserIsRestricted(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzHelmMergeToConf: any input is handled without panic; text without the
+// marker comes back unchanged, and every complete "<< x >>" is unquoted.
+func FuzzHelmMergeToConf(f *testing.F) {
+	for _, s := range []string{`{"a":"<< $X >>"}`, `"<< `, ` >>"`, `"<<  >>"`, `{"a":["<< $A >>","<< $B >>"]}`, ``} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := HelmMergeToConf(in)
+		if !strings.Contains(in, `"<<`) && out != in {
+			t.Fatalf("changed text without a marker: %q -> %q", in, out)
+		}
+		if len(out) > len(in) {
+			t.Fatalf("output grew: %q -> %q", in, out)
+		}
+	})
 }
