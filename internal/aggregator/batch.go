@@ -432,9 +432,10 @@ func (r *partRunner) apply(st *rtc.RoomState, in *input) (res rtc.Result, err er
 	}
 	res = rtc.Apply(r.d.reducer, st, &in.raw)
 	for _, rj := range res.Rejections {
-		r.d.m.Rejections.Inc()
+		r.d.m.Rejections.WithLabelValues(string(rj.Code)).Inc()
 		r.rejectLog.Info("membership rejected", zap.String("room", string(in.raw.RoomID)),
-			zap.String("event_id", string(rj.EventID)), zap.String("reason", rj.Reason))
+			zap.String("event_id", string(rj.EventID)), zap.String("sender", string(in.raw.Sender)),
+			zap.String("reason", string(rj.Code)), zap.String("detail", rj.Reason))
 	}
 	for i := range res.Events {
 		r.d.m.Transitions.WithLabelValues(string(res.Events[i].Kind)).Inc()

@@ -2,6 +2,9 @@ package aggregator
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
 // Metrics are the aggregator's Prometheus metrics. Several workers in one
@@ -9,7 +12,7 @@ import (
 type Metrics struct {
 	Inputs          *prometheus.CounterVec // by kind (event, timer) and result
 	Transitions     *prometheus.CounterVec // session events by kind
-	Rejections      prometheus.Counter     // reducer rejections (invalid content, foreign state keys, ...)
+	Rejections      *prometheus.CounterVec // reducer rejections by reason (rtc.RejectionCodes)
 	CASConflicts    prometheus.Counter     // rtc_rooms revision mismatches
 	PublishSeconds  prometheus.Histogram   // outbox flush latency
 	ProcessSeconds  prometheus.Histogram   // one input, end to end
@@ -40,8 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"kind", "result"}),
 		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transitions_total",
 			Help: "Session events produced, by kind."}, []string{"kind"}),
-		Rejections: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "rejections_total",
-			Help: "Events (or array entries) the reducer did not count as memberships."}),
+		Rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejections_total",
+			Help: "Events (or array entries) the reducer did not count as memberships, by reason."}, []string{"reason"}),
 		CASConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "cas_conflicts_total",
 			Help: "Room record writes that lost a revision check and were retried."}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
@@ -77,6 +80,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Partitions acquired and released by this worker."}, []string{"op"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "room_cache_lookups_total",
 			Help: "Room record cache lookups, by result (hit, miss)."}, []string{"result"}),
+	}
+	// Every labelled counter exists from the start for its known label
+	// values: an alert on rate() sees 0, not nothing, until the first one.
+	for _, c := range rtc.RejectionCodes() {
+		m.Rejections.WithLabelValues(string(c))
+	}
+	for _, k := range events.Kinds {
+		m.Transitions.WithLabelValues(string(k))
+	}
+	for _, kind := range []events.InputKind{events.InputEvent, events.InputTimer} {
+		for _, r := range []string{resultApplied, resultStale, resultDuplicate, resultDLQ} {
+			m.Inputs.WithLabelValues(string(kind), r)
+		}
+	}
+	for _, r := range []string{"decode", "apply", "store", "room_state"} {
+		m.DLQ.WithLabelValues(r)
+	}
+	for _, c := range []string{"transient", "poison"} {
+		m.Retries.WithLabelValues(c)
+	}
+	for _, op := range []string{"acquired", "released"} {
+		m.Handoffs.WithLabelValues(op)
+	}
+	for _, r := range []string{"hit", "miss"} {
+		m.CacheLookups.WithLabelValues(r)
 	}
 	if reg != nil {
 		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.PublishSeconds, m.ProcessSeconds,

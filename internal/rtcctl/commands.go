@@ -293,7 +293,7 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 	fmt.Fprintf(w, "registers (%d)\n", len(st.Registers))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(st.Registers) > 0 {
-		fmt.Fprintln(tw, "  KEY\tKIND\tSENDER\tEVENT\tTS\tCLAIMS")
+		fmt.Fprintln(tw, "  KEY\tKIND\tSENDER\tEVENT\tTS\tCLAIMS\tWHY NOT COUNTED")
 	}
 	for _, k := range sortedKeys(st.Registers) {
 		r := st.Registers[k]
@@ -305,7 +305,12 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 		if kind == "" {
 			kind = fmt.Sprint(r.Kind)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", printable(k), kind, r.Sender, r.EventID, fmtMS(r.TS), strings.Join(claims, "; "))
+		why := ""
+		if r.WhyCode != "" {
+			why = string(r.WhyCode) + ": " + r.Why
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k), kind, r.Sender, r.EventID, fmtMS(r.TS),
+			strings.Join(claims, "; "), why)
 	}
 	_ = tw.Flush()
 

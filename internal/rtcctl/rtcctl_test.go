@@ -247,6 +247,8 @@ func TestRoom(t *testing.T) {
 		"org.matrix.msc3401.call.member|_@alice:hs1.test_AD_m.call": {EventID: "$e1", Sender: "@alice:hs1.test", TS: 1700000000000, Kind: rtc.RegisterJoin,
 			Claims: []rtc.Claim{{App: "m.call", User: "@alice:hs1.test", Device: "AD", Deadline: 1700014400000, Format: events.FormatSession}}},
 		"org.matrix.msc3401.call.member|_@bob:hs1.test_BD_m.call": {EventID: "$e2", Sender: "@bob:hs1.test", TS: 1700000001000, Kind: rtc.RegisterLeave},
+		"s\x00org.matrix.msc3401.call.member\x00_@carol:hs1.test_CD_m.call": {EventID: "$e3", Sender: "@mallory:hs1.test", TS: 1700000001000,
+			Kind: rtc.RegisterInvalid, WhyCode: rtc.RejectForeignStateKey, Why: "state key names @carol:hs1.test, sender is @mallory:hs1.test"},
 	}
 	st.RoomMembers = map[id.UserID]rtc.RoomMember{"@bob:hs1.test": {Membership: "leave", TS: 1700000001500}}
 	st.Sessions = map[string]*rtc.Session{"m.call|": {App: "m.call", ID: "sess-1", StartedAt: 1700000000000, Peak: 2, Joins: 2,
@@ -267,7 +269,8 @@ func TestRoom(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	for _, want := range []string{"room !a:hs1.test", "seq 2", "RTC_RAW #7", "sessions (1)", "m.call call=\"\"  id sess-1",
-		"devices 1  users 1  peak 2  joins 2", "@alice:hs1.test/AD  joined 2023-11-14T22:13:20.000Z", "registers (2)", "leave",
+		"devices 1  users 1  peak 2  joins 2", "@alice:hs1.test/AD  joined 2023-11-14T22:13:20.000Z", "registers (3)", "leave",
+		"s|org.matrix.msc3401.call.member|_@carol:hs1.test_CD_m.call", "foreign_state_key: state key names @carol:hs1.test",
 		"until 2023-11-15T02:13:20.000Z", "room members (1)", "@bob:hs1.test  leave"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
