@@ -122,6 +122,15 @@ func kvWatch(buckets ...string) []string {
 
 func inbox(prefix string) string { return prefix + ".>" }
 
+// neverDelete is denied to every user on top of its allow list, so that a
+// later, wider allow (say $JS.API.>) still cannot delete or purge a stream
+// or erase stored messages: deny wins over allow in nats-server.
+var neverDelete = []string{
+	jsAPI + "STREAM.DELETE.>",
+	jsAPI + "STREAM.PURGE.>",
+	jsAPI + "STREAM.MSG.DELETE.>",
+}
+
 // Users returns the users of rtc-sessions with their permissions, in a
 // fixed order.
 func Users() []User {
@@ -135,7 +144,7 @@ func Users() []User {
 		Publish: Rules{Allow: concat(
 			[]string{events.RawPrefix + ".>"},
 			streamOps([]string{"INFO", "CREATE"}, events.StreamRaw),
-		)},
+		), Deny: neverDelete},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX_ingest")}},
 	}
 
@@ -177,7 +186,7 @@ func Users() []User {
 				jsAPI + "CONSUMER.DELETE." + kvStream(sessions) + ".*",
 				jsAPI + "CONSUMER.DELETE." + kvStream(workers) + ".*",
 			},
-		)},
+		), Deny: neverDelete},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX_aggregator")}},
 	}
 
@@ -192,7 +201,7 @@ func Users() []User {
 			// filtered watch
 			kvWatch(sessions, rooms),
 			directGet(kvStream(sessions), kvStream(rooms)),
-		)},
+		), Deny: concat(neverDelete, []string{jsAPI + "CONSUMER.DELETE.>"})},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX"), events.LivePrefix + ".>"}},
 	}
 	return []User{ingest, aggregator, subscriber}
