@@ -104,7 +104,8 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 			a.res.Stale = true
 			return
 		}
-		a.applyMember(ev, a.st.registerKey('s', ev.Type, *ev.StateKey), EffectiveTime(a.cfg, ev), a.parseState)
+		key, old := a.st.register('s', ev.Type, *ev.StateKey)
+		a.applyMember(ev, key, old, EffectiveTime(a.cfg, ev), a.parseState)
 	case events.TypeRTCMember.Type, events.TypeRTCMemberUnstable.Type:
 		if ev.IsState() {
 			if ev.Type != events.TypeRTCMember.Type {
@@ -112,7 +113,8 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 				a.res.Stale = true
 				return
 			}
-			a.applyMember(ev, a.st.registerKey('s', ev.Type, *ev.StateKey), EffectiveTime(a.cfg, ev), a.parseState)
+			key, old := a.st.register('s', ev.Type, *ev.StateKey)
+			a.applyMember(ev, key, old, EffectiveTime(a.cfg, ev), a.parseState)
 			return
 		}
 		key, err := StickyKey(ev.Content)
@@ -121,7 +123,8 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 			a.res.Stale = true
 			return
 		}
-		a.applyMember(ev, a.st.registerKey('k', string(ev.Sender), ev.Type, key), stickyRank(a.cfg, ev), a.parseSticky)
+		rkey, old := a.st.register('k', string(ev.Sender), ev.Type, key)
+		a.applyMember(ev, rkey, old, stickyRank(a.cfg, ev), a.parseSticky)
 	case events.TypeRTCSlot.Type, events.TypeRTCSlotUnstable.Type:
 		a.applySlot(ev)
 	case events.TypeRoomMember.Type:
@@ -163,8 +166,9 @@ func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
 	return ev > oldEv
 }
 
-func (a *applier) applyMember(ev *events.RawEvent, key string, rank int64, parse parseFunc) {
-	old := a.st.Registers[key]
+// applyMember applies a member event to its register (key; old is the
+// register's current value, nil if none).
+func (a *applier) applyMember(ev *events.RawEvent, key string, old *Register, rank int64, parse parseFunc) {
 	eff := EffectiveTime(a.cfg, ev)
 	if ev.RedactedBy != "" {
 		// The event arrived already redacted: it is its own redaction, at
@@ -535,9 +539,10 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 			a.join(s, sk, c.id, c.new, at)
 		case memberChanged(&c.old.Member, c.new):
 			m := a.newMember(c.new)
+			before := c.old.Member.ExpiresAt
 			c.old.Member = *m
 			a.st.changedMember(sk, c.old.mapKey())
-			a.st.memberDeadline(sk, c.old.mapKey(), m.ExpiresAt)
+			a.st.memberDeadline(sk, c.old.mapKey(), before, m.ExpiresAt)
 			a.emit(events.KindMemberUpdated, s, m, "", at, nil)
 		default:
 			c.old.Member.EventID = c.new.EventID // same membership, nothing visible changed
@@ -618,7 +623,7 @@ func (a *applier) join(s *Session, sk string, i ident, c *Claim, at int64) {
 	if !s.SeenUsers[m.UserID] {
 		a.st.changedSeenUser(sk, m.UserID)
 	}
-	a.st.memberDeadline(sk, mk, m.ExpiresAt)
+	a.st.memberDeadline(sk, mk, 0, m.ExpiresAt)
 	s.UserDevices[m.UserID]++
 	s.SeenUsers[m.UserID] = true
 	s.Joins++

@@ -77,20 +77,22 @@ func (st *RoomState) sessionKey(app, callID string) string {
 	return k
 }
 
-// registerKey returns the key of a register: kind ('s' for a state key,
-// 'k' for a sticky key) and the parts, separated by NUL; the existing key's
-// string when there is one, so that a lookup allocates nothing.
-func (st *RoomState) registerKey(kind byte, parts ...string) string {
+// register returns the key of a register, kind ('s' for a state key, 'k'
+// for a sticky key) and the parts separated by NUL, and the register
+// (nil if none). The key is the existing register's string when there is
+// one, so that a lookup allocates nothing.
+func (st *RoomState) register(kind byte, parts ...string) (string, *Register) {
 	b := append(st.scratch.key[:0], kind)
 	for _, p := range parts {
 		b = append(b, 0)
 		b = append(b, p...)
 	}
 	st.scratch.key = b
-	if r := st.Registers[string(b)]; r != nil && r.key != "" {
-		return r.key
+	r := st.Registers[string(b)]
+	if r != nil && r.key != "" {
+		return r.key, r
 	}
-	return string(b)
+	return string(b), r
 }
 
 // member returns the member of session s with identity i, if any, without
@@ -301,10 +303,14 @@ func (h deadlineHeap) down(i int) {
 	}
 }
 
-// memberDeadline records that a member now has deadline d.
-func (st *RoomState) memberDeadline(sess, key string, d int64) {
-	if !st.heapBuilt {
-		return // built from the members on first use
+// memberDeadline records that a member now has deadline d (old: its
+// deadline before, 0 for a member that just joined). The heap keeps, for
+// every live member, an entry no later than its deadline: a later deadline
+// needs no new entry (soonest corrects the old one when it comes first), so
+// a refresh that extends a membership costs O(1).
+func (st *RoomState) memberDeadline(sess, key string, old, d int64) {
+	if !st.heapBuilt || (old != 0 && d >= old) {
+		return // built from the members on first use; or the entry still bounds it
 	}
 	st.deadlines.push(deadlineEntry{at: d, sess: sess, key: key})
 	if len(st.deadlines) > 64 && len(st.deadlines) > 2*st.memberCount() {
@@ -328,11 +334,18 @@ func (st *RoomState) soonest() (deadlineEntry, bool) {
 	for len(st.deadlines) > 0 {
 		e := st.deadlines[0]
 		if s := st.Sessions[e.sess]; s != nil {
-			if m := s.Members[e.key]; m != nil && m.Member.ExpiresAt == e.at {
-				return e, true
+			if m := s.Members[e.key]; m != nil {
+				if m.Member.ExpiresAt == e.at {
+					return e, true
+				}
+				if m.Member.ExpiresAt > e.at { // extended since: correct the entry
+					st.deadlines[0].at = m.Member.ExpiresAt
+					st.deadlines.down(0)
+					continue
+				}
 			}
 		}
-		st.deadlines.pop() // the member left or its deadline moved
+		st.deadlines.pop() // the member left (or a later entry is stale)
 	}
 	return deadlineEntry{}, false
 }
