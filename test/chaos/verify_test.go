@@ -41,12 +41,14 @@ type storedMsg struct {
 	subject string
 	data    []byte
 	hdr     nats.Header
+	stored  time.Time // the server's timestamp
 }
 
 // input is one decoded RTC_RAW input.
 type input struct {
-	seq uint64
-	in  events.RawEvent
+	seq    uint64
+	stored time.Time
+	in     events.RawEvent
 }
 
 // run checks everything; untilMS is the simulation's final clock, and
@@ -121,7 +123,8 @@ func (v *verifier) readStream(name, prefix string) []storedMsg {
 			if err != nil {
 				v.t.Fatalf("stream %s: metadata: %v", name, err)
 			}
-			out = append(out, storedMsg{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data(), hdr: m.Headers()})
+			out = append(out, storedMsg{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data(), hdr: m.Headers(),
+				stored: md.Timestamp})
 			if md.NumPending == 0 {
 				return out
 			}
@@ -144,7 +147,7 @@ func (v *verifier) readRaw() []input {
 			v.t.Errorf("RTC_RAW seq %d (%s) does not decode: %v", m.seq, m.subject, err)
 			continue
 		}
-		out = append(out, input{seq: m.seq, in: in})
+		out = append(out, input{seq: m.seq, stored: m.stored, in: in})
 	}
 	return out
 }
@@ -159,12 +162,24 @@ func (v *verifier) checkRaw(inputs []input) {
 		gen[id.EventID(e.ID)] = e
 	}
 	seen := map[id.EventID]uint64{}
-	timers, inversions := 0, 0
+	timers, inversions, early := 0, 0, 0
 	var lastReceived int64
+	var lateness []time.Duration
 	for _, x := range inputs {
 		in := x.in
 		if in.Kind == events.InputTimer {
+			// A timer that fires before its deadline would expire members
+			// while inputs stamped before the deadline are still to come.
 			timers++
+			late := x.stored.Sub(time.UnixMilli(in.Deadline))
+			lateness = append(lateness, late)
+			if late < 0 {
+				early++
+				if early <= 5 {
+					t.Errorf("RTC_RAW seq %d: the timer of %s for T0%+.3fs fired %s early", x.seq, in.RoomID,
+						float64(in.Deadline-t0)/1000, -late)
+				}
+			}
 			continue
 		}
 		if in.ReceivedAt < lastReceived {
@@ -218,8 +233,18 @@ func (v *verifier) checkRaw(inputs []input) {
 	if missing > 10 {
 		t.Errorf("... %d events missing from RTC_RAW in all", missing)
 	}
-	t.Logf("RTC_RAW: %d events (each generated event once), %d fired timers; %d received_at inversions in stream order",
-		len(seen), timers, inversions)
+	if early > 5 {
+		t.Errorf("... %d of %d timers fired before their deadline", early, timers)
+	}
+	slices.Sort(lateness)
+	q := func(f float64) time.Duration {
+		if len(lateness) == 0 {
+			return 0
+		}
+		return lateness[int(f*float64(len(lateness)-1))].Round(time.Millisecond)
+	}
+	t.Logf("RTC_RAW: %d events (each generated event once), %d fired timers (late by p50 %s, max %s); "+
+		"%d received_at inversions in stream order", len(seen), timers, q(0.5), q(1), inversions)
 }
 
 func jsonEqual(a, b []byte) bool {
