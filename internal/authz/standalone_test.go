@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
@@ -88,5 +89,37 @@ func TestStandaloneServerConf(t *testing.T) {
 	}
 	if _, err := nc.Request("$JS.API.INFO", nil, 5*time.Second); err != nil {
 		t.Fatalf("aggregator: JetStream account info: %v", err)
+	}
+}
+
+// TestBcryptPasswords: the documented way, a bcrypt hash in the server's
+// environment and the password in the service's file, works with the
+// shipped file.
+func TestBcryptPasswords(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := natstest.WriteFile(t, dir, "pw", []byte("s3cret-ingest\n"))
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-ingest"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range authz.Users() {
+		t.Setenv(u.PasswordEnv, string(hash))
+	}
+	ns, err := natsutil.StartEmbedded(natsutil.EmbeddedConfig{DataDir: filepath.Join(dir, "js"), Port: -1,
+		ConfigFile: filepath.Join(authztest.RepoRoot(), authz.ConfPath)}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	c := natsutil.ConnConfig{URLs: []string{ns.ClientURL()}, User: authz.UserIngest, PasswordFile: pwFile, InboxPrefix: "_INBOX_ingest"}
+	nc, err := natsutil.Connect(context.Background(), c, zap.NewNop())
+	if err != nil {
+		t.Fatalf("password against its bcrypt hash: %v", err)
+	}
+	nc.Close()
+	c.PasswordFile = natstest.WriteFile(t, dir, "wrong", []byte("wrong"))
+	if nc, err := natsutil.Connect(context.Background(), c, zap.NewNop()); err == nil {
+		nc.Close()
+		t.Fatal("a wrong password passed the bcrypt check")
 	}
 }
