@@ -86,9 +86,9 @@ func run() (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	fmt.Printf("\nrtcbench %s, %s, took %s\nmachine: %s; 1-min load average at each scenario's start: %s\n\n",
-		strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), time.Since(start).Round(time.Second),
-		bench.Machine(), strings.Join(rep.Load, ", "))
+	fmt.Printf("\n%s, %s, took %s\nmachine: %s; 1-min load average at each scenario's start: %s\n\n",
+		strings.Join(append([]string{"rtcbench"}, os.Args[1:]...), " "), time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		time.Since(start).Round(time.Second), bench.Machine(), strings.Join(rep.Load, ", "))
 	if err := bench.WriteTable(os.Stdout, rep.Rows); err != nil {
 		return 2, err
 	}

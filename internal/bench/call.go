@@ -126,9 +126,7 @@ func (e *env) timedRefreshes(ctx context.Context, agg *aggregatorProc, w *Worklo
 
 // cpuOf is the CPU time of the aggregator plus the server.
 func (e *env) cpuOf(agg *aggregatorProc) (time.Duration, error) {
-	a, err1 := cpuTime(agg.pid())
-	s, err2 := cpuTime(e.nats.pid())
-	return a + s, errors.Join(err1, err2)
+	return e.cpuOfAll([]*aggregatorProc{agg})
 }
 
 // lastLogLine is the aggregator's last log line: its message and error

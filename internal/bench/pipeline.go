@@ -173,10 +173,12 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		procs = append(procs, a)
 	}
 	var startAt time.Time
+	var cpuStart time.Duration
 	lastLog := time.Now()
 	st, err := e.drain(ctx, stallPipeline, func(st partitionState) {
 		if st.backlog() >= uint64(n) {
 			startAt = st.at // nothing acknowledged yet
+			cpuStart, _ = e.cpuOfAll(procs)
 		}
 		if time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
@@ -189,6 +191,7 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 	if startAt.IsZero() {
 		startAt = started
 	}
+	cpuEnd, cpuErr := e.cpuOfAll(procs)
 	elapsed := st.at.Sub(startAt)
 	rate = float64(n) / elapsed.Seconds()
 	e.logf("%d aggregator(s): %s inputs in %s = %s (start-up %s not counted)", k, fmtCount(int64(n)),
@@ -200,6 +203,9 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 	}
 	note = fmt.Sprintf("%s inputs loaded beforehand, timed from the first ack to an empty backlog; %s session events stored",
 		fmtCount(int64(n)), fmtCount(int64(eventsAfter-eventsBefore)))
+	if cpuErr == nil && cpuStart > 0 {
+		note += fmt.Sprintf("; CPU (aggregators + nats-server) %s ms per input", fmtMS((cpuEnd-cpuStart)/time.Duration(n)))
+	}
 	if dlq, err := dlqCount(ctx, e.c.js); err == nil && dlq > 0 {
 		note += fmt.Sprintf("; %d inputs in RTC_DLQ", dlq)
 	}
@@ -222,3 +228,19 @@ func (e *env) streamMsgs(ctx context.Context, name string) (msgs, bytes uint64, 
 
 // roomToken is the RTC_RAW subject token of a room.
 func roomToken(r id.RoomID) string { return events.Token(string(r)) }
+
+// cpuOfAll is the CPU time of the aggregators plus the server.
+func (e *env) cpuOfAll(aggs []*aggregatorProc) (time.Duration, error) {
+	total, err := cpuTime(e.nats.pid())
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range aggs {
+		c, err := cpuTime(a.pid())
+		if err != nil {
+			return 0, err
+		}
+		total += c
+	}
+	return total, nil
+}
