@@ -198,6 +198,10 @@ func decodeProgram(p []byte) []events.RawEvent {
 		}
 		if e.Kind == events.InputEvent {
 			e.EventID += id.EventID("#" + itoa(int64(i)))
+			e.ReceivedAt = ts
+			if op >= 240 { // the sender's clock ahead: by up to ~16 years, or within the skew allowance
+				e.OriginServerTS = ts + int64(op-240)*365*24*hour + int64(step)*1000
+			}
 		}
 		out = append(out, e)
 	}
