@@ -21,7 +21,7 @@ type PushOptions struct {
 	Tokens      map[string]string // homeserver name (= Matrix server name) -> hs_token
 	Live        bool              // shift timestamps so the file starts now, and keep its pacing
 	Speed       float64           // with Live: play the file this many times faster
-	RetryFor    time.Duration     // how long to retry a transaction answered 5xx
+	RetryFor    time.Duration     // how long to retry a transaction answered 429 or 5xx
 	Client      *http.Client
 	Out         io.Writer // one line per event sent
 	Now         func() time.Time
@@ -150,7 +150,7 @@ func sendTxn(ctx context.Context, opts PushOptions, hs, txnID string, body []byt
 			if code == http.StatusOK {
 				return code, nil
 			}
-			if code < 500 {
+			if code < 500 && code != http.StatusTooManyRequests { // 429: the ingest's body budget is full, retry
 				return code, fmt.Errorf("transaction %s refused: HTTP %d", txnID, code)
 			}
 		}
