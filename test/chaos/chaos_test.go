@@ -80,6 +80,7 @@ func TestChaos(t *testing.T) {
 	h := proctest.New(t)
 	t.Logf("binaries ready after %s", time.Since(began).Round(time.Millisecond))
 	c := &chaos{t: t, h: h, rng: rand.New(rand.NewPCG(seed, 0xc4a05)), accepted: make(chan struct{}, 1),
+		sending:      make(chan struct{}, 1),
 		hardDeadline: began.Add(225 * time.Second)}
 	c.stats.outcomes = map[string]int{}
 	c.ns = h.StartNATS("")
@@ -153,6 +154,10 @@ type chaos struct {
 	// was answered 200: its inputs are being processed right then, which is
 	// when a SIGKILL hurts most.
 	accepted chan struct{}
+	// sending receives a value (without blocking) just before a
+	// transaction is sent: an ingest SIGKILLed a moment later dies with
+	// the transaction half published, and the retry must complete it.
+	sending chan struct{}
 	// hardDeadline bounds the whole test.
 	hardDeadline time.Time
 }
@@ -231,7 +236,7 @@ type action struct {
 // (sometimes two back to back), each restarted 0.1-3s later under a new
 // worker id; SIGKILLs in the big calls' bursts, once of every aggregator at
 // the same time; three ingest SIGKILLs, restarted 0.2-1.5s later on the same
-// address; one nats-server restart.
+// address, each while a transaction is in flight; one nats-server restart.
 func (c *chaos) plan() []action {
 	var acts []action
 	restartAgg := func(slot int) func() {
@@ -306,7 +311,17 @@ func (c *chaos) plan() []action {
 	for _, at := range []time.Duration{12 * time.Second, 38 * time.Second, 52 * time.Second} {
 		at += uniform(c.rng, 0, 3*time.Second)
 		down := uniform(c.rng, 200*time.Millisecond, 1500*time.Millisecond)
+		midRequest := uniform(c.rng, 0, 3*time.Millisecond)
 		acts = append(acts, action{at, func() {
+			select { // a notice from before this action does not count
+			case <-c.sending:
+			default:
+			}
+			select {
+			case <-c.sending:
+				time.Sleep(midRequest)
+			case <-time.After(time.Second):
+			}
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if err := c.ing.Kill(); err != nil {
@@ -428,6 +443,10 @@ func (c *chaos) put(client *http.Client, hs, txnID string, body []byte) error {
 		req.Header.Set("Authorization", "Bearer "+c.tokens[hs])
 		req.Header.Set("Content-Type", "application/json")
 		c.stats.attempts++
+		select {
+		case c.sending <- struct{}{}:
+		default:
+		}
 		resp, err := client.Do(req)
 		status, detail := 0, ""
 		if err == nil {
