@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 
@@ -429,5 +430,18 @@ func TestConfigValidateSkew(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClipWhy: a long reason is cut at the bound, between runes.
+func TestClipWhy(t *testing.T) {
+	short := "device_id missing"
+	if clipWhy(short) != short {
+		t.Fatal("a short reason was changed")
+	}
+	long := strings.Repeat("é", maxWhyBytes) // 2 bytes each
+	got := clipWhy(long)
+	if len(got) > maxWhyBytes+3 || !utf8.ValidString(got) || !strings.HasSuffix(got, "...") {
+		t.Fatalf("clipped to %d bytes, valid %v", len(got), utf8.ValidString(got))
 	}
 }

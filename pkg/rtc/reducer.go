@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 
@@ -155,7 +156,11 @@ func clipWhy(s string) string {
 	if len(s) <= maxWhyBytes {
 		return s
 	}
-	return s[:maxWhyBytes] + "..."
+	n := maxWhyBytes
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n-- // cut between runes
+	}
+	return s[:n] + "..."
 }
 
 // newer is the last-writer-wins order of a register: rank, then event id.
