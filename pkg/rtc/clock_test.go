@@ -439,7 +439,7 @@ func TestClipWhy(t *testing.T) {
 	if clipWhy(short) != short {
 		t.Fatal("a short reason was changed")
 	}
-	long := strings.Repeat("é", maxWhyBytes) // 2 bytes each
+	long := "x" + strings.Repeat("é", maxWhyBytes) // 2 bytes each: byte maxWhyBytes is inside a rune
 	got := clipWhy(long)
 	if len(got) > maxWhyBytes+3 || !utf8.ValidString(got) || !strings.HasSuffix(got, "...") {
 		t.Fatalf("clipped to %d bytes, valid %v", len(got), utf8.ValidString(got))
