@@ -66,7 +66,7 @@ type PublishConfig struct {
 
 // PublisherConfig is the publisher configuration of this configuration.
 func (c PublishConfig) PublisherConfig() PublisherConfig {
-	return PublisherConfig{MaxInFlight: c.MaxInFlight, MaxInFlightBytes: c.MaxInFlightBytes, AckTimeout: c.AckTimeout}
+	return PublisherConfig(c)
 }
 
 // SyncConfig is shared by every homeserver's sync source.
