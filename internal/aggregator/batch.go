@@ -110,6 +110,9 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 			_ = m.Term()
 			continue
 		}
+		if h := m.Headers(); h != nil {
+			r.setPin(h.Get("Nats-Pin-Id"))
+		}
 		if md.Sequence.Consumer != r.lastCSeq+1 {
 			needCatchUp = true
 		}

@@ -253,6 +253,17 @@ func workload(rooms, members int, base int64) []events.RawEvent {
 
 func (e *env) publish(evs []events.RawEvent) {
 	e.t.Helper()
+	// In slices, each awaited: a slow (race-enabled, loaded) machine would
+	// otherwise stall the client's window of outstanding async publishes.
+	for len(evs) > 1000 {
+		e.publishSlice(evs[:1000])
+		evs = evs[1000:]
+	}
+	e.publishSlice(evs)
+}
+
+func (e *env) publishSlice(evs []events.RawEvent) {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var futs []jetstream.PubAckFuture

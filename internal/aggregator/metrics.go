@@ -10,26 +10,27 @@ import (
 // Metrics are the aggregator's Prometheus metrics. Several workers in one
 // process (tests) each get their own registry.
 type Metrics struct {
-	Inputs          *prometheus.CounterVec // by kind (event, timer) and result
-	Transitions     *prometheus.CounterVec // session events by kind
-	Rejections      *prometheus.CounterVec // reducer rejections by reason (rtc.RejectionCodes)
-	CASConflicts    prometheus.Counter     // rtc_rooms revision mismatches
-	PublishSeconds  prometheus.Histogram   // outbox flush latency
-	ProcessSeconds  prometheus.Histogram   // one input, end to end
-	ConsumerLag     *prometheus.GaugeVec   // NumPending by partition
-	OwnedPartitions prometheus.Gauge       // partitions this worker consumes
-	LiveWorkers     prometheus.Gauge       // workers seen in rtc_workers
-	LiveSessions    prometheus.Gauge       // reported by the owner of partition 0
-	LiveMembers     prometheus.Gauge       // reported by the owner of partition 0
-	TimerLateness   prometheus.Histogram   // wall time of processing minus deadline
-	TimersArmed     prometheus.Counter     // schedules published
-	DLQ             *prometheus.CounterVec // dead-lettered inputs by reason
-	Retries         *prometheus.CounterVec // failed attempts by class (poison, transient)
-	Handoffs        *prometheus.CounterVec // partitions acquired / released
-	CacheLookups    *prometheus.CounterVec // room cache hit / miss
-	BatchInputs     prometheus.Histogram   // inputs per batch
-	CatchUp         prometheus.Counter     // inputs read directly from RTC_RAW after a hand-off
-	Redos           prometheus.Counter     // commits of a previous owner carried out on load
+	Inputs           *prometheus.CounterVec // by kind (event, timer) and result
+	Transitions      *prometheus.CounterVec // session events by kind
+	Rejections       *prometheus.CounterVec // reducer rejections by reason (rtc.RejectionCodes)
+	CASConflicts     prometheus.Counter     // rtc_rooms revision mismatches
+	PublishSeconds   prometheus.Histogram   // outbox flush latency
+	ProcessSeconds   prometheus.Histogram   // one input, end to end
+	ConsumerLag      *prometheus.GaugeVec   // NumPending by partition
+	OwnedPartitions  prometheus.Gauge       // partitions this worker consumes
+	LiveWorkers      prometheus.Gauge       // workers seen in rtc_workers
+	LiveSessions     prometheus.Gauge       // reported by the owner of partition 0
+	LiveMembers      prometheus.Gauge       // reported by the owner of partition 0
+	TimerLateness    prometheus.Histogram   // wall time of processing minus deadline
+	TimersArmed      prometheus.Counter     // schedules published
+	DLQ              *prometheus.CounterVec // dead-lettered inputs by reason
+	Retries          *prometheus.CounterVec // failed attempts by class (poison, transient)
+	Handoffs         *prometheus.CounterVec // partitions acquired / released
+	CacheLookups     *prometheus.CounterVec // room cache hit / miss
+	BatchInputs      prometheus.Histogram   // inputs per batch
+	CatchUp          prometheus.Counter     // inputs read directly from RTC_RAW after a hand-off
+	Redos            prometheus.Counter     // commits of a previous owner carried out on load
+	DeadPinsReleased prometheus.Counter     // pins of dead workers released on take-over
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -55,6 +56,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Inputs per processed batch.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
 		CatchUp: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "catchup_inputs_total",
 			Help: "Inputs read directly from RTC_RAW because a previous owner received them and did not acknowledge them."}),
+		DeadPinsReleased: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dead_pins_released_total",
+			Help: "Partition pins of workers that are gone released at take-over, instead of waiting for pinned_ttl."}),
 		Redos: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "redos_total",
 			Help: "Rooms whose last commit's effects were carried out again when the room was loaded (a previous owner died after committing)."}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_lag",
@@ -109,7 +112,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.PublishSeconds, m.ProcessSeconds,
 			m.ConsumerLag, m.OwnedPartitions, m.LiveWorkers, m.LiveSessions, m.LiveMembers, m.TimerLateness,
-			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos)
+			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos, m.DeadPinsReleased)
 	}
 	return m
 }

@@ -37,6 +37,11 @@ type partDeps struct {
 	// live ends when the worker is killed or its grace period is over: then
 	// nothing more is written and nothing is acknowledged.
 	live context.Context
+	// pinHeld reports whether a live worker advertises a pin id; a pin
+	// assigned more than pinGrace ago that nobody alive advertises belongs
+	// to a dead worker (see watchPin).
+	pinHeld  func(id string) bool
+	pinGrace time.Duration
 }
 
 // partRunner consumes one partition: it pulls batches of inputs and
@@ -62,6 +67,7 @@ type partRunner struct {
 
 	mu      sync.Mutex
 	it      jetstream.MessagesContext
+	pinID   string // the pin this runner holds (Nats-Pin-Id of its deliveries)
 	stopped bool
 	stopCh  chan struct{}
 	done    chan struct{}
@@ -74,6 +80,22 @@ func newPartRunner(d partDeps, p int) *partRunner {
 			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
 		})),
 		stopCh: make(chan struct{}), done: make(chan struct{})}
+}
+
+// pin is the pin id this runner holds, "" before its first delivery.
+func (r *partRunner) pin() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pinID
+}
+
+func (r *partRunner) setPin(id string) {
+	if id == "" {
+		return
+	}
+	r.mu.Lock()
+	r.pinID = id
+	r.mu.Unlock()
 }
 
 func (r *partRunner) isStopped() bool {
@@ -119,6 +141,7 @@ func (r *partRunner) loop() {
 			}
 			cons = c
 			r.setAckFloor(c.CachedInfo())
+			go r.watchPin(c)
 		}
 		it, err := cons.Messages(jetstream.PullPriorityGroup(topology.ConsumerGroup),
 			jetstream.PullMaxMessages(r.d.cfg.BatchSize))
@@ -213,13 +236,89 @@ func (r *partRunner) stop(unpin bool) {
 		it.Stop()
 	}
 	if unpin {
-		ctx, cancel := r.opCtx()
-		defer cancel()
-		if err := r.d.raw.UnpinConsumer(ctx, r.name, topology.ConsumerGroup); err != nil {
-			r.log.Debug("unpin partition", zap.Error(err))
-		}
+		r.unpinOwn()
 	}
 	r.d.m.ConsumerLag.DeleteLabelValues(strconv.Itoa(r.p))
+}
+
+// pinnedTo returns the partition's pinned client and since when.
+func (r *partRunner) pinnedTo(ctx context.Context, cons jetstream.Consumer) (string, time.Time, error) {
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	for _, g := range ci.PriorityGroups {
+		if g.Group == topology.ConsumerGroup {
+			return g.PinnedClientID, g.PinnedTS, nil
+		}
+	}
+	return "", time.Time{}, nil
+}
+
+// unpinOwn hands the partition on at once when this runner stops: it
+// releases the pin only if it is this runner's, never one that another
+// worker holds by now.
+func (r *partRunner) unpinOwn() {
+	own := r.pin()
+	if own == "" {
+		return
+	}
+	ctx, cancel := r.opCtx()
+	defer cancel()
+	cons, err := r.d.raw.Consumer(ctx, r.name)
+	if err != nil {
+		r.log.Debug("unpin partition: look up consumer", zap.Error(err))
+		return
+	}
+	pinned, _, err := r.pinnedTo(ctx, cons)
+	if err != nil || pinned != own {
+		r.log.Debug("not unpinning: the pin is not ours", zap.String("pinned", pinned), zap.Error(err))
+		return
+	}
+	if err := r.d.raw.UnpinConsumer(ctx, r.name, topology.ConsumerGroup); err != nil {
+		r.log.Debug("unpin partition", zap.Error(err))
+	}
+}
+
+// watchPin runs while this runner waits for its first delivery. A pin held
+// by a worker that died lasts pinned_ttl after its last pull; the runner
+// releases it at once when no live worker advertises it and it was not
+// assigned in the last pinGrace (a live worker advertises a new pin with
+// its next heartbeat). So a partition moves after a SIGKILL as soon as the
+// dead worker's heartbeat expires.
+func (r *partRunner) watchPin(cons jetstream.Consumer) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stopCh:
+			return
+		case <-r.d.live.Done():
+			return
+		case <-t.C:
+		}
+		own := r.pin()
+		ctx, cancel := r.opCtx()
+		pinned, since, err := r.pinnedTo(ctx, cons)
+		cancel()
+		switch {
+		case err != nil:
+			continue
+		case pinned == "" || pinned == own:
+			return // nobody holds it (the next delivery is ours) or we do
+		case r.d.pinHeld != nil && r.d.pinHeld(pinned), time.Since(since) < r.d.pinGrace:
+			continue // a live worker holds it, or may: wait
+		}
+		ctx, cancel = r.opCtx()
+		err = r.d.raw.UnpinConsumer(ctx, r.name, topology.ConsumerGroup)
+		cancel()
+		if err != nil {
+			r.log.Debug("release a dead worker's pin", zap.Error(err))
+			continue
+		}
+		r.d.m.DeadPinsReleased.Inc()
+		r.log.Info("released the pin of a worker that is gone", zap.String("pin", pinned))
+	}
 }
 
 // catchUp returns the inputs of the partition that precede the batch and

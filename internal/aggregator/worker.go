@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -67,11 +68,16 @@ type Worker struct {
 	// period is exceeded: in-flight inputs finish during a graceful stop.
 	procCtx    context.Context
 	procCancel context.CancelFunc
+	started    time.Time
 
 	changed chan struct{} // live set changed: reconcile
 
-	mu         sync.Mutex
-	live       map[string]bool
+	mu   sync.Mutex
+	live map[string]bool
+	// pins holds the pin ids each live worker advertises in its heartbeat
+	// (pin id -> worker): a pin nobody alive advertises belongs to a dead
+	// worker and may be released at once.
+	pins       map[string]string
 	owned      map[int]*partRunner
 	reconciled bool
 	selfLive   bool
@@ -99,8 +105,8 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, h *topology.Handles, o Wor
 	pctx, cancel := context.WithCancel(context.Background())
 	return &Worker{
 		id: o.ID, opts: o, nc: nc, js: js, h: h, log: o.Log.With(zap.String("worker", o.ID)), m: o.Metrics,
-		cache: newRoomCache(o.Worker.CacheRooms), procCtx: pctx, procCancel: cancel,
-		changed: make(chan struct{}, 1), live: map[string]bool{}, owned: map[int]*partRunner{},
+		cache: newRoomCache(o.Worker.CacheRooms), procCtx: pctx, procCancel: cancel, started: time.Now(),
+		changed: make(chan struct{}, 1), live: map[string]bool{}, pins: map[string]string{}, owned: map[int]*partRunner{},
 	}
 }
 
@@ -157,6 +163,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.register(ctx); err != nil {
 		return err
 	}
+	// Learn the live workers before computing the first assignment:
+	// counting only itself, a starting worker would start consuming
+	// partitions that belong to others, however briefly.
+	w.resync(ctx)
 	w.log.Info("worker registered", zap.Int("partitions", w.opts.Topology.Partitions))
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	context.AfterFunc(w.procCtx, stopLoops) // kill
@@ -206,7 +216,8 @@ func (w *Worker) kill() {
 // partDeps is what the worker's partition runners work with.
 func (w *Worker) partDeps() partDeps {
 	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, cache: w.cache, cfg: w.opts.Worker,
-		reducer: w.opts.Reducer, m: w.m, log: w.log, hooks: w.opts.hooks, live: w.procCtx}
+		reducer: w.opts.Reducer, m: w.m, log: w.log, hooks: w.opts.hooks, live: w.procCtx,
+		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second}
 }
 
 func randomSuffix() string {
@@ -217,8 +228,46 @@ func randomSuffix() string {
 
 func (w *Worker) workerSubject() string { return "$KV." + events.BucketWorkers + "." + w.id }
 
+// heartbeat is the value of a worker's key in rtc_workers.
+type heartbeat struct {
+	Started string `json:"started"`
+	// Pins are the pin ids the worker holds, by partition.
+	Pins map[string]string `json:"pins,omitempty"`
+}
+
 func (w *Worker) heartbeatValue() []byte {
-	return []byte(`{"started":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)
+	hb := heartbeat{Started: w.started.UTC().Format(time.RFC3339), Pins: map[string]string{}}
+	w.mu.Lock()
+	for p, r := range w.owned {
+		if id := r.pin(); id != "" {
+			hb.Pins[strconv.Itoa(p)] = id
+		}
+	}
+	w.mu.Unlock()
+	b, _ := json.Marshal(hb)
+	return b
+}
+
+// pinHeld reports whether a live worker advertises pin id.
+func (w *Worker) pinHeld(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	owner, ok := w.pins[id]
+	return ok && w.live[owner]
+}
+
+// setPins records the pins a worker advertises.
+func (w *Worker) setPins(worker string, value []byte) {
+	var hb heartbeat
+	_ = json.Unmarshal(value, &hb)
+	for id, owner := range w.pins {
+		if owner == worker {
+			delete(w.pins, id)
+		}
+	}
+	for _, id := range hb.Pins {
+		w.pins[id] = worker
+	}
 }
 
 // register writes the heartbeat key with a per-key TTL. A raw publish with
@@ -310,7 +359,9 @@ func (w *Worker) watchLoop(ctx context.Context) {
 			w.mu.Lock()
 			if e.Operation() == jetstream.KeyValuePut {
 				w.live[e.Key()] = true
+				w.setPins(e.Key(), e.Value())
 			} else {
+				w.setPins(e.Key(), nil)
 				delete(w.live, e.Key())
 				if e.Key() == w.id {
 					w.selfLive = false

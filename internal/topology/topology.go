@@ -71,7 +71,7 @@ func DefaultConfig() Config {
 		DupWindow:  10 * time.Minute,
 		AckWait:    15 * time.Second,
 		PinnedTTL:  10 * time.Second,
-		WorkerTTL:  10 * time.Second,
+		WorkerTTL:  6 * time.Second,
 
 		MaxAckPending: 1024,
 	}
