@@ -39,6 +39,11 @@ type EmbeddedConfig struct {
 	Host     string `yaml:"host"`
 	Port     int    `yaml:"port"`
 	MaxStore int64  `yaml:"max_store"`
+	// ConfigFile is a nats-server configuration loaded first: with
+	// configs/nats/rtc-accounts.conf the embedded server enforces the
+	// shipped users and permissions (docs/nats.md), and may then listen
+	// beyond loopback.
+	ConfigFile string `yaml:"config_file"`
 }
 
 // TopologyConfig is the YAML form of topology.Config plus the mode.

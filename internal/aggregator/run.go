@@ -36,7 +36,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	if len(cfg.NATS.URLs) == 0 {
 		var err error
 		ns, err = natsutil.StartEmbedded(natsutil.EmbeddedConfig{DataDir: cfg.Embedded.DataDir,
-			Host: cfg.Embedded.Host, Port: cfg.Embedded.Port, MaxStore: cfg.Embedded.MaxStore}, log)
+			Host: cfg.Embedded.Host, Port: cfg.Embedded.Port, MaxStore: cfg.Embedded.MaxStore,
+			ConfigFile: cfg.Embedded.ConfigFile}, log)
 		if err != nil {
 			return err
 		}

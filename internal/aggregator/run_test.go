@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
@@ -270,5 +272,57 @@ func TestRunWaitsForNATS(t *testing.T) {
 		}
 	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// TestRunEmbeddedWithUsers: the embedded server loads embedded.config_file
+// (users and permissions) and the aggregator logs in as its user; without
+// such a file, a non-loopback embedded host is refused at start.
+func TestRunEmbeddedWithUsers(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte("s3cret-aggregator"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(`authorization { users: [ {user: aggregator, password: "s3cret-aggregator"} ] }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Embedded.DataDir = filepath.Join(dir, "nats")
+	cfg.Embedded.Port = -1
+	cfg.Embedded.Host = "0.0.0.0" // allowed: the config has users
+	cfg.Embedded.ConfigFile = conf
+	cfg.NATS.User, cfg.NATS.PasswordFile = "aggregator", pw
+	cfg.Topology.Partitions = 2
+	cfg.HTTP.Listen = testutil.FreePort(t)
+	cfg.ShutdownGrace = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, testLogger(t), nil) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + cfg.HTTP.Listen + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready with the embedded server's users")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	cfg.Embedded.ConfigFile, cfg.NATS.User, cfg.NATS.PasswordFile = "", "", ""
+	cfg.Embedded.DataDir = filepath.Join(dir, "nats2")
+	err := Run(context.Background(), cfg, testLogger(t), nil)
+	if !errors.Is(err, natsutil.ErrEmbeddedExposed) {
+		t.Fatalf("embedded host 0.0.0.0 without users: %v, want ErrEmbeddedExposed", err)
 	}
 }
