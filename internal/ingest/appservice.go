@@ -32,12 +32,15 @@ type Homeserver struct {
 // AppserviceOptions tune the appservice endpoint. Zero fields take the
 // defaults of DefaultConfig.
 type AppserviceOptions struct {
-	MaxBodyBytes   int64         // larger transactions get 413 M_TOO_LARGE
-	BodyBudget     int64         // bytes of transaction bodies in flight, all homeservers; over it: 429
-	RetryAfter     time.Duration // what a 429 asks the homeserver to wait
-	Limits         TxnLimits     // events per transaction, nesting, array lengths
-	TxnCacheSize   int           // completed transaction ids remembered per homeserver
-	LogSampleFirst int           // warnings logged per message and second before sampling drops them
+	MaxBodyBytes int64 // larger transactions get 413 M_TOO_LARGE
+	// PublishChunkBytes: a new transaction is published in chunks of about
+	// this much event content as it is decoded (0: 1 MiB).
+	PublishChunkBytes int
+	BodyBudget        int64         // bytes of transaction bodies in flight, all homeservers; over it: 429
+	RetryAfter        time.Duration // what a 429 asks the homeserver to wait
+	Limits            TxnLimits     // events per transaction, nesting, array lengths
+	TxnCacheSize      int           // completed transaction ids remembered per homeserver
+	LogSampleFirst    int           // warnings logged per message and second before sampling drops them
 }
 
 // Matrix error codes the appservice answers with.
@@ -92,6 +95,9 @@ func NewAppservice(hss []Homeserver, pub *Publisher, m *Metrics, log *zap.Logger
 	}
 	if opts.TxnCacheSize <= 0 {
 		opts.TxnCacheSize = d.TxnCacheSize
+	}
+	if opts.PublishChunkBytes <= 0 {
+		opts.PublishChunkBytes = 1 << 20
 	}
 	if opts.LogSampleFirst <= 0 {
 		opts.LogSampleFirst = 10
@@ -287,16 +293,35 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 		}
 		br.reserved, br.max = r.ContentLength, r.ContentLength
 	}
+	var st Stats
+	publish := func(evs []events.RawEvent) error {
+		s, err := a.pub.Publish(ctx, hs.name, events.SourceAppservice, evs)
+		st.Stored += s.Stored
+		st.Duplicates += s.Duplicates
+		return err
+	}
 	sum := sha256.New()
 	receivedAt := a.now().UnixMilli()
 	batch := newBatch(hs.name, events.SourceAppservice, receivedAt, a.m, log)
+	// A new transaction id is published as it is decoded, a chunk at a
+	// time, so that a transaction holds one chunk of prepared events rather
+	// than all of them. A known id is held until its digest says whether it
+	// is a retry (nothing to publish) or new content: retries are rare, and
+	// bounded by the body budget like everything else.
+	_, known := hs.txns.get(txnID)
+	if !known {
+		batch.flush, batch.flushBytes = publish, a.opts.PublishChunkBytes
+	}
 	err := StreamTransaction(io.TeeReader(br, sum), a.opts.Limits, batch.add)
 	batch.count()
+	if errors.Is(err, ErrUnavailable) {
+		return a.unavailable(w, batch, err, log)
+	}
 	if err != nil {
 		return a.badTransaction(w, err, log)
 	}
 	digest := digestOf(sum)
-	if prev, ok := hs.txns.get(txnID); ok {
+	if prev, ok := hs.txns.get(txnID); known && ok {
 		if prev == digest {
 			a.m.TxnReused.WithLabelValues(hs.name, txnSameContent).Inc()
 			log.Debug("transaction already stored")
@@ -308,16 +333,21 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 		a.m.TxnReused.WithLabelValues(hs.name, txnDifferentContent).Inc()
 		log.Warn("transaction id reused with different content, storing it")
 	}
-	st, err := a.pub.Publish(ctx, hs.name, events.SourceAppservice, batch.evs)
-	if err != nil {
-		log.Warn("transaction not stored, the homeserver will retry", zap.Int("events", len(batch.evs)), zap.Error(err))
-		w.Header().Set("Retry-After", "2")
-		return writeError(w, http.StatusServiceUnavailable, errUnknown, "event store unavailable, retry later")
+	if err := publish(batch.evs); err != nil {
+		return a.unavailable(w, batch, err, log)
 	}
 	hs.txns.put(txnID, digest)
-	log.Debug("transaction stored", zap.Int("events", batch.n), zap.Int("forwarded", len(batch.evs)),
+	log.Debug("transaction stored", zap.Int("events", batch.n), zap.Int("forwarded", batch.forwarded),
 		zap.Int("stored", st.Stored), zap.Int("duplicates", st.Duplicates))
 	return writeOK(w)
+}
+
+// unavailable answers 503: some event of the transaction has no PubAck.
+// The homeserver retries it; what was stored is de-duplicated then.
+func (a *Appservice) unavailable(w http.ResponseWriter, b *batch, err error, log *zap.Logger) int {
+	log.Warn("transaction not stored, the homeserver will retry", zap.Int("events", b.n), zap.Error(err))
+	w.Header().Set("Retry-After", "2")
+	return writeError(w, http.StatusServiceUnavailable, errUnknown, "event store unavailable, retry later")
 }
 
 func digestOf(h hash.Hash) [sha256.Size]byte {
@@ -361,7 +391,8 @@ func (a *Appservice) badTransaction(w http.ResponseWriter, err error, log *zap.L
 }
 
 // batch prepares the events of one transaction or sync section as they are
-// decoded, keeping only the ones to publish, and counts the rest.
+// decoded, keeping only the ones to publish, and counts the rest. With a
+// flush function it hands its events over every flushBytes of content.
 type batch struct {
 	hs         string
 	src        events.Source
@@ -371,7 +402,12 @@ type batch struct {
 	log        *zap.Logger
 	n          int
 	filtered   int
+	forwarded  int
 	evs        []events.RawEvent
+	held       int // content bytes in evs
+
+	flush      func([]events.RawEvent) error
+	flushBytes int
 }
 
 func newBatch(hs string, src events.Source, receivedAt int64, m *Metrics, log *zap.Logger) *batch {
@@ -379,7 +415,8 @@ func newBatch(hs string, src events.Source, receivedAt int64, m *Metrics, log *z
 }
 
 // add prepares one event; shapeErr says it broke the transaction limits.
-func (b *batch) add(raw json.RawMessage, shapeErr error) {
+// Its error is flush's (the event store is unavailable).
+func (b *batch) add(raw json.RawMessage, shapeErr error) error {
 	i := b.n
 	b.n++
 	var ev events.RawEvent
@@ -392,6 +429,14 @@ func (b *batch) add(raw json.RawMessage, shapeErr error) {
 	switch {
 	case err == nil:
 		b.evs = append(b.evs, ev)
+		b.forwarded++
+		b.held += len(ev.Content)
+		if b.flush != nil && b.held >= b.flushBytes {
+			err := b.flush(b.evs)
+			clear(b.evs) // the events are encoded and sent: let their content go
+			b.evs, b.held = b.evs[:0], 0
+			return err
+		}
 	case errors.Is(err, ErrFiltered):
 		b.filtered++
 	default:
@@ -400,6 +445,7 @@ func (b *batch) add(raw json.RawMessage, shapeErr error) {
 		// Sampled per reason (the message carries it): counted exactly above.
 		b.log.Warn("event rejected: "+reason, zap.Int("index", i), zap.String("reason", reason), zap.Error(err))
 	}
+	return nil
 }
 
 // count adds the batch's received and filtered events to the metrics.
@@ -416,7 +462,7 @@ func prepareBatch(raws []json.RawMessage, room string, receivedAt int64, hs stri
 	b := newBatch(hs, src, receivedAt, m, log)
 	b.room = room
 	for _, raw := range raws {
-		b.add(raw, nil)
+		_ = b.add(raw, nil) // no flush: cannot fail
 	}
 	b.count()
 	return b.evs

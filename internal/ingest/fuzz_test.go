@@ -198,7 +198,7 @@ func FuzzAppserviceHTTP(f *testing.F) {
 		if len(delivered) > maxBody {
 			t.Fatalf("200 for a %d-byte body", len(delivered))
 		}
-		if err := StreamTransaction(bytes.NewReader(delivered), lim, func(json.RawMessage, error) {}); err != nil {
+		if err := StreamTransaction(bytes.NewReader(delivered), lim, func(json.RawMessage, error) error { return nil }); err != nil {
 			t.Fatalf("200 for a malformed transaction: %v", err)
 		}
 	})

@@ -55,14 +55,15 @@ func (l TxnLimits) withDefaults() TxnLimits {
 // breaks lim (the caller rejects that event alone). An element that is not
 // a valid event is not an error here either: it is rejected on its own.
 // Other members (ephemeral, to_device, ...) are checked against lim and
-// dropped; a missing or null "events" is an empty transaction.
+// dropped; a missing or null "events" is an empty transaction. When each
+// returns an error, decoding stops and StreamTransaction returns it as it is.
 //
 // It stops at the first element beyond lim.MaxEvents (ErrTooManyEvents), so
 // a body of millions of elements costs no more than lim.MaxEvents of them.
 // Errors wrap ErrNotJSON, ErrBadJSON, ErrTooManyEvents, ErrTooComplex, or
 // are the reader's (a *http.MaxBytesError, say). each may have been called
 // before an error: the caller must not act on a failed transaction.
-func StreamTransaction(r io.Reader, lim TxnLimits, each func(raw json.RawMessage, shapeErr error)) error {
+func StreamTransaction(r io.Reader, lim TxnLimits, each func(raw json.RawMessage, shapeErr error) error) error {
 	lim = lim.withDefaults()
 	dec := json.NewDecoder(r)
 	tok, err := dec.Token()
@@ -109,7 +110,7 @@ func StreamTransaction(r io.Reader, lim TxnLimits, each func(raw json.RawMessage
 	return nil
 }
 
-func streamEvents(dec *json.Decoder, lim TxnLimits, each func(json.RawMessage, error)) error {
+func streamEvents(dec *json.Decoder, lim TxnLimits, each func(json.RawMessage, error) error) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return syntaxErr(err)
@@ -128,7 +129,9 @@ func streamEvents(dec *json.Decoder, lim TxnLimits, each func(json.RawMessage, e
 		if err := dec.Decode(&raw); err != nil {
 			return syntaxErr(err)
 		}
-		each(raw, checkShape(raw, lim.MaxDepth, lim.MaxArrayLen))
+		if err := each(raw, checkShape(raw, lim.MaxDepth, lim.MaxArrayLen)); err != nil {
+			return err
+		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing ']'
 		return syntaxErr(err)
@@ -199,8 +202,9 @@ func checkShape(b []byte, maxDepth, maxArray int) error {
 // An element breaking the limits is returned too: Prepare rejects it on its own.
 func DecodeTransaction(body []byte) ([]json.RawMessage, error) {
 	var out []json.RawMessage
-	err := StreamTransaction(bytes.NewReader(body), TxnLimits{}, func(raw json.RawMessage, _ error) {
+	err := StreamTransaction(bytes.NewReader(body), TxnLimits{}, func(raw json.RawMessage, _ error) error {
 		out = append(out, raw)
+		return nil
 	})
 	if err != nil {
 		return nil, err

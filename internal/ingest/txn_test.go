@@ -46,7 +46,7 @@ func TestStreamTransaction(t *testing.T) {
 			events, shapeErrs := 0, 0
 			// One byte at a time: the decoder must not depend on how the
 			// network splits the body.
-			err := StreamTransaction(iotest.OneByteReader(strings.NewReader(tt.body)), lim, func(raw json.RawMessage, shapeErr error) {
+			err := StreamTransaction(iotest.OneByteReader(strings.NewReader(tt.body)), lim, func(raw json.RawMessage, shapeErr error) error {
 				events++
 				if !json.Valid(raw) {
 					t.Errorf("element %q is not valid JSON", raw)
@@ -57,6 +57,7 @@ func TestStreamTransaction(t *testing.T) {
 						t.Errorf("shape error %v", shapeErr)
 					}
 				}
+				return nil
 			})
 			if (tt.wantErr == nil) != (err == nil) || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) {
 				t.Fatalf("error %v, want %v", err, tt.wantErr)
@@ -72,7 +73,7 @@ func TestStreamTransaction(t *testing.T) {
 // a size limit, a broken connection) is returned as it is, not as bad JSON.
 func TestStreamTransactionReaderError(t *testing.T) {
 	r := io.MultiReader(strings.NewReader(`{"events":[{},`), iotest.ErrReader(errOverBudget))
-	err := StreamTransaction(r, TxnLimits{}, func(json.RawMessage, error) {})
+	err := StreamTransaction(r, TxnLimits{}, func(json.RawMessage, error) error { return nil })
 	if !errors.Is(err, errOverBudget) || errors.Is(err, ErrNotJSON) {
 		t.Fatalf("error %v, want errOverBudget", err)
 	}
@@ -85,7 +86,7 @@ func TestStreamTransactionStopsEarly(t *testing.T) {
 	body := hugeArrayReader(2_000_000)
 	defer body.Close() // stops the generator
 	read := &countingReader{r: body}
-	err := StreamTransaction(read, TxnLimits{MaxEvents: limit}, func(json.RawMessage, error) {})
+	err := StreamTransaction(read, TxnLimits{MaxEvents: limit}, func(json.RawMessage, error) error { return nil })
 	if !errors.Is(err, ErrTooManyEvents) {
 		t.Fatalf("error %v", err)
 	}
