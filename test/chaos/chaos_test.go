@@ -37,7 +37,7 @@ const (
 )
 
 // bursts are the big calls' starts, out of the nats restart's quiet window.
-var bursts = []time.Duration{5 * time.Second, 12 * time.Second, 42 * time.Second}
+var bursts = []time.Duration{5 * time.Second, 12 * time.Second, 42 * time.Second, 50 * time.Second}
 
 func defaultWorkloadConfig(seed uint64) workloadConfig {
 	return workloadConfig{Seed: seed, Rooms: 40, Feed: feed, Bursts: bursts, BurstDevices: 16,
@@ -293,9 +293,11 @@ func (c *chaos) plan() []action {
 			acts = append(acts, action{b, killAgg(slot)},
 				action{b + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
 		}
-		slot := c.rng.IntN(numAggregator) // the refresh burst
-		acts = append(acts, action{b + 3*time.Second, killAgg(slot)},
-			action{b + 3*time.Second + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+		for _, stage := range []time.Duration{3 * time.Second, 6 * time.Second} { // refreshes, hang-ups
+			slot := c.rng.IntN(numAggregator)
+			acts = append(acts, action{b + stage, killAgg(slot)},
+				action{b + stage + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+		}
 	}
 	for at := 2 * time.Second; at < feed; at += uniform(c.rng, 2500*time.Millisecond, 5500*time.Millisecond) {
 		slot := c.rng.IntN(numAggregator)
