@@ -78,13 +78,12 @@ func (v *verifier) run(untilMS int64, deadline time.Time) {
 	if drained && len(bad) == 0 {
 		v.checkLive(wantLive)
 	}
-	if t.Failed() {
-		v.c.logMu.Lock()
-		t.Logf("chaos timeline:\n  %s", strings.Join(v.c.timeline, "\n  "))
-		v.c.logMu.Unlock()
-		t.Logf("T0 = %d (Unix ms); nats-server outage from T0%+.3fs to T0%+.3fs", v.c.t0.UnixMilli(),
-			v.c.outage[0].Sub(v.c.t0).Seconds(), v.c.outage[1].Sub(v.c.t0).Seconds())
-	} else {
+	v.c.logMu.Lock()
+	t.Logf("chaos timeline:\n  %s", strings.Join(v.c.timeline, "\n  "))
+	v.c.logMu.Unlock()
+	t.Logf("T0 = %d (Unix ms); nats-server outage from T0%+.3fs to T0%+.3fs", v.c.t0.UnixMilli(),
+		v.c.outage[0].Sub(v.c.t0).Seconds(), v.c.outage[1].Sub(v.c.t0).Seconds())
+	if !t.Failed() {
 		t.Logf("RTC_EVENTS equals rtcctl simulate of RTC_RAW: %d events in %d rooms, %d live sessions at the end",
 			total, len(want), len(wantLive))
 	}
