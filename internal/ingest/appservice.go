@@ -223,8 +223,9 @@ func (a *Appservice) authenticate(w http.ResponseWriter, r *http.Request) (*hsEn
 			header, hasHeader = "", true // a scheme we do not accept: a wrong token
 		}
 	}
-	query, hasQuery := r.URL.Query().Get("access_token"), r.URL.Query().Has("access_token")
-	if !hasHeader && (!hasQuery || query == "") {
+	query := r.URL.Query().Get("access_token")
+	hasQuery := query != ""
+	if !hasHeader && !hasQuery {
 		a.authFailed(w, r, nil, authMissingToken, http.StatusUnauthorized, errMissingToken, "missing homeserver token")
 		return nil, false
 	}

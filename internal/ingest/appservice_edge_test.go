@@ -405,3 +405,39 @@ func TestAppserviceRejectLogsSampled(t *testing.T) {
 	}
 	assertStored(t, rawContents(t, e.url), map[string]string{"$good": "hs1"})
 }
+
+// TestAppserviceChunkedPublish: a new transaction is stored a chunk at a
+// time while it is decoded. A body that turns out malformed after some
+// chunks is refused (400) and keeps what was stored; the homeserver's
+// corrected transaction then stores everything once.
+func TestAppserviceChunkedPublish(t *testing.T) {
+	e := newEnv(t)
+	as := NewAppservice([]Homeserver{{Name: "hs1", HSToken: tokHS1}}, e.pub, e.m, e.log,
+		AppserviceOptions{PublishChunkBytes: 1000})
+	srv := httptest.NewServer(as.Handler())
+	t.Cleanup(srv.Close)
+	const room = "!chunk:hs1.test"
+	var evs []string
+	want := map[string]string{}
+	for i := range 40 { // about 400 bytes of content each: 10 chunks
+		id := fmt.Sprintf("$c%d", i)
+		evs = append(evs, memberEvent(id, room, fmt.Sprintf("@u%d:hs1.test", i), "D", 1700000000000+int64(i)))
+		want[id] = "hs1"
+	}
+	good := txn(evs...)
+	broken := strings.TrimSuffix(good, "]}") + `,{"type":`
+	if code, errcode := do(t, srv.URL, asReq{"PUT", "/_matrix/app/v1/transactions/c", tokHS1, false, broken}); code != 400 || errcode != "M_NOT_JSON" {
+		t.Fatalf("broken body: %d %s", code, errcode)
+	}
+	stored := rawContents(t, e.url)
+	if len(stored) < 30 { // every complete chunk of ~1000 bytes (2-3 events) before the break
+		t.Fatalf("%d events stored before the body broke, want the complete chunks (at least 30 of 40)", len(stored))
+	}
+	if code, errcode := do(t, srv.URL, asReq{"PUT", "/_matrix/app/v1/transactions/c", tokHS1, false, good}); code != 200 {
+		t.Fatalf("corrected body: %d %s", code, errcode)
+	}
+	assertStored(t, rawContents(t, e.url), want)
+	if d := testutil.ToFloat64(e.m.Duplicates.WithLabelValues("hs1", "appservice")); int(d) != len(stored) {
+		t.Errorf("%v duplicates, want the %d events stored before", d, len(stored))
+	}
+}

@@ -192,8 +192,12 @@ func FuzzAppserviceHTTP(f *testing.F) {
 			}
 			delivered = body[:contentLength]
 		}
-		if !validAuth && req.URL.Query().Get("access_token") == "" {
-			t.Fatalf("200 without a token")
+		tok := strings.TrimSpace(strings.TrimPrefix(auth, "Bearer "))
+		if auth == "" || !strings.HasPrefix(auth, "Bearer ") {
+			tok = req.URL.Query().Get("access_token")
+		}
+		if !validAuth && tok != tokHS1 && tok != tokHS2 {
+			t.Fatalf("200 without a valid token (Authorization %q, query %q)", auth, req.URL.RawQuery)
 		}
 		if len(delivered) > maxBody {
 			t.Fatalf("200 for a %d-byte body", len(delivered))
