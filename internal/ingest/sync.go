@@ -131,7 +131,7 @@ func NewSyncSource(opts SyncOptions, pub *Publisher, store TokenStore, m *Metric
 		opts.BackoffMax = opts.BackoffMin
 	}
 	return &SyncSource{opts: opts, cli: cli, pub: pub, store: store, m: m,
-		log:    log.With(zap.String("homeserver", opts.Homeserver), zap.String("source", "sync")),
+		log:    sampledLogger(log.With(zap.String("homeserver", opts.Homeserver), zap.String("source", "sync")), 10, m),
 		filter: string(f), now: time.Now}, nil
 }
 
