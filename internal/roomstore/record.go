@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/klauspost/compress/s2"
+	"github.com/vmihailenco/msgpack/v5"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -30,10 +31,13 @@ type Header struct {
 	LastIn uint64 `json:"last_in"`
 	// TimerAt is the deadline the room's durable timer is armed for (0: none).
 	TimerAt int64 `json:"timer_at,omitempty"`
-	// Split says the room's state is kept in parts; otherwise Inline holds it.
-	Split  bool           `json:"split,omitempty"`
-	Inline *rtc.RoomState `json:"inline,omitempty"`
-	// The state fields that are not parts, for a split room.
+	// Split says the room's parts are in keys of their own; otherwise Parts
+	// holds every one of them (an "inline" room: one value).
+	Split bool   `json:"split,omitempty"`
+	Parts []Part `json:"parts,omitempty"`
+	// Inline is the whole state of a version-1 record (never written).
+	Inline *rtc.RoomState `json:"-"`
+	// The state fields that are not parts.
 	RoomID   id.RoomID    `json:"room_id,omitempty"`
 	Clock    int64        `json:"clock,omitempty"`
 	Seq      uint64       `json:"seq,omitempty"`
@@ -55,10 +59,38 @@ type Redo struct {
 	Outbox []events.SessionEvent `json:"outbox,omitempty"`
 }
 
-// Part is one split part written by a commit; a nil Value deletes it.
+// Part is one part of a room: its key and encoded value (nil: deleted).
 type Part struct {
 	Key   string `json:"k"`
 	Value []byte `json:"v,omitempty"`
+}
+
+// EncodeMsgpack writes a part as a two-element array, without reflection:
+// an inline room's header holds every part and is encoded per commit.
+func (p *Part) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if err := enc.EncodeArrayLen(2); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(p.Key); err != nil {
+		return err
+	}
+	return enc.EncodeBytes(p.Value)
+}
+
+// DecodeMsgpack reads what EncodeMsgpack wrote.
+func (p *Part) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n != 2 {
+		return fmt.Errorf("%w: part: array of %d, want 2", ErrFormat, n)
+	}
+	if p.Key, err = dec.DecodeString(); err != nil {
+		return err
+	}
+	p.Value, err = dec.DecodeBytes()
+	return err
 }
 
 // redoChunk is one piece of an encoded Redo.
@@ -163,9 +195,6 @@ func DecodeHeader(data []byte) (*Header, error) {
 		var h Header
 		if err := events.Unmarshal(raw, &h); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrFormat, err)
-		}
-		if !h.Split && h.Inline == nil {
-			return nil, fmt.Errorf("%w: inline header without state", ErrFormat)
 		}
 		return &h, nil
 	case 1:

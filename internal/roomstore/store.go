@@ -69,6 +69,12 @@ type Room struct {
 	// Redo is the redo record of the stored header: the effects of the last
 	// commit, which may not have been carried out (nil: none, or known done).
 	Redo *Redo
+
+	// parts are the encoded parts of an inline room, kept so that a commit
+	// encodes only the parts its inputs changed (nil: to be built from the
+	// state, or a split room); partBytes is their total size.
+	parts     map[string][]byte
+	partBytes int
 }
 
 // New returns the empty room, not stored yet.
@@ -105,15 +111,24 @@ func Load(ctx context.Context, kv jetstream.KeyValue, room id.RoomID) (*Room, er
 			return nil, fmt.Errorf("load room %s: %w", key, err)
 		}
 	}
-	if !h.Split {
+	if h.Inline != nil { // version 1
 		rm.State = h.Inline
 		if rm.State.RoomID == "" {
 			rm.State.RoomID = room
 		}
 	} else {
-		parts, err := loadParts(ctx, kv, key, rm.PartRevs)
-		if err != nil {
-			return nil, fmt.Errorf("load room %s: %w", key, err)
+		var parts map[string][]byte
+		if h.Split {
+			if parts, err = loadParts(ctx, kv, key, rm.PartRevs); err != nil {
+				return nil, fmt.Errorf("load room %s: %w", key, err)
+			}
+		} else {
+			parts = make(map[string][]byte, len(h.Parts))
+			for _, p := range h.Parts {
+				parts[p.Key] = p.Value
+				rm.partBytes += len(p.Value)
+			}
+			rm.parts = parts
 		}
 		if rm.Redo != nil {
 			for _, p := range rm.Redo.Parts {
@@ -312,33 +327,59 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 		}
 		return nil
 	}
-	if !rm.Split && len(st.Registers) <= o.InlineMaxRegisters {
-		h.V, h.Inline = FormatVersion, st
-		if err := setRedo(); err != nil {
+	h.RoomID, h.Clock, h.Seq, h.Redacted = st.RoomID, st.Clock, st.Seq, st.Redacted
+	var all []Part // every part, when the room becomes split
+	if !rm.Split {
+		if rm.parts == nil { // a new room, or a version-1 record: encode every part once
+			rm.parts, rm.partBytes = map[string][]byte{}, 0
+			changes = allChanges(st)
+		}
+		changed, err := partsOf(rm.Key, st, changes)
+		if err != nil {
 			return nil, err
 		}
-		b, err := events.Marshal(h)
-		if err != nil {
-			return nil, fmt.Errorf("encode room %s: %w", rm.Key, err)
+		for _, p := range changed {
+			rm.partBytes += len(p.Value) - len(rm.parts[p.Key])
+			if p.Value == nil {
+				delete(rm.parts, p.Key)
+			} else {
+				rm.parts[p.Key] = p.Value
+			}
 		}
-		if len(b)-len(h.RedoData) <= o.InlineMaxBytes {
-			c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, compress(b)), rm.Rev)
+		keys := make([]string, 0, len(rm.parts))
+		for k := range rm.parts {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		ps := make([]Part, len(keys))
+		for i, k := range keys {
+			ps[i] = Part{Key: k, Value: rm.parts[k]}
+		}
+		if len(st.Registers) <= o.InlineMaxRegisters && rm.partBytes <= o.InlineMaxBytes {
+			h.Parts = ps
+			if err := setRedo(); err != nil {
+				return nil, err
+			}
+			hb, err := EncodeHeader(h)
+			if err != nil {
+				return nil, fmt.Errorf("room %s: %w", rm.Key, err)
+			}
+			c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, hb), rm.Rev)
 			return c, nil
 		}
-		h.Inline, h.RedoData, h.RedoChunks, c.Chunks = nil, nil, 0, nil
+		all = ps // becomes split: every part goes to its own key
 	}
 	// Split: the state's parts in keys of their own.
 	c.split = true
-	if !rm.Split { // becomes split: write every part
-		changes = allChanges(st)
-	}
-	if redo.Parts, err = partsOf(rm.Key, st, changes); err != nil {
+	if all != nil {
+		redo.Parts = all
+	} else if redo.Parts, err = partsOf(rm.Key, st, changes); err != nil {
 		return nil, err
 	}
 	if rb, err = events.Marshal(redo); err != nil {
 		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)
 	}
-	h.Split, h.RoomID, h.Clock, h.Seq, h.Redacted = true, st.RoomID, st.Clock, st.Seq, st.Redacted
+	h.Split = true
 	if err := setRedo(); err != nil {
 		return nil, err
 	}
@@ -353,6 +394,9 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 // Committed records that the commit's header was stored at revision rev.
 func (rm *Room) Committed(c *Commit, rev uint64) {
 	rm.Rev, rm.LastIn, rm.TimerAt, rm.Split, rm.Redo = rev, c.lastIn, c.timerAt, c.split, c.Redo
+	if c.split {
+		rm.parts, rm.partBytes = nil, 0 // a split room keeps only revisions
+	}
 }
 
 // PartMsgs are the revision-checked writes of the redo record's parts.
