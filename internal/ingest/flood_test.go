@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -79,15 +80,19 @@ func (p *memPeak) finish() memFigures {
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
-// peakRSSMiB is the process's peak resident set (Linux VmHWM; 0 elsewhere).
-func peakRSSMiB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
+// peakRSSMiB is this process's peak resident set (Linux VmHWM; 0 elsewhere).
+func peakRSSMiB() float64 { return procStatusMiB("self", "VmHWM") }
+
+// procStatusMiB reads a kB field (VmHWM: peak RSS, VmRSS: current) of
+// /proc/<pid>/status in MiB; 0 when there is none (not Linux, process gone).
+func procStatusMiB(pid, field string) float64 {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			return kb / 1024
 		}
@@ -236,14 +241,11 @@ type floodResult struct {
 	Elapsed                                           time.Duration
 }
 
-// runFlood plays issue 7's hostile homeserver against a real ingest
-// listener: txns concurrent transactions of bodyBytes each, plus one body
-// holding an array of hugeN elements, retried as a homeserver does after a
-// 429 (waiting retry_after_ms) or a broken connection, until each is
-// answered for good.
+// runFlood plays issue 7's flood (floodClients) against an in-process
+// ingest appservice with the production settings (or fc's bounds) behind a
+// real listener, sampling this process's heap meanwhile.
 func runFlood(tb testing.TB, e *env, fc floodConfig) floodResult {
 	tb.Helper()
-	txns, bodyBytes, hugeN := fc.txns, fc.bodyBytes, fc.hugeN
 	cfg := DefaultConfig() // the production settings, not the test env's
 	if fc.maxBody > 0 {
 		cfg.Appservice.MaxBodyBytes, cfg.Appservice.BodyBudgetBytes = fc.maxBody, fc.budget
@@ -255,25 +257,39 @@ func runFlood(tb testing.TB, e *env, fc floodConfig) floodResult {
 	as := NewAppservice([]Homeserver{{Name: "hs1", HSToken: tokHS1}}, pub, e.m, zap.NewNop(), cfg.Appservice.Options())
 	srv := httptest.NewServer(as.Handler())
 	defer srv.Close()
+	peak := startMemPeak(5 * time.Millisecond)
+	res := floodClients(tb, srv.URL, fc)
+	res.memFigures = peak.finish()
+	if n := as.budget.inUse(); n != 0 {
+		tb.Errorf("%d budget bytes still reserved after the flood", n)
+	}
+	return res
+}
+
+// floodClients is the hostile homeserver of issue 7: fc.txns concurrent
+// transactions of fc.bodyBytes each, plus one body holding an array of
+// fc.hugeN elements, sent to the appservice at base and retried as a
+// homeserver does after a 429 (waiting retry_after_ms), a 503 or a broken
+// connection, until each is answered for good.
+func floodClients(tb testing.TB, base string, fc floodConfig) floodResult {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-
-	bodies := make([]*floodTxn, txns)
-	res := floodResult{Txns: txns, Wanted: map[string]bool{}}
+	bodies := make([]*floodTxn, fc.txns)
+	res := floodResult{Txns: fc.txns, Wanted: map[string]bool{}}
 	for k := range bodies {
-		bodies[k] = newFloodTxn(k, bodyBytes, 60<<10)
+		bodies[k] = newFloodTxn(k, fc.bodyBytes, 60<<10)
 		for _, id := range bodies[k].forwarded {
 			res.Wanted[id] = true
 		}
 	}
 	var tooMany, unavailable, transport atomic.Int64
 	var firstErr atomic.Value
-	peak := startMemPeak(5 * time.Millisecond)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for k, b := range bodies {
 		wg.Go(func() {
-			url := srv.URL + "/_matrix/app/v1/transactions/flood" + strconv.Itoa(k)
+			url := base + "/_matrix/app/v1/transactions/flood" + strconv.Itoa(k)
 			for ctx.Err() == nil {
 				code, me, err := putStreamed(ctx, url, tokHS1, b.contentLen, b.writeTo)
 				switch {
@@ -296,10 +312,10 @@ func runFlood(tb testing.TB, e *env, fc floodConfig) floodResult {
 		})
 	}
 	wg.Go(func() {
-		h := hugeArrayBody{n: hugeN}
+		h := hugeArrayBody{n: fc.hugeN}
 		length, _ := h.writeTo(io.Discard)
 		for ctx.Err() == nil {
-			code, me, err := putStreamed(ctx, srv.URL+"/_matrix/app/v1/transactions/huge", tokHS1, length, h.writeTo)
+			code, me, err := putStreamed(ctx, base+"/_matrix/app/v1/transactions/huge", tokHS1, length, h.writeTo)
 			if err == nil && code != http.StatusTooManyRequests {
 				res.HugeStatus, res.HugeErrcode = code, me.ErrCode
 				return
@@ -309,13 +325,9 @@ func runFlood(tb testing.TB, e *env, fc floodConfig) floodResult {
 	})
 	wg.Wait()
 	res.Elapsed = time.Since(start)
-	res.memFigures = peak.finish()
 	res.TooMany429, res.Unavailable503, res.TransportErrors = int(tooMany.Load()), int(unavailable.Load()), int(transport.Load())
 	if v := firstErr.Load(); v != nil {
 		tb.Fatal(v)
-	}
-	if n := as.budget.inUse(); n != 0 {
-		tb.Errorf("%d budget bytes still reserved after the flood", n)
 	}
 	return res
 }
@@ -350,14 +362,14 @@ func TestAppserviceMemoryFlood(t *testing.T) {
 	if !raceEnabled && res.PeakRSSMiB > 192 {
 		t.Errorf("process peak RSS %.1f MiB, want <= 192 (the pod limit is 256)", res.PeakRSSMiB)
 	}
-	assertFloodStored(t, e, res.Wanted)
+	assertFloodStored(t, e.url, res.Wanted)
 }
 
 // assertFloodStored checks that RTC_RAW holds every wanted event exactly
 // once and nothing else, reading subjects and ids only.
-func assertFloodStored(t *testing.T, e *env, wanted map[string]bool) {
+func assertFloodStored(t *testing.T, natsURL string, wanted map[string]bool) {
 	t.Helper()
-	nc, err := nats.Connect(e.url)
+	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,4 +429,47 @@ func BenchmarkAppserviceFlood(b *testing.B) {
 		b.ReportMetric(res.PeakRSSMiB, "peak-rss-MiB")
 		b.ReportMetric(float64(res.TooMany429), "429s")
 	}
+}
+
+// TestIngestProcessMemoryFlood is the same flood against the real
+// `ingest serve` binary (built without -race, default configuration) and a
+// nats-server process, measuring what issue 7 measured: the ingest
+// process's peak RSS (VmHWM), which must stay within the 256 MiB pod limit.
+func TestIngestProcessMemoryFlood(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs /proc to read the ingest's peak RSS")
+	}
+	h := proctest.New(t)
+	ns := h.StartNATS("")
+	in, err := h.StartIngest(proctest.IngestConfig{Name: "flood", NATSURL: ns.URL(),
+		HSTokens: map[string]string{"hs1": tokHS1}, AckTimeout: 5 * time.Second}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.WaitReady(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(in.Pid())
+	before := procStatusMiB(pid, "VmRSS")
+	fc := issue7Flood()
+	fc.maxBody, fc.budget = 0, 0 // the binary runs the defaults
+	res := floodClients(t, in.URL(), fc)
+	peak := procStatusMiB(pid, "VmHWM")
+	t.Logf("ingest process: RSS %.1f MiB before the flood, peak %.1f MiB; flood of %d x %d KiB + a %d-element array "+
+		"in %s: %d answered 429, %d answered 503, %d broken connections",
+		before, peak, fc.txns, fc.bodyBytes>>10, fc.hugeN, res.Elapsed.Round(time.Millisecond),
+		res.TooMany429, res.Unavailable503, res.TransportErrors)
+	if peak <= 0 || !in.Running() {
+		t.Fatalf("no peak RSS for the ingest (running: %v)\n%s", in.Running(), in.Output())
+	}
+	if peak > 128 { // measured: about 40 MiB; the target is the 256 MiB pod limit
+		t.Errorf("ingest peak RSS %.1f MiB, want <= 128 (half the 256 MiB pod limit)", peak)
+	}
+	if !raceEnabled && res.TooMany429 == 0 {
+		t.Error("no transaction was answered 429: the budget never filled")
+	}
+	if res.HugeStatus != http.StatusRequestEntityTooLarge {
+		t.Errorf("2M-element array: %d %s, want 413 M_TOO_LARGE", res.HugeStatus, res.HugeErrcode)
+	}
+	assertFloodStored(t, ns.URL(), res.Wanted)
 }
