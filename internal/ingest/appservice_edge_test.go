@@ -397,11 +397,12 @@ func TestAppserviceRejectLogsSampled(t *testing.T) {
 		t.Errorf("rejected not_object %v malformed %v, want %d each", notObject, malformed, bad/2)
 	}
 	lines := logs.FilterMessageSnippet("event rejected").Len()
-	if lines == 0 || lines > 2*10 { // 10 per reason and second; the test may straddle a second
-		t.Errorf("%d log lines for %d rejected entries, want 1..20", lines, bad)
+	// 10 per reason (2 here) and second; the transaction may straddle a second.
+	if lines == 0 || lines > 2*2*10 {
+		t.Errorf("%d log lines for %d rejected entries, want 1..40", lines, bad)
 	}
 	if dropped := testutil.ToFloat64(e.m.LogDropped); dropped < bad-40 {
-		t.Errorf("sampler dropped %v lines, want about %d", dropped, bad-20)
+		t.Errorf("sampler dropped %v lines, want at least %d", dropped, bad-40)
 	}
 	assertStored(t, rawContents(t, e.url), map[string]string{"$good": "hs1"})
 }
