@@ -103,9 +103,10 @@ func DefaultConfig() Config {
 		Topology:    TopologyConfig{Partitions: topology.DefaultConfig().Partitions, Replicas: 1, Mode: string(topology.ModeCreate)},
 		MetricsAddr: "127.0.0.1:9101",
 		Appservice: AppserviceConfig{ListenAddr: "127.0.0.1:29333", MaxBodyBytes: 10 << 20,
-			// 64 MiB of bodies hold at most about twice that in prepared
-			// events: with the runtime and publish buffers the ingest stays
-			// well under a 256 MiB pod limit.
+			// 64 MiB of bodies in flight: a new transaction holds about one
+			// 1 MiB chunk of prepared events, a known id at most its own
+			// size, so the ingest stays well under a 256 MiB pod limit
+			// (issue 7's flood: 41 MiB peak RSS, TestIngestProcessMemoryFlood).
 			BodyBudgetBytes: 64 << 20, RetryAfter: time.Second,
 			MaxEvents: 10000, MaxJSONDepth: 32, MaxArrayLen: 10000, TxnCacheSize: 256},
 		Publish: PublishConfig{MaxInFlight: 1024, MaxInFlightBytes: 8 << 20, AckTimeout: 5 * time.Second},
