@@ -231,6 +231,20 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 		return nil, err
 	}
 
+	// What the processes burn with no input at all (heartbeats, pulls,
+	// timers): part of every per-input CPU figure at a low rate.
+	idle0, err := e.cpuOf(agg)
+	if err != nil {
+		return nil, err
+	}
+	idleStart := time.Now()
+	time.Sleep(3 * time.Second)
+	idle1, err := e.cpuOf(agg)
+	if err != nil {
+		return nil, err
+	}
+	idleShare := (idle1 - idle0).Seconds() / time.Since(idleStart).Seconds() // cores busy when idle
+
 	probe := newLatencyProbe()
 	var decodeErrs atomic.Int64
 	sub, err := e.c.nc.Subscribe(events.LivePrefix+".>", func(m *nats.Msg) {
@@ -311,6 +325,7 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 		Measured: fmt.Sprintf("%s ms (aggregator %s + nats-server %s)", fmtMS(total), fmtMS(aggPer), fmtMS(natsPer)),
 		Baseline: fmtMS(baseCPU) + " ms nats-server per raw msg", Target: tgtCPU, Verdict: v,
 		Note: fmt.Sprintf("utime+stime from /proc over the steady phase and its drain, divided by %s inputs; "+
-			"%.2f of the 2 cores busy at this rate", fmtCount(int64(n)), total.Seconds()*achieved)})
+			"%.2f cores busy at this rate; with no input at all the two use %.3f cores (%s ms per input at this rate)",
+			fmtCount(int64(n)), total.Seconds()*achieved, idleShare, fmtMS(time.Duration(idleShare/achieved*float64(time.Second))))})
 	return rows, nil
 }

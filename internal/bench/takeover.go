@@ -28,6 +28,10 @@ type recovery struct {
 	worst   time.Duration
 	slowest []string // the slowest partitions with their times
 	stuck   []string // partitions never consumed again within the timeout
+	// worstDelivery is when the last partition got a delivery again: it can
+	// come well before its ack floor moves, when inputs that were in flight
+	// to the dead process wait for their AckWait.
+	worstDelivery time.Duration
 }
 
 func (r recovery) String() string {
@@ -39,15 +43,21 @@ func (r recovery) String() string {
 
 // measureRecovery snapshots the partition consumers (call it once the dead
 // process has exited) and waits until every partition's ack floor has
-// advanced past the snapshot: a live aggregator consumes it again. Times are
-// counted from `from` (the signal).
+// advanced past the snapshot: a live aggregator consumes it again, and
+// nothing of it is stuck with the dead one. Times are counted from `from`
+// (the signal).
 func (e *env) measureRecovery(ctx context.Context, from time.Time) (recovery, error) {
 	st0, err := readPartitions(ctx, e.c.js)
 	if err != nil {
 		return recovery{}, err
 	}
 	floors0 := st0.ackFloors()
+	delivered0 := map[string]uint64{}
+	for n, ci := range st0.consumers {
+		delivered0[n] = ci.Delivered.Consumer
+	}
 	at := map[string]time.Duration{}
+	delivered := map[string]time.Duration{}
 	deadline := time.Now().Add(recoveryTimeout)
 	for len(at) < len(floors0) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
@@ -59,9 +69,15 @@ func (e *env) measureRecovery(ctx context.Context, from time.Time) (recovery, er
 			if _, done := at[name]; !done && f > floors0[name] {
 				at[name] = st.at.Sub(from)
 			}
+			if _, done := delivered[name]; !done && st.consumers[name].Delivered.Consumer > delivered0[name] {
+				delivered[name] = st.at.Sub(from)
+			}
 		}
 	}
 	var r recovery
+	for _, d := range delivered {
+		r.worstDelivery = max(r.worstDelivery, d)
+	}
 	names := st0.names()
 	for _, n := range names {
 		if _, ok := at[n]; !ok {
@@ -202,7 +218,8 @@ func runTakeover(ctx context.Context, e *env) ([]Row, error) {
 		if len(r.stuck) > 0 || r.worst > limit {
 			v = Missed
 		}
-		note := what + "; slowest " + strings.Join(r.slowest, ", ") + "; " + common
+		note := fmt.Sprintf("%s; slowest %s; every partition had a delivery again after %.1f s; %s",
+			what, strings.Join(r.slowest, ", "), r.worstDelivery.Seconds(), common)
 		if len(r.stuck) > 0 {
 			note = "not consumed again: " + strings.Join(r.stuck, " ") + "; " + note
 		}
