@@ -548,6 +548,9 @@ func countLive(ctx context.Context, kv jetstream.KeyValue, timeout time.Duration
 		return 0, 0, fmt.Errorf("list sessions: %w", err)
 	}
 	for k := range lister.Keys() {
+		if _, member, ok := events.SplitSessionsKey(k); !ok || member != "" {
+			continue // a member's key: counted by its session's participants
+		}
 		e, err := kv.Get(ctx, k)
 		if err != nil {
 			continue
