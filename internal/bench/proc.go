@@ -73,8 +73,9 @@ func startProc(name, logPath string, bin string, args ...string) (*proc, error) 
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C of the benchmark does not reach it
-	// first, so the benchmark decides the order of shutdown.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// first, so the benchmark decides the order of shutdown. Pdeathsig: a
+	// benchmark that is killed itself leaves no server or aggregator behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
