@@ -76,7 +76,7 @@ type clientEvent struct {
 	Redacts        string          `json:"redacts"`
 	Sticky         *stickyBlock    `json:"sticky"`
 	StickyUnstable *stickyBlock    `json:"msc4354_sticky"`
-	ReceivedAt     *int64          `json:"received_at"`
+	ReceivedAt     json.RawMessage `json:"received_at"` // read with FileClock only: never a reason to reject a live event
 	Unsigned       struct {
 		RedactedBecause *struct {
 			EventID        string `json:"event_id"`
@@ -111,8 +111,14 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 	if err := json.Unmarshal(data, &ce); err != nil {
 		return RawEvent{}, fmt.Errorf("%w: %w", ErrMalformedEvent, err)
 	}
-	if opts.Clock != FileClock {
-		ce.ReceivedAt = nil // a homeserver does not choose when we received its event
+	// A homeserver does not choose when we received its event: with
+	// IngestClock its received_at, whatever it holds, is not even parsed.
+	var receivedAt *int64
+	if opts.Clock == FileClock && len(ce.ReceivedAt) > 0 && string(ce.ReceivedAt) != "null" {
+		receivedAt = new(int64)
+		if err := json.Unmarshal(ce.ReceivedAt, receivedAt); err != nil {
+			return RawEvent{}, fmt.Errorf("%w: received_at: %w", ErrMalformedEvent, err)
+		}
 	}
 	if ce.RoomID == "" {
 		ce.RoomID = string(opts.RoomID)
@@ -137,7 +143,7 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 	check(validUserID(ce.Sender), "sender %q is not a user id", clip(ce.Sender))
 	check(ce.OriginServerTS != nil, "origin_server_ts missing")
 	checkRange(ce.OriginServerTS, "origin_server_ts", 1)
-	checkRange(ce.ReceivedAt, "received_at", 0) // 0: not set, as when absent
+	checkRange(receivedAt, "received_at", 0) // 0: not set, as when absent
 	for _, s := range []*stickyBlock{ce.Sticky, ce.StickyUnstable} {
 		if s != nil {
 			checkRange(s.DurationMS, "sticky duration_ms", 0)
@@ -179,8 +185,8 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 		Redacts:        id.EventID(ce.Redacts),
 		ReceivedAt:     opts.ReceivedAt,
 	}
-	if ce.ReceivedAt != nil && *ce.ReceivedAt > 0 { // FileClock only (cleared above otherwise)
-		ev.ReceivedAt = *ce.ReceivedAt
+	if receivedAt != nil && *receivedAt > 0 { // FileClock only
+		ev.ReceivedAt = *receivedAt
 	}
 	if ev.ReceivedAt <= 0 { // FileClock only: IngestClock requires a positive clock
 		ev.ReceivedAt = ev.OriginServerTS
