@@ -212,6 +212,20 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return p.exitErr
 }
 
+// Err is the process's exit error once it has exited (nil: exit status 0);
+// ErrRunning while it runs.
+func (p *Proc) Err() error {
+	if p.Running() {
+		return ErrRunning
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitErr
+}
+
+// ErrRunning is Err of a process that has not exited.
+var ErrRunning = errors.New("process still running")
+
 // ExitedOnItsOwn reports whether the process has exited without the test
 // stopping or killing it (a crash, or a fatal error).
 func (p *Proc) ExitedOnItsOwn() bool {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,6 +132,21 @@ func (h *Harness) StartIngest(cfg IngestConfig, listenAddr string) (*Ingest, err
 		listenAddr = testutil.FreePort(h.t)
 	}
 	in := &Ingest{Cfg: cfg, AppserviceAddr: listenAddr, MetricsAddr: testutil.FreePort(h.t)}
+	path, err := h.writeIngestConfig(cfg, in.AppserviceAddr, in.MetricsAddr)
+	if err != nil {
+		return nil, err
+	}
+	p, err := h.Start("ingest "+cfg.Name, h.Bins.Ingest, []string{"serve", "-config", path}, cfg.Env...)
+	if err != nil {
+		return nil, err
+	}
+	in.Proc = p
+	return in, nil
+}
+
+// writeIngestConfig writes the ingest's YAML configuration (and the
+// homeservers' token files) into a new temporary directory.
+func (h *Harness) writeIngestConfig(cfg IngestConfig, listenAddr, metricsAddr string) (string, error) {
 	dir := h.t.TempDir()
 	var b strings.Builder
 	fmt.Fprintf(&b, `log:
@@ -148,26 +164,58 @@ appservice:
 publish:
   ack_timeout: %s
 homeservers:
-`, cfg.NATSURL, "ingest-"+cfg.Name, cfg.Partitions, in.MetricsAddr, in.AppserviceAddr, cfg.AckTimeout)
-	i := 0
-	for name, tok := range cfg.HSTokens {
+`, cfg.NATSURL, "ingest-"+cfg.Name, cfg.Partitions, metricsAddr, listenAddr, cfg.AckTimeout)
+	names := make([]string, 0, len(cfg.HSTokens))
+	for name := range cfg.HSTokens {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for i, name := range names {
 		tokFile := filepath.Join(dir, fmt.Sprintf("hs%d.hs_token", i))
-		i++
-		if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("ingest token file: %w", err)
+		if err := os.WriteFile(tokFile, []byte(cfg.HSTokens[name]+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("ingest token file: %w", err)
 		}
 		fmt.Fprintf(&b, "  - name: %q\n    hs_token_file: %q\n", name, tokFile)
 	}
+	if len(names) == 0 {
+		b.WriteString("  []\n")
+	}
 	path := filepath.Join(dir, "ingest.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		return nil, fmt.Errorf("ingest config: %w", err)
+		return "", fmt.Errorf("ingest config: %w", err)
 	}
-	p, err := h.Start("ingest "+cfg.Name, h.Bins.Ingest, []string{"serve", "-config", path}, cfg.Env...)
+	return path, nil
+}
+
+// IngestReplay runs `ingest replay FILE` (extra flags in args, e.g.
+// "--now") to completion and returns its output; the error includes the
+// output when it fails. cfg.HSTokens may be empty.
+func (h *Harness) IngestReplay(cfg IngestConfig, file string, args ...string) (string, error) {
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = 2 * time.Second
+	}
+	path, err := h.writeIngestConfig(cfg, testutil.FreePort(h.t), testutil.FreePort(h.t))
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	in.Proc = p
-	return in, nil
+	p, err := h.Start("ingest replay "+filepath.Base(file), h.Bins.Ingest,
+		append(append([]string{"replay", "-config", path}, args...), file), cfg.Env...)
+	if err != nil {
+		return "", err
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(2 * time.Minute):
+		_ = p.Kill()
+		return p.Output(), fmt.Errorf("ingest replay %s: still running after 2m: killed", file)
+	}
+	if err := p.Err(); err != nil {
+		return p.Output(), fmt.Errorf("ingest replay %s: %w\n%s", file, err, p.Output())
+	}
+	return p.Output(), nil
 }
 
 // URL is the appservice base URL.
