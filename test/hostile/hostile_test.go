@@ -84,6 +84,17 @@ func (s *stack) testForgedClock(t *testing.T) {
 			carolExpires: func(raw events.RawEvent) int64 { return raw.ReceivedAt + s.maxExpires },
 		},
 		{
+			// Within the skew allowance the sender's clock is believed, but
+			// the membership still ends at most the cap after receipt.
+			name: "origin_server_ts 4 min ahead (within the skew) and expires 30 days",
+			forged: func(eventID string, room id.RoomID, carol id.UserID, now int64) obj {
+				c := joinContent("CAROL")
+				c["expires"] = int64(30 * 24 * 3600 * 1000)
+				return callMember(eventID, room, carol, carol, "CAROL", now+4*60*1000, c)
+			},
+			carolExpires: func(raw events.RawEvent) int64 { return raw.ReceivedAt + s.maxExpires },
+		},
+		{
 			name: "origin_server_ts 2100 and created_ts 2100",
 			forged: func(eventID string, room id.RoomID, carol id.UserID, _ int64) obj {
 				c := joinContent("CAROL")
@@ -358,25 +369,36 @@ func (s *stack) testReusedTxnID(t *testing.T) {
 
 // testHostileWrites: a membership that does not count (a write on another
 // user's state key, malformed content, a broken envelope) was neither
-// logged nor labelled; an operator could not find out why someone is
+// logged nor labelled: an operator could not find out why someone is
 // missing from a call. Now each is counted by reason (at the ingest for the
-// envelope, at the aggregator for the content), logged, and `rtcctl room`
-// shows why its register does not count.
+// envelope, at the aggregator for the content), logged, joins no one, and
+// `rtcctl room` shows why its register does not count. When it overwrites
+// a live membership, that member leaves with reason invalid (DESIGN §3: the
+// key's state now holds the invalid event).
 func (s *stack) testHostileWrites(t *testing.T) {
 	cases := []struct {
 		name string
 		ev   func(eventID string, room id.RoomID, alice, mallory id.UserID, now int64) obj
+		// aliceFirst: Alice holds a live membership on the key first.
+		aliceFirst bool
 		// aggReason: the aggregator's rejection reason; ingestReason: the
 		// ingest's (the event never reaches RTC_RAW).
 		aggReason    rtc.RejectionCode
 		ingestReason string
 	}{
 		{
-			name: "Mallory writes Alice's state key",
+			name: "Mallory writes a join on Alice's state key",
 			ev: func(eventID string, room id.RoomID, alice, mallory id.UserID, now int64) obj {
 				return callMember(eventID, room, mallory, alice, "ALICE", now, joinContent("ALICE"))
 			},
 			aggReason: rtc.RejectForeignStateKey,
+		},
+		{
+			name: "Mallory overwrites Alice's live membership",
+			ev: func(eventID string, room id.RoomID, alice, mallory id.UserID, now int64) obj {
+				return callMember(eventID, room, mallory, alice, "ALICE", now, joinContent("ALICE"))
+			},
+			aliceFirst: true, aggReason: rtc.RejectForeignStateKey,
 		},
 		{
 			name: "device_id is a number",
@@ -388,13 +410,13 @@ func (s *stack) testHostileWrites(t *testing.T) {
 			aggReason: rtc.RejectMalformed,
 		},
 		{
-			name: "focus_active missing",
+			name: "Alice's client overwrites her membership without focus_active",
 			ev: func(eventID string, room id.RoomID, alice, _ id.UserID, now int64) obj {
 				c := joinContent("ALICE")
 				delete(c, "focus_active")
 				return callMember(eventID, room, alice, alice, "ALICE", now, c)
 			},
-			aggReason: rtc.RejectMalformed,
+			aliceFirst: true, aggReason: rtc.RejectMalformed,
 		},
 		{
 			name: "sender is not a user id",
@@ -420,22 +442,43 @@ func (s *stack) testHostileWrites(t *testing.T) {
 			server := "hostile" + fmt.Sprint(i) + ".test"
 			room := id.RoomID("!hostile-" + fmt.Sprint(i) + ":" + server)
 			alice, mallory, bob := id.UserID("@alice:"+server), id.UserID("@mallory:"+server), id.UserID("@bob:"+server)
+			want := []string{"session_started", "member_joined " + string(bob)}
+			if tc.aliceFirst {
+				putOK(t, s.ingestAddr, hsTokens[hsA], fmt.Sprintf("hostile-%d-0", i),
+					join(t, fmt.Sprintf("$hostile-alice-%d", i), room, alice, "ALICE", time.Now().UnixMilli()))
+				s.sessions.waitJoined(t, room, alice)
+				want = []string{"session_started", "member_joined " + string(alice), "member_joined " + string(bob),
+					"member_left " + string(alice) + " invalid"}
+			}
 			aggReasons := map[rtc.RejectionCode]float64{}
 			for _, c := range rtc.RejectionCodes() {
 				aggReasons[c] = metric(t, s.aggHTTP, "rtc_aggregator_rejections_total", "reason", string(c))
 			}
-			ingestMalformed := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsA, "source", "appservice", "reason", "malformed")
+			ingestBefore := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsA, "source", "appservice", "reason", "malformed")
 
+			// The room's last input causes the last expected session event,
+			// so that seeing it means every input was applied: Bob's join
+			// when the bad event joins no one, the bad event when it ends
+			// Alice's membership (then Bob's join comes first, so that the
+			// session goes on).
 			badID := fmt.Sprintf("$hostile-%d", i)
-			putOK(t, s.ingestAddr, hsTokens[hsA], fmt.Sprintf("hostile-%d", i),
-				mustJSON(t, tc.ev(badID, room, alice, mallory, time.Now().UnixMilli())),
-				join(t, fmt.Sprintf("$hostile-bob-%d", i), room, bob, "BOB", time.Now().UnixMilli()))
-			bobJoined := s.sessions.waitJoined(t, room, bob)
-
-			evs := s.sessions.room(t, room)
-			if len(evs) != 2 || evs[0].Kind != events.KindSessionStarted || evs[1].Member.UserID != bob {
-				t.Errorf("want only Bob's session_started and member_joined:%s", describe(evs))
+			bad := mustJSON(t, tc.ev(badID, room, alice, mallory, time.Now().UnixMilli()))
+			bobJoin := join(t, fmt.Sprintf("$hostile-bob-%d", i), room, bob, "BOB", time.Now().UnixMilli())
+			txn := []string{bad, bobJoin}
+			if tc.aliceFirst {
+				txn = []string{bobJoin, bad}
 			}
+			putOK(t, s.ingestAddr, hsTokens[hsA], fmt.Sprintf("hostile-%d", i), txn...)
+			var evs []events.SessionEvent
+			waitFor(t, fmt.Sprintf("%d session events in %s", len(want), room), func() bool {
+				evs = s.sessions.room(t, room)
+				return len(evs) >= len(want)
+			})
+			if got := summarize(evs); strings.Join(got, "; ") != strings.Join(want, "; ") {
+				t.Errorf("session events %q, want %q", got, want)
+			}
+			last := evs[len(evs)-1]
+
 			for _, c := range rtc.RejectionCodes() {
 				want := 0.0
 				if c == tc.aggReason {
@@ -447,7 +490,7 @@ func (s *stack) testHostileWrites(t *testing.T) {
 			}
 			_, stored := rawRecord(t, s.js, room, badID)
 			if tc.ingestReason != "" {
-				if d := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsA, "source", "appservice", "reason", tc.ingestReason) - ingestMalformed; d != 1 || stored {
+				if d := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsA, "source", "appservice", "reason", tc.ingestReason) - ingestBefore; d != 1 || stored {
 					t.Errorf("ingest rejected{reason=%s} +%v, in RTC_RAW %v; want +1, false", tc.ingestReason, d, stored)
 				}
 				return
@@ -458,7 +501,7 @@ func (s *stack) testHostileWrites(t *testing.T) {
 			s.wantRejectionLogged(t, room, badID, tc.aggReason)
 
 			// What the operator sees: the stored register and rtcctl room.
-			rec := roomRecord(t, s.js, room, bobJoined.Seq)
+			rec := roomRecord(t, s.js, room, last.Seq)
 			var held *rtc.Register
 			for _, reg := range rec.State.Registers {
 				if string(reg.EventID) == badID {
@@ -475,11 +518,27 @@ func (s *stack) testHostileWrites(t *testing.T) {
 					line = l
 				}
 			}
-			if !strings.Contains(line, "invalid") || !strings.Contains(line, string(tc.aggReason)+": "+held.Why) {
-				t.Errorf("rtcctl room does not say why %s does not count (want %q):\n%s", badID, string(tc.aggReason)+": "+held.Why, out)
+			wantWhy := string(tc.aggReason) + ": " + held.Why
+			if !strings.Contains(line, "_"+string(alice)+"_ALICE_m.call") || !strings.Contains(line, "invalid") || !strings.Contains(line, wantWhy) {
+				t.Errorf("rtcctl room does not show Alice's key holding %s and why it does not count (want %q):\n%s", badID, wantWhy, out)
 			}
 		})
 	}
+}
+
+// summarize is each session event as "kind [user [reason]]".
+func summarize(evs []events.SessionEvent) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = string(e.Kind)
+		if e.Member != nil {
+			out[i] += " " + string(e.Member.UserID)
+		}
+		if e.Reason != "" {
+			out[i] += " " + string(e.Reason)
+		}
+	}
+	return out
 }
 
 // testAuthFailures: 401/403 were counted nowhere. Now every refused token
