@@ -9,8 +9,14 @@ FUZZTIME      ?= 20s
 
 all: build
 
+## build: the binaries in bin/, stamped with the version and commit (`<binary> --version`, rtc_build_info)
+VERSION_PKG   := github.com/rtcsessions/rtc-sessions/internal/version
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT        ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS       := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT)
+
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 ## test: everything CI checks: formatting, vet, staticcheck and the race-enabled test suite
 test: fmt-check vet staticcheck unit
