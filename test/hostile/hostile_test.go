@@ -225,7 +225,7 @@ func (s *stack) testOutOfRange(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			server := "range" + fmt.Sprint(i) + ".test"
-			room := id.RoomID("!range-" + fmt.Sprint(i) + ":" + server)
+			room := s.spreadRoom(t, "range", server)
 			mallory, bob := id.UserID("@mallory:"+server), id.UserID("@bob:"+server)
 			ingestBefore := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsB, "source", "appservice", "reason", "out_of_range")
 			aggBefore := metric(t, s.aggHTTP, "rtc_aggregator_rejections_total", "reason", "out_of_range")
@@ -440,7 +440,7 @@ func (s *stack) testHostileWrites(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			server := "hostile" + fmt.Sprint(i) + ".test"
-			room := id.RoomID("!hostile-" + fmt.Sprint(i) + ":" + server)
+			room := s.spreadRoom(t, "hostile", server)
 			alice, mallory, bob := id.UserID("@alice:"+server), id.UserID("@mallory:"+server), id.UserID("@bob:"+server)
 			want := []string{"session_started", "member_joined " + string(bob)}
 			if tc.aliceFirst {

@@ -57,6 +57,27 @@ type stack struct {
 	sessions    *sessionLog
 	maxExpires  int64 // the aggregator's reducer.max_expires_ms
 	defaultSkew int64 // its reducer.clock_skew_ms
+	partitions  int
+	nextPart    int // the partition of the next spreadRoom
+}
+
+// spreadRoom names a room of server on the next partition in turn. The
+// aggregator logs rejections sampled, per partition: the first 5 each
+// second. Spreading the rooms whose events are rejected over the
+// partitions keeps these tests under that rate, so that each rejection
+// they cause must be logged.
+func (s *stack) spreadRoom(t *testing.T, name, server string) id.RoomID {
+	t.Helper()
+	want := s.nextPart % s.partitions
+	s.nextPart++
+	for k := 0; k < 1000; k++ {
+		room := id.RoomID(fmt.Sprintf("!%s-%d:%s", name, k, server))
+		if events.Partition(events.Token(string(room)), s.partitions) == want {
+			return room
+		}
+	}
+	t.Fatalf("no room name of %s on partition %d", server, want)
+	return ""
 }
 
 // ingestOptions change the ingest's configuration from the defaults.
@@ -143,7 +164,7 @@ func startStack(t *testing.T) *stack {
 	waitReady(t, "http://"+acfg.HTTP.Listen+"/readyz")
 
 	s := &stack{ns: ns, js: js, aggHTTP: acfg.HTTP.Listen, aggLogs: logs,
-		maxExpires: acfg.Reducer.MaxExpiresMS, defaultSkew: acfg.Reducer.ClockSkewMS}
+		maxExpires: acfg.Reducer.MaxExpiresMS, defaultSkew: acfg.Reducer.ClockSkewMS, partitions: acfg.Topology.Partitions}
 	s.ingestAddr, s.ingestHTTP = startIngest(t, ns)
 	s.sessions = followSessions(t, js)
 	return s
