@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,18 +19,38 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
+	"github.com/rtcsessions/rtc-sessions/internal/version"
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		fmt.Fprintln(os.Stderr, "aggregator:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	path := flag.String("config", "", "YAML configuration file (default: built-in defaults; env RTC_AGG_* overrides)")
-	flag.Parse()
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
+	path := fs.String("config", "", "YAML configuration file (default: built-in defaults; env RTC_AGG_* overrides)")
+	showVersion := fs.Bool("version", false, "print the version, commit and Go version, and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, version.Line("aggregator"))
+		return err
+	}
 
 	cfg := aggregator.DefaultConfig()
 	if err := config.Load(*path, aggregator.EnvPrefix, &cfg); err != nil {

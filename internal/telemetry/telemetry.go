@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/rtcsessions/rtc-sessions/internal/version"
 )
 
 // LogConfig selects the log format and level.
@@ -56,10 +58,12 @@ func NewLogger(c LogConfig) (*zap.Logger, error) {
 	return zc.Build()
 }
 
-// NewRegistry is a Prometheus registry with the Go and process collectors.
+// NewRegistry is a Prometheus registry with the Go and process collectors
+// and rtc_build_info.
 func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		BuildInfo(version.Get()))
 	return r
 }
 
