@@ -12,8 +12,10 @@
 //	T.u.<h>        split: one m.room.member of a user
 //	T.s.<h>        split: one slot
 //	T.x.<h>        split: one live session's own fields
-//	T.m.<hs>.<hm>  split: one member of a live session
 //	T.v.<hs>.<hu>  split: one user a live session has seen
+//
+// A live session's members are not stored: they follow from the registers
+// (rtc.RoomState.RebuildMembers) and are rebuilt when a room is loaded.
 //
 // <h> is a hash of the part's identity (the identity itself is in the
 // value), so keys are short, printable and valid KV keys whatever the Matrix
@@ -51,7 +53,6 @@ const (
 	kindRoomMember = "u"
 	kindSlot       = "s"
 	kindSession    = "x"
-	kindMember     = "m"
 	kindSeenUser   = "v"
 	kindRedo       = "redo"
 )
@@ -69,9 +70,6 @@ func roomMemberKey(room string, u id.UserID) string {
 }
 func slotKey(room, slot string) string        { return room + "." + kindSlot + "." + hashTok(slot) }
 func sessionPartKey(room, sess string) string { return room + "." + kindSession + "." + hashTok(sess) }
-func memberKey(room, sess, member string) string {
-	return room + "." + kindMember + "." + hashTok(sess) + "." + hashTok(member)
-}
 func seenUserKey(room, sess string, u id.UserID) string {
 	return room + "." + kindSeenUser + "." + hashTok(sess) + "." + hashTok(string(u))
 }

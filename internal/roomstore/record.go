@@ -125,11 +125,6 @@ type (
 		Peak      int    `json:"peak"`
 		Joins     int    `json:"joins"`
 	}
-	memberPart struct {
-		Session string             `json:"session"`
-		Key     string             `json:"key"`
-		M       *rtc.SessionMember `json:"m"`
-	}
 	seenUserPart struct {
 		Session string    `json:"session"`
 		User    id.UserID `json:"user"`

@@ -146,6 +146,9 @@ func Load(ctx context.Context, kv jetstream.KeyValue, room id.RoomID) (*Room, er
 		if err := assemble(st, key, parts); err != nil {
 			return nil, fmt.Errorf("load room %s: %w", key, err)
 		}
+		if err := st.RebuildMembers(); err != nil {
+			return nil, fmt.Errorf("load room %s: %w: %w", key, ErrFormat, err)
+		}
 		rm.State = st
 	}
 	rm.State.RebuildDerived()
@@ -219,7 +222,7 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 	st.RoomMembers = map[id.UserID]rtc.RoomMember{}
 	st.Slots = map[string]rtc.Slot{}
 	st.Sessions = map[string]*rtc.Session{}
-	// Sessions first: members and seen users attach to them.
+	// Sessions first: seen users attach to them.
 	var later []string
 	for k, v := range parts {
 		var err error
@@ -246,7 +249,7 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 					Peak: p.Peak, Joins: p.Joins, Members: map[string]*rtc.SessionMember{},
 					UserDevices: map[id.UserID]int{}, SeenUsers: map[id.UserID]bool{}}
 			}
-		case kindMember, kindSeenUser:
+		case kindSeenUser:
 			later = append(later, k)
 		default:
 			err = errors.New("unknown part kind")
@@ -256,19 +259,8 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 		}
 	}
 	for _, k := range later {
-		v := parts[k]
-		if partKind(key, k) == kindMember {
-			var p memberPart
-			if err := events.Unmarshal(v, &p); err != nil {
-				return fmt.Errorf("%w: part %s: %w", ErrFormat, k, err)
-			}
-			if s := st.Sessions[p.Session]; s != nil && p.M != nil {
-				s.Members[p.Key] = p.M
-			}
-			continue
-		}
 		var p seenUserPart
-		if err := events.Unmarshal(v, &p); err != nil {
+		if err := events.Unmarshal(parts[k], &p); err != nil {
 			return fmt.Errorf("%w: part %s: %w", ErrFormat, k, err)
 		}
 		if s := st.Sessions[p.Session]; s != nil {
@@ -433,9 +425,6 @@ func allChanges(st *rtc.RoomState) *rtc.Changes {
 	}
 	for sk, s := range st.Sessions {
 		c.Sessions[sk] = struct{}{}
-		for mk := range s.Members {
-			c.Members[rtc.MemberRef{Session: sk, Member: mk}] = struct{}{}
-		}
 		for u := range s.SeenUsers {
 			c.SeenUsers[rtc.SeenUserRef{Session: sk, User: u}] = struct{}{}
 		}
@@ -498,17 +487,8 @@ func partsOf(room string, st *rtc.RoomState, c *rtc.Changes) ([]Part, error) {
 				del(sessionPartKey(room, sk))
 			}
 		}
-		for ref := range c.Members {
-			var m *rtc.SessionMember
-			if s := st.Sessions[ref.Session]; s != nil {
-				m = s.Members[ref.Member]
-			}
-			if m != nil {
-				put(memberKey(room, ref.Session, ref.Member), &memberPart{Session: ref.Session, Key: ref.Member, M: m})
-			} else {
-				del(memberKey(room, ref.Session, ref.Member))
-			}
-		}
+		// Session members are not stored: they follow from the registers
+		// (rtc.RoomState.RebuildMembers), which halves what a member costs.
 		for ref := range c.SeenUsers {
 			if s := st.Sessions[ref.Session]; s != nil && s.SeenUsers[ref.User] {
 				put(seenUserKey(room, ref.Session, ref.User), &seenUserPart{Session: ref.Session, User: ref.User})

@@ -1,6 +1,10 @@
 package rtc
 
-import "maunium.net/go/mautrix/id"
+import (
+	"fmt"
+
+	"maunium.net/go/mautrix/id"
+)
 
 // Changes lists the parts of a RoomState that Apply changed since change
 // tracking started or the last TakeChanges. A store that keeps a large room
@@ -123,4 +127,40 @@ func (st *RoomState) RebuildDerived() {
 	}
 	st.heapBuilt = false
 	st.claims = nil
+}
+
+// RebuildMembers recomputes the members of the live sessions from the
+// registers: each claimed identity whose winning claim counts at the room's
+// clock is a member of its session, exactly as that claim says. Apply keeps
+// the members equal to that after every input (the reducer's invariant,
+// checked by its tests), so a store may keep the sessions without their
+// members (only their own fields and seen users) and call this after
+// loading; the registers are the source. It fails when a winning claim's
+// session is not live, or a live session ends up empty: parts that do not
+// belong together.
+func (st *RoomState) RebuildMembers() error {
+	st.claims = nil
+	st.buildIndex()
+	for _, s := range st.Sessions {
+		s.Members = map[string]*SessionMember{}
+	}
+	for i := range st.claims {
+		w, _ := st.winner(i, st.Clock)
+		if w == nil {
+			continue
+		}
+		s := st.Sessions[st.sessionKey(i.app, i.call)]
+		if s == nil {
+			return fmt.Errorf("rebuild members: %s/%s counts in %s %q, which is not live", i.user, i.key, i.app, i.call)
+		}
+		mk := i.memberKey()
+		s.Members[mk] = &SessionMember{Member: toMember(w), MemberKey: i.key, key: mk}
+	}
+	for k, s := range st.Sessions {
+		if len(s.Members) == 0 {
+			return fmt.Errorf("rebuild members: live session %q has no member", k)
+		}
+	}
+	st.RebuildDerived()
+	return nil
 }

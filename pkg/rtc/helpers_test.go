@@ -134,6 +134,10 @@ func checkInvariants(t testing.TB, st *RoomState) {
 			t.Fatalf("%v has eligible claim %s but is not live", i, w.EventID)
 		case w != nil && m.Member.MembershipID != w.MembershipID:
 			t.Fatalf("%v: live membership %s, winner %s", i, m.Member.MembershipID, w.MembershipID)
+		case w != nil && !sameMember(m.Member, toMember(w)):
+			// A store may keep sessions without their members and rebuild
+			// them from the registers (RebuildMembers): they must be equal.
+			t.Fatalf("%v: live member %+v differs from its winning claim %+v", i, m.Member, toMember(w))
 		}
 	}
 	for i := range live {
@@ -200,4 +204,10 @@ func roomMember(user, membership string, ts int64) events.RawEvent {
 	return ev{typ: events.TypeRoomMember.Type, stateKey: user, sender: user,
 		id: fmt.Sprintf("$rm-%s-%s-%d", strings.TrimPrefix(user, "@"), membership, ts), ts: ts,
 		content: fmt.Sprintf(`{"membership":%q}`, membership)}.raw()
+}
+
+func sameMember(a, b events.Member) bool {
+	return a.UserID == b.UserID && a.DeviceID == b.DeviceID && a.MembershipID == b.MembershipID &&
+		a.JoinedAt == b.JoinedAt && a.ExpiresAt == b.ExpiresAt && string(a.FocusActive) == string(b.FocusActive) &&
+		string(a.FociPreferred) == string(b.FociPreferred) && a.Format == b.Format && a.EventID == b.EventID
 }
