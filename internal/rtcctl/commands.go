@@ -22,39 +22,31 @@ import (
 // ErrNotFound is returned when the bucket or key asked for does not exist.
 var ErrNotFound = errors.New("not found")
 
-var now = time.Now // replaced in tests
+type sessionsCmd struct {
+	JSON bool `name:"json" help:"Print the events.LiveSession values as JSON."`
+}
 
-func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlags("sessions", stderr)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: sessions takes no arguments", ErrUsage)
-	}
-	nc, js, err := c.connect(ctx)
+func (c *sessionsCmd) Run(e *runEnv) error {
+	nc, js, err := e.connect(e.ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	sessions, err := LiveSessions(ctx, js)
+	sessions, err := LiveSessions(e.ctx, js)
 	if err != nil {
 		return err
 	}
-	if c.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
+	if c.JSON {
 		if sessions == nil {
 			sessions = []events.LiveSession{}
 		}
-		return enc.Encode(sessions)
+		return writeJSON(e.stdout, sessions)
 	}
 	if len(sessions) == 0 {
-		fmt.Fprintln(stdout, "no live sessions")
+		fmt.Fprintln(e.stdout, "no live sessions")
 		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROOM\tAPP\tCALL\tSTARTED\tFOR\tDEVICES\tUSERS\tMEMBERS")
 	t := now()
 	for _, s := range sessions {
@@ -66,6 +58,16 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			fmtMS(s.StartedAt), fmtDur(t.Sub(time.UnixMilli(s.StartedAt))), s.Participants, s.Users, strings.Join(members, ","))
 	}
 	return tw.Flush()
+}
+
+// writeJSON prints v indented.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write json: %w", err)
+	}
+	return nil
 }
 
 // LiveSessions reads every live session of the rtc_sessions bucket, whole
@@ -96,51 +98,48 @@ func LiveSessions(ctx context.Context, js jetstream.JetStream) ([]events.LiveSes
 
 var errStop = errors.New("enough events")
 
-func tailCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlags("tail", stderr)
-	since := fs.String("since", "", "start at this time (RFC 3339) or this long ago (10m)")
-	all := fs.Bool("all", false, "start at the beginning of the stream")
-	room := fs.String("room", "", "only this room")
-	app := fs.String("app", "", "only this application (m.call, ...)")
-	kind := fs.String("kind", "", "only this kind (session_started, member_joined, ...)")
-	maxN := fs.Int("max", 0, "stop after this many events (0: follow until interrupted)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: tail takes no arguments", ErrUsage)
-	}
-	o := events.SubscribeOptions{Application: *app, Room: id.RoomID(*room), Kind: events.Kind(*kind), FromStart: *all}
-	if *since != "" {
-		if *all {
+type tailCmd struct {
+	Since string `name:"since" placeholder:"TIME" help:"Start at this time: RFC 3339, or a duration back from now (10m). Default: only new events."`
+	All   bool   `name:"all" help:"Start at the beginning of the stream."`
+	Room  string `name:"room" placeholder:"ROOM_ID" help:"Only this room."`
+	App   string `name:"app" help:"Only this application (m.call, ...)."`
+	Kind  string `name:"kind" help:"Only this kind (session_started, member_joined, member_updated, member_left, session_ended)."`
+	Max   int    `name:"max" placeholder:"N" help:"Stop after N events (0: follow until interrupted)."`
+	JSON  bool   `name:"json" help:"Print one events.SessionEvent per line as JSON."`
+}
+
+func (c *tailCmd) Run(e *runEnv) error {
+	o := events.SubscribeOptions{Application: c.App, Room: id.RoomID(c.Room), Kind: events.Kind(c.Kind), FromStart: c.All}
+	if c.Since != "" {
+		if c.All {
 			return fmt.Errorf("%w: --since and --all exclude each other", ErrUsage)
 		}
-		if o.Since, err = parseSince(*since, now()); err != nil {
+		var err error
+		if o.Since, err = parseSince(c.Since, now()); err != nil {
 			return err
 		}
 	}
-	if *kind != "" && !validKind(events.Kind(*kind)) {
-		return fmt.Errorf("%w: --kind %q: want one of %v", ErrUsage, *kind, events.Kinds)
+	if c.Kind != "" && !validKind(events.Kind(c.Kind)) {
+		return fmt.Errorf("%w: --kind %q: want one of %v", ErrUsage, c.Kind, events.Kinds)
 	}
-	nc, js, err := c.connect(ctx)
+	nc, js, err := e.connect(e.ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	n := 0
-	err = events.Subscribe(ctx, js, o, func(d events.Delivery) error {
-		if c.json {
+	err = events.Subscribe(e.ctx, js, o, func(d events.Delivery) error {
+		if c.JSON {
 			b, err := json.Marshal(d.Event)
 			if err != nil {
 				return fmt.Errorf("encode event %s: %w", d.Event.ID, err)
 			}
-			fmt.Fprintf(stdout, "%s\n", b)
+			fmt.Fprintf(e.stdout, "%s\n", b)
 		} else {
-			fmt.Fprintln(stdout, FormatEvent(&d.Event))
+			fmt.Fprintln(e.stdout, FormatEvent(&d.Event))
 		}
 		n++
-		if *maxN > 0 && n >= *maxN {
+		if c.Max > 0 && n >= c.Max {
 			return errStop
 		}
 		return nil
@@ -199,31 +198,29 @@ func fmtDur(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-func roomCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newFlags("room", stderr)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
+type roomCmd struct {
+	Room string `arg:"" name:"room-id" help:"The room (!room:server)."`
+	JSON bool   `name:"json" help:"Print the whole record as JSON (keys made readable)."`
+}
+
+func (c *roomCmd) Run(e *runEnv) error {
+	if !strings.HasPrefix(c.Room, "!") {
+		return fmt.Errorf("%w: room %q: want a room id (!room:server)", ErrUsage, c.Room)
 	}
-	if len(pos) != 1 || !strings.HasPrefix(pos[0], "!") {
-		return fmt.Errorf("%w: room takes one room id (!room:server)", ErrUsage)
-	}
-	room := id.RoomID(pos[0])
-	nc, js, err := c.connect(ctx)
+	room := id.RoomID(c.Room)
+	nc, js, err := e.connect(e.ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	rec, err := RoomRecord(ctx, js, room)
+	rec, err := RoomRecord(e.ctx, js, room)
 	if err != nil {
 		return err
 	}
-	if c.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(RoomView{LastIn: rec.LastIn, TimerAt: rec.TimerAt, Split: rec.Split, State: rec.State})
+	if c.JSON {
+		return writeJSON(e.stdout, RoomView{LastIn: rec.LastIn, TimerAt: rec.TimerAt, Split: rec.Split, State: readableState(rec.State)})
 	}
-	PrintRoom(stdout, room, rec)
+	PrintRoom(e.stdout, room, rec)
 	return nil
 }
 
@@ -256,9 +253,37 @@ func RoomRecord(ctx context.Context, js jetstream.JetStream, room id.RoomID) (*r
 	return rm, nil
 }
 
-// printable shows a register key (which separates its parts with NUL
-// bytes) as text: the parts joined by "|".
+// printable shows a key of the reducer's maps (registers, sessions,
+// members: their parts are separated by NUL bytes) as text: the parts joined
+// by "|".
 func printable(k string) string { return strings.ReplaceAll(k, "\x00", "|") }
+
+// readableState is a copy of st for printing whose map keys are printable.
+// The values are shared with st: it is only read.
+func readableState(st *rtc.RoomState) *rtc.RoomState {
+	if st == nil {
+		return nil
+	}
+	cp := *st
+	cp.Registers = make(events.SortedMap[string, *rtc.Register], len(st.Registers))
+	for k, r := range st.Registers {
+		cp.Registers[printable(k)] = r
+	}
+	cp.Sessions = make(events.SortedMap[string, *rtc.Session], len(st.Sessions))
+	for k, s := range st.Sessions {
+		sc := *s
+		sc.Members = make(events.SortedMap[string, *rtc.SessionMember], len(s.Members))
+		for mk, m := range s.Members {
+			sc.Members[printable(mk)] = m
+		}
+		cp.Sessions[printable(k)] = &sc
+	}
+	cp.Slots = make(events.SortedMap[string, rtc.Slot], len(st.Slots))
+	for k, sl := range st.Slots {
+		cp.Slots[printable(k)] = sl
+	}
+	return &cp
+}
 
 var registerKinds = map[rtc.RegisterKind]string{rtc.RegisterJoin: "join", rtc.RegisterLeave: "leave",
 	rtc.RegisterInvalid: "invalid", rtc.RegisterRedacted: "redacted"}

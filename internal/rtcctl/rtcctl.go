@@ -1,74 +1,115 @@
 // Package rtcctl is the rtcctl command line: it lists the live sessions,
-// tails the session events, inspects what the aggregator holds for a room,
-// and runs the offline simulator.
+// tails the session events, shows ended sessions, inspects what the
+// aggregator holds for a room, its workers and its dead-letter queue, and runs
+// the offline simulator. It follows the nats CLI's conventions (connection
+// flags, NATS_URL, NATS contexts) and is built with kong.
 package rtcctl
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/alecthomas/kong"
 
 	"github.com/rtcsessions/rtc-sessions/internal/simulate"
+	"github.com/rtcsessions/rtc-sessions/internal/version"
 )
-
-const usage = `usage: rtcctl COMMAND [flags]
-
-commands:
-  sessions [--json]                         the live sessions (KV rtc_sessions)
-  tail [--since TIME | --all] [--room ROOM_ID] [--app APP] [--kind KIND] [--json] [--max N]
-                                            follow the session events (RTC_EVENTS); TIME is RFC 3339
-                                            or a duration back from now (10m); default: from now
-  room ROOM_ID [--json]                     what the aggregator holds for a room (KV rtc_rooms)
-  simulate [--until MS] [--sessions] FILE.jsonl
-                                            run the reducer offline over a JSON-lines file
-
-common flags:
-  --nats URL     NATS server (default nats://127.0.0.1:4222, the aggregator's embedded server)
-  --creds FILE   NATS credentials file
-`
 
 // ErrUsage is returned for bad command lines (exit status 2).
 var ErrUsage = errors.New("usage")
 
+// CLI is rtcctl's command line.
+type CLI struct {
+	ConnFlags
+	Version versionFlag `name:"version" help:"Print the version, commit and Go version, and exit."`
+
+	Sessions sessionsCmd `cmd:"" help:"List the live sessions (KV rtc_sessions)."`
+	Tail     tailCmd     `cmd:"" help:"Follow the session events (RTC_EVENTS) as readable lines."`
+	History  historyCmd  `cmd:"" help:"List ended sessions of a room or an application, with their summaries (session_ended events on RTC_EVENTS)."`
+	Room     roomCmd     `cmd:"" help:"Show what the aggregator holds for a room (KV rtc_rooms)."`
+	Workers  workersCmd  `cmd:"" help:"List the live aggregator workers, the partitions each owns, and each partition's lag."`
+	DLQ      dlqCmd      `cmd:"" name:"dlq" help:"List, show and re-drive the inputs the aggregator could not process (RTC_DLQ)."`
+	Simulate simulateCmd `cmd:"" help:"Run the session reducer offline over a JSON-lines file of Matrix events."`
+	Help     helpCmd     `cmd:"" help:"Show help for a command."`
+	Ver      versionCmd  `cmd:"" name:"version" help:"Print the version, commit and Go version."`
+}
+
+const description = `Inspect a running rtc-sessions deployment over NATS.
+
+Connection flags and environment variables are those of the nats CLI:
+--server/NATS_URL, --context/NATS_CONTEXT (NATS context files under
+~/.config/nats/context/, the selected one in ~/.config/nats/context.txt),
+--creds, --nkey, --user/--password, --tlscert/--tlskey/--tlsca,
+--inbox-prefix. A flag wins over the context. Exit status: 0 ok, 1 error,
+2 usage.`
+
+// runEnv is what every command's Run receives.
+type runEnv struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	conn           *ConnFlags
+}
+
+type exitCode int
+
+// codeError carries a command's own exit status (simulate's).
+type codeError int
+
+func (c codeError) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+var now = time.Now // replaced in tests
+
 // Main runs rtcctl and returns the process exit status.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	// kong ends help and --version through its Exit hook: turn that into a
+	// return instead of an os.Exit.
+	defer func() {
+		if r := recover(); r != nil {
+			c, ok := r.(exitCode)
+			if !ok {
+				panic(r)
+			}
+			code = int(c)
+		}
+	}()
+	var cli CLI
+	env := &runEnv{ctx: ctx, stdout: stdout, stderr: stderr, conn: &cli.ConnFlags}
+	parser, err := kong.New(&cli,
+		kong.Name("rtcctl"),
+		kong.Description(description),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(c int) { panic(exitCode(c)) }),
+		kong.Bind(env),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.ExplicitGroups([]kong.Group{{Key: "connection", Title: "NATS connection flags (as the nats CLI's):"}}),
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "rtcctl:", err)
+		return 1
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "rtcctl: error:", err)
+		var pe *kong.ParseError
+		if errors.As(err, &pe) && pe.Context != nil {
+			printUsageTo(pe.Context, stderr)
+		}
 		return 2
 	}
-	cmd, args := args[0], args[1:]
-	var err error
-	switch cmd {
-	case "simulate":
-		return simulate.Run(ctx, args, stdout, stderr)
-	case "sessions":
-		err = sessionsCmd(ctx, args, stdout, stderr)
-	case "tail":
-		err = tailCmd(ctx, args, stdout, stderr)
-	case "room":
-		err = roomCmd(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "rtcctl: unknown command %q\n%s", cmd, usage)
-		return 2
-	}
+	err = kctx.Run()
+	var ce codeError
 	switch {
 	case err == nil, errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		return 0
-	case errors.Is(err, ErrUsage), errors.Is(err, flag.ErrHelp):
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "rtcctl:", err)
-		}
-		fmt.Fprint(stderr, usage)
+	case errors.As(err, &ce):
+		return int(ce)
+	case errors.Is(err, ErrUsage):
+		fmt.Fprintln(stderr, "rtcctl: error:", strings.TrimPrefix(err.Error(), ErrUsage.Error()+": "))
+		printUsageTo(kctx, stderr)
 		return 2
 	default:
 		fmt.Fprintln(stderr, "rtcctl:", err)
@@ -76,81 +117,71 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// common holds the connection flags every NATS command takes.
-type common struct {
-	url, creds string
-	json       bool
+// printUsageTo prints the summary usage of the command a context selected
+// to w (stderr: after an error, stdout is for results).
+func printUsageTo(kctx *kong.Context, w io.Writer) {
+	saved := kctx.Kong.Stdout
+	kctx.Kong.Stdout = w
+	defer func() { kctx.Kong.Stdout = saved }()
+	_ = kctx.PrintUsage(true)
 }
 
-func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *common) {
-	fs := flag.NewFlagSet("rtcctl "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	c := &common{}
-	fs.StringVar(&c.url, "nats", "nats://127.0.0.1:4222", "NATS server URL")
-	fs.StringVar(&c.creds, "creds", "", "NATS credentials file")
-	fs.BoolVar(&c.json, "json", false, "JSON output")
-	return fs, c
+// versionFlag is --version.
+type versionFlag bool
+
+// BeforeReset prints the version and ends with status 0.
+func (versionFlag) BeforeReset(app *kong.Kong) error {
+	fmt.Fprintln(app.Stdout, version.Line("rtcctl"))
+	app.Exit(0)
+	return nil
 }
 
-// parse parses flags that may come before or after the positional
-// arguments (rtcctl room ROOM_ID --json).
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+type versionCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+func (c *versionCmd) Run(e *runEnv) error {
+	if c.JSON {
+		return writeJSON(e.stdout, version.Get())
 	}
+	_, err := fmt.Fprintln(e.stdout, version.Line("rtcctl"))
+	return err
 }
 
-func (c *common) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{nats.Name("rtcctl"), nats.Timeout(5 * time.Second)}
-	if c.creds != "" {
-		opts = append(opts, nats.UserCredentials(c.creds))
-	}
-	nc, err := nats.Connect(c.url, opts...)
+// helpCmd is `rtcctl help [COMMAND...]`, the same as `rtcctl COMMAND... --help`.
+type helpCmd struct {
+	Command []string `arg:"" optional:"" help:"The command to show help for."`
+}
+
+func (h *helpCmd) Run(kctx *kong.Context) error {
+	target, err := kong.Trace(kctx.Kong, h.Command)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", redact(c.url), err)
+		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	if target.Error != nil {
+		return fmt.Errorf("%w: no command %q: %w", ErrUsage, strings.Join(h.Command, " "), target.Error)
 	}
-	_ = ctx
-	return nc, js, nil
+	return target.PrintUsage(false)
 }
 
-func redact(url string) string {
-	if at := strings.LastIndex(url, "@"); at >= 0 {
-		if s := strings.Index(url, "://"); s >= 0 && s < at {
-			return url[:s+3] + "***" + url[at:]
-		}
-	}
-	return url
+// simulateCmd hands over to internal/simulate (exit status 1 for malformed
+// lines, which it reports itself).
+type simulateCmd struct {
+	Until    string `name:"until" placeholder:"MS" help:"Advance the clock to this Unix time in ms at the end, firing due timers."`
+	Sessions bool   `name:"sessions" help:"Finally print one JSON object per live session, with its members."`
+	File     string `arg:"" name:"file" help:"JSON-lines file of Matrix client-server events (one per line, optional top-level received_at in ms); - for standard input."`
 }
 
-// fmtMS renders a Matrix millisecond timestamp (0: "-").
-func fmtMS(ms int64) string {
-	if ms == 0 {
-		return "-"
+func (c *simulateCmd) Run(e *runEnv) error {
+	var args []string
+	if c.Until != "" {
+		args = append(args, "--until", c.Until)
 	}
-	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
-}
-
-// parseSince accepts RFC 3339 or a duration back from now.
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
+	if c.Sessions {
+		args = append(args, "--sessions")
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return time.Time{}, fmt.Errorf("%w: --since %q: want RFC 3339 (2025-01-02T15:04:05Z) or a duration (10m)", ErrUsage, s)
+	if code := simulate.Run(e.ctx, append(args, "--", c.File), e.stdout, e.stderr); code != 0 {
+		return codeError(code)
 	}
-	return now.Add(-d), nil
+	return nil
 }

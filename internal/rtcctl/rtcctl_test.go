@@ -116,9 +116,11 @@ func TestSessions(t *testing.T) {
 		!strings.Contains(lines[1], "call=table-1") || !strings.Contains(lines[2], "@a:hs2.test/A1,@b:hs2.test/B1") {
 		t.Fatalf("table:\n%s", out)
 	}
-	code, out, _ = run(t, "--nats", url, "sessions") // flags before the command are not common flags
-	if code != 2 {
-		t.Fatalf("flags before the command: exit %d %q", code, out)
+	// Connection flags go anywhere, as with the nats CLI.
+	for _, args := range [][]string{{"--server", url, "sessions"}, {"-s", url, "sessions"}, {"sessions", "-s", url}} {
+		if code, out2, errs := run(t, args...); code != 0 || out2 != out {
+			t.Fatalf("%v: exit %d %q %s", args, code, out2, errs)
+		}
 	}
 	code, out, _ = run(t, "sessions", "--json", "--nats", url)
 	var got []events.LiveSession
@@ -245,15 +247,16 @@ func TestRoom(t *testing.T) {
 	st.Clock, st.Seq = 1700000002000, 2
 	st.Registers = map[string]*rtc.Register{
 		"org.matrix.msc3401.call.member|_@alice:hs1.test_AD_m.call": {EventID: "$e1", Sender: "@alice:hs1.test", TS: 1700000000000, Kind: rtc.RegisterJoin,
-			Claims: []rtc.Claim{{App: "m.call", User: "@alice:hs1.test", Device: "AD", Deadline: 1700014400000, Format: events.FormatSession}}},
+			Claims: []rtc.Claim{{App: "m.call", User: "@alice:hs1.test", Device: "AD", MemberKey: "AD", CreatedTS: 1700000000000,
+				Deadline: 1700014400000, Format: events.FormatSession, EventID: "$e1", TS: 1700000000000}}},
 		"org.matrix.msc3401.call.member|_@bob:hs1.test_BD_m.call": {EventID: "$e2", Sender: "@bob:hs1.test", TS: 1700000001000, Kind: rtc.RegisterLeave},
 		"s\x00org.matrix.msc3401.call.member\x00_@carol:hs1.test_CD_m.call": {EventID: "$e3", Sender: "@mallory:hs1.test", TS: 1700000001000,
 			Kind: rtc.RegisterInvalid, WhyCode: rtc.RejectForeignStateKey, Why: "state key names @carol:hs1.test, sender is @mallory:hs1.test"},
 	}
 	st.RoomMembers = map[id.UserID]rtc.RoomMember{"@bob:hs1.test": {Membership: "leave", TS: 1700000001500}}
-	st.Sessions = map[string]*rtc.Session{"m.call|": {App: "m.call", ID: "sess-1", StartedAt: 1700000000000, Peak: 2, Joins: 2,
+	st.Sessions = map[string]*rtc.Session{"m.call\x00": {App: "m.call", ID: "sess-1", StartedAt: 1700000000000, Peak: 2, Joins: 2,
 		UserDevices: map[id.UserID]int{"@alice:hs1.test": 1},
-		Members: map[string]*rtc.SessionMember{"@alice:hs1.test|AD": {MemberKey: "AD", Member: events.Member{UserID: "@alice:hs1.test", DeviceID: "AD",
+		Members: map[string]*rtc.SessionMember{"@alice:hs1.test\x00AD": {MemberKey: "AD", Member: events.Member{UserID: "@alice:hs1.test", DeviceID: "AD",
 			JoinedAt: 1700000000000, ExpiresAt: 1700014400000, Format: events.FormatSession, EventID: "$e1"}}}}}
 	rm := roomstore.New(roomA)
 	rm.State = st
@@ -278,8 +281,13 @@ func TestRoom(t *testing.T) {
 	}
 	code, out, _ = run(t, "room", "--json", "--nats", url, string(roomA))
 	var back RoomView
-	if code != 0 || json.Unmarshal([]byte(out), &back) != nil || back.LastIn != 7 || back.State.Sessions["m.call|"].ID != "sess-1" {
+	if code != 0 || json.Unmarshal([]byte(out), &back) != nil || back.LastIn != 7 || back.State.Sessions["m.call|"].ID != "sess-1" ||
+		back.State.Sessions["m.call|"].Members["@alice:hs1.test|AD"] == nil {
 		t.Fatalf("json: %d %s", code, out)
+	}
+	// Keys with NUL separators are readable in JSON too.
+	if strings.Contains(out, `\u0000`) || back.State.Registers["s|org.matrix.msc3401.call.member|_@carol:hs1.test_CD_m.call"] == nil {
+		t.Fatalf("json keys not readable:\n%s", out)
 	}
 	if code, _, _ := run(t, "room", "--nats", url); code != 2 {
 		t.Errorf("no room id: exit %d", code)
@@ -293,7 +301,7 @@ func TestDispatch(t *testing.T) {
 	if code, _, _ := run(t, "frobnicate"); code != 2 {
 		t.Errorf("unknown command: %d", code)
 	}
-	if code, out, _ := run(t, "help"); code != 0 || !strings.Contains(out, "rtcctl COMMAND") {
+	if code, out, _ := run(t, "help"); code != 0 || !strings.Contains(out, "Usage: rtcctl <command>") {
 		t.Errorf("help: %d", code)
 	}
 	// simulate is dispatched to internal/simulate: a usage error there is
