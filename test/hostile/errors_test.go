@@ -162,25 +162,7 @@ func TestMatrixErrorBodies(t *testing.T) {
 	t.Run("over budget: 429 with retry_after_ms, then stored on retry", func(t *testing.T) {
 		// A transaction whose body is still arriving holds the whole
 		// budget: its Content-Length is reserved before a byte is read.
-		pr, pw := io.Pipe()
-		slow, err := http.NewRequest("PUT", base+"/_matrix/app/v1/transactions/slow", pr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		slow.ContentLength = maxBody
-		slow.Header.Set("Authorization", "Bearer "+tok)
-		slowDone := make(chan txnResult, 1)
-		go func() {
-			resp, err := http.DefaultClient.Do(slow)
-			if err != nil {
-				slowDone <- txnResult{status: -1, body: []byte(err.Error())}
-				return
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			slowDone <- txnResult{status: resp.StatusCode, header: resp.Header, body: b}
-		}()
-		defer pw.Close()
+		finish := slowTxn(t, addr, tok, "slow", maxBody)
 		waitFor(t, "the slow transaction's reservation", func() bool {
 			return metric(t, metrics, "rtc_ingest_appservice_body_bytes_in_flight") == maxBody
 		})
@@ -206,18 +188,8 @@ func TestMatrixErrorBodies(t *testing.T) {
 		}
 
 		// The slow body completes; the budget is free again.
-		pad := `{"events":[]}`
-		if _, err := io.WriteString(pw, pad+strings.Repeat(" ", maxBody-len(pad))); err != nil {
-			t.Fatal(err)
-		}
-		pw.Close()
-		select {
-		case sr := <-slowDone:
-			if sr.status != http.StatusOK {
-				t.Fatalf("slow transaction: HTTP %d %s, want 200", sr.status, sr.body)
-			}
-		case <-time.After(waitTimeout):
-			t.Fatal("slow transaction not answered")
+		if sr := finish(); sr.status != http.StatusOK {
+			t.Fatalf("slow transaction: HTTP %d %s, want 200", sr.status, sr.body)
 		}
 		// The homeserver retries the refused transaction: stored once.
 		putOK(t, addr, tok, "budget", ev)
@@ -266,4 +238,45 @@ func countEvent(t *testing.T, ns *server.Server, room id.RoomID, eventID string)
 		}
 	}
 	return n
+}
+
+// slowTxn starts a transaction of n bytes whose body does not arrive until
+// finish is called: meanwhile it holds n bytes of the body budget (the
+// ingest reserves a Content-Length before reading a byte). finish sends an
+// empty transaction padded to n bytes and returns the answer.
+func slowTxn(t *testing.T, addr, tok, txnID string, n int) (finish func() txnResult) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/_matrix/app/v1/transactions/"+txnID, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(n)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	done := make(chan txnResult, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- txnResult{status: -1, body: []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- txnResult{status: resp.StatusCode, header: resp.Header, body: b}
+	}()
+	return func() txnResult {
+		t.Helper()
+		pad := `{"events":[]}`
+		if _, err := io.WriteString(pw, pad+strings.Repeat(" ", n-len(pad))); err != nil {
+			return txnResult{status: -1, body: []byte(err.Error())}
+		}
+		pw.Close()
+		select {
+		case r := <-done:
+			return r
+		case <-time.After(waitTimeout):
+			return txnResult{status: -1, body: []byte("no answer")}
+		}
+	}
 }

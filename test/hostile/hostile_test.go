@@ -23,6 +23,7 @@ func TestHostileHomeserver(t *testing.T) {
 	t.Run("reused txn id", s.testReusedTxnID)
 	t.Run("hostile and malformed writes", s.testHostileWrites)
 	t.Run("auth failures counted", s.testAuthFailures)
+	t.Run("memory flood", s.testMemoryFlood)
 }
 
 // testForgedClock: issue 7 hole 1. A homeserver's clock, forged in an
