@@ -42,6 +42,7 @@ func run() (int, error) {
 	flag.DurationVar(&o.SteadyDuration, "steady", o.SteadyDuration, "length of the steady phase")
 	flag.IntVar(&o.LiveRooms, "live-sessions", o.LiveRooms, "live sessions (one room each) of the memory and KV figures")
 	flag.IntVar(&o.LiveDevices, "live-devices", o.LiveDevices, "members per live session")
+	flag.IntVar(&o.LiveRate, "live-rate", o.LiveRate, "joins/s while filling the live sessions (0: as fast as the server stores them, a backlog)")
 	flag.IntVar(&o.CallDevices, "call-devices", o.CallDevices, "devices of the big call")
 	flag.IntVar(&o.Refreshes, "refreshes", o.Refreshes, "refreshes timed in the big call and in the small room")
 	flag.IntVar(&o.TakeoverRate, "takeover-rate", o.TakeoverRate, "inputs/s while aggregators are killed")

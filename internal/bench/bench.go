@@ -42,6 +42,7 @@ type Options struct {
 
 	LiveRooms   int // rooms with one live session each
 	LiveDevices int // devices per live session
+	LiveRate    int // joins/s while filling; 0: as fast as the server stores them
 
 	CallDevices  int // devices of the big call
 	SmallDevices int // members of the small room
@@ -88,6 +89,9 @@ func (o *Options) Validate() error {
 	if o.Partitions > 1024 {
 		errs = append(errs, fmt.Errorf("partitions %d: at most 1024", o.Partitions))
 	}
+	if o.LiveRate < 0 {
+		errs = append(errs, fmt.Errorf("live-rate %d: must not be negative", o.LiveRate))
+	}
 	if o.SteadyDuration < time.Second {
 		errs = append(errs, fmt.Errorf("steady %s: must be at least 1s", o.SteadyDuration))
 	}
@@ -116,7 +120,11 @@ func Scenarios() []Scenario {
 			Budget: func(o *Options) time.Duration { return 2*time.Minute + 2*o.SteadyDuration }, run: runLatency},
 		{Name: "live", Figures: []string{figRSS, figKV}, Targets: []string{tgtRSS, tgtKV},
 			Budget: func(o *Options) time.Duration {
-				return time.Minute + time.Duration(o.LiveRooms*o.LiveDevices)*time.Second/1000
+				rate := 1000
+				if o.LiveRate > 0 {
+					rate = min(rate, o.LiveRate)
+				}
+				return time.Minute + time.Duration(o.LiveRooms*o.LiveDevices/rate)*time.Second
 			}, run: runLive},
 		{Name: "call", Figures: []string{figCall}, Targets: []string{tgtCall},
 			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runCall},

@@ -26,10 +26,10 @@ const (
 )
 
 // paced publishes next(0), next(1), ... at rate per second until dur has
-// passed or ctx ends, calling before(i, m) just before each publish, and
-// waits for the PubAcks. It returns how many it published and over how
-// long.
-func (c *client) paced(ctx context.Context, rate int, dur time.Duration, next func(i int) (*nats.Msg, error),
+// passed, limit messages are published (limit > 0) or ctx ends, calling
+// before(i, m) just before each publish, and waits for the PubAcks. It
+// returns how many it published and over how long.
+func (c *client) paced(ctx context.Context, rate, limit int, dur time.Duration, next func(i int) (*nats.Msg, error),
 	before func(i int, m *nats.Msg)) (int, time.Duration, error) {
 	start := time.Now()
 	sent := 0
@@ -40,6 +40,9 @@ func (c *client) paced(ctx context.Context, rate int, dur time.Duration, next fu
 			break
 		}
 		due := int(elapsed.Seconds() * float64(rate))
+		if limit > 0 {
+			due = min(due, limit)
+		}
 		for ; sent < due; sent++ {
 			var m *nats.Msg
 			if m, err = next(sent); err != nil {
@@ -51,6 +54,9 @@ func (c *client) paced(ctx context.Context, rate int, dur time.Duration, next fu
 			if _, err = c.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); err != nil {
 				return sent, time.Since(start), fmt.Errorf("publish %d: %w", sent, err)
 			}
+		}
+		if limit > 0 && sent >= limit {
+			break
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -162,7 +168,7 @@ func baselineLatency(ctx context.Context, e *env, rate int, dur time.Duration) (
 	if err != nil {
 		return LatencySummary{}, 0, 0, err
 	}
-	n, _, err := e.c.paced(ctx, rate, dur, func(i int) (*nats.Msg, error) {
+	n, _, err := e.c.paced(ctx, rate, 0, dur, func(i int) (*nats.Msg, error) {
 		ev := w.Input(i)
 		m, err := rawMsg(&ev)
 		if err != nil {
@@ -273,7 +279,7 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
-	n, elapsed, err := e.c.paced(ctx, rate, dur, func(i int) (*nats.Msg, error) {
+	n, elapsed, err := e.c.paced(ctx, rate, 0, dur, func(i int) (*nats.Msg, error) {
 		ev := w.Input(i)
 		return rawMsg(&ev)
 	}, func(i int, _ *nats.Msg) {

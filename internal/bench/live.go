@@ -19,6 +19,7 @@ const (
 	tgtKV  = "≤ 1 KiB"
 
 	maxRSS       = 300 << 20
+	rssSettle    = 10 * time.Second
 	maxKVPerUser = 1024
 	// workersBucketStream is the heartbeat bucket's stream: not session state.
 	workersBucketStream = "KV_" + events.BucketWorkers
@@ -56,7 +57,14 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	members := w.Rooms * w.Devices // the first Rooms*Devices inputs are cycle 0's joins
 	label := fmt.Sprintf(" @ %s sessions / %s members", fmtCount(int64(w.Rooms)), fmtCount(int64(members)))
 	start := time.Now()
-	if err := e.c.publishAll(ctx, members, func(i int) (*nats.Msg, error) { ev := w.Input(i); return rawMsg(&ev) }); err != nil {
+	next := func(i int) (*nats.Msg, error) { ev := w.Input(i); return rawMsg(&ev) }
+	feed := "fed the joins as fast as the server stores them (a backlog: the peak includes what is in flight; -live-rate paces the fill)"
+	if e.o.LiveRate > 0 {
+		feed = fmt.Sprintf("fed the joins at %s", fmtRate(float64(e.o.LiveRate)))
+		if _, _, err := e.c.paced(ctx, e.o.LiveRate, members, 24*time.Hour, next, nil); err != nil {
+			return nil, fmt.Errorf("publish joins: %w", err)
+		}
+	} else if err := e.c.publishAll(ctx, members, next); err != nil {
 		return nil, fmt.Errorf("publish joins: %w", err)
 	}
 	e.logf("published %s joins at %s", fmtCount(int64(members)), fmtRate(float64(members)/time.Since(start).Seconds()))
@@ -75,6 +83,17 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What it keeps once the backlog is gone: the Go runtime returns freed
+	// heap to the system only gradually.
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(rssSettle):
+	}
+	settled, err := readMemory(agg.pid())
+	if err != nil {
+		return nil, err
+	}
 	rawAfter, _, err := streamBytes(ctx, e.c.js, events.StreamRaw)
 	if err != nil {
 		return nil, err
@@ -85,13 +104,14 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	}
 	var rows []Row
 	v := Met
-	if mem.HWM > maxRSS {
+	if settled.HWM > maxRSS {
 		v = Missed
 	}
 	rows = append(rows, Row{Figure: figRSS + label,
-		Measured: fmt.Sprintf("%s (now %s)", fmtMiB(mem.HWM), fmtMiB(mem.RSS)),
+		Measured: fmt.Sprintf("%s (%s %s later)", fmtMiB(settled.HWM), fmtMiB(settled.RSS), rssSettle),
 		Baseline: fmtMiB(idle.HWM) + " idle, same binary", Target: tgtRSS, Verdict: v,
-		Note: "from /proc/PID/status of the one aggregator holding every partition; the target applies to the peak"})
+		Note: fmt.Sprintf("VmHWM and VmRSS from /proc/PID/status of the one aggregator holding every partition, "+
+			"%s; %s when the backlog was done; the target applies to the peak", feed, fmtMiB(mem.RSS))})
 
 	perMember := float64(kvAfter-kvBefore) / float64(members)
 	v = Met

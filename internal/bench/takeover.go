@@ -147,7 +147,7 @@ func runTakeover(ctx context.Context, e *env) ([]Row, error) {
 	loadDone := make(chan error, 1)
 	w := &Workload{Prefix: "take", Rooms: 2000, Devices: 10, ExpiresMS: 4 * 3_600_000, BaseMS: time.Now().UnixMilli()}
 	go func() {
-		_, _, err := e.c.paced(loadCtx, e.o.TakeoverRate, 24*time.Hour, func(i int) (*nats.Msg, error) {
+		_, _, err := e.c.paced(loadCtx, e.o.TakeoverRate, 0, 24*time.Hour, func(i int) (*nats.Msg, error) {
 			ev := w.Input(i)
 			return rawMsg(&ev)
 		}, nil)
