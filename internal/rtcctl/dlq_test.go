@@ -1,0 +1,193 @@
+package rtcctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// deadLetter stores body in RTC_DLQ with the headers the aggregator writes
+// (internal/aggregator/batch.go deadLetter), using its constants.
+func deadLetter(t *testing.T, js jetstream.JetStream, partition int, reason, errText string, origSeq uint64, origSubject string, body []byte) uint64 {
+	t.Helper()
+	m := nats.NewMsg(events.DLQPrefix + "." + strconv.Itoa(partition))
+	m.Data = body
+	m.Header.Set(aggregator.HeaderDLQReason, reason)
+	m.Header.Set(aggregator.HeaderDLQError, errText)
+	m.Header.Set(aggregator.HeaderDLQPart, strconv.Itoa(partition))
+	m.Header.Set(aggregator.HeaderDLQSeq, strconv.FormatUint(origSeq, 10))
+	m.Header.Set(aggregator.HeaderDLQSubject, origSubject)
+	m.Header.Set(aggregator.HeaderDLQAttempts, "5")
+	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+strconv.FormatUint(origSeq, 10))
+	ack, err := js.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+func dlqSeqs(t *testing.T, js jetstream.JetStream) []uint64 {
+	t.Helper()
+	var out []uint64
+	e := &runEnv{ctx: context.Background()}
+	entries, err := DLQEntries(e, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range entries {
+		out = append(out, d.Seq)
+	}
+	return out
+}
+
+func TestDLQ(t *testing.T) {
+	url, js := embedded(t) // 2 partitions
+	ctx := context.Background()
+	if code, out, _ := run(t, "dlq", "ls", "-s", url); code != 0 || !strings.Contains(out, "RTC_DLQ is empty") {
+		t.Fatalf("empty: %d %s", code, out)
+	}
+	tokA, tokB := events.Token(string(roomA)), events.Token(string(roomB))
+	pA, pB := events.Partition(tokA, 2), events.Partition(tokB, 2)
+
+	// An input RTC_RAW stored (Nats-Msg-Id = its event id) and the
+	// aggregator dead-lettered; a body that does not decode; a timer.
+	in := rawEvent(string(roomA), 1)
+	publishRaw(t, js, in)
+	good, err := events.EncodeRaw(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timer, err := events.EncodeRaw(&events.RawEvent{Kind: events.InputTimer, Source: events.SourceTimer, RoomID: roomB,
+		ReceivedAt: 1700000009000, Deadline: 1700000009000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqApply := deadLetter(t, js, pA, "apply", "reduce: something broke", 1, events.PartitionSubject(pA, tokA), good)
+	seqDecode := deadLetter(t, js, pB, "decode", "decode raw event: unsupported schema version 9", 2, events.PartitionSubject(pB, tokB), []byte("\x81\xa1v\x09garbage"))
+	seqStore := deadLetter(t, js, pB, "store", "commit refused", 3, events.PartitionSubject(pB, tokB), timer)
+
+	code, out, errs := run(t, "dlq", "ls", "-s", url)
+	if code != 0 {
+		t.Fatalf("ls: %d %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "SEQ") {
+		t.Fatalf("ls:\n%s", out)
+	}
+	for i, want := range [][]string{
+		{strconv.FormatUint(seqApply, 10), "apply", string(roomA), "org.matrix.msc3401.call.member $ev1:hs1.test from @alice:hs1.test", "reduce: something broke"},
+		{strconv.FormatUint(seqDecode, 10), "decode", string(roomB), "undecodable", "unsupported schema version 9"},
+		{strconv.FormatUint(seqStore, 10), "store", string(roomB), "timer for 2023-11-14T22:13:29.000Z"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i+1], w) {
+				t.Errorf("line %q lacks %q", lines[i+1], w)
+			}
+		}
+	}
+	if code, out, _ := run(t, "dlq", "list", "--reason", "decode", "-s", url); code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "decode") {
+		t.Errorf("ls --reason decode: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "dlq", "ls", "--json", "-s", url)
+	var entries []DLQEntry
+	if err := json.Unmarshal([]byte(out), &entries); code != 0 || err != nil || len(entries) != 3 {
+		t.Fatalf("ls --json: %d %v\n%s", code, err, out)
+	}
+	if entries[0].Input == nil || entries[0].Input.EventID != in.EventID || entries[1].Input != nil || entries[1].DecodeError == "" ||
+		entries[0].Headers[aggregator.HeaderDLQReason][0] != "apply" {
+		t.Errorf("ls --json: %+v", entries)
+	}
+
+	code, out, errs = run(t, "dlq", "show", strconv.FormatUint(seqApply, 10), "-s", url)
+	if code != 0 {
+		t.Fatalf("show: %d %s", code, errs)
+	}
+	for _, want := range []string{"reason apply  attempts 5  partition " + strconv.Itoa(pA), "Rtc-Dlq-Error: reduce: something broke",
+		"Rtc-Orig-Subject: " + events.PartitionSubject(pA, tokA), "event $ev1:hs1.test  type org.matrix.msc3401.call.member  sender @alice:hs1.test",
+		`state_key "_@alice:hs1.test_DEV_m.call"`, `content {"application":"m.call"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q:\n%s", want, out)
+		}
+	}
+	if code, out, _ := run(t, "dlq", "show", strconv.FormatUint(seqDecode, 10), "-s", url); code != 0 || !strings.Contains(out, "does not decode") {
+		t.Errorf("show undecodable: %d\n%s", code, out)
+	}
+	if code, _, errs := run(t, "dlq", "show", "999", "-s", url); code != 1 || !strings.Contains(errs, "not found") {
+		t.Errorf("show missing: %d %s", code, errs)
+	}
+
+	for _, bad := range [][]string{{"dlq", "redrive"}, {"dlq", "redrive", "1", "--all"}, {"dlq", "redrive", "1", "--reason", "x"}, {"dlq", "show"}, {"dlq", "show", "x"}} {
+		if code, _, _ := run(t, append(bad, "-s", url)...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", bad, code)
+		}
+	}
+
+	raw, err := js.Stream(ctx, events.StreamRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawInfo, _ := raw.Info(ctx)
+	rawBefore := rawInfo.State.Msgs
+
+	// --dry-run changes nothing.
+	code, out, _ = run(t, "dlq", "redrive", "--all", "--dry-run", "-s", url)
+	if code != 0 || strings.Count(out, "would re-drive") != 3 || !strings.Contains(out, "to "+events.RawSubject(roomA)) {
+		t.Fatalf("dry run: %d\n%s", code, out)
+	}
+	if got := dlqSeqs(t, js); len(got) != 3 {
+		t.Fatalf("dry run removed entries: %v", got)
+	}
+
+	// One entry: published to rtc.raw.<roomA> (stored although RTC_RAW
+	// holds its event id already), then deleted from RTC_DLQ.
+	code, out, errs = run(t, "dlq", "redrive", strconv.FormatUint(seqApply, 10), "-s", url)
+	if code != 0 || !strings.Contains(out, "re-driven RTC_DLQ #"+strconv.FormatUint(seqApply, 10)) {
+		t.Fatalf("redrive: %d %s %s", code, out, errs)
+	}
+	m, err := raw.GetLastMsgForSubject(ctx, events.PartitionSubject(pA, tokA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != string(good) || m.Header.Get(HeaderRedrivenFrom) != "RTC_DLQ #"+strconv.FormatUint(seqApply, 10) {
+		t.Errorf("re-driven message: %q %v", m.Data, m.Header)
+	}
+	if got := dlqSeqs(t, js); len(got) != 2 || got[0] != seqDecode {
+		t.Errorf("after redrive: %v", got)
+	}
+	if _, err := raw.GetMsg(ctx, rawBefore+1); err != nil {
+		t.Errorf("RTC_RAW has no new message: %v", err)
+	}
+
+	// --all --reason store: only the timer.
+	if code, out, _ := run(t, "dlq", "redrive", "--all", "--reason", "store", "-s", url); code != 0 || !strings.Contains(out, "1 re-driven") {
+		t.Fatalf("redrive --reason store: %d\n%s", code, out)
+	}
+	if got := dlqSeqs(t, js); len(got) != 1 || got[0] != seqDecode {
+		t.Errorf("after redrive of the timer: %v", got)
+	}
+
+	// Not acknowledged (RTC_RAW is gone): the entry stays.
+	if err := js.DeleteStream(ctx, events.StreamRaw); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = run(t, "dlq", "redrive", "--all", "-s", url, "--timeout", "1s")
+	if code != 1 || !strings.Contains(errs, "stays in RTC_DLQ") || !strings.Contains(errs, "0 of 1 re-driven") {
+		t.Errorf("redrive without RTC_RAW: %d %s", code, errs)
+	}
+	if got := dlqSeqs(t, js); len(got) != 1 || got[0] != seqDecode {
+		t.Errorf("an unacknowledged re-drive removed the entry: %v", got)
+	}
+	_, err = raw.Info(ctx)
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("RTC_RAW still there: %v", err)
+	}
+}

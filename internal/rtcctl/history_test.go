@@ -1,0 +1,85 @@
+package rtcctl
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+func ended(room id.RoomID, app, call string, seq uint64, startedAt, durationMS int64, peak, users, joins int) *events.SessionEvent {
+	return &events.SessionEvent{ID: events.EventID(room, seq), Seq: seq, Kind: events.KindSessionEnded, SessionID: "sess-" + string(room) + "-" + call,
+		RoomID: room, Application: app, CallID: call, At: startedAt + durationMS, Reason: events.ReasonLeave,
+		Summary: &events.Summary{StartedAt: startedAt, EndedAt: startedAt + durationMS, DurationMS: durationMS,
+			PeakParticipants: peak, DistinctUsers: users, Joins: joins}}
+}
+
+func TestHistory(t *testing.T) {
+	url, js := embedded(t)
+	if code, out, _ := run(t, "history", "--room", string(roomA), "-s", url); code != 0 || !strings.Contains(out, "no ended sessions") {
+		t.Fatalf("empty: %d %s", code, out)
+	}
+	publish(t, js,
+		sessionEvent(roomA, 1, events.KindSessionStarted, ""),
+		sessionEvent(roomA, 2, events.KindMemberJoined, "@alice:hs1.test"),
+		ended(roomA, "m.call", "", 3, 1700000000000, 90_000, 3, 2, 4),
+		ended(roomB, "m.call", "", 1, 1700000100000, 5_000, 1, 1, 1),
+		ended(roomA, "io.example.game", "table-1", 4, 1700000200000, 3_600_000, 5, 5, 7),
+	)
+	time.Sleep(20 * time.Millisecond)
+	mid := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	publish(t, js, ended(roomA, "m.call", "", 7, 1700000300000, 1_000, 2, 2, 2))
+
+	tests := []struct {
+		name  string
+		args  []string
+		lines [][]string // per output row (after the header): substrings
+	}{
+		{"room", []string{"--room", string(roomA)}, [][]string{
+			{"!a:hs1.test", "m.call", `call=""`, "2023-11-14T22:13:20.000Z", "2023-11-14T22:14:50.000Z", "1m30s", "3 2 4", "leave"},
+			{"io.example.game", "call=table-1", "1h0m0s", "5 5 7"},
+			{"!a:hs1.test", "m.call", "1s"}}},
+		{"application", []string{"--app", "io.example.game"}, [][]string{{"!a:hs1.test", "io.example.game", "call=table-1"}}},
+		{"room and application", []string{"--room", string(roomA), "--app", "m.call"}, [][]string{{"1m30s"}, {"1s"}}},
+		{"every room", nil, [][]string{{"!a:hs1.test"}, {"!b:hs2.test", "5s", "1 1 1"}, {"io.example.game"}, {"!a:hs1.test", "1s"}}},
+		{"last", []string{"--room", string(roomA), "--last", "1"}, [][]string{{"1s"}}},
+		{"since", []string{"--since", mid.UTC().Format(time.RFC3339Nano)}, [][]string{{"!a:hs1.test", "1s"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := run(t, append([]string{"history", "-s", url}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != len(tc.lines)+1 || !strings.HasPrefix(lines[0], "ROOM") {
+				t.Fatalf("want %d rows:\n%s", len(tc.lines), out)
+			}
+			for i, wants := range tc.lines {
+				row := strings.Join(strings.Fields(lines[i+1]), " ") // columns one space apart
+				for _, w := range wants {
+					if !strings.Contains(row, w) {
+						t.Errorf("row %d %q lacks %q", i, lines[i+1], w)
+					}
+				}
+			}
+		})
+	}
+
+	code, out, _ := run(t, "history", "-s", url, "--room", string(roomB), "--json")
+	var evs []events.SessionEvent
+	if err := json.Unmarshal([]byte(out), &evs); code != 0 || err != nil || len(evs) != 1 || evs[0].Summary == nil ||
+		evs[0].Summary.DurationMS != 5000 || evs[0].Kind != events.KindSessionEnded {
+		t.Fatalf("json: %d %v\n%s", code, err, out)
+	}
+	for _, bad := range [][]string{{"--since", "yesterday"}, {"--last", "-1"}, {"extra"}} {
+		if code, _, _ := run(t, append([]string{"history", "-s", url}, bad...)...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", bad, code)
+		}
+	}
+}
