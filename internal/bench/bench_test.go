@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -335,5 +336,37 @@ func TestOptionsValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %q", err, want)
 		}
+	}
+}
+
+// A scenario that cannot run still yields a row per figure, saying why, and
+// the others still run: the table always shows every figure.
+func TestRunReportsEveryFigureWhenStepsFail(t *testing.T) {
+	o := DefaultOptions()
+	o.WorkDir = t.TempDir()
+	o.Bins = Binaries{NATSServer: "/nonexistent/nats-server", Aggregator: "/nonexistent/aggregator"}
+	rep, err := Run(context.Background(), o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, s := range Scenarios() {
+		if s.Name != "raw" { // part of pipeline in a full run
+			want = append(want, s.Figures...)
+		}
+	}
+	if len(rep.Rows) != len(want) {
+		t.Fatalf("%d rows, want %d (one per figure)", len(rep.Rows), len(want))
+	}
+	for i, r := range rep.Rows {
+		if r.Figure != want[i] || r.Verdict != Failed || !strings.Contains(r.Note, "start nats-server") {
+			t.Errorf("row %d = %+v, want figure %q failed because nats-server could not start", i, r, want[i])
+		}
+	}
+	if len(rep.Load) != len(Scenarios())-1 {
+		t.Errorf("load averages %v: want one per scenario run", rep.Load)
+	}
+	if _, err := Run(context.Background(), o, []string{"nope"}); err == nil || !strings.Contains(err.Error(), `unknown scenario "nope"`) {
+		t.Errorf("unknown scenario: err = %v", err)
 	}
 }
