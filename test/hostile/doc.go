@@ -1,12 +1,20 @@
 // Package hostile holds the end-to-end reproductions of issue 7's holes:
-// a hostile homeserver and a careless operator against the real ingest and
-// the real aggregator, run together in process over real HTTP and an
-// embedded nats-server (loopback only). Each test sends what a homeserver
-// would send (appservice transactions) and looks where an operator would
-// look: the HTTP answers, /metrics of both services, RTC_RAW, RTC_EVENTS
-// and `rtcctl room`.
+// a hostile homeserver, a hostile pod and a careless operator against the
+// real ingest and the real aggregator, run together in process over real
+// HTTP and an embedded nats-server (loopback only). Each test sends what a
+// homeserver would send (appservice transactions) or what a pod reaching
+// NATS could, and looks where an operator would look: the HTTP answers,
+// /metrics of both services, the aggregator's logs, RTC_RAW, RTC_EVENTS and
+// `rtcctl room`.
 //
-// The NATS users and their refusals are tested in internal/authz (the
-// shipped permissions) and internal/authz/pipeline (the whole pipeline
-// under them); the memory flood in internal/ingest (TestAppserviceMemoryFlood).
+//   - TestHostileHomeserver: forged clocks (received_at, origin_server_ts,
+//     created_ts, expires), out-of-range numbers, reused transaction ids,
+//     hostile and malformed writes, auth failures, a memory flood.
+//   - TestMatrixErrorBodies: every non-200 answer is a Matrix error body.
+//   - TestHostilePodOnNATS, TestEmbeddedNATSNotExposed: the shipped NATS
+//     users refuse what each must not do, with the pipeline running.
+//
+// Every permission of every NATS user is tested in internal/authz, and the
+// ingest's peak memory under a full-size flood in internal/ingest
+// (TestAppserviceMemoryFlood).
 package hostile

@@ -27,6 +27,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
@@ -133,37 +134,44 @@ func startIngest(t *testing.T, ns *server.Server, opts ...ingestOptions) (appser
 	return appservice, cfg.MetricsAddr
 }
 
+// startAggregator runs the real aggregator.Run connecting with conn, and
+// returns its HTTP address (/metrics, /readyz) once it is ready, and its
+// logs from level info. It stops when the test ends.
+func startAggregator(t *testing.T, conn natsutil.ConnConfig) (string, *observer.ObservedLogs, aggregator.Config) {
+	t.Helper()
+	core, logs := observer.New(zapcore.InfoLevel)
+	cfg := aggregator.DefaultConfig()
+	cfg.NATS = conn
+	cfg.Topology.Partitions = 4
+	cfg.HTTP.Listen = testutil.FreePort(t)
+	cfg.Worker.StatsInterval = 0
+	cfg.ShutdownGrace = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- aggregator.Run(ctx, cfg, zap.New(core), prometheus.NewRegistry()) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("aggregator: %v", err)
+			}
+		case <-time.After(cfg.ShutdownGrace + waitTimeout):
+			t.Errorf("aggregator did not stop")
+		}
+	})
+	waitReady(t, "http://"+cfg.HTTP.Listen+"/readyz")
+	return cfg.HTTP.Listen, logs, cfg
+}
+
 // startStack runs nats-server, the aggregator and the ingest, and follows
 // RTC_EVENTS from the start.
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	ns := testutil.NATS(t, "", -1)
 	_, js := testutil.JetStream(t, ns)
-
-	core, logs := observer.New(zapcore.InfoLevel)
-	acfg := aggregator.DefaultConfig()
-	acfg.NATS.URLs = []string{ns.ClientURL()}
-	acfg.Topology.Partitions = 4
-	acfg.HTTP.Listen = testutil.FreePort(t)
-	acfg.Worker.StatsInterval = 0
-	acfg.ShutdownGrace = 5 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	aggDone := make(chan error, 1)
-	go func() { aggDone <- aggregator.Run(ctx, acfg, zap.New(core), prometheus.NewRegistry()) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-aggDone:
-			if err != nil {
-				t.Errorf("aggregator: %v", err)
-			}
-		case <-time.After(acfg.ShutdownGrace + waitTimeout):
-			t.Errorf("aggregator did not stop")
-		}
-	})
-	waitReady(t, "http://"+acfg.HTTP.Listen+"/readyz")
-
-	s := &stack{ns: ns, js: js, aggHTTP: acfg.HTTP.Listen, aggLogs: logs,
+	aggHTTP, logs, acfg := startAggregator(t, natsutil.ConnConfig{URLs: []string{ns.ClientURL()}, Name: "rtc-aggregator"})
+	s := &stack{ns: ns, js: js, aggHTTP: aggHTTP, aggLogs: logs,
 		maxExpires: acfg.Reducer.MaxExpiresMS, defaultSkew: acfg.Reducer.ClockSkewMS, partitions: acfg.Topology.Partitions}
 	s.ingestAddr, s.ingestHTTP = startIngest(t, ns)
 	s.sessions = followSessions(t, js)
