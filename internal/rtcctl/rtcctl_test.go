@@ -33,7 +33,11 @@ func embedded(t *testing.T) (string, jetstream.JetStream) {
 
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Cancelled after a while, but without a deadline: a deadline would
+	// replace the --timeout of every JetStream request, as in production
+	// (signal.NotifyContext) there is none.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer time.AfterFunc(20*time.Second, cancel).Stop()
 	defer cancel()
 	var out, errb bytes.Buffer
 	code := Main(ctx, args, &out, &errb)
