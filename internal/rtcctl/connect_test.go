@@ -79,7 +79,7 @@ func TestResolve(t *testing.T) {
 		{name: "named context", flags: ConnFlags{Context: "prod"}, want: prod, password: "pw-from-context", context: "prod"},
 		{name: "selected context", selected: "prod", want: prod, password: "pw-from-context", context: "prod"},
 		{name: "flag wins over the context", selected: "prod", flags: ConnFlags{Server: "nats://override:4222", TLSCA: ca2, InboxPrefix: "_INBOX_me", Password: "pw-flag"},
-			want: natsconn.ConnConfig{URLs: []string{"nats://override:4222"}, Name: "rtcctl", User: "subscriber", TLSCAFile: ca2, InboxPrefix: "_INBOX_me"},
+			want:     natsconn.ConnConfig{URLs: []string{"nats://override:4222"}, Name: "rtcctl", User: "subscriber", TLSCAFile: ca2, InboxPrefix: "_INBOX_me"},
 			password: "pw-flag", context: "prod"},
 		{name: "an auth flag replaces the context's", selected: "prod", flags: ConnFlags{Creds: creds},
 			want: natsconn.ConnConfig{URLs: prod.URLs, Name: "rtcctl", CredsFile: creds, TLSCAFile: ca, InboxPrefix: "_INBOX_ops"}, context: "prod"},
