@@ -19,6 +19,7 @@ import (
 func TestHostileHomeserver(t *testing.T) {
 	s := startStack(t)
 	t.Run("forged clock", s.testForgedClock)
+	t.Run("forged clock elsewhere", s.testForgedClockElsewhere)
 	t.Run("out of range numbers", s.testOutOfRange)
 	t.Run("reused txn id", s.testReusedTxnID)
 	t.Run("hostile and malformed writes", s.testHostileWrites)
@@ -599,6 +600,106 @@ func (s *stack) testAuthFailures(t *testing.T) {
 				if d := metric(t, s.ingestHTTP, "rtc_ingest_appservice_auth_failures_total", "homeserver", se.hs, "reason", se.reason) - before[i]; d != want {
 					t.Errorf("auth_failures_total{homeserver=%q,reason=%q} +%v, want +%v", se.hs, se.reason, d, want)
 				}
+			}
+		})
+	}
+}
+
+// testForgedClockElsewhere: the other clocks a homeserver states, in a
+// sticky membership (MSC4354) and in an event that arrives already
+// redacted, are bounded by the receive time too: they neither make a
+// membership outlive its bound, nor date a transition in the future, nor
+// move the room's clock. Alice and Bob are in the call; the forged event
+// comes; Dave joins after it.
+func (s *stack) testForgedClockElsewhere(t *testing.T) {
+	const hour = int64(3600000)
+	cases := []struct {
+		name   string
+		forged func(eventID string, room id.RoomID, alice, carol id.UserID, aliceEvent obj) obj
+		// want is the session events the forged event causes.
+		want  func(alice, carol id.UserID) []string
+		check func(t *testing.T, e events.SessionEvent, raw events.RawEvent)
+	}{
+		{
+			name: "sticky membership dated 2100 with duration 2^53-1",
+			forged: func(eventID string, room id.RoomID, _, carol id.UserID, _ obj) obj {
+				key := "c0ffee00-0000-4000-8000-000000000001"
+				return obj{"type": "org.matrix.msc4143.rtc.member", "sender": carol, "event_id": eventID, "room_id": room,
+					"origin_server_ts": year2100, "msc4354_sticky": obj{"duration_ms": int64(1<<53 - 1)},
+					"content": obj{"slot_id": "m.call#ROOM", "application": obj{"type": "m.call"},
+						"member":         obj{"user_id": carol, "device_id": "CAROL", "id": key},
+						"rtc_transports": []any{obj{"type": "livekit", "livekit_service_url": "https://sfu.example"}},
+						"versions":       []any{}, "msc4354_sticky_key": key}}
+			},
+			want: func(_, carol id.UserID) []string { return []string{"member_joined " + string(carol)} },
+			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+				// MSC4354: min(received, origin_server_ts) + min(duration, 1 h).
+				if e.Member.ExpiresAt != raw.ReceivedAt+hour || e.Member.JoinedAt > raw.ReceivedAt || e.At > raw.ReceivedAt {
+					t.Errorf("Carol joined_at %d at %d expires_at %d, want joined by and expiring 1 h after received_at %d",
+						e.Member.JoinedAt, e.At, e.Member.ExpiresAt, raw.ReceivedAt)
+				}
+			},
+		},
+		{
+			name: "Alice's membership arrives redacted, the redaction dated 2100",
+			forged: func(_ string, _ id.RoomID, _, _ id.UserID, aliceEvent obj) obj {
+				ev := obj{}
+				for k, v := range aliceEvent {
+					ev[k] = v
+				}
+				ev["content"] = obj{}
+				ev["unsigned"] = obj{"redacted_because": obj{"event_id": "$redaction-2100", "origin_server_ts": year2100}}
+				return ev
+			},
+			want: func(alice, _ id.UserID) []string { return []string{"member_left " + string(alice) + " redacted"} },
+			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+				// The transition is dated by the event's own (believed)
+				// time, not by the redaction's clock far ahead.
+				if e.At != raw.OriginServerTS {
+					t.Errorf("Alice left at %s, want her event's time %s", time.UnixMilli(e.At).UTC(), time.UnixMilli(raw.OriginServerTS).UTC())
+				}
+			},
+		},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			server := "elsewhere" + fmt.Sprint(i) + ".test"
+			room := id.RoomID("!elsewhere-" + fmt.Sprint(i) + ":" + server)
+			alice, bob := id.UserID("@alice:"+server), id.UserID("@bob:"+server)
+			carol, dave := id.UserID("@carol:"+server), id.UserID("@dave:"+server)
+			tok := hsTokens[hsB]
+			aliceEvent := callMember(fmt.Sprintf("$elsewhere-alice-%d", i), room, alice, alice, "ALICE", time.Now().UnixMilli(), joinContent("ALICE"))
+			putOK(t, s.ingestAddr, tok, fmt.Sprintf("elsewhere-%d-1", i), mustJSON(t, aliceEvent),
+				join(t, fmt.Sprintf("$elsewhere-bob-%d", i), room, bob, "BOB", time.Now().UnixMilli()))
+			s.sessions.waitJoined(t, room, bob)
+
+			forgedEv := tc.forged(fmt.Sprintf("$elsewhere-forged-%d", i), room, alice, carol, aliceEvent)
+			before := time.Now().UnixMilli()
+			putOK(t, s.ingestAddr, tok, fmt.Sprintf("elsewhere-%d-2", i), mustJSON(t, forgedEv))
+			after := time.Now().UnixMilli()
+			putOK(t, s.ingestAddr, tok, fmt.Sprintf("elsewhere-%d-3", i), join(t, fmt.Sprintf("$elsewhere-dave-%d", i), room, dave, "DAVE", time.Now().UnixMilli()))
+			daveJoined := s.sessions.waitJoined(t, room, dave)
+
+			evs := s.sessions.room(t, room)
+			want := append([]string{"session_started", "member_joined " + string(alice), "member_joined " + string(bob)},
+				tc.want(alice, carol)...)
+			want = append(want, "member_joined "+string(dave))
+			if got := summarize(evs); strings.Join(got, "; ") != strings.Join(want, "; ") {
+				t.Fatalf("session events %q, want %q", got, want)
+			}
+			var raw events.RawEvent
+			for _, r := range rawRecords(t, s.js, room) {
+				if r.EventID == id.EventID(forgedEv["event_id"].(string)) && r.ReceivedAt >= before {
+					raw = r
+				}
+			}
+			if raw.ReceivedAt < before || raw.ReceivedAt > after {
+				t.Fatalf("forged event in RTC_RAW with received_at %d, want the ingest's clock in [%d, %d]", raw.ReceivedAt, before, after)
+			}
+			tc.check(t, evs[3], raw)
+			rec := roomRecord(t, s.js, room, daveJoined.Seq)
+			if c := rec.State.Clock; c < before || c > time.Now().UnixMilli() {
+				t.Errorf("room clock %s, want the ingest's clock (now)", time.UnixMilli(c).UTC())
 			}
 		})
 	}
