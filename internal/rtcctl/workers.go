@@ -83,7 +83,11 @@ func Workers(e *runEnv, js jetstream.JetStream) (*WorkersView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read bucket %s: %w", events.BucketWorkers, err)
 	}
-	defer func() { _ = w.Stop() }()
+	// No w.Stop(): it asks the server to delete the watch's consumer and
+	// waits up to 5 s for an answer that a user without CONSUMER.DELETE (the
+	// operator users rtcctl runs as) never gets. Closing the connection at
+	// the end of the command ends the watch; the server removes the
+	// consumer once idle.
 	hbs := map[string]heartbeat{}
 	timeout := time.NewTimer(e.conn.Timeout)
 	defer timeout.Stop()
