@@ -2,6 +2,7 @@ package rtcctl
 
 import (
 	"fmt"
+	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -15,13 +16,13 @@ type historyCmd struct {
 	Room  string `name:"room" placeholder:"ROOM_ID" help:"The ended sessions of this room (default: every room)."`
 	App   string `name:"app" help:"The ended sessions of this application, m.call, ... (default: every application)."`
 	Since string `name:"since" placeholder:"TIME" help:"Only sessions ended since: RFC 3339, or a duration back from now (24h). Default: all RTC_EVENTS keeps."`
-	Last  int    `name:"last" placeholder:"N" help:"Only the N most recent (0: all)."`
+	Last  int    `name:"last" placeholder:"N" help:"Only the N that ended last (0: all)."`
 	JSON  bool   `name:"json" help:"Print the session_ended events (with their summaries) as a JSON array."`
 }
 
 // EndedSessions reads the session_ended events of a room and/or an
 // application ("" for every one) stored since the given time (zero: from the
-// start of RTC_EVENTS), oldest first.
+// start of RTC_EVENTS), in stream order.
 func EndedSessions(e *runEnv, js jetstream.JetStream, room id.RoomID, app string, since time.Time) ([]events.SessionEvent, error) {
 	var out []events.SessionEvent
 	filter := events.SessionFilter(events.SessionPrefix, app, room, events.KindSessionEnded)
@@ -34,6 +35,13 @@ func EndedSessions(e *runEnv, js jetstream.JetStream, room id.RoomID, app string
 		return nil
 	})
 	return out, err
+}
+
+func endedAt(e *events.SessionEvent) int64 {
+	if e.Summary != nil {
+		return e.Summary.EndedAt
+	}
+	return e.At
 }
 
 func (c *historyCmd) Run(e *runEnv) error {
@@ -56,6 +64,9 @@ func (c *historyCmd) Run(e *runEnv) error {
 	if err != nil {
 		return err
 	}
+	// By end time: stream order is per room, partitions are processed
+	// independently, so rooms interleave in any order.
+	sort.SliceStable(ended, func(i, j int) bool { return endedAt(&ended[i]) < endedAt(&ended[j]) })
 	if c.Last > 0 && len(ended) > c.Last {
 		ended = ended[len(ended)-c.Last:]
 	}

@@ -40,14 +40,15 @@ func TestHistory(t *testing.T) {
 		args  []string
 		lines [][]string // per output row (after the header): substrings
 	}{
+		// by end time, not stream order: the game ended last
 		{"room", []string{"--room", string(roomA)}, [][]string{
 			{"!a:hs1.test", "m.call", `call=""`, "2023-11-14T22:13:20.000Z", "2023-11-14T22:14:50.000Z", "1m30s", "3 2 4", "leave"},
-			{"io.example.game", "call=table-1", "1h0m0s", "5 5 7"},
-			{"!a:hs1.test", "m.call", "1s"}}},
+			{"!a:hs1.test", "m.call", "1s"},
+			{"io.example.game", "call=table-1", "1h0m0s", "5 5 7"}}},
 		{"application", []string{"--app", "io.example.game"}, [][]string{{"!a:hs1.test", "io.example.game", "call=table-1"}}},
 		{"room and application", []string{"--room", string(roomA), "--app", "m.call"}, [][]string{{"1m30s"}, {"1s"}}},
-		{"every room", nil, [][]string{{"!a:hs1.test"}, {"!b:hs2.test", "5s", "1 1 1"}, {"io.example.game"}, {"!a:hs1.test", "1s"}}},
-		{"last", []string{"--room", string(roomA), "--last", "1"}, [][]string{{"1s"}}},
+		{"every room", nil, [][]string{{"!a:hs1.test", "1m30s"}, {"!b:hs2.test", "5s", "1 1 1"}, {"!a:hs1.test", "1s"}, {"io.example.game"}}},
+		{"last", []string{"--room", string(roomA), "--last", "2"}, [][]string{{"1s"}, {"io.example.game"}}},
 		{"since", []string{"--since", mid.UTC().Format(time.RFC3339Nano)}, [][]string{{"!a:hs1.test", "1s"}}},
 	}
 	for _, tc := range tests {
