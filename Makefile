@@ -5,7 +5,7 @@ GOBIN         ?= $(shell $(GO) env GOPATH)/bin
 PKGS          := ./...
 FUZZTIME      ?= 20s
 
-.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean chaos
+.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean chaos k8s-validate
 
 all: build
 
@@ -18,11 +18,20 @@ LDFLAGS       := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
-## test: everything CI checks: formatting, vet, staticcheck and the race-enabled test suite
-test: fmt-check vet staticcheck unit
+## test: everything CI checks: formatting, vet, staticcheck, the race-enabled test suite and the
+##       Kubernetes manifests (k8s-validate)
+test: fmt-check vet staticcheck unit k8s-validate
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## k8s-validate: render every overlay of deploy/k8s with every combination of its components
+##       (kustomize's Go API) and decode every object strictly into the real Kubernetes, KEDA and
+##       prometheus-operator types; parse the alert rules with Prometheus's rule parser. A module of
+##       its own (deploy/k8s/validate) so that these dependencies stay out of the service's
+##       go.mod; the go command downloads them on first use.
+k8s-validate:
+	cd deploy/k8s/validate && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
 
 lint: fmt-check vet staticcheck
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,7 +35,7 @@ func onlyMissingSecrets(t *testing.T, err error) {
 
 func TestAggregatorConfigLoads(t *testing.T) {
 	cfg := aggregator.DefaultConfig()
-	if err := config.Load("config/aggregator.yaml", aggregator.EnvPrefix, &cfg); err != nil {
+	if err := config.Load("base/config/aggregator.yaml", aggregator.EnvPrefix, &cfg); err != nil {
 		t.Fatal(err)
 	}
 	onlyMissingSecrets(t, cfg.Validate())
@@ -44,12 +45,12 @@ func TestAggregatorConfigLoads(t *testing.T) {
 }
 
 func TestIngestConfigLoads(t *testing.T) {
-	cfg, err := ingest.LoadConfig("config/ingest.yaml")
+	cfg, err := ingest.LoadConfig("base/config/ingest.yaml")
 	if err != nil {
 		onlyMissingSecrets(t, err)
 	}
 	agg := aggregator.DefaultConfig()
-	if err := config.Load("config/aggregator.yaml", aggregator.EnvPrefix, &agg); err != nil {
+	if err := config.Load("base/config/aggregator.yaml", aggregator.EnvPrefix, &agg); err != nil {
 		t.Fatal(err)
 	}
 	if err == nil && cfg.Topology.Partitions != agg.Topology.Partitions {
@@ -64,7 +65,7 @@ func TestKustomizationFilesParse(t *testing.T) {
 			Files []string `yaml:"files"`
 		} `yaml:"configMapGenerator"`
 	}
-	b, err := os.ReadFile("kustomization.yaml")
+	b, err := os.ReadFile("base/kustomization.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,14 +75,14 @@ func TestKustomizationFilesParse(t *testing.T) {
 	for _, g := range k.ConfigMapGenerator {
 		for _, f := range g.Files {
 			_, path, _ := strings.Cut(f, "=")
-			if _, err := os.Stat(path); err != nil {
+			if _, err := os.Stat(filepath.Join("base", path)); err != nil {
 				t.Errorf("configMapGenerator: %v", err)
 			}
 		}
 	}
 	kinds := map[string]int{}
 	for _, r := range k.Resources {
-		b, err := os.ReadFile(r)
+		b, err := os.ReadFile(filepath.Join("base", r))
 		if err != nil {
 			t.Fatalf("resource %s: %v", r, err)
 		}

@@ -160,8 +160,9 @@ func TestEachPodMountsOnlyItsOwnSecrets(t *testing.T) {
 		file string
 		want []string
 	}{
-		{"aggregator.yaml", []string{"rtc-nats-aggregator"}},
-		{"ingest.yaml", []string{"rtc-ingest-tokens", "rtc-nats-ingest"}},
+		{"base/aggregator.yaml", []string{"rtc-nats-aggregator"}},
+		{"base/ingest.yaml", []string{"rtc-ingest-tokens", "rtc-nats-ingest"}},
+		{"components/ingest-sync/ingest-sync.yaml", []string{"rtc-ingest-sync-tokens", "rtc-nats-ingest"}},
 	}
 	for _, tc := range tests {
 		p := deployment(t, tc.file)
@@ -186,19 +187,24 @@ func TestEachPodMountsOnlyItsOwnSecrets(t *testing.T) {
 // CA files its pod actually mounts.
 func TestNATSClientConfig(t *testing.T) {
 	agg := aggregator.DefaultConfig()
-	if err := config.Load("config/aggregator.yaml", aggregator.EnvPrefix, &agg); err != nil {
+	if err := config.Load("base/config/aggregator.yaml", aggregator.EnvPrefix, &agg); err != nil {
 		t.Fatal(err)
 	}
-	ing, err := ingest.LoadConfig("config/ingest.yaml")
+	ing, err := ingest.LoadConfig("base/config/ingest.yaml")
 	if err != nil && ing.NATS.User == "" { // validation problems are TestIngestConfigLoads's business
+		t.Fatal(err)
+	}
+	sync, err := ingest.LoadConfig("components/ingest-sync/config/ingest-sync.yaml")
+	if err != nil && sync.NATS.User == "" {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		deploy, user, secret string
 		nats                 natsutil.ConnConfig
 	}{
-		{"aggregator.yaml", authz.UserAggregator, "rtc-nats-aggregator", agg.NATS},
-		{"ingest.yaml", authz.UserIngest, "rtc-nats-ingest", ing.NATS},
+		{"base/aggregator.yaml", authz.UserAggregator, "rtc-nats-aggregator", agg.NATS},
+		{"base/ingest.yaml", authz.UserIngest, "rtc-nats-ingest", ing.NATS},
+		{"components/ingest-sync/ingest-sync.yaml", authz.UserIngest, "rtc-nats-ingest", sync.NATS},
 	}
 	for _, tc := range tests {
 		u, ok := authz.UserByName(tc.user)
