@@ -79,6 +79,9 @@ func publish(t *testing.T, js jetstream.JetStream, evs ...*events.SessionEvent) 
 
 func TestSessions(t *testing.T) {
 	url, js := embedded(t)
+	// A fixed now: the FOR column is the same in every run below.
+	now = func() time.Time { return time.UnixMilli(1700000061000) }
+	t.Cleanup(func() { now = time.Now })
 	code, out, _ := run(t, "sessions", "--nats", url)
 	if code != 0 || !strings.Contains(out, "no live sessions") {
 		t.Fatalf("empty bucket: %d %q", code, out)
@@ -117,6 +120,7 @@ func TestSessions(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ROOM") || !strings.Contains(lines[1], "!a:hs1.test") ||
+		!strings.Contains(lines[1], "  1m0s  ") || !strings.Contains(lines[2], "  1m1s  ") ||
 		!strings.Contains(lines[1], "call=table-1") || !strings.Contains(lines[2], "@a:hs2.test/A1,@b:hs2.test/B1") {
 		t.Fatalf("table:\n%s", out)
 	}
