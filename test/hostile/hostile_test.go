@@ -60,6 +60,25 @@ func (s *stack) testForgedClock(t *testing.T) {
 			carolExpires: func(raw events.RawEvent) int64 { return raw.OriginServerTS + fourHours },
 		},
 		{
+			name: "top-level received_at not a number on a membership",
+			forged: func(eventID string, room id.RoomID, carol id.UserID, now int64) obj {
+				ev := callMember(eventID, room, carol, carol, "CAROL", now, joinContent("CAROL"))
+				ev["received_at"] = "2100-01-01T00:00:00Z"
+				return ev
+			},
+			// Not even parsed: no reason to reject the event.
+			carolExpires: func(raw events.RawEvent) int64 { return raw.OriginServerTS + fourHours },
+		},
+		{
+			name: "top-level received_at 1e30 on a membership",
+			forged: func(eventID string, room id.RoomID, carol id.UserID, now int64) obj {
+				ev := callMember(eventID, room, carol, carol, "CAROL", now, joinContent("CAROL"))
+				ev["received_at"] = rawNumber("1e30")
+				return ev
+			},
+			carolExpires: func(raw events.RawEvent) int64 { return raw.OriginServerTS + fourHours },
+		},
+		{
 			name: "received_at 2100 in unsigned",
 			forged: func(eventID string, room id.RoomID, carol id.UserID, now int64) obj {
 				ev := roomMember(eventID, room, carol, now)

@@ -251,17 +251,19 @@ func (l *sessionLog) room(t *testing.T, room id.RoomID) []events.SessionEvent {
 // returns it.
 func (l *sessionLog) waitJoined(t *testing.T, room id.RoomID, user id.UserID) events.SessionEvent {
 	t.Helper()
-	var got events.SessionEvent
-	waitFor(t, fmt.Sprintf("member_joined of %s in %s", user, room), func() bool {
-		for _, e := range l.room(t, room) {
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		evs := l.room(t, room)
+		for _, e := range evs {
 			if e.Kind == events.KindMemberJoined && e.Member != nil && e.Member.UserID == user {
-				got = e
-				return true
+				return e
 			}
 		}
-		return false
-	})
-	return got
+		if time.Now().After(deadline) {
+			t.Fatalf("no member_joined of %s in %s within %s; the room's session events:%s", user, room, waitTimeout, describe(evs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // describe prints session events for failure messages.
