@@ -81,7 +81,7 @@ func (e *DLQEntry) Room() id.RoomID {
 		return e.Input.RoomID
 	}
 	if tok := e.roomToken(); tok != "" {
-		if room, err := events.ParseToken(tok); err == nil {
+		if room, err := events.ParseToken(tok); err == nil && strings.HasPrefix(room, "!") {
 			return id.RoomID(room)
 		}
 	}
@@ -102,11 +102,10 @@ func (e *DLQEntry) roomToken() string {
 // RedriveSubject is where a re-drive publishes the entry: the RTC_RAW
 // subject of its room, as the ingest publishes (events.RawSubject).
 func (e *DLQEntry) RedriveSubject() (string, error) {
-	if e.Input != nil {
-		return events.RawSubject(e.Input.RoomID), nil
-	}
-	if tok := e.roomToken(); tok != "" {
-		return events.RawPrefix + "." + tok, nil
+	// Re-encoded from the room, never the header's token as it is: a
+	// header cannot steer the publish to another subject.
+	if room := e.Room(); room != "" {
+		return events.RawSubject(room), nil
 	}
 	return "", fmt.Errorf("RTC_DLQ #%d: the input does not decode (%s) and %s %q names no room", e.Seq, e.DecodeError, HeaderDLQSubject, e.OrigSubject)
 }

@@ -7,9 +7,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -190,4 +192,38 @@ func TestDLQ(t *testing.T) {
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("RTC_RAW still there: %v", err)
 	}
+}
+
+// FuzzRedriveSubject: whatever the body and the Rtc-Orig-Subject header of a
+// DLQ entry, a re-drive publishes to rtc.raw.<token of a room id> or not at
+// all.
+func FuzzRedriveSubject(f *testing.F) {
+	good, _ := events.EncodeRaw(rawEvent(string(roomA), 1))
+	tok := events.Token(string(roomB))
+	f.Add(good, events.PartitionSubject(1, tok))
+	f.Add([]byte("garbage"), events.PartitionSubject(0, tok))
+	f.Add([]byte{}, "rtc.part.1.>")
+	f.Add([]byte{}, events.TimerSubject(roomA))
+	f.Add([]byte{}, "rtc.raw."+events.Token("not a room"))
+	f.Add([]byte{}, "rtc.part.1.a b")
+	f.Fuzz(func(t *testing.T, body []byte, orig string) {
+		h := nats.Header{}
+		h.Set(aggregator.HeaderDLQSubject, orig)
+		d := newDLQEntry(1, time.Time{}, "rtc.dlq.0", h, body)
+		subj, err := d.RedriveSubject()
+		if err != nil {
+			if d.Room() != "" {
+				t.Fatalf("room %q but no subject: %v", d.Room(), err)
+			}
+			return
+		}
+		parts := strings.Split(subj, ".")
+		if len(parts) != 3 || parts[0]+"."+parts[1] != events.RawPrefix || strings.ContainsAny(subj, "*> \t\r\n") {
+			t.Fatalf("subject %q", subj)
+		}
+		room, err := events.ParseToken(parts[2])
+		if err != nil || events.Token(room) != parts[2] || id.RoomID(room) != d.Room() {
+			t.Fatalf("subject %q: token of %q, entry room %q (%v)", subj, room, d.Room(), err)
+		}
+	})
 }
