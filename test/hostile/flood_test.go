@@ -94,7 +94,7 @@ func (s *stack) testMemoryFlood(t *testing.T) {
 		c.Appservice.RetryAfter = 100 * time.Millisecond
 		c.Appservice.MaxEvents = fillers + 10
 	})
-	room := s.spreadRoom(t, "flood", "flood.test")
+	room := id.RoomID("!flood:flood.test")
 	filler := func(i, j int) string {
 		return fmt.Sprintf(`{"type":"m.room.message","sender":"@spam:flood.test","event_id":"$fill-%d-%d","room_id":%q,`+
 			`"origin_server_ts":%d,"content":{"msgtype":"m.text","body":%q}}`, i, j, room, time.Now().UnixMilli(), strings.Repeat("x", 1000))

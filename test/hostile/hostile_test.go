@@ -246,7 +246,7 @@ func (s *stack) testOutOfRange(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			server := "range" + fmt.Sprint(i) + ".test"
-			room := s.spreadRoom(t, "range", server)
+			room := id.RoomID("!range-" + fmt.Sprint(i) + ":" + server)
 			mallory, bob := id.UserID("@mallory:"+server), id.UserID("@bob:"+server)
 			ingestBefore := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsB, "source", "appservice", "reason", "out_of_range")
 			aggBefore := metric(t, s.aggHTTP, "rtc_aggregator_rejections_total", "reason", "out_of_range")
@@ -261,11 +261,17 @@ func (s *stack) testOutOfRange(t *testing.T) {
 			}
 			badID := fmt.Sprintf("$range-%d", i)
 			bad := mustJSON(t, callMember(badID, room, mallory, mallory, "MAL", ts, content))
+			if !tc.atIngest {
+				s.paceRejection()
+			}
 			// The rest of the transaction is stored: one bad event does not
 			// cost the others.
 			putOK(t, s.ingestAddr, hsTokens[hsB], fmt.Sprintf("range-%d", i), bad,
 				join(t, fmt.Sprintf("$range-bob-%d", i), room, bob, "BOB", time.Now().UnixMilli()))
 			bobJoined := s.sessions.waitJoined(t, room, bob)
+			if !tc.atIngest {
+				s.rejectionApplied()
+			}
 
 			ingestDelta := metric(t, s.ingestHTTP, "rtc_ingest_events_rejected_total", "homeserver", hsB, "source", "appservice", "reason", "out_of_range") - ingestBefore
 			aggDelta := metric(t, s.aggHTTP, "rtc_aggregator_rejections_total", "reason", "out_of_range") - aggBefore
@@ -461,7 +467,7 @@ func (s *stack) testHostileWrites(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			server := "hostile" + fmt.Sprint(i) + ".test"
-			room := s.spreadRoom(t, "hostile", server)
+			room := id.RoomID("!hostile-" + fmt.Sprint(i) + ":" + server)
 			alice, mallory, bob := id.UserID("@alice:"+server), id.UserID("@mallory:"+server), id.UserID("@bob:"+server)
 			want := []string{"session_started", "member_joined " + string(bob)}
 			if tc.aliceFirst {
@@ -489,12 +495,18 @@ func (s *stack) testHostileWrites(t *testing.T) {
 			if tc.aliceFirst {
 				txn = []string{bobJoin, bad}
 			}
+			if tc.aggReason != "" {
+				s.paceRejection()
+			}
 			putOK(t, s.ingestAddr, hsTokens[hsA], fmt.Sprintf("hostile-%d", i), txn...)
 			var evs []events.SessionEvent
 			waitFor(t, fmt.Sprintf("%d session events in %s", len(want), room), func() bool {
 				evs = s.sessions.room(t, room)
 				return len(evs) >= len(want)
 			})
+			if tc.aggReason != "" {
+				s.rejectionApplied()
+			}
 			if got := summarize(evs); strings.Join(got, "; ") != strings.Join(want, "; ") {
 				t.Errorf("session events %q, want %q", got, want)
 			}

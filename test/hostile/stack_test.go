@@ -58,28 +58,29 @@ type stack struct {
 	sessions    *sessionLog
 	maxExpires  int64 // the aggregator's reducer.max_expires_ms
 	defaultSkew int64 // its reducer.clock_skew_ms
-	partitions  int
-	nextPart    int // the partition of the next spreadRoom
+	// rejected holds, for each aggregator rejection a test caused, when
+	// the test saw it applied (see paceRejection).
+	rejected []time.Time
 }
 
-// spreadRoom names a room of server on the next partition in turn. The
-// aggregator logs rejections sampled, per partition: the first 5 each
-// second. Spreading the rooms whose events are rejected over the
-// partitions keeps these tests under that rate, so that each rejection
-// they cause must be logged.
-func (s *stack) spreadRoom(t *testing.T, name, server string) id.RoomID {
-	t.Helper()
-	want := s.nextPart % s.partitions
-	s.nextPart++
-	for k := 0; k < 1000; k++ {
-		room := id.RoomID(fmt.Sprintf("!%s-%d:%s", name, k, server))
-		if events.Partition(events.Token(string(room)), s.partitions) == want {
-			return room
-		}
+// Rejections the aggregator logs: at most this many within any second (its
+// sampler keeps the first 5 per second and drops the rest).
+const rejectionsPerSecond = 4
+
+// paceRejection waits, when needed, before an input the aggregator will
+// reject, so that no second holds more than rejectionsPerSecond of the
+// rejections these tests cause: the aggregator logs rejections sampled
+// (the first 5 each second), and under that rate each one must be logged.
+// The wait is measured from when the earlier rejection was seen applied
+// (after its log entry), so a slow machine only makes the gaps longer.
+func (s *stack) paceRejection() {
+	if n := len(s.rejected); n >= rejectionsPerSecond {
+		time.Sleep(time.Until(s.rejected[n-rejectionsPerSecond].Add(1100 * time.Millisecond)))
 	}
-	t.Fatalf("no room name of %s on partition %d", server, want)
-	return ""
 }
+
+// rejectionApplied records that a paced rejection was seen applied.
+func (s *stack) rejectionApplied() { s.rejected = append(s.rejected, time.Now()) }
 
 // ingestOptions change the ingest's configuration from the defaults.
 type ingestOptions func(*ingest.Config)
@@ -172,7 +173,7 @@ func startStack(t *testing.T) *stack {
 	_, js := testutil.JetStream(t, ns)
 	aggHTTP, logs, acfg := startAggregator(t, natsutil.ConnConfig{URLs: []string{ns.ClientURL()}, Name: "rtc-aggregator"})
 	s := &stack{ns: ns, js: js, aggHTTP: aggHTTP, aggLogs: logs,
-		maxExpires: acfg.Reducer.MaxExpiresMS, defaultSkew: acfg.Reducer.ClockSkewMS, partitions: acfg.Topology.Partitions}
+		maxExpires: acfg.Reducer.MaxExpiresMS, defaultSkew: acfg.Reducer.ClockSkewMS}
 	s.ingestAddr, s.ingestHTTP = startIngest(t, ns)
 	s.sessions = followSessions(t, js)
 	return s
