@@ -727,7 +727,7 @@ func isTransient(err error) bool {
 	}
 	for _, t := range []error{nats.ErrTimeout, nats.ErrNoResponders, nats.ErrConnectionClosed,
 		nats.ErrConnectionReconnecting, nats.ErrDisconnected, jetstream.ErrNoStreamResponse,
-		jetstream.ErrAsyncPublishTimeout, jetstream.ErrAsyncPublishReplySubjectSet} {
+		jetstream.ErrAsyncPublishTimeout, jetstream.ErrTooManyStalledMsgs, nats.ErrSlowConsumer} {
 		if errors.Is(err, t) {
 			return true
 		}

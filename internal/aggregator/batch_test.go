@@ -2,9 +2,12 @@ package aggregator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -50,4 +53,28 @@ func TestBatchOnItsOwn(t *testing.T) {
 	}
 	assertMatches(t, e.sessionEvents(), offline(inputs))
 	e.waitIdle(countEvents(offline(inputs)), 10*time.Second) // every input acknowledged
+}
+
+// TestIsTransient: what retrying later fixes is retried without limit; a
+// refusal that will not change counts against the bounded attempts (and
+// ends in RTC_DLQ), so it must never be mistaken for a transient one, nor
+// the other way round.
+func TestIsTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nats.ErrTimeout, true},
+		{fmt.Errorf("commit room x: %w", jetstream.ErrTooManyStalledMsgs), true},
+		{nats.ErrNoResponders, true},
+		{nats.ErrConnectionClosed, true},
+		{context.DeadlineExceeded, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10054, Description: "message size exceeds maximum allowed"}, false},
+		{errors.New("encode room: unsupported type"), false},
+	} {
+		if got := isTransient(tc.err); got != tc.want {
+			t.Errorf("isTransient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
 }

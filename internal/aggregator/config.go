@@ -108,6 +108,10 @@ const DefaultHTTPListen = "127.0.0.1:29334"
 // HTTPConfig is the metrics and health endpoint.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"` // empty disables it
+	// Pprof serves Go's profiles under /debug/pprof/ on the same listener
+	// (CPU, heap, goroutines): for profiling a worker in place. Off by
+	// default; keep the listener private when it is on.
+	Pprof bool `yaml:"pprof"`
 }
 
 // DefaultConfig returns the documented defaults (configs/aggregator.yaml).

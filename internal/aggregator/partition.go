@@ -33,7 +33,9 @@ type partDeps struct {
 	store   roomstore.Options
 	m       *Metrics
 	log     *zap.Logger
-	hooks   hooks
+	// rejectLog is the worker's sampled logger for rejected memberships.
+	rejectLog *zap.Logger
+	hooks     hooks
 	// live ends when the worker is killed or its grace period is over: then
 	// nothing more is written and nothing is acknowledged.
 	live context.Context
@@ -75,11 +77,13 @@ type partRunner struct {
 
 func newPartRunner(d partDeps, p int) *partRunner {
 	log := d.log.With(zap.Int("partition", p))
+	rejectLog := d.rejectLog
+	if rejectLog == nil {
+		rejectLog = sampled(d.log)
+	}
 	return &partRunner{d: d, p: p, name: topology.ConsumerName(p), log: log,
-		rejectLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
-		})),
-		stopCh: make(chan struct{}), done: make(chan struct{})}
+		rejectLog: rejectLog.With(zap.Int("partition", p)),
+		stopCh:    make(chan struct{}), done: make(chan struct{})}
 }
 
 // pin is the pin id this runner holds, "" before its first delivery.
@@ -96,6 +100,16 @@ func (r *partRunner) setPin(id string) {
 	r.mu.Lock()
 	r.pinID = id
 	r.mu.Unlock()
+}
+
+// sampled is log with at most 5 entries per message per second (then every
+// one is dropped until the next second): a flood of rejected memberships
+// must not flood the logs. One per worker: a sampler holds a table of
+// counters.
+func sampled(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
+	}))
 }
 
 func (r *partRunner) isStopped() bool {

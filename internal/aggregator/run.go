@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -65,7 +67,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	httpDone := make(chan error, 1)
 	if cfg.HTTP.Listen != "" {
 		go func() {
-			httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, telemetry.Handler(reg, health), log, nil)
+			httpDone <- telemetry.Serve(httpCtx, cfg.HTTP.Listen, httpHandler(cfg.HTTP, reg, health), log, nil)
 		}()
 	} else {
 		httpDone <- nil
@@ -82,7 +84,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 		return nil
 	})
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -160,4 +162,21 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, tc TopologyConf
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// httpHandler is /metrics, /healthz and /readyz, plus /debug/pprof/ when
+// enabled.
+func httpHandler(c HTTPConfig, reg *prometheus.Registry, health *telemetry.Health) http.Handler {
+	h := telemetry.Handler(reg, health)
+	if !c.Pprof {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -63,6 +63,8 @@ type Worker struct {
 	log   *zap.Logger
 	m     *Metrics
 	cache *roomCache
+	// rejectLog is log, sampled, shared by the partition runners.
+	rejectLog *zap.Logger
 
 	// procCtx is cancelled only when the worker is killed or the grace
 	// period is exceeded: in-flight inputs finish during a graceful stop.
@@ -103,8 +105,10 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, h *topology.Handles, o Wor
 		o.Worker.BatchSize, o.Worker.BatchLinger = def.BatchSize, def.BatchLinger
 	}
 	pctx, cancel := context.WithCancel(context.Background())
+	log := o.Log.With(zap.String("worker", o.ID))
 	return &Worker{
-		id: o.ID, opts: o, nc: nc, js: js, h: h, log: o.Log.With(zap.String("worker", o.ID)), m: o.Metrics,
+		rejectLog: sampled(log),
+		id:        o.ID, opts: o, nc: nc, js: js, h: h, log: o.Log.With(zap.String("worker", o.ID)), m: o.Metrics,
 		cache: newRoomCache(o.Worker.CacheRooms), procCtx: pctx, procCancel: cancel, started: time.Now(),
 		changed: make(chan struct{}, 1), live: map[string]bool{}, pins: map[string]string{}, owned: map[int]*partRunner{},
 	}
@@ -216,7 +220,7 @@ func (w *Worker) kill() {
 // partDeps is what the worker's partition runners work with.
 func (w *Worker) partDeps() partDeps {
 	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, cache: w.cache, cfg: w.opts.Worker,
-		reducer: w.opts.Reducer, m: w.m, log: w.log, hooks: w.opts.hooks, live: w.procCtx,
+		reducer: w.opts.Reducer, m: w.m, log: w.log, rejectLog: w.rejectLog, hooks: w.opts.hooks, live: w.procCtx,
 		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,8 +79,15 @@ func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (
 	res := make([]Result, len(msgs))
 	futs := make([]jetstream.PubAckFuture, len(msgs))
 	var first error
+	// When the connection's window of unacknowledged async publishes is
+	// full, wait for room (up to ctx's deadline) instead of failing after
+	// the default 200 ms: many partitions publish whole batches at once.
+	var opts []jetstream.PublishOpt
+	if d, ok := ctx.Deadline(); ok {
+		opts = append(opts, jetstream.WithStallWait(max(time.Until(d), time.Millisecond)))
+	}
 	for i, m := range msgs {
-		f, err := js.PublishMsgAsync(m)
+		f, err := js.PublishMsgAsync(m, opts...)
 		if err != nil {
 			res[i].Err = fmt.Errorf("publish %s: %w", m.Subject, err)
 			if first == nil {

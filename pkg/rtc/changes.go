@@ -12,7 +12,8 @@ import (
 // only these, so that an input's cost does not grow with the room.
 //
 // A key present in a set means "changed": the part's current value is in
-// the state, and a part no longer in the state was deleted.
+// the state, and a part no longer in the state was deleted. Sets with
+// nothing in them may be nil.
 type Changes struct {
 	Registers   map[string]struct{}    // register keys (RoomState.Registers)
 	RoomMembers map[id.UserID]struct{} // users (RoomState.RoomMembers)
@@ -47,68 +48,95 @@ func (c *Changes) Empty() bool {
 // TrackChanges makes every later Apply record what it changes, until
 // TakeChanges collects it. Tracking is off by default: the pure reducer
 // (tests, rtcctl simulate) does not pay for it.
-func (st *RoomState) TrackChanges() {
-	if st.changes == nil {
-		st.changes = newChanges()
-	}
-}
+func (st *RoomState) TrackChanges() { st.tracking = true }
 
 // TakeChanges returns what changed since tracking started or the last call,
-// and starts a new, empty set. It returns nil when tracking is off.
+// and starts a new, empty set. It returns nil when tracking is off, and an
+// empty set when nothing changed.
 func (st *RoomState) TakeChanges() *Changes {
+	if !st.tracking {
+		return nil
+	}
 	c := st.changes
-	if c != nil {
-		st.changes = newChanges()
+	st.changes = nil // allocated again on the next change: idle rooms hold no sets
+	if c == nil {
+		c = &Changes{}
 	}
 	return c
 }
 
-func newChanges() *Changes {
-	return &Changes{Registers: map[string]struct{}{}, RoomMembers: map[id.UserID]struct{}{}, Slots: map[string]struct{}{},
-		Sessions: map[string]struct{}{}, Members: map[MemberRef]struct{}{}, SeenUsers: map[SeenUserRef]struct{}{},
-		Ended: map[string][]*Session{}}
+// recorder returns the set being recorded, nil when tracking is off.
+func (st *RoomState) recorder() *Changes {
+	if !st.tracking {
+		return nil
+	}
+	if st.changes == nil {
+		st.changes = &Changes{}
+	}
+	return st.changes
 }
 
 func (st *RoomState) changedRegister(key string) {
-	if st.changes != nil {
-		st.changes.Registers[key] = struct{}{}
+	if c := st.recorder(); c != nil {
+		if c.Registers == nil {
+			c.Registers = map[string]struct{}{}
+		}
+		c.Registers[key] = struct{}{}
 	}
 }
 
 func (st *RoomState) changedRoomMember(u id.UserID) {
-	if st.changes != nil {
-		st.changes.RoomMembers[u] = struct{}{}
+	if c := st.recorder(); c != nil {
+		if c.RoomMembers == nil {
+			c.RoomMembers = map[id.UserID]struct{}{}
+		}
+		c.RoomMembers[u] = struct{}{}
 	}
 }
 
 func (st *RoomState) changedSlot(slot string) {
-	if st.changes != nil {
-		st.changes.Slots[slot] = struct{}{}
+	if c := st.recorder(); c != nil {
+		if c.Slots == nil {
+			c.Slots = map[string]struct{}{}
+		}
+		c.Slots[slot] = struct{}{}
 	}
 }
 
 func (st *RoomState) changedSession(sess string) {
-	if st.changes != nil {
-		st.changes.Sessions[sess] = struct{}{}
+	if c := st.recorder(); c != nil {
+		if c.Sessions == nil {
+			c.Sessions = map[string]struct{}{}
+		}
+		c.Sessions[sess] = struct{}{}
 	}
 }
 
 func (st *RoomState) endedSession(sess string, s *Session) {
-	if st.changes != nil {
-		st.changes.Sessions[sess] = struct{}{}
-		st.changes.Ended[sess] = append(st.changes.Ended[sess], s)
+	st.changedSession(sess)
+	if c := st.recorder(); c != nil {
+		if c.Ended == nil {
+			c.Ended = map[string][]*Session{}
+		}
+		c.Ended[sess] = append(c.Ended[sess], s)
 	}
 }
 
 func (st *RoomState) changedMember(sess, member string) {
-	if st.changes != nil {
-		st.changes.Members[MemberRef{sess, member}] = struct{}{}
+	if c := st.recorder(); c != nil {
+		if c.Members == nil {
+			c.Members = map[MemberRef]struct{}{}
+		}
+		c.Members[MemberRef{sess, member}] = struct{}{}
 	}
 }
 
 func (st *RoomState) changedSeenUser(sess string, u id.UserID) {
-	if st.changes != nil {
-		st.changes.SeenUsers[SeenUserRef{sess, u}] = struct{}{}
+	if c := st.recorder(); c != nil {
+		if c.SeenUsers == nil {
+			c.SeenUsers = map[SeenUserRef]struct{}{}
+		}
+		c.SeenUsers[SeenUserRef{sess, u}] = struct{}{}
 	}
 }
 

@@ -46,7 +46,8 @@ type RoomState struct {
 	deadlines deadlineHeap
 	heapBuilt bool
 	// changes records what Apply changed, when tracking is on (TrackChanges).
-	changes *Changes
+	changes  *Changes
+	tracking bool
 	// sessKeys interns session keys, so that looking a session up by its
 	// identity allocates nothing.
 	sessKeys map[sessIdent]string
