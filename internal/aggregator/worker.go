@@ -3,8 +3,6 @@ package aggregator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/assign"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -144,19 +143,9 @@ func (w *Worker) Owned() []int {
 }
 
 // Owner is the rendezvous-hashing owner of a partition among the live
-// workers: the worker with the highest SHA-256 of "<worker>/<partition>".
-// Every worker computes the same answer from the same live set.
-func Owner(live []string, partition int) string {
-	best, bestH := "", uint64(0)
-	for _, id := range live {
-		s := sha256.Sum256([]byte(id + "/" + strconv.Itoa(partition)))
-		h := binary.BigEndian.Uint64(s[:8])
-		if best == "" || h > bestH || (h == bestH && id < best) {
-			best, bestH = id, h
-		}
-	}
-	return best
-}
+// workers (internal/assign, shared with rtcctl workers): every worker
+// computes the same answer from the same live set.
+func Owner(live []string, partition int) string { return assign.Owner(live, partition) }
 
 // Run registers the worker and consumes its partitions until ctx ends, then
 // hands its partitions off: it deletes its heartbeat (so that the others

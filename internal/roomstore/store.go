@@ -189,7 +189,9 @@ func loadParts(ctx context.Context, kv jetstream.KeyValue, key string, revs map[
 	if err != nil {
 		return nil, fmt.Errorf("watch parts: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	// Stopping deletes the watch's consumer: a read-only user (rtcctl) may
+	// not, and would wait for an answer that never comes. Do not wait.
+	defer func() { go func() { _ = w.Stop() }() }()
 	parts := map[string][]byte{}
 	for {
 		select {

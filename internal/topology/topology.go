@@ -69,7 +69,7 @@ func DefaultConfig() Config {
 		EventsAge:  30 * 24 * time.Hour,
 		DLQMaxAge:  30 * 24 * time.Hour,
 		DupWindow:  10 * time.Minute,
-		AckWait:    15 * time.Second,
+		AckWait:    5 * time.Second,
 		PinnedTTL:  10 * time.Second,
 		WorkerTTL:  6 * time.Second,
 

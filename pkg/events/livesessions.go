@@ -158,7 +158,10 @@ func WatchSessions(ctx context.Context, js jetstream.JetStream, handle func(key 
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", BucketSessions, err)
 	}
-	defer func() { _ = w.Stop() }()
+	// Stopping deletes the watch's consumer, a request that a read-only user
+	// may not make and whose answer then never comes: do not wait for it
+	// (the server removes an abandoned ordered consumer by itself).
+	defer func() { go func() { _ = w.Stop() }() }()
 	asm := sessionAssembler{members: map[string]map[string]Member{}}
 	for {
 		select {
