@@ -242,6 +242,8 @@ func (s *stack) testOutOfRange(t *testing.T) {
 		{name: "expires 1e30", content: func(c obj) { c["expires"] = rawNumber("1e30") }, register: rtc.RegisterInvalid},
 		{name: "expires 2^53 (past canonical JSON)", content: func(c obj) { c["expires"] = int64(1 << 53) }, register: rtc.RegisterInvalid},
 		{name: "created_ts 2^62", content: func(c obj) { c["created_ts"] = int64(1 << 62) }, register: rtc.RegisterInvalid},
+		{name: "expires 0", content: func(c obj) { c["expires"] = 0 }, register: rtc.RegisterInvalid},
+		{name: "expires -1", content: func(c obj) { c["expires"] = -1 }, register: rtc.RegisterInvalid},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,7 +3,12 @@ package hostile
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +27,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -187,5 +195,63 @@ func TestEmbeddedNATSNotExposed(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Errorf("refused only after %s", waitTimeout)
+	}
+}
+
+// TestAggregatorWaitsForNATS: the aggregator exited at once (rc 1) when
+// NATS was unreachable at start, so its pods crash-looped through a NATS
+// outage. Now it stays up, serves /readyz (503, saying why) and retries,
+// and becomes ready once NATS is there.
+func TestAggregatorWaitsForNATS(t *testing.T) {
+	natsAddr := testutil.FreePort(t)
+	_, portText, err := net.SplitHostPort(natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	cfg := aggregator.DefaultConfig()
+	cfg.NATS.URLs = []string{"nats://" + natsAddr}
+	cfg.Topology.Partitions = 4
+	cfg.HTTP.Listen = testutil.FreePort(t)
+	cfg.Worker.StatsInterval = 0
+	cfg.ShutdownGrace = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- aggregator.Run(ctx, cfg, zap.New(core), prometheus.NewRegistry()) }()
+
+	readyz := "http://" + cfg.HTTP.Listen + "/readyz"
+	waitFor(t, "two failed connection attempts, not ready meanwhile", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("the aggregator stopped while NATS was unreachable: %v", err)
+		default:
+		}
+		resp, err := http.Get(readyz)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("ready without NATS: %s", b)
+		}
+		return strings.Contains(string(b), "NATS") && logs.FilterMessageSnippet("NATS unreachable").Len() >= 2
+	})
+
+	testutil.NATS(t, "", port)
+	waitReady(t, readyz)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("aggregator: %v", err)
+		}
+	case <-time.After(cfg.ShutdownGrace + waitTimeout):
+		t.Error("aggregator did not stop")
 	}
 }
