@@ -13,6 +13,8 @@
 //   - TestMatrixErrorBodies: every non-200 answer is a Matrix error body.
 //   - TestHostilePodOnNATS, TestEmbeddedNATSNotExposed: the shipped NATS
 //     users refuse what each must not do, with the pipeline running.
+//   - TestAggregatorWaitsForNATS: the aggregator outlives a NATS outage at
+//     start instead of exiting.
 //
 // Every permission of every NATS user is tested in internal/authz, and the
 // ingest's peak memory under a full-size flood in internal/ingest
