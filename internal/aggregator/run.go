@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +34,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
+	}
+	if limit := memoryLimit(cfg.MemoryLimitMB<<20, os.Getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit > 0 {
+		debug.SetMemoryLimit(limit)
+		log.Info("soft memory limit", zap.Int64("bytes", limit))
 	}
 	health := telemetry.NewHealth()
 
@@ -179,4 +186,34 @@ func httpHandler(c HTTPConfig, reg *prometheus.Registry, health *telemetry.Healt
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// memoryLimit is the soft memory limit to set: none when GOMEMLIMIT is set
+// (the runtime applied it) or nothing is configured; the configured one, or
+// 80% of the container's limit when that is lower.
+func memoryLimit(configured int64, env string, container int64) int64 {
+	if env != "" || configured <= 0 {
+		return 0
+	}
+	if container > 0 && container*8/10 < configured {
+		return container * 8 / 10
+	}
+	return configured
+}
+
+// cgroupMemoryLimit is the container's memory limit in bytes (cgroup v2 or
+// v1), or 0 when there is none.
+func cgroupMemoryLimit() int64 {
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || v <= 0 || v >= 1<<62 {
+			return 0 // "max", or the v1 value for none
+		}
+		return v
+	}
+	return 0
 }

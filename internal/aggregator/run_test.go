@@ -326,3 +326,22 @@ func TestRunEmbeddedWithUsers(t *testing.T) {
 		t.Fatalf("embedded host 0.0.0.0 without users: %v, want ErrEmbeddedExposed", err)
 	}
 }
+
+func TestMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		configured, container int64
+		env                   string
+		want                  int64
+	}{
+		{256 * mib, 0, "", 256 * mib},
+		{256 * mib, 1024 * mib, "", 256 * mib},
+		{256 * mib, 200 * mib, "", 160 * mib}, // 80% of a smaller container
+		{256 * mib, 0, "300MiB", 0},           // GOMEMLIMIT wins: the runtime applied it
+		{0, 200 * mib, "", 0},                 // disabled
+	} {
+		if got := memoryLimit(tc.configured, tc.env, tc.container); got != tc.want {
+			t.Errorf("memoryLimit(%d, %q, %d) = %d, want %d", tc.configured, tc.env, tc.container, got, tc.want)
+		}
+	}
+}
