@@ -649,10 +649,46 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 	cases := []struct {
 		name   string
 		forged func(eventID string, room id.RoomID, alice, carol id.UserID, aliceEvent obj) obj
-		// want is the session events the forged event causes.
+		// then, if set, is a transaction sent after the forged event.
+		then func(room id.RoomID, alice id.UserID) []obj
+		// want is the session events the forged event (and then) causes;
+		// check looks at the first of them.
 		want  func(alice, carol id.UserID) []string
 		check func(t *testing.T, e events.SessionEvent, raw events.RawEvent)
 	}{
+		{
+			name: "a redaction of Alice's membership dated 2100",
+			forged: func(eventID string, room id.RoomID, alice, _ id.UserID, aliceEvent obj) obj {
+				return obj{"type": "m.room.redaction", "sender": alice, "event_id": eventID, "room_id": room,
+					"origin_server_ts": year2100, "redacts": aliceEvent["event_id"], "content": obj{"redacts": aliceEvent["event_id"]}}
+			},
+			want: func(alice, _ id.UserID) []string { return []string{"member_left " + string(alice) + " redacted"} },
+			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+				if e.At != raw.ReceivedAt {
+					t.Errorf("Alice left at %s, want when the redaction was received, %s", time.UnixMilli(e.At).UTC(), time.UnixMilli(raw.ReceivedAt).UTC())
+				}
+			},
+		},
+		{
+			// Before, a room leave dated 2100 outranked every later join
+			// of Alice's until 2100: she could not come back.
+			name: "Alice leaves the room dated 2100, then rejoins",
+			forged: func(eventID string, room id.RoomID, alice, _ id.UserID, _ obj) obj {
+				return obj{"type": "m.room.member", "state_key": alice, "sender": alice, "event_id": eventID,
+					"room_id": room, "origin_server_ts": year2100, "content": obj{"membership": "leave"}}
+			},
+			then: func(room id.RoomID, alice id.UserID) []obj {
+				return []obj{roomMember("$elsewhere-rejoin-"+string(room), room, alice, time.Now().UnixMilli())}
+			},
+			want: func(alice, _ id.UserID) []string {
+				return []string{"member_left " + string(alice) + " left_room", "member_joined " + string(alice)}
+			},
+			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+				if e.At != raw.ReceivedAt {
+					t.Errorf("Alice left at %s, want when her leave was received, %s", time.UnixMilli(e.At).UTC(), time.UnixMilli(raw.ReceivedAt).UTC())
+				}
+			},
+		},
 		{
 			name: "sticky membership dated 2100 with duration 2^53-1",
 			forged: func(eventID string, room id.RoomID, _, carol id.UserID, _ obj) obj {
@@ -710,6 +746,13 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 			before := time.Now().UnixMilli()
 			putOK(t, s.ingestAddr, tok, fmt.Sprintf("elsewhere-%d-2", i), mustJSON(t, forgedEv))
 			after := time.Now().UnixMilli()
+			if tc.then != nil {
+				var then []string
+				for _, ev := range tc.then(room, alice) {
+					then = append(then, mustJSON(t, ev))
+				}
+				putOK(t, s.ingestAddr, tok, fmt.Sprintf("elsewhere-%d-then", i), then...)
+			}
 			putOK(t, s.ingestAddr, tok, fmt.Sprintf("elsewhere-%d-3", i), join(t, fmt.Sprintf("$elsewhere-dave-%d", i), room, dave, "DAVE", time.Now().UnixMilli()))
 			daveJoined := s.sessions.waitJoined(t, room, dave)
 
