@@ -232,7 +232,7 @@ type action struct {
 	do func()
 }
 
-// plan draws the chaos schedule: an aggregator SIGKILL every 2.5-5.5s
+// plan draws the chaos schedule: an aggregator SIGKILL every 1.5-4s
 // (sometimes two back to back), each restarted 0.1-3s later under a new
 // worker id; SIGKILLs in the big calls' bursts, once of every aggregator at
 // the same time; three ingest SIGKILLs, restarted 0.2-1.5s later on the same
@@ -248,9 +248,11 @@ func (c *chaos) plan() []action {
 			}
 		}
 	}
-	// kill SIGKILLs the aggregators of some slots, right after the next
-	// transaction is stored (then its inputs are in flight).
+	// kill SIGKILLs the aggregators of some slots 0-4ms after the next
+	// transaction is stored: its inputs are then being applied, stored,
+	// published or acknowledged.
 	kill := func(slots ...int) func() {
+		after := uniform(c.rng, 0, 4*time.Millisecond)
 		return func() {
 			select { // a notice from before this action does not count
 			case <-c.accepted:
@@ -258,6 +260,7 @@ func (c *chaos) plan() []action {
 			}
 			select {
 			case <-c.accepted:
+				time.Sleep(after)
 			case <-time.After(time.Second):
 			}
 			c.mu.Lock()
@@ -299,7 +302,7 @@ func (c *chaos) plan() []action {
 				action{b + stage + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
 		}
 	}
-	for at := 2 * time.Second; at < feed; at += uniform(c.rng, 2500*time.Millisecond, 5500*time.Millisecond) {
+	for at := 2 * time.Second; at < feed; at += uniform(c.rng, 1500*time.Millisecond, 4*time.Second) {
 		slot := c.rng.IntN(numAggregator)
 		acts = append(acts, action{at, killAgg(slot)},
 			action{at + uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(slot)})

@@ -10,7 +10,7 @@
 // events delivered by two homeservers) and four big calls of 16 devices
 // joining, refreshing and hanging up at once. Each transaction is retried
 // with its id until the ingest answers 200, as a homeserver does.
-// Meanwhile it SIGKILLs an aggregator every few seconds (right after a
+// Meanwhile it SIGKILLs an aggregator every 1.5-4 s (right after a
 // transaction is stored, sometimes two back to back, once all three at
 // once) and restarts it under a new worker id, SIGKILLs the ingest three
 // times while a transaction is in flight, and restarts nats-server once.
