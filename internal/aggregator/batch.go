@@ -70,6 +70,10 @@ type roomWork struct {
 	commit  *roomstore.Commit // the commit in flight
 	applied []*input          // the inputs it commits
 	arm     bool              // the room's timer moved: publish its schedule
+	// peakBefore is each live session's peak before the commit's inputs:
+	// a session whose members move into keys of their own in this commit
+	// gets every member written (sessionWrites).
+	peakBefore map[string]int
 
 	// single commits one input at a time, to find the input whose commit
 	// cannot be stored; storeFails counts failed attempts of the commit in
@@ -343,6 +347,10 @@ func (r *partRunner) applyRoom(w *roomWork) error {
 		}
 	}
 	armed := rm.TimerAt
+	peakBefore := make(map[string]int, len(rm.State.Sessions))
+	for k, s := range rm.State.Sessions {
+		peakBefore[k] = s.Peak
+	}
 	var outbox []events.SessionEvent
 	var applied []*input
 	var last uint64
@@ -395,7 +403,7 @@ func (r *partRunner) applyRoom(w *roomWork) error {
 		w.rm = nil
 		return r.storeFailed(w, applied, err)
 	}
-	w.commit, w.applied, w.arm = c, applied, next != 0 && next != armed
+	w.commit, w.applied, w.arm, w.peakBefore = c, applied, next != 0 && next != armed, peakBefore
 	return nil
 }
 
@@ -545,7 +553,7 @@ func (r *partRunner) effectsAll(works []*roomWork) error {
 		if w.stage != stageEffects {
 			continue
 		}
-		ms, nParts, err := effectMsgs(w.rm, w.commit.Redo, w.arm)
+		ms, nParts, err := effectMsgs(w.rm, w.commit.Redo, w.arm, w.peakBefore)
 		if err != nil { // an encoding error: the redo on reload will fail the same way
 			failed = err
 			r.reloadLater(w)
@@ -606,7 +614,7 @@ func (r *partRunner) reloadLater(w *roomWork) {
 // carryOut publishes a commit's effects and waits for them (the redo of a
 // room taken over).
 func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool) error {
-	msgs, nParts, err := effectMsgs(rm, redo, arm)
+	msgs, nParts, err := effectMsgs(rm, redo, arm, nil)
 	if err != nil {
 		return err
 	}
@@ -625,7 +633,7 @@ func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool
 // split parts (revision-checked), the session events (Nats-Msg-Id = event
 // id), the live sessions (members before the session's own key) and, with
 // arm, the room's timer. nParts is the number of part writes at the front.
-func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool) (msgs []*nats.Msg, nParts int, err error) {
+func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int) (msgs []*nats.Msg, nParts int, err error) {
 	msgs = rm.PartMsgs(redo)
 	nParts = len(msgs)
 	for i := range redo.Outbox {
@@ -639,7 +647,7 @@ func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool) (msgs []*nat
 		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
 		msgs = append(msgs, m)
 	}
-	sess, err := sessionWrites(rm.State, redo.Outbox)
+	sess, err := sessionWrites(rm.State, redo.Outbox, peakBefore)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -654,10 +662,15 @@ func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool) (msgs []*nat
 	return msgs, nParts, nil
 }
 
-// sessionWrites are the rtc_sessions writes of an outbox: for each session
-// it touches, its members' keys (put for a join or update, delete for a
-// leave) and then the session's own key (put, or delete when it ended).
-func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent) ([]*nats.Msg, error) {
+// sessionWrites are the rtc_sessions writes of an outbox. For each session
+// it touches: a small one (at most events.InlineMembersMax devices at its
+// peak) is one value with its members; a large one has a key per member
+// (put for a join or update, delete for a leave) written before the
+// session's own key. When a session becomes large in this commit (its peak
+// before it, peakBefore, was small) or the previous peaks are not known
+// (peakBefore nil: the redo of a room taken over), every member gets its
+// key. An ended session's own key is deleted.
+func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore map[string]int) ([]*nats.Msg, error) {
 	type touched struct {
 		app, call string
 		members   map[string]*events.Member // member key -> member, nil: left
@@ -688,20 +701,37 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent) ([]*nats.Msg
 		}
 	}
 	var msgs []*nats.Msg
+	putMember := func(mk string, m *events.Member) error {
+		b, err := events.EncodeLiveMember(m)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, jsutil.KVPut(events.BucketSessions, mk, b))
+		return nil
+	}
 	for _, t := range sessions {
-		for _, mk := range t.order {
-			if m := t.members[mk]; m != nil {
-				b, err := events.EncodeLiveMember(m)
-				if err != nil {
-					return nil, err
+		sk := events.SessionKey(t.app, st.RoomID, t.call)
+		rk := rtc.SessionKey(t.app, t.call)
+		s := st.Sessions[rk]
+		// Keys of members that left a large session go, also when it ended
+		// (its peak is gone with it: delete what the events name).
+		// Without the previous peaks (a redo), the commit may have been the
+		// one in which the session became large: write every member again.
+		wasLarge := peakBefore != nil && peakBefore[rk] > events.InlineMembersMax
+		mayHaveKeys := peakBefore == nil || wasLarge
+		if s == nil || s.Peak > events.InlineMembersMax {
+			for _, mk := range t.order {
+				if m := t.members[mk]; m == nil {
+					if mayHaveKeys {
+						msgs = append(msgs, jsutil.KVDel(events.BucketSessions, mk))
+					}
+				} else if s != nil && wasLarge {
+					if err := putMember(mk, m); err != nil {
+						return nil, err
+					}
 				}
-				msgs = append(msgs, jsutil.KVPut(events.BucketSessions, mk, b))
-			} else {
-				msgs = append(msgs, jsutil.KVDel(events.BucketSessions, mk))
 			}
 		}
-		sk := events.SessionKey(t.app, st.RoomID, t.call)
-		s := st.Sessions[rtc.SessionKey(t.app, t.call)]
 		if s == nil {
 			msgs = append(msgs, jsutil.KVDel(events.BucketSessions, sk))
 			continue
@@ -709,6 +739,23 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent) ([]*nats.Msg
 		ls := events.LiveSession{SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,
 			StartedAt: s.StartedAt, Participants: len(s.Members), Users: len(s.UserDevices), Seq: st.Seq,
 			UpdatedAt: st.Clock}
+		switch {
+		case s.Peak <= events.InlineMembersMax:
+			ls.Members = make([]events.Member, 0, len(s.Members))
+			for _, m := range s.Members {
+				ls.Members = append(ls.Members, m.Member)
+			}
+			events.SortMembers(ls.Members)
+		case !wasLarge: // becomes large now: every member gets its key
+			ls.MembersInKeys = true
+			for _, m := range s.Members {
+				if err := putMember(events.SessionMemberKey(sk, &m.Member), &m.Member); err != nil {
+					return nil, err
+				}
+			}
+		default:
+			ls.MembersInKeys = true
+		}
 		b, err := events.EncodeLiveSession(&ls)
 		if err != nil {
 			return nil, err

@@ -93,8 +93,19 @@ func TestSessions(t *testing.T) {
 		{SessionID: "s2", RoomID: roomA, Application: "io.example.game", CallID: "table-1", StartedAt: 1700000001000, Participants: 1, Users: 1,
 			Members: []events.Member{{UserID: "@c:hs1.test", DeviceID: "C1"}}, Seq: 1},
 	} {
-		// The layout the aggregator writes: each member under a key of its
-		// own, then the session's own key without its members.
+		// Both layouts the aggregator writes: a small session in one value
+		// (s2), a large one with each member under a key of its own, then
+		// the session's own key without its members (s1, as if large).
+		if s.SessionID == "s2" {
+			b, err := events.EncodeLiveSession(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(context.Background(), s.Key(), b); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		for i := range s.Members {
 			b, err := events.EncodeLiveMember(&s.Members[i])
 			if err != nil {
@@ -105,7 +116,7 @@ func TestSessions(t *testing.T) {
 			}
 		}
 		head := *s
-		head.Members = nil
+		head.Members, head.MembersInKeys = nil, true
 		b, err := events.EncodeLiveSession(&head)
 		if err != nil {
 			t.Fatal(err)

@@ -13,16 +13,24 @@ import (
 
 // LiveSessionVersion is the version of the rtc_sessions layout:
 //
-//	<appTok>.<roomTok>.<callTok>           the session (LiveSession without members)
-//	<appTok>.<roomTok>.<callTok>.<member>  one member (LiveMember), <member> = MemberToken
+//	<appTok>.<roomTok>.<callTok>           the session (LiveSession)
+//	<appTok>.<roomTok>.<callTok>.<member>  one member (LiveMember) of a large session,
+//	                                       <member> = MemberToken
 //
-// A session of 10,000 devices is 10,001 small values, and a join writes two
-// of them, instead of one value that grows with the call (version 1 kept
-// every member in the session's value and stopped working at about 2,600
-// devices, the server's max_payload). The aggregator writes a session's
-// members before the session's own key, so a watcher that assembles them
-// (WatchSessions does) sees a session only after the members it counts.
+// A small session (at most InlineMembersMax devices at its peak) keeps its
+// members in its own value, as version 1 did: one value per session. A
+// larger one has MembersInKeys set and each member in a key of its own, so
+// a session of 10,000 devices is 10,001 small values and a join writes two
+// of them, instead of one value that grows with the call (version 1 stopped
+// working at about 2,600 devices, the server's max_payload). A session
+// stays in that form until it ends. The aggregator writes a session's
+// member keys before the session's own key, so a watcher that assembles
+// them (WatchSessions does) sees a session only after the members it counts.
 const LiveSessionVersion = 2
+
+// InlineMembersMax is the largest session (devices at its peak) whose
+// members are kept in the session's own value.
+const InlineMembersMax = 16
 
 // LiveMember is the value of a member's key in the rtc_sessions bucket.
 type LiveMember struct {
@@ -135,7 +143,7 @@ func (a *sessionAssembler) update(e jetstream.KeyValueEntry) (s *LiveSession, de
 	if err != nil {
 		return nil, false, fmt.Errorf("session %s: %w", e.Key(), err)
 	}
-	if ls.V == LiveSessionVersion {
+	if ls.MembersInKeys {
 		ls.Members = make([]Member, 0, len(a.members[sk]))
 		for _, m := range a.members[sk] {
 			ls.Members = append(ls.Members, m)

@@ -185,6 +185,11 @@ type LiveSession struct {
 	Users        int       `json:"users"`
 	Seq          uint64    `json:"seq"`
 	UpdatedAt    int64     `json:"updated_at"`
+	// MembersInKeys says that, in the rtc_sessions bucket, the members are
+	// not in this value but each in a key of its own (a large session, see
+	// LiveSessionVersion). WatchSessions and ListLiveSessions fill Members
+	// either way.
+	MembersInKeys bool `json:"members_in_keys,omitempty"`
 }
 
 // Key is the session's key in the rtc_sessions bucket.
