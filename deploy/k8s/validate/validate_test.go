@@ -293,6 +293,20 @@ func (c *check) scalers() {
 			t.Errorf("ScaledObject %s: fallback %d above max %d", so.Name, so.Spec.Fallback.Replicas, so.GetHPAMaxReplicas())
 		}
 		for _, tr := range so.Spec.Triggers {
+			keys, err := ScalerMetadata(tr.Type)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k := range tr.Metadata {
+				if _, ok := keys[k]; !ok {
+					t.Errorf("ScaledObject %s: trigger %s: KEDA's scaler has no metadata key %q", so.Name, tr.Type, k)
+				}
+			}
+			for k, required := range keys {
+				if _, ok := tr.Metadata[k]; required && !ok {
+					t.Errorf("ScaledObject %s: trigger %s: required metadata %q missing", so.Name, tr.Type, k)
+				}
+			}
 			if tr.Type == "prometheus" {
 				c.promql("ScaledObject "+so.Name, tr.Metadata["query"], nil)
 			}
