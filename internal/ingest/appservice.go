@@ -105,6 +105,9 @@ func NewAppservice(hss []Homeserver, pub *Publisher, m *Metrics, log *zap.Logger
 	opts.Limits = opts.Limits.withDefaults()
 	a := &Appservice{pub: pub, m: m, log: sampledLogger(log, opts.LogSampleFirst, m), opts: opts,
 		budget: newBodyBudget(opts.BodyBudget, m.BodyBytes), now: time.Now}
+	if len(hss) > 1 { // no homeserver may hold more than half, nor less than one body
+		a.budget.share = max(opts.BodyBudget/2, opts.MaxBodyBytes)
+	}
 	names := make([]string, 0, len(hss))
 	for _, h := range hss {
 		a.hss = append(a.hss, hsEntry{name: h.Name, tok: sha256.Sum256([]byte(h.HSToken)), txns: newTxnCache(opts.TxnCacheSize)})
@@ -286,10 +289,10 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 		log.Warn("transaction too large", zap.Int64("bytes", r.ContentLength))
 		return writeError(w, http.StatusRequestEntityTooLarge, errTooLarge, fmt.Sprintf("transaction larger than %d bytes", maxBody))
 	}
-	br := &budgetReader{r: http.MaxBytesReader(w, r.Body, maxBody), b: a.budget, chunk: 64 << 10, max: maxBody}
+	br := &budgetReader{r: http.MaxBytesReader(w, r.Body, maxBody), b: a.budget, hs: hs.name, chunk: 64 << 10, max: maxBody}
 	defer br.Close()
 	if r.ContentLength >= 0 { // reserve the whole body before reading a byte of it
-		if !a.budget.tryReserve(r.ContentLength) {
+		if !a.budget.tryReserve(hs.name, r.ContentLength) {
 			return a.overBudget(w, log)
 		}
 		br.reserved, br.max = r.ContentLength, r.ContentLength

@@ -135,14 +135,12 @@ func TestAppserviceErrorBodies(t *testing.T) {
 		{name: "over the body budget", req: edgeReq{method: "PUT", path: "/_matrix/app/v1/transactions/8", header: bearer(tokHS1), body: txn(okEvent)},
 			code: 429, errcode: "M_LIMIT_EXCEEDED", keys: []string{"errcode", "error", "retry_after_ms"}, header: map[string]string{"Retry-After": "2"},
 			setup: func() func() {
-				as.budget.tryReserve(256<<10 - 100) // other transactions in flight
-				return func() { as.budget.release(256<<10 - 100) }
+				return fillBudget(t, as, 256<<10-100) // other homeservers' transactions in flight
 			}},
 		{name: "chunked, over the body budget", req: edgeReq{method: "PUT", path: "/_matrix/app/v1/transactions/8", header: bearer(tokHS1), body: txn(okEvent), chunked: true},
 			code: 429, errcode: "M_LIMIT_EXCEEDED", keys: []string{"errcode", "error", "retry_after_ms"}, header: map[string]string{"Retry-After": "2"},
 			setup: func() func() {
-				as.budget.tryReserve(256<<10 - 100)
-				return func() { as.budget.release(256<<10 - 100) }
+				return fillBudget(t, as, 256<<10-100)
 			}},
 		{name: "NATS unavailable", req: edgeReq{method: "PUT", path: "/_matrix/app/v1/transactions/9", header: bearer(tokHS1), body: txn(okEvent)},
 			code: 503, errcode: "M_UNKNOWN", keys: errKeys, header: map[string]string{"Retry-After": "2"},
@@ -440,5 +438,25 @@ func TestAppserviceChunkedPublish(t *testing.T) {
 	assertStored(t, rawContents(t, e.url), want)
 	if d := testutil.ToFloat64(e.m.Duplicates.WithLabelValues("hs1", "appservice")); int(d) != len(stored) {
 		t.Errorf("%v duplicates, want the %d events stored before", d, len(stored))
+	}
+}
+
+// fillBudget reserves n bytes of the body budget as other homeservers'
+// transactions would (each within its share) and returns the release.
+func fillBudget(t *testing.T, as *Appservice, n int64) func() {
+	t.Helper()
+	var held []int64
+	for i := 0; n > 0; i++ {
+		step := min(n, 4<<10)
+		if !as.budget.tryReserve(fmt.Sprintf("other%d", i), step) {
+			t.Fatalf("could not fill the budget: %d bytes left", n)
+		}
+		held = append(held, step)
+		n -= step
+	}
+	return func() {
+		for i, step := range held {
+			as.budget.release(fmt.Sprintf("other%d", i), step)
+		}
 	}
 }

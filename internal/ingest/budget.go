@@ -23,31 +23,41 @@ type bodyBudget struct {
 	mu    sync.Mutex
 	limit int64
 	used  int64
+	// share bounds what one homeserver may hold, so that one that stalls
+	// its bodies (or sends too much) cannot starve the others of the
+	// budget: half of it when several homeservers share the ingest.
+	share int64
+	byHS  map[string]int64
 	gauge prometheus.Gauge // may be nil
 }
 
 func newBodyBudget(limit int64, gauge prometheus.Gauge) *bodyBudget {
-	return &bodyBudget{limit: limit, gauge: gauge}
+	return &bodyBudget{limit: limit, share: limit, byHS: map[string]int64{}, gauge: gauge}
 }
 
-// tryReserve takes n bytes of the budget if they are free; it never waits.
-func (b *bodyBudget) tryReserve(n int64) bool {
+// tryReserve takes n bytes of the budget for homeserver hs if they are
+// free, within hs's share; it never waits.
+func (b *bodyBudget) tryReserve(hs string, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n < 0 || b.used+n > b.limit {
+	if n < 0 || b.used+n > b.limit || b.byHS[hs]+n > b.share {
 		return false
 	}
 	b.used += n
+	b.byHS[hs] += n
 	if b.gauge != nil {
 		b.gauge.Set(float64(b.used))
 	}
 	return true
 }
 
-func (b *bodyBudget) release(n int64) {
+func (b *bodyBudget) release(hs string, n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.used -= n
+	if b.byHS[hs] -= n; b.byHS[hs] <= 0 {
+		delete(b.byHS, hs)
+	}
 	if b.gauge != nil {
 		b.gauge.Set(float64(b.used))
 	}
@@ -69,6 +79,7 @@ func (b *bodyBudget) inUse() int64 {
 type budgetReader struct {
 	r        io.Reader
 	b        *bodyBudget
+	hs       string // whose share the reservations count against
 	reserved int64
 	read     int64
 	chunk    int64
@@ -78,7 +89,7 @@ type budgetReader struct {
 func (br *budgetReader) Read(p []byte) (int, error) {
 	if br.read >= br.reserved && br.reserved < br.max {
 		step := min(br.chunk, br.max-br.reserved)
-		if !br.b.tryReserve(step) {
+		if !br.b.tryReserve(br.hs, step) {
 			return 0, errOverBudget
 		}
 		br.reserved += step
@@ -92,6 +103,6 @@ func (br *budgetReader) Read(p []byte) (int, error) {
 }
 
 func (br *budgetReader) Close() {
-	br.b.release(br.reserved)
+	br.b.release(br.hs, br.reserved)
 	br.reserved = 0
 }

@@ -135,15 +135,35 @@ func TestBudgetReader(t *testing.T) {
 	}
 	// With a Content-Length the reservation is made up front and reading
 	// to EOF reserves nothing more, even with the budget full.
-	if !b.tryReserve(10) {
+	if !b.tryReserve("", 10) {
 		t.Fatal("reserve")
 	}
 	fixed := &budgetReader{r: strings.NewReader("0123456789"), b: b, reserved: 10, max: 10, chunk: 30}
-	if !b.tryReserve(90) {
+	if !b.tryReserve("", 90) {
 		t.Fatal("fill")
 	}
 	if got, err := io.ReadAll(fixed); err != nil || string(got) != "0123456789" {
 		t.Errorf("fixed body: %q %v", got, err)
+	}
+}
+
+// TestBudgetShare: with a share, one homeserver that holds bodies (stalled
+// or just large) cannot take the whole budget: the others still get in.
+func TestBudgetShare(t *testing.T) {
+	b := newBodyBudget(100, nil)
+	b.share = 50
+	if !b.tryReserve("greedy", 50) {
+		t.Fatal("reserve within the share")
+	}
+	if b.tryReserve("greedy", 1) {
+		t.Error("a homeserver reserved beyond its share")
+	}
+	if !b.tryReserve("other", 50) {
+		t.Error("another homeserver was starved")
+	}
+	b.release("greedy", 50)
+	if !b.tryReserve("greedy", 10) || b.inUse() != 60 {
+		t.Errorf("after release: in use %d", b.inUse())
 	}
 }
 
