@@ -31,6 +31,7 @@ type Metrics struct {
 	CatchUp          prometheus.Counter     // inputs read directly from RTC_RAW after a hand-off
 	Redos            prometheus.Counter     // commits of a previous owner carried out on load
 	DeadPinsReleased prometheus.Counter     // pins of dead workers released on take-over
+	LogSampledOut    prometheus.Counter     // rejection log lines dropped by sampling
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -58,6 +59,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Inputs read directly from RTC_RAW because a previous owner received them and did not acknowledge them."}),
 		DeadPinsReleased: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dead_pins_released_total",
 			Help: "Partition pins of workers that are gone released at take-over, instead of waiting for pinned_ttl."}),
+		LogSampledOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "log_sampled_out_total",
+			Help: "Log lines about rejected memberships dropped by sampling (more than 5 a second); rejections_total counts every rejection."}),
 		Redos: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "redos_total",
 			Help: "Rooms whose last commit's effects were carried out again when the room was loaded (a previous owner died after committing)."}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_lag",
@@ -112,7 +115,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.PublishSeconds, m.ProcessSeconds,
 			m.ConsumerLag, m.OwnedPartitions, m.LiveWorkers, m.LiveSessions, m.LiveMembers, m.TimerLateness,
-			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos, m.DeadPinsReleased)
+			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos, m.DeadPinsReleased, m.LogSampledOut)
 	}
 	return m
 }

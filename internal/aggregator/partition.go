@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"maunium.net/go/mautrix/id"
@@ -79,7 +80,7 @@ func newPartRunner(d partDeps, p int) *partRunner {
 	log := d.log.With(zap.Int("partition", p))
 	rejectLog := d.rejectLog
 	if rejectLog == nil {
-		rejectLog = sampled(d.log)
+		rejectLog = sampled(d.log, d.m.LogSampledOut)
 	}
 	return &partRunner{d: d, p: p, name: topology.ConsumerName(p), log: log,
 		rejectLog: rejectLog.With(zap.Int("partition", p)),
@@ -106,9 +107,14 @@ func (r *partRunner) setPin(id string) {
 // one is dropped until the next second): a flood of rejected memberships
 // must not flood the logs. One per worker: a sampler holds a table of
 // counters.
-func sampled(log *zap.Logger) *zap.Logger {
+func sampled(log *zap.Logger, dropped prometheus.Counter) *zap.Logger {
+	hook := func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+		if d&zapcore.LogDropped != 0 && dropped != nil {
+			dropped.Inc()
+		}
+	}
 	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
+		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0, zapcore.SamplerHook(hook))
 	}))
 }
 

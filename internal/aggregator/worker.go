@@ -106,7 +106,7 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, h *topology.Handles, o Wor
 	pctx, cancel := context.WithCancel(context.Background())
 	log := o.Log.With(zap.String("worker", o.ID))
 	return &Worker{
-		rejectLog: sampled(log),
+		rejectLog: sampled(log, o.Metrics.LogSampledOut),
 		id:        o.ID, opts: o, nc: nc, js: js, h: h, log: o.Log.With(zap.String("worker", o.ID)), m: o.Metrics,
 		cache: newRoomCache(o.Worker.CacheRooms), procCtx: pctx, procCancel: cancel, started: time.Now(),
 		changed: make(chan struct{}, 1), live: map[string]bool{}, pins: map[string]string{}, owned: map[int]*partRunner{},
