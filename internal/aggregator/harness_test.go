@@ -80,6 +80,27 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
+// attachEnv is an env on a server the test did not start (a standalone
+// nats-server process), whose topology an aggregator process created.
+func attachEnv(t testing.TB, url string, partitions int) *env {
+	t.Helper()
+	e := &env{t: t, url: url, topo: testTopology(), log: testLogger(t)}
+	e.topo.Partitions = partitions
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	e.nc = nc
+	e.js, _ = jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if e.h, err = topology.Ensure(ctx, e.js, e.topo, topology.ModeVerify); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func testLogger(t testing.TB) *zap.Logger {
 	if testing.Verbose() {
 		return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
