@@ -121,7 +121,6 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 			needCatchUp = true
 		}
 		r.lastCSeq = md.Sequence.Consumer
-		r.d.m.ConsumerLag.WithLabelValues(strconv.Itoa(r.p)).Set(float64(md.NumPending))
 		ins = append(ins, &input{msg: m, seq: md.Sequence.Stream, delivered: md.NumDelivered,
 			subject: m.Subject(), data: m.Data()})
 	}

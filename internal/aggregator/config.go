@@ -102,8 +102,10 @@ type WorkerConfig struct {
 	// Under load batches fill without waiting; when idle it adds at most
 	// this much latency.
 	BatchLinger time.Duration `yaml:"batch_linger"`
-	// StatsInterval is how often the owner of partition 0 counts the live
-	// sessions and members for the metrics (0 disables).
+	// StatsInterval is how often each owned partition's backlog is read for
+	// rtc_aggregator_consumer_lag (0 disables the gauges of this paragraph);
+	// the owner of partition 0 also keeps the live session and member
+	// gauges, from a watch of rtc_sessions.
 	StatsInterval time.Duration `yaml:"stats_interval"`
 }
 
@@ -136,7 +138,7 @@ func DefaultConfig() Config {
 		Worker: WorkerConfig{
 			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 256,
 			BatchLinger: time.Millisecond,
-			OpTimeout:   10 * time.Second, StatsInterval: 30 * time.Second,
+			OpTimeout:   10 * time.Second, StatsInterval: 10 * time.Second,
 		},
 		Reducer:       rtc.DefaultConfig(),
 		Log:           telemetry.LogConfig{Format: "json", Level: "info"},

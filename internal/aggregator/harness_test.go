@@ -137,6 +137,12 @@ type testWorker struct {
 
 func (e *env) startWorker(id string, hk hooks) *testWorker {
 	e.t.Helper()
+	return e.startWorkerCfg(id, testWorkerConfig(), hk)
+}
+
+// startWorkerCfg starts a worker with its own settings.
+func (e *env) startWorkerCfg(id string, cfg WorkerConfig, hk hooks) *testWorker {
+	e.t.Helper()
 	nc, err := nats.Connect(e.url, nats.Name(id), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		e.t.Fatal(err)
@@ -148,7 +154,7 @@ func (e *env) startWorker(id string, hk hooks) *testWorker {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	w := NewWorker(nc, js, h, WorkerOptions{ID: id, Topology: e.topo, Worker: testWorkerConfig(),
+	w := NewWorker(nc, js, h, WorkerOptions{ID: id, Topology: e.topo, Worker: cfg,
 		Reducer: rtc.DefaultConfig(), Log: e.log.Named(id), Grace: 10 * time.Second, hooks: hk})
 	rctx, rcancel := context.WithCancel(context.Background())
 	tw := &testWorker{w: w, nc: nc, cancel: rcancel, done: make(chan error, 1)}

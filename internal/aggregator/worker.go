@@ -498,62 +498,98 @@ func (w *Worker) stopAll(unpin bool) {
 	w.m.OwnedPartitions.Set(0)
 }
 
-// statsLoop counts the live sessions and members for the metrics. Only the
-// owner of partition 0 does it, so that the numbers exist once.
+// statsLoop keeps the gauges true without waiting for deliveries: every
+// StatsInterval it reads each owned partition's consumer (inputs not yet
+// delivered plus those delivered and not yet acknowledged: a stuck
+// partition shows its backlog), and while this worker owns partition 0 it
+// follows rtc_sessions to count the live sessions and members (once: the
+// owner of partition 0; elsewhere 0).
 func (w *Worker) statsLoop(ctx context.Context) {
 	if w.opts.Worker.StatsInterval <= 0 {
 		return
 	}
 	t := time.NewTicker(w.opts.Worker.StatsInterval)
 	defer t.Stop()
+	var stopLive context.CancelFunc
+	defer func() {
+		if stopLive != nil {
+			stopLive()
+		}
+	}()
 	for {
+		w.mu.Lock()
+		_, leader := w.owned[0]
+		owned := make([]int, 0, len(w.owned))
+		for p := range w.owned {
+			owned = append(owned, p)
+		}
+		w.mu.Unlock()
+		switch {
+		case leader && stopLive == nil:
+			stopLive = w.startCountLive(ctx)
+		case !leader && stopLive != nil:
+			stopLive()
+			stopLive = nil
+			w.m.LiveSessions.Set(0)
+			w.m.LiveMembers.Set(0)
+		}
+		for _, p := range owned {
+			ictx, cancel := context.WithTimeout(ctx, w.opts.Worker.OpTimeout)
+			c, err := w.h.Raw.Consumer(ictx, topology.ConsumerName(p))
+			if err == nil {
+				ci := c.CachedInfo()
+				w.m.ConsumerLag.WithLabelValues(strconv.Itoa(p)).Set(float64(ci.NumPending) + float64(ci.NumAckPending))
+			}
+			cancel()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		w.mu.Lock()
-		_, leader := w.owned[0]
-		w.mu.Unlock()
-		if !leader {
-			w.m.LiveSessions.Set(0)
-			w.m.LiveMembers.Set(0)
-			continue
-		}
-		sessions, members, err := countLive(ctx, w.h.Sessions, w.opts.Worker.OpTimeout)
-		if err != nil {
-			w.log.Debug("count live sessions", zap.Error(err))
-			continue
-		}
-		w.m.LiveSessions.Set(float64(sessions))
-		w.m.LiveMembers.Set(float64(members))
 	}
 }
 
-func countLive(ctx context.Context, kv jetstream.KeyValue, timeout time.Duration) (sessions, members int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	lister, err := kv.ListKeys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return 0, 0, nil
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("list sessions: %w", err)
-	}
-	for k := range lister.Keys() {
-		if _, member, ok := events.SplitSessionsKey(k); !ok || member != "" {
-			continue // a member's key: counted by its session's participants
-		}
-		e, err := kv.Get(ctx, k)
+// startCountLive runs countLive until the returned function is called.
+func (w *Worker) startCountLive(ctx context.Context) context.CancelFunc {
+	lctx, cancel := context.WithCancel(ctx)
+	go w.countLive(lctx)
+	return cancel
+}
+
+// countLive follows rtc_sessions (every session's latest value, then each
+// change) and keeps the live session and member gauges: one read of the
+// bucket at start, then incremental, whatever the number of sessions.
+func (w *Worker) countLive(ctx context.Context) {
+	for ctx.Err() == nil {
+		kw, err := w.h.Sessions.WatchAll(ctx)
 		if err != nil {
+			w.log.Debug("watch live sessions", zap.Error(err))
+			sleepCtx(ctx, time.Second)
 			continue
 		}
-		ls, err := events.DecodeLiveSession(e.Value())
-		if err != nil {
-			continue
+		participants := map[string]int{}
+		members := 0
+		for e := range kw.Updates() {
+			if e == nil {
+				continue // the current values are in
+			}
+			sk, member, ok := events.SplitSessionsKey(e.Key())
+			if !ok || member != "" {
+				continue // a member's key: counted in its session's participants
+			}
+			members -= participants[sk]
+			delete(participants, sk)
+			if e.Operation() == jetstream.KeyValuePut {
+				if ls, err := events.DecodeLiveSession(e.Value()); err == nil {
+					participants[sk] = ls.Participants
+					members += ls.Participants
+				}
+			}
+			w.m.LiveSessions.Set(float64(len(participants)))
+			w.m.LiveMembers.Set(float64(members))
 		}
-		sessions++
-		members += ls.Participants
+		go func() { _ = kw.Stop() }()
+		sleepCtx(ctx, time.Second)
 	}
-	return sessions, members, ctx.Err()
 }
