@@ -80,7 +80,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		httpDone <- nil
 	}
 
-	nc, err := connectRetrying(ctx, cfg.NATS, log)
+	closed := make(chan struct{})
+	nc, err := connectRetrying(ctx, cfg.NATS, log, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		return err
 	}
@@ -109,9 +110,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	werr := w.Run(ctx)
 	// The worker has handed off; drain what is left of the connection.
 	if err := nc.Drain(); err == nil {
-		deadline := time.Now().Add(5 * time.Second)
-		for !nc.IsClosed() && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
 		}
 	}
 	stopHTTP()
@@ -124,10 +125,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 // connectRetrying connects to NATS, retrying with a capped back-off until
 // it succeeds or ctx ends. Configuration errors (a missing credentials file,
 // a refused server version) are not retried.
-func connectRetrying(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*nats.Conn, error) {
+func connectRetrying(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger, opts ...nats.Option) (*nats.Conn, error) {
 	delay := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		nc, err := natsutil.Connect(ctx, c, log)
+		nc, err := natsutil.Connect(ctx, c, log, opts...)
 		if err == nil {
 			return nc, nil
 		}
