@@ -230,19 +230,30 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 		}
 	}
 
-	// Every effect is stored: acknowledge every delivery (a repeated one
-	// too; a dead-lettered input was terminated already).
+	// Every effect is stored. The consumer acknowledges all (AckAll): one
+	// ack of the batch's last delivered input settles every input up to it,
+	// those a previous owner left and this runner read from the stream
+	// included (catchUp). A repeated delivery of a dead-lettered input is
+	// terminated like the input.
+	var last jetstream.Msg
+	var lastSeq uint64
 	for _, in := range delivered {
 		settled := in
 		if in.dupOf != nil {
 			settled = in.dupOf
 		}
-		switch {
-		case settled.result != resultDLQ:
-			_ = in.msg.Ack()
-		case in.dupOf != nil:
-			_ = in.msg.Term()
+		if settled.result == resultDLQ {
+			if in.dupOf != nil {
+				_ = in.msg.Term()
+			}
+			continue
 		}
+		if in.seq >= lastSeq {
+			last, lastSeq = in.msg, in.seq
+		}
+	}
+	if last != nil {
+		_ = last.Ack()
 	}
 	for _, in := range ins {
 		r.d.m.Inputs.WithLabelValues(in.kind(), in.result).Inc()

@@ -187,13 +187,16 @@ func ConsumerName(partition int) string { return fmt.Sprintf("agg-p%02d", partit
 // partition; up to MaxAckPending inputs may be in flight, which the worker
 // processes in batches, in stream order per room (across a hand-off too:
 // the next owner reads what the previous one left unacknowledged directly
-// from the stream, in order, before anything newer).
+// from the stream, in order, before anything newer). Inputs are processed
+// in stream order, so one ack per batch (AckAll, on its last input) settles
+// the whole batch, and also what a dead owner left that the next one read
+// from the stream.
 func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerName(partition),
 		Description:    fmt.Sprintf("rtc-sessions aggregator, partition %d", partition),
 		FilterSubject:  events.PartitionFilter(partition),
-		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckPolicy:      jetstream.AckAllPolicy,
 		AckWait:        c.AckWait,
 		MaxAckPending:  c.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -253,13 +256,60 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*
 		if mode == ModeVerify {
 			_, err = h.Raw.Consumer(ctx, cc.Durable)
 		} else {
-			_, err = h.Raw.CreateOrUpdateConsumer(ctx, cc)
+			err = ensureConsumer(ctx, h.Raw, cc)
 		}
 		if err != nil {
 			return nil, wrapMissing(err, "consumer "+cc.Durable)
 		}
 	}
 	return &h, nil
+}
+
+// ensureConsumer creates a partition consumer or updates it in place. Where
+// an existing one starts (a consumer recreated by recreateConsumer starts at
+// a sequence) cannot change and is kept.
+func ensureConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig) error {
+	c, err := s.Consumer(ctx, cc.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		_, err = s.CreateConsumer(ctx, cc)
+		return err
+	case err != nil:
+		return err
+	}
+	old := c.CachedInfo().Config
+	cc.DeliverPolicy, cc.OptStartSeq = old.DeliverPolicy, old.OptStartSeq
+	if old.AckPolicy != cc.AckPolicy {
+		return recreateConsumer(ctx, s, cc)
+	}
+	_, err = s.UpdateConsumer(ctx, cc)
+	return err
+}
+
+// recreateConsumer replaces a partition consumer whose settings cannot be
+// updated in place (the acknowledgement policy of versions before batches):
+// the new one starts after the old one's ack floor, so nothing processed is
+// delivered again and nothing unprocessed is skipped (inputs delivered and
+// not acknowledged are delivered again, which the aggregator recognises).
+// Stop every aggregator of the older version first: it cannot read the
+// rooms the new one writes.
+func recreateConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.ConsumerConfig) error {
+	c, err := s.Consumer(ctx, cc.Durable)
+	if err != nil {
+		return fmt.Errorf("recreate consumer %s: %w", cc.Durable, err)
+	}
+	floor := c.CachedInfo().AckFloor.Stream
+	if err := s.DeleteConsumer(ctx, cc.Durable); err != nil {
+		return fmt.Errorf("recreate consumer %s: delete: %w", cc.Durable, err)
+	}
+	cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+	if floor == 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverAllPolicy, 0
+	}
+	if _, err := s.CreateConsumer(ctx, cc); err != nil {
+		return fmt.Errorf("recreate consumer %s: %w", cc.Durable, err)
+	}
+	return nil
 }
 
 // EnsureRaw looks up RTC_RAW, what the ingest needs in order to publish, and

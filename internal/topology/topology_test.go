@@ -171,3 +171,75 @@ func TestEnsureRawKeepsExistingSettings(t *testing.T) {
 		t.Fatalf("EnsureRaw reset the aggregator's max age to %v (%v)", info.Config.MaxAge, err)
 	}
 }
+
+// TestConsumerMigration: a partition consumer of an earlier version (one
+// ack per input, AckExplicit, which cannot be updated in place) is replaced
+// by one with AckAll that starts right after the old one's ack floor: what
+// was acknowledged is not delivered again, what was not is. A second Ensure
+// keeps the new consumer as it is.
+func TestConsumerMigration(t *testing.T) {
+	js := embedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := small()
+	h, err := topology.Ensure(ctx, js, c, topology.ModeCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make partition 0's consumer what an earlier version created.
+	old := topology.PartitionConsumer(c, 0)
+	old.AckPolicy, old.MaxAckPending = jetstream.AckExplicitPolicy, 1
+	if err := h.Raw.DeleteConsumer(ctx, old.Durable); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := h.Raw.CreateConsumer(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three inputs of partition 0; the old consumer acknowledges the first two.
+	var room string
+	for i := 0; room == ""; i++ {
+		if r := "!m" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ":hs"; events.Partition(events.Token(r), c.Partitions) == 0 {
+			room = r
+		}
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, events.RawPrefix+"."+events.Token(room), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchPriorityGroup(topology.ConsumerGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 2 { // the migration, then an Ensure that must change nothing
+		if h, err = topology.Ensure(ctx, js, c, topology.ModeCreate); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := h.Raw.Consumer(ctx, old.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := nc.CachedInfo().Config.AckPolicy; p != jetstream.AckAllPolicy {
+		t.Fatalf("ack policy %v after the migration", p)
+	}
+	msgs, err := nc.Fetch(10, jetstream.FetchMaxWait(time.Second), jetstream.FetchPriorityGroup(topology.ConsumerGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for m := range msgs.Messages() {
+		got = append(got, m.Data()...)
+	}
+	if string(got) != "\x02" {
+		t.Fatalf("after the migration the consumer delivered %v, want only the unacknowledged third input", got)
+	}
+}
