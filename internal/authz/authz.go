@@ -21,10 +21,18 @@
 //     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
 //     rtc_rooms (get, watch: for `rtcctl room`). It publishes nothing but those
 //     JetStream API requests.
+//   - operator is for people running rtcctl against production: everything
+//     the subscriber may do, plus exactly what `rtcctl workers` and `rtcctl
+//     dlq ls/show/redrive` need: look up RTC_RAW and its partition
+//     consumers, watch rtc_workers, read RTC_DLQ, publish re-driven inputs
+//     to rtc.raw.>, and delete a message from RTC_DLQ (from no other
+//     stream). No stream, consumer or bucket deletion, no purge, no KV
+//     writes, no session events.
 //
-// The services use their own inbox prefix (natsutil.ConnConfig.InboxPrefix),
-// so that the subscriber, which keeps the default _INBOX. for any NATS tool,
-// cannot read the replies the services receive (raw inputs, room state).
+// The services and the operator use their own inbox prefix
+// (natsutil.ConnConfig.InboxPrefix), so that the subscriber, which keeps the
+// default _INBOX. for any NATS tool, cannot read the replies they receive
+// (raw inputs, room state, dead letters).
 package authz
 
 import (
@@ -44,6 +52,7 @@ const (
 	UserIngest     = "ingest"
 	UserAggregator = "aggregator"
 	UserSubscriber = "subscriber"
+	UserOperator   = "operator"
 )
 
 // Rules is an allow list and a deny list of subjects.
@@ -204,7 +213,45 @@ func Users() []User {
 		), Deny: concat(neverDelete, []string{jsAPI + "CONSUMER.DELETE.>"})},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX"), events.LivePrefix + ".>"}},
 	}
-	return []User{ingest, aggregator, subscriber}
+
+	// The operator: the subscriber's grants plus what rtcctl's workers and
+	// dlq commands ask for (internal/rtcctl's permissions test lists them
+	// and runs those commands as this user). Its own inbox prefix, because
+	// its replies carry dead-lettered inputs and partition state the
+	// subscriber (on the shared default _INBOX.) must not read.
+	operator := User{
+		Name: UserOperator, PasswordEnv: "RTC_NATS_OPERATOR_PASSWORD", InboxPrefix: "_INBOX_operator",
+		Why: "people running rtcctl: the subscriber's reads plus workers (RTC_RAW's consumers, rtc_workers) and dlq ls/show/redrive; deletes messages from RTC_DLQ only",
+		Publish: Rules{Allow: concat(
+			subscriber.Publish.Allow,
+			// rtcctl workers: the partition count from RTC_RAW's settings,
+			// each agg-pNN consumer's state (info only: it may neither
+			// create, pull from nor delete one), the heartbeats
+			streamOps([]string{"INFO"}, events.StreamRaw, kvStream(workers)),
+			[]string{jsAPI + "CONSUMER.INFO." + events.StreamRaw + ".*"},
+			kvWatch(workers),
+			// rtcctl dlq ls/show: read RTC_DLQ with its own consumer, or
+			// one entry by sequence
+			streamOps([]string{"INFO", "MSG.GET"}, events.StreamDLQ),
+			[]string{
+				jsAPI + "CONSUMER.CREATE." + events.StreamDLQ + ".>",
+				jsAPI + "CONSUMER.MSG.NEXT." + events.StreamDLQ + ".*",
+			},
+			// rtcctl dlq redrive: the input back to RTC_RAW, then out of
+			// RTC_DLQ
+			[]string{events.RawPrefix + ".>"},
+			streamOps([]string{"MSG.DELETE"}, events.StreamDLQ),
+		), Deny: concat(
+			// neverDelete without its MSG.DELETE.> (a deny would win over
+			// the RTC_DLQ grant): deleting messages stays denied by name on
+			// every other stream of rtc-sessions
+			[]string{jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "CONSUMER.DELETE.>"},
+			streamOps([]string{"MSG.DELETE"}, events.StreamRaw, events.StreamEvents),
+			streamOps([]string{"MSG.DELETE"}, kvStreams...),
+		)},
+		Subscribe: Rules{Allow: []string{inbox("_INBOX_operator"), events.LivePrefix + ".>"}},
+	}
+	return []User{ingest, aggregator, subscriber, operator}
 }
 
 // UserByName returns the user called name.

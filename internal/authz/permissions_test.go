@@ -40,6 +40,7 @@ func TestShippedPermissions(t *testing.T) {
 	agg := srv.Connect(t, authz.UserAggregator)
 	ing := srv.Connect(t, authz.UserIngest)
 	sub := srv.Connect(t, authz.UserSubscriber)
+	op := srv.Connect(t, authz.UserOperator)
 
 	// What each may do. The aggregator creates the whole topology.
 	h, err := topology.Ensure(ctx, agg.JS, testTopology(), topology.ModeCreate)
@@ -82,7 +83,8 @@ func TestShippedPermissions(t *testing.T) {
 	if _, err := agg.JS.Publish(ctx, events.SessionPrefix+".a.r.c.session_started", []byte("e")); err != nil {
 		t.Fatalf("aggregator: publish a session event: %v", err)
 	}
-	if _, err := agg.JS.Publish(ctx, events.DLQPrefix+".0", []byte("d")); err != nil {
+	dead, err := agg.JS.Publish(ctx, events.DLQPrefix+".0", []byte("dead input"))
+	if err != nil {
 		t.Fatalf("aggregator: publish to the DLQ: %v", err)
 	}
 	timer := nats.NewMsg(events.TimerPrefix + "." + events.Token(room))
@@ -143,27 +145,24 @@ func TestShippedPermissions(t *testing.T) {
 	}
 
 	// The subscriber reads session events, the live re-publish, sessions
-	// and room records.
-	live, err := sub.NC.SubscribeSync(events.LivePrefix + ".>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.NC.Flush(); err != nil {
-		t.Fatal(err)
+	// and room records; so does the operator (everything the subscriber
+	// may, through its own inbox prefix).
+	readers := []struct {
+		name string
+		c    *authztest.Client
+	}{{authz.UserSubscriber, sub}, {authz.UserOperator, op}}
+	lives := make([]*nats.Subscription, len(readers))
+	for i, r := range readers {
+		c := r.c
+		if lives[i], err = c.NC.SubscribeSync(events.LivePrefix + ".>"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.NC.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := agg.JS.Publish(ctx, events.SessionPrefix+".a.r.c.member_joined", []byte("e2")); err != nil {
 		t.Fatal(err)
-	}
-	if m, err := live.NextMsg(10 * time.Second); err != nil || string(m.Data) != "e2" {
-		t.Fatalf("subscriber: rtc.live.>: %v", err)
-	}
-	oc, err := sub.JS.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SessionPrefix + ".>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		t.Fatalf("subscriber: ordered consumer on RTC_EVENTS: %v", err)
-	}
-	if m, err := oc.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || string(m.Data()) != "e" {
-		t.Fatalf("subscriber: read RTC_EVENTS: %v", err)
 	}
 	if _, err := h.Sessions.Put(ctx, "s1", []byte("live")); err != nil {
 		t.Fatal(err)
@@ -171,42 +170,22 @@ func TestShippedPermissions(t *testing.T) {
 	if _, err := h.Rooms.Put(ctx, "r1", []byte("rec")); err != nil {
 		t.Fatal(err)
 	}
-	skv, err := sub.JS.KeyValue(ctx, events.BucketSessions)
-	if err != nil {
-		t.Fatalf("subscriber: bind rtc_sessions: %v", err)
+	for i, r := range readers {
+		readAsSubscriber(ctx, t, r.name, r.c, lives[i])
 	}
-	if e, err := skv.Get(ctx, "s1"); err != nil || string(e.Value()) != "live" {
-		t.Fatalf("subscriber: get a session: %v", err)
-	}
-	w, err := skv.WatchAll(ctx)
-	if err != nil {
-		t.Fatalf("subscriber: watch rtc_sessions: %v", err)
-	}
-	seen := false
-	for e := range w.Updates() {
-		if e == nil { // the initial values are all delivered
-			break
-		}
-		seen = seen || (e.Key() == "s1" && e.Operation() == jetstream.KeyValuePut)
-	}
-	if !seen {
-		t.Fatal("subscriber: the watch did not deliver s1")
-	}
-	_ = w.Stop() // deleting its ephemeral consumer is not granted; the server reaps it
-	rkv, err := sub.JS.KeyValue(ctx, events.BucketRooms)
-	if err != nil {
-		t.Fatalf("subscriber: bind rtc_rooms: %v", err)
-	}
-	if e, err := rkv.Get(ctx, "r1"); err != nil || string(e.Value()) != "rec" {
-		t.Fatalf("subscriber: get a room record: %v", err)
-	}
-	for _, c := range []*authztest.Client{agg, ing, sub} {
+
+	// The operator runs what `rtcctl workers` and `rtcctl dlq` do.
+	operatorWorkers(ctx, t, op, h)
+	operatorRedrive(ctx, t, op, agg, dead.Sequence)
+
+	for _, c := range []*authztest.Client{agg, ing, sub, op} {
 		for _, v := range c.Violations() {
 			// An ordered consumer or KV watch deletes its ephemeral consumer
-			// when it stops or resets, which the subscriber may not do (it
-			// could delete others' durable consumers); the client ignores
-			// the refusal and the server reaps the consumer when inactive.
-			if c == sub && (strings.Contains(v, "$JS.API.CONSUMER.DELETE.KV_rtc_sessions.") ||
+			// when it stops or resets, which the subscriber and the operator
+			// may not do (they could delete others' durable consumers); the
+			// client ignores the refusal and the server reaps the consumer
+			// when inactive.
+			if (c == sub || c == op) && (strings.Contains(v, "$JS.API.CONSUMER.DELETE.KV_rtc_sessions.") ||
 				strings.Contains(v, "$JS.API.CONSUMER.DELETE.RTC_EVENTS.")) {
 				continue
 			}
@@ -253,6 +232,46 @@ func TestShippedPermissions(t *testing.T) {
 		{authz.UserSubscriber, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
 		{authz.UserSubscriber, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
 		{authz.UserSubscriber, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
+		{authz.UserSubscriber, "snoop on the operator's inbox", "_INBOX_operator.>", subscribe("_INBOX_operator.>")},
+		{authz.UserSubscriber, "read RTC_DLQ", "$JS.API.STREAM.INFO.RTC_DLQ", func(ctx context.Context, c *authztest.Client) error {
+			_, err := c.JS.Stream(ctx, events.StreamDLQ)
+			return err
+		}},
+		{authz.UserSubscriber, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
+		{authz.UserSubscriber, "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(events.BucketWorkers)},
+
+		// The operator: rtcctl's reads and re-drives, nothing that
+		// destroys, rewrites or forges.
+		{authz.UserOperator, "delete RTC_DLQ", "$JS.API.STREAM.DELETE.RTC_DLQ", deleteStream(events.StreamDLQ)},
+		{authz.UserOperator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{authz.UserOperator, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
+		{authz.UserOperator, "purge RTC_DLQ", "$JS.API.STREAM.PURGE.RTC_DLQ", purgeStream(events.StreamDLQ)},
+		{authz.UserOperator, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
+		{authz.UserOperator, "purge the rtc_rooms bucket", "$JS.API.STREAM.PURGE.KV_rtc_rooms", purgeStream("KV_" + events.BucketRooms)},
+		{authz.UserOperator, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
+		{authz.UserOperator, "delete a message from RTC_EVENTS", "$JS.API.STREAM.MSG.DELETE.RTC_EVENTS", deleteMsg(events.StreamEvents)},
+		{authz.UserOperator, "erase an entry of rtc_sessions", "$JS.API.STREAM.MSG.DELETE.KV_rtc_sessions", deleteMsg("KV_" + events.BucketSessions)},
+		{authz.UserOperator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
+		}},
+		{authz.UserOperator, "pull from a partition consumer", "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+			_, err := c.NC.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW."+topology.ConsumerName(0), []byte(`{"batch":1,"no_wait":true}`))
+			return err
+		}},
+		{authz.UserOperator, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{authz.UserOperator, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+			_, err := c.JS.UpdateStream(ctx, topology.RawStream(testTopology()))
+			return err
+		}},
+		{authz.UserOperator, "write rtc_rooms", "$KV.rtc_rooms.", jsPublish("$KV.rtc_rooms." + events.Token(room))},
+		{authz.UserOperator, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
+		{authz.UserOperator, "write rtc_workers", "$KV.rtc_workers.", jsPublish("$KV.rtc_workers.agg-forged")},
+		{authz.UserOperator, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
+		{authz.UserOperator, "publish a dead letter", events.DLQPrefix + ".", jsPublish(events.DLQPrefix + ".0")},
+		{authz.UserOperator, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
+		{authz.UserOperator, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
+		{authz.UserOperator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
+		{authz.UserOperator, "snoop on the subscriber's inbox", "_INBOX.>", subscribe("_INBOX.>")},
 
 		{authz.UserAggregator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
 		{authz.UserAggregator, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
@@ -263,6 +282,8 @@ func TestShippedPermissions(t *testing.T) {
 		}},
 		{authz.UserAggregator, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
 		{authz.UserAggregator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
+		{authz.UserAggregator, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
+		{authz.UserIngest, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
 	}
 	for _, r := range refusals {
 		t.Run(r.user+"/"+r.what, func(t *testing.T) {
@@ -288,7 +309,7 @@ func TestShippedPermissions(t *testing.T) {
 		})
 	}
 	// The refusals changed nothing.
-	for _, s := range []string{events.StreamRaw, events.StreamEvents, "KV_" + events.BucketRooms, "KV_" + events.BucketSessions} {
+	for _, s := range []string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, "KV_" + events.BucketRooms, "KV_" + events.BucketSessions} {
 		st, err := agg.JS.Stream(ctx, s)
 		if err != nil {
 			t.Fatalf("stream %s after the refusals: %v", s, err)
@@ -346,6 +367,174 @@ func orderedConsumer(stream string) func(context.Context, *authztest.Client) err
 func bindKV(bucket string) func(context.Context, *authztest.Client) error {
 	return func(ctx context.Context, c *authztest.Client) error {
 		_, err := c.JS.KeyValue(ctx, bucket)
+		return err
+	}
+}
+
+// readAsSubscriber reads what the subscriber may read: the live re-publish
+// (live, subscribed before the aggregator published "e2"), RTC_EVENTS (its
+// first event is "e") through an ordered consumer, the session s1 and the
+// room record r1 by key, and rtc_sessions through a watch.
+func readAsSubscriber(ctx context.Context, t *testing.T, user string, c *authztest.Client, live *nats.Subscription) {
+	t.Helper()
+	if m, err := live.NextMsg(10 * time.Second); err != nil || string(m.Data) != "e2" {
+		t.Fatalf("%s: rtc.live.>: %v", user, err)
+	}
+	oc, err := c.JS.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SessionPrefix + ".>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		t.Fatalf("%s: ordered consumer on RTC_EVENTS: %v", user, err)
+	}
+	if m, err := oc.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || string(m.Data()) != "e" {
+		t.Fatalf("%s: read RTC_EVENTS: %v", user, err)
+	}
+	skv, err := c.JS.KeyValue(ctx, events.BucketSessions)
+	if err != nil {
+		t.Fatalf("%s: bind rtc_sessions: %v", user, err)
+	}
+	if e, err := skv.Get(ctx, "s1"); err != nil || string(e.Value()) != "live" {
+		t.Fatalf("%s: get a session: %v", user, err)
+	}
+	w, err := skv.WatchAll(ctx)
+	if err != nil {
+		t.Fatalf("%s: watch rtc_sessions: %v", user, err)
+	}
+	seen := false
+	for e := range w.Updates() {
+		if e == nil { // the initial values are all delivered
+			break
+		}
+		seen = seen || (e.Key() == "s1" && e.Operation() == jetstream.KeyValuePut)
+	}
+	if !seen {
+		t.Fatalf("%s: the watch did not deliver s1", user)
+	}
+	if user == authz.UserSubscriber {
+		// Deleting its ephemeral consumer is not granted: the refusal is
+		// harmless (the server reaps the consumer) but the client waits
+		// 5 s for the answer, so the operator's watch is left to end with
+		// its connection, as rtcctl does.
+		_ = w.Stop()
+	}
+	rkv, err := c.JS.KeyValue(ctx, events.BucketRooms)
+	if err != nil {
+		t.Fatalf("%s: bind rtc_rooms: %v", user, err)
+	}
+	if e, err := rkv.Get(ctx, "r1"); err != nil || string(e.Value()) != "rec" {
+		t.Fatalf("%s: get a room record: %v", user, err)
+	}
+}
+
+// operatorWorkers does as the operator what `rtcctl workers` does
+// (internal/rtcctl Workers): the partition count from RTC_RAW, the state of
+// every agg-pNN consumer, and the heartbeats of rtc_workers with a watch.
+func operatorWorkers(ctx context.Context, t *testing.T, op *authztest.Client, h *topology.Handles) {
+	t.Helper()
+	if _, err := h.Workers.Put(ctx, "agg-test-1", []byte(`{"started":"2026-12-01T10:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := topology.ExistingPartitions(ctx, op.JS)
+	if err != nil || n != testTopology().Partitions {
+		t.Fatalf("operator: partitions of RTC_RAW: %d, %v", n, err)
+	}
+	for p := 0; p < n; p++ {
+		cons, err := op.JS.Consumer(ctx, events.StreamRaw, topology.ConsumerName(p))
+		if err != nil {
+			t.Fatalf("operator: look up %s: %v", topology.ConsumerName(p), err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil || info.Name != topology.ConsumerName(p) {
+			t.Fatalf("operator: consumer info %s: %v", topology.ConsumerName(p), err)
+		}
+	}
+	kv, err := op.JS.KeyValue(ctx, events.BucketWorkers)
+	if err != nil {
+		t.Fatalf("operator: bind rtc_workers: %v", err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		t.Fatalf("operator: watch rtc_workers: %v", err)
+	}
+	// Not stopped, as rtcctl does not: the consumer delete is refused and
+	// would wait for its answer; the connection's end ends the watch.
+	var keys []string
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		keys = append(keys, e.Key())
+	}
+	if len(keys) != 1 || keys[0] != "agg-test-1" {
+		t.Fatalf("operator: rtc_workers watch: got keys %q, want [agg-test-1]", keys)
+	}
+}
+
+// operatorRedrive does as the operator what `rtcctl dlq ls`, `dlq show` and
+// `dlq redrive` do (internal/rtcctl readRange, GetDLQEntry, Redrive) with
+// the dead letter at seq, then checks as the aggregator that the input is
+// in RTC_RAW and the entry gone from RTC_DLQ.
+func operatorRedrive(ctx context.Context, t *testing.T, op, agg *authztest.Client, seq uint64) {
+	t.Helper()
+	dlq, err := op.JS.Stream(ctx, events.StreamDLQ)
+	if err != nil {
+		t.Fatalf("operator: look up RTC_DLQ: %v", err)
+	}
+	cons, err := op.JS.CreateConsumer(ctx, events.StreamDLQ, jetstream.ConsumerConfig{FilterSubject: events.DLQPrefix + ".>",
+		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second,
+		MemoryStorage: true, Replicas: 1})
+	if err != nil {
+		t.Fatalf("operator: consumer on RTC_DLQ (dlq ls): %v", err)
+	}
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatalf("operator: read RTC_DLQ: %v", err)
+	}
+	listed := false
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = listed || (md.Sequence.Stream == seq && string(m.Data()) == "dead input")
+	}
+	if !listed {
+		t.Fatalf("operator: dlq ls did not list RTC_DLQ #%d (%v)", seq, batch.Error())
+	}
+	entry, err := dlq.GetMsg(ctx, seq)
+	if err != nil || string(entry.Data) != "dead input" {
+		t.Fatalf("operator: dlq show %d: %v", seq, err)
+	}
+	re := nats.NewMsg(events.RawPrefix + "." + events.Token("!redriven:example.org"))
+	re.Data = entry.Data
+	re.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("rtcctl-redrive-%d", seq))
+	ack, err := op.JS.PublishMsg(ctx, re, jetstream.WithExpectStream(events.StreamRaw))
+	if err != nil {
+		t.Fatalf("operator: re-drive to RTC_RAW: %v", err)
+	}
+	if err := dlq.DeleteMsg(ctx, seq); err != nil {
+		t.Fatalf("operator: delete RTC_DLQ #%d after the re-drive: %v", seq, err)
+	}
+	raw, err := agg.JS.Stream(ctx, events.StreamRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := raw.GetMsg(ctx, ack.Sequence); err != nil || string(m.Data) != "dead input" {
+		t.Fatalf("RTC_RAW #%d after the re-drive: %v", ack.Sequence, err)
+	}
+	aggDLQ, err := agg.JS.Stream(ctx, events.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aggDLQ.GetMsg(ctx, seq); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("RTC_DLQ #%d after the re-drive: want it deleted, got %v", seq, err)
+	}
+}
+
+// deleteMsg asks to delete the first message of a stream, without looking
+// the stream up first (the user may not be allowed to).
+func deleteMsg(stream string) func(context.Context, *authztest.Client) error {
+	return func(ctx context.Context, c *authztest.Client) error {
+		_, err := c.NC.RequestWithContext(ctx, "$JS.API.STREAM.MSG.DELETE."+stream, []byte(`{"seq":1}`))
 		return err
 	}
 }
