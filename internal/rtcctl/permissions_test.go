@@ -2,25 +2,21 @@ package rtcctl
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
-	"github.com/rtcsessions/rtc-sessions/internal/natsutil/natstest"
+	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // operatorExtras are the grants docs/rtcctl.md lists for workers and dlq
-// beyond the subscriber's (keep the two in step).
+// beyond the subscriber's (keep the two in step): exactly what the shipped
+// operator user has on top of the subscriber's publish permissions.
 var operatorExtras = []string{
 	// workers
 	"$JS.API.STREAM.INFO.RTC_RAW", "$JS.API.CONSUMER.INFO.RTC_RAW.*",
@@ -32,58 +28,41 @@ var operatorExtras = []string{
 	events.RawPrefix + ".>", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ",
 }
 
-func permissions(pubAllow, pubDeny, subAllow []string) string {
-	q := func(v []string) string { // JSON strings, without \u escapes nats-server cannot read
-		var b strings.Builder
-		enc := json.NewEncoder(&b)
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(v)
-		return strings.TrimSpace(b.String())
+// TestOperatorIsSubscriberPlusExtras: the shipped operator's publish allow
+// list is the subscriber's plus operatorExtras, nothing more.
+func TestOperatorIsSubscriberPlusExtras(t *testing.T) {
+	sub, ok := authz.UserByName(authz.UserSubscriber)
+	op, ok2 := authz.UserByName(authz.UserOperator)
+	if !ok || !ok2 {
+		t.Fatal("no shipped subscriber or operator user")
 	}
-	return fmt.Sprintf("{publish: {allow: %s, deny: %s}, subscribe: {allow: %s}}", q(pubAllow), q(pubDeny), q(subAllow))
+	want := append(append([]string{}, sub.Publish.Allow...), operatorExtras...)
+	slices.Sort(want)
+	got := append([]string{}, op.Publish.Allow...)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("operator publish allow:\n got %q\nwant the subscriber's plus operatorExtras: %q", got, want)
+	}
 }
 
-// TestPermissions runs rtcctl as the shipped subscriber user (its exact
-// permissions from internal/authz) and as a user with the documented extra
-// grants: the subscriber reads sessions, events, history and rooms and is
-// refused workers and the DLQ; with the extras every command works.
+// TestPermissions runs rtcctl against a server with exactly the shipped
+// users (configs/nats/rtc-accounts.conf, through internal/authz/authztest):
+// the subscriber reads sessions, events and history and is refused workers
+// and the DLQ; the operator, with its own inbox prefix, runs every command.
 func TestPermissions(t *testing.T) {
-	sub, ok := authz.UserByName(authz.UserSubscriber)
-	if !ok {
-		t.Fatal("no subscriber user")
+	srv := authztest.Start(t)
+	url := srv.NS.ClientURL()
+	password := func(user string) string {
+		b, err := os.ReadFile(srv.PasswordFiles[user])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
 	}
-	opsDeny := []string{"$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>"}
-	conf := natstest.WriteFile(t, t.TempDir(), "server.conf", fmt.Appendf(nil, `
-jetstream: enabled
-accounts { RTC { jetstream: enabled, users: [
-  {user: admin, password: admin-pw},
-  {user: subscriber, password: sub-pw, permissions: %s},
-  {user: ops, password: ops-pw, permissions: %s}
-] } }
-`, permissions(sub.Publish.Allow, sub.Publish.Deny, sub.Subscribe.Allow),
-		permissions(append(append([]string{}, sub.Publish.Allow...), operatorExtras...), opsDeny, sub.Subscribe.Allow)))
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, t.TempDir(), true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	url := ns.ClientURL()
 
-	nc, err := nats.Connect(url, nats.UserInfo("admin", "admin-pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	// The aggregator's user creates the topology and writes what the
+	// commands read, as the aggregator would.
+	js := srv.Connect(t, authz.UserAggregator).JS
 	tc := topology.DefaultConfig()
 	tc.Partitions = 2
 	if _, err := topology.Ensure(context.Background(), js, tc, topology.ModeCreate); err != nil {
@@ -112,25 +91,39 @@ accounts { RTC { jetstream: enabled, users: [
 		{[]string{"dlq", "redrive", "--dry-run", "--all"}, "would re-drive"},
 		{[]string{"dlq", "redrive", strconv.FormatUint(seq, 10)}, "1 re-driven"},
 	}
-	asUser := func(user, pw string, s step) (int, string, string) {
-		return run(t, append(s.args, "-s", url, "--user", user, "--password", pw, "--timeout", "1s")...)
+	asUser := func(user string, s step, extra ...string) (int, string, string) {
+		args := append(append([]string{}, s.args...), "-s", url, "--user", user, "--password", password(user))
+		return run(t, append(args, extra...)...)
+	}
+	asOperator := func(s step) (int, string, string) {
+		return asUser(authz.UserOperator, s, "--inbox-prefix", "_INBOX_operator", "--timeout", "5s")
 	}
 	for _, s := range readOnly {
-		if code, out, errs := asUser("subscriber", "sub-pw", s); code != 0 || !strings.Contains(out, s.want) {
+		if code, out, errs := asUser(authz.UserSubscriber, s, "--timeout", "5s"); code != 0 || !strings.Contains(out, s.want) {
 			t.Errorf("subscriber %v: exit %d\n%s%s", s.args, code, out, errs)
 		}
 	}
 	for _, s := range operator[:3] {
-		if code, _, errs := asUser("subscriber", "sub-pw", s); code != 1 {
+		if code, _, errs := asUser(authz.UserSubscriber, s, "--timeout", "1s"); code != 1 {
 			t.Errorf("subscriber %v: exit %d, want a refusal: %s", s.args, code, errs)
 		}
+	}
+	// Without its inbox prefix the operator gets no replies: it may not
+	// subscribe to the default inbox (_INBOX.<id>.*).
+	if code, _, errs := asUser(authz.UserOperator, operator[0], "--timeout", "1s"); code != 1 ||
+		!strings.Contains(errs, "Permissions Violation for Subscription to") || !strings.Contains(errs, "_INBOX.") {
+		t.Errorf("operator without --inbox-prefix: exit %d, want a refused subscription to _INBOX.: %s", code, errs)
 	}
 	// (sessions is left out here: as for the subscriber, pkg/events stops
 	// its KV watch with a consumer delete the user may not make, and waits
 	// 5 s for the answer.)
 	for _, s := range append(readOnly[1:], operator...) {
-		if code, out, errs := asUser("ops", "ops-pw", s); code != 0 || !strings.Contains(out, s.want) {
-			t.Errorf("ops %v: exit %d\n%s%s", s.args, code, out, errs)
+		if code, out, errs := asOperator(s); code != 0 || !strings.Contains(out, s.want) {
+			t.Errorf("operator %v: exit %d\n%s%s", s.args, code, out, errs)
 		}
+	}
+	// The re-drive moved the entry: RTC_DLQ no longer lists it.
+	if code, out, errs := asOperator(operator[1]); code != 0 || strings.Contains(out, "boom") {
+		t.Errorf("operator dlq ls after the re-drive: exit %d\n%s%s", code, out, errs)
 	}
 }
