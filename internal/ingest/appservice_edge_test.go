@@ -460,3 +460,39 @@ func fillBudget(t *testing.T, as *Appservice, n int64) func() {
 		}
 	}
 }
+
+// TestAppserviceSeriesFromTheStart: the labelled counters an alert rates
+// (events, rejections by reason, publish failures, transactions by status,
+// sync errors) exist at 0 for every configured homeserver before anything
+// happens.
+func TestAppserviceSeriesFromTheStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	NewAppservice([]Homeserver{{Name: "hs1", HSToken: tokHS1}, {Name: "hs2", HSToken: tokHS2}}, nil, m, zap.NewNop(), AppserviceOptions{})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]map[string]bool{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "homeserver" {
+					if have[mf.GetName()] == nil {
+						have[mf.GetName()] = map[string]bool{}
+					}
+					have[mf.GetName()][l.GetValue()] = true
+				}
+			}
+		}
+	}
+	for _, name := range []string{"rtc_ingest_events_received_total", "rtc_ingest_events_rejected_total",
+		"rtc_ingest_publish_failures_total", "rtc_ingest_appservice_transactions_total", "rtc_ingest_sync_errors_total",
+		"rtc_ingest_appservice_auth_failures_total", "rtc_ingest_appservice_txn_reused_total"} {
+		for _, hs := range []string{"hs1", "hs2"} {
+			if !have[name][hs] {
+				t.Errorf("%s has no series for %s before the first event", name, hs)
+			}
+		}
+	}
+}

@@ -117,9 +117,21 @@ func (m *Metrics) initAppservice(homeservers []string) {
 			m.AuthFailures.WithLabelValues(hs, reason)
 		}
 	}
+	src := string(events.SourceAppservice)
 	for _, hs := range homeservers {
 		for _, result := range []string{txnSameContent, txnDifferentContent} {
 			m.TxnReused.WithLabelValues(hs, result)
+		}
+		m.Received.WithLabelValues(hs, src)
+		m.Filtered.WithLabelValues(hs, src)
+		m.Duplicates.WithLabelValues(hs, src)
+		m.PublishFail.WithLabelValues(hs, src)
+		m.SyncErrors.WithLabelValues(hs)
+		for _, reason := range []string{RejectMalformed, RejectTooLarge, RejectNotObject, RejectEncode, RejectOutOfRange, RejectTooComplex} {
+			m.Rejected.WithLabelValues(hs, src, reason)
+		}
+		for _, code := range []string{"200", "400", "413", "429", "503"} {
+			m.Transactions.WithLabelValues(hs, code)
 		}
 	}
 }
