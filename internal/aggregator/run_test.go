@@ -44,16 +44,8 @@ func TestRunEmbedded(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, body := get("/readyz")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %d %s", code, body)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if code, body := waitReadyz(cfg.HTTP.Listen, http.StatusOK, 20*time.Second); code != http.StatusOK {
+		t.Fatalf("not ready: %d %s", code, body)
 	}
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
@@ -186,31 +178,6 @@ func TestRoomCacheLRU(t *testing.T) {
 	}
 }
 
-func TestOwnerRendezvous(t *testing.T) {
-	live := []string{"a", "b", "c"}
-	for p := 0; p < 64; p++ {
-		o := Owner(live, p)
-		// Removing a worker that does not own p keeps p where it is.
-		for _, gone := range live {
-			if gone == o {
-				continue
-			}
-			var rest []string
-			for _, w := range live {
-				if w != gone {
-					rest = append(rest, w)
-				}
-			}
-			if Owner(rest, p) != o {
-				t.Fatalf("partition %d moved from %s when %s left", p, o, gone)
-			}
-		}
-	}
-	if Owner(nil, 0) != "" {
-		t.Error("owner without workers")
-	}
-}
-
 // TestRunWaitsForNATS: started while NATS is unreachable, the aggregator
 // neither exits nor reports ready; it serves /readyz (503, saying why) and
 // becomes ready once a server appears on its URL.
@@ -300,19 +267,8 @@ func TestRunEmbeddedWithUsers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, testLogger(t), nil) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + cfg.HTTP.Listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not ready with the embedded server's users")
-		}
-		time.Sleep(100 * time.Millisecond)
+	if code, body := waitReadyz(cfg.HTTP.Listen, http.StatusOK, 20*time.Second); code != http.StatusOK {
+		t.Fatalf("not ready with the embedded server's users: %d %s", code, body)
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -343,5 +299,23 @@ func TestMemoryLimit(t *testing.T) {
 		if got := memoryLimit(tc.configured, tc.env, tc.container); got != tc.want {
 			t.Errorf("memoryLimit(%d, %q, %d) = %d, want %d", tc.configured, tc.env, tc.container, got, tc.want)
 		}
+	}
+}
+
+// waitReadyz polls /readyz on addr until it answers want or timeout passes,
+// and returns the last answer.
+func waitReadyz(addr string, want int, timeout time.Duration) (int, string) {
+	deadline := time.Now().Add(timeout)
+	for {
+		code, body := 0, ""
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			code, body = resp.StatusCode, string(b)
+		}
+		if code == want || time.Now().After(deadline) {
+			return code, body
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -294,6 +294,22 @@ func (e *env) shutdown() {
 }
 
 // startAggregator starts one more aggregator process.
+// startReadyAggregator starts an aggregator and waits until the topology
+// exists and the pipeline has processed a first input (warm).
+func (e *env) startReadyAggregator(ctx context.Context) (*aggregatorProc, error) {
+	agg, err := e.startAggregator()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.waitTopology(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := e.warm(ctx); err != nil {
+		return nil, err
+	}
+	return agg, nil
+}
+
 func (e *env) startAggregator() (*aggregatorProc, error) {
 	e.n++
 	a, err := startAggregator(e.o.Bins.Aggregator, e.dir, e.nats.url, fmt.Sprintf("bench-%s-%d", e.name, e.n), e.o.Partitions)

@@ -21,14 +21,8 @@ const (
 // runCall times refreshes in a small room and in a call of CallDevices
 // devices, once each is built, on one aggregator.
 func runCall(ctx context.Context, e *env) ([]Row, error) {
-	agg, err := e.startAggregator()
+	agg, err := e.startReadyAggregator(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := e.waitTopology(ctx, 30*time.Second); err != nil {
-		return nil, err
-	}
-	if err := e.warm(ctx); err != nil {
 		return nil, err
 	}
 	fig := figCall + fmt.Sprintf(" of %s devices", fmtCount(int64(e.o.CallDevices)))

@@ -226,14 +226,8 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	}
 	e.logf("baseline (one stream, %s msgs at %d/s): %s, nats-server CPU %s ms per message", fmtCount(int64(baseN)), rate, base, fmtMS(baseCPU))
 
-	agg, err := e.startAggregator()
+	agg, err := e.startReadyAggregator(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := e.waitTopology(ctx, 30*time.Second); err != nil {
-		return nil, err
-	}
-	if err := e.warm(ctx); err != nil {
 		return nil, err
 	}
 

@@ -29,14 +29,8 @@ const (
 // members each (long expiries, so nothing ends) and reads its memory and
 // the size of the state the KV buckets hold.
 func runLive(ctx context.Context, e *env) ([]Row, error) {
-	agg, err := e.startAggregator()
+	agg, err := e.startReadyAggregator(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := e.waitTopology(ctx, 30*time.Second); err != nil {
-		return nil, err
-	}
-	if err := e.warm(ctx); err != nil {
 		return nil, err
 	}
 	idle, err := readMemory(agg.pid())

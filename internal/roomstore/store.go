@@ -322,6 +322,18 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 		return nil
 	}
 	h.RoomID, h.Clock, h.Seq, h.Redacted = st.RoomID, st.Clock, st.Seq, st.Redacted
+	// finish places the redo record and encodes the header, the commit point.
+	finish := func() (*Commit, error) {
+		if err := setRedo(); err != nil {
+			return nil, err
+		}
+		hb, err := EncodeHeader(h)
+		if err != nil {
+			return nil, fmt.Errorf("room %s: %w", rm.Key, err)
+		}
+		c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, hb), rm.Rev)
+		return c, nil
+	}
 	var all []Part // every part, when the room becomes split
 	if !rm.Split {
 		if rm.parts == nil { // a new room, or a version-1 record: encode every part once
@@ -351,15 +363,7 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 		}
 		if len(st.Registers) <= o.InlineMaxRegisters && rm.partBytes <= o.InlineMaxBytes {
 			h.Parts = ps
-			if err := setRedo(); err != nil {
-				return nil, err
-			}
-			hb, err := EncodeHeader(h)
-			if err != nil {
-				return nil, fmt.Errorf("room %s: %w", rm.Key, err)
-			}
-			c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, hb), rm.Rev)
-			return c, nil
+			return finish()
 		}
 		all = ps // becomes split: every part goes to its own key
 	}
@@ -374,15 +378,7 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)
 	}
 	h.Split = true
-	if err := setRedo(); err != nil {
-		return nil, err
-	}
-	hb, err := EncodeHeader(h)
-	if err != nil {
-		return nil, fmt.Errorf("room %s: %w", rm.Key, err)
-	}
-	c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, hb), rm.Rev)
-	return c, nil
+	return finish()
 }
 
 // Committed records that the commit's header was stored at revision rev.
