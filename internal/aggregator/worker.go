@@ -457,12 +457,13 @@ func (w *Worker) reconcile() {
 		w.owned[p] = r
 		go r.loop()
 	}
-	w.reconciled = true
 	n := len(w.owned)
-	w.mu.Unlock()
-
+	// The gauges first: /readyz answers ready once reconciled is set, and
+	// what it reports must be on /metrics by then.
 	w.m.LiveWorkers.Set(float64(len(live)))
 	w.m.OwnedPartitions.Set(float64(n))
+	w.reconciled = true
+	w.mu.Unlock()
 	if len(gain) > 0 || len(lose) > 0 {
 		w.log.Info("partitions reassigned", zap.Ints("gained", gain), zap.Int("released", len(lose)),
 			zap.Int("owned", n), zap.Int("live_workers", len(live)))
