@@ -1,0 +1,444 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// waitTimeout bounds every wait for the pipeline: generous, because the
+// machine may be loaded; a passing run takes a fraction of it.
+const waitTimeout = 60 * time.Second
+
+const partitions = 8
+
+var callMemberType = event.Type{Type: "org.matrix.msc3401.call.member", Class: event.StateEventType}
+
+// syncStack is one Dendrite with a bot account (no appservice), a
+// standalone nats-server, an aggregator and an ingest whose only source is
+// the bot's /sync. The ingest is started by the test (startIngest), so that
+// a test can prepare room state before its initial sync.
+type syncStack struct {
+	t      *testing.T
+	hs     *dendritetest.Server
+	h      *proctest.Harness
+	nats   *proctest.NATSServer
+	js     jetstream.JetStream
+	bot    *mautrix.Client
+	ingest *proctest.Ingest
+	// ingestConfig is the ingest's configuration file; stateDir holds its
+	// sync token file.
+	ingestConfig string
+	stateDir     string
+	starts       int
+}
+
+const hsName = "hs1"
+
+func startSyncStack(t *testing.T) *syncStack {
+	dendritetest.Require(t)
+	s := &syncStack{t: t, hs: dendritetest.Start(t, dendritetest.Options{})}
+	s.bot = s.hs.NewUser(t, "rtcbot", "RTCBOT")
+	s.h = proctest.New(t)
+	s.nats = s.h.StartNATS("")
+	agg, err := s.h.StartAggregator(proctest.AggregatorConfig{ID: "agg-1", NATSURL: s.nats.URL(), Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agg.WaitReady(waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	_, s.js = s.nats.Connect()
+	s.writeIngestConfig()
+	return s
+}
+
+// writeIngestConfig writes the ingest's configuration: no appservice
+// homeserver, one sync homeserver (the bot's access token in a file),
+// short long-polls so that a stop is quick.
+func (s *syncStack) writeIngestConfig() {
+	dir := s.t.TempDir()
+	s.stateDir = filepath.Join(dir, "sync-state")
+	tokFile := filepath.Join(dir, "bot.access_token")
+	if err := os.WriteFile(tokFile, []byte(s.bot.AccessToken+"\n"), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`log:
+  format: json
+  level: info
+nats:
+  urls: [%q]
+  name: ingest-e2e
+topology:
+  partitions: %d
+  mode: create
+metrics_addr: %q
+appservice:
+  listen_addr: %q
+sync:
+  state_dir: %q
+  timeout: 5s
+  backoff_min: 200ms
+  backoff_max: 2s
+homeservers:
+  - name: %s
+    url: %q
+    sync:
+      enabled: true
+      user_id: %q
+      access_token_file: %q
+      device_id: RTCBOT
+`, s.nats.URL(), partitions, testutil.FreePort(s.t), testutil.FreePort(s.t), s.stateDir, hsName, s.hs.URL(),
+		s.bot.UserID, tokFile)
+	s.ingestConfig = filepath.Join(dir, "ingest.yaml")
+	if err := os.WriteFile(s.ingestConfig, []byte(yaml), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *syncStack) metricsAddr() string {
+	b, err := os.ReadFile(s.ingestConfig)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "metrics_addr: "); ok {
+			addr, err := strconv.Unquote(v)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			return addr
+		}
+	}
+	s.t.Fatal("no metrics_addr in the ingest config")
+	return ""
+}
+
+// startIngest starts `ingest serve` with the stack's configuration and
+// waits until it is ready.
+func (s *syncStack) startIngest() {
+	s.t.Helper()
+	s.starts++
+	p, err := s.h.Start(fmt.Sprintf("ingest#%d", s.starts), s.h.Bins.Ingest, []string{"serve", "-config", s.ingestConfig})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.ingest = &proctest.Ingest{Proc: p, MetricsAddr: s.metricsAddr()}
+	if err := s.ingest.WaitReady(waitTimeout); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// stopIngest stops the ingest gracefully (SIGTERM).
+func (s *syncStack) stopIngest() {
+	s.t.Helper()
+	if err := s.ingest.Stop(30 * time.Second); err != nil {
+		s.t.Fatalf("stop the ingest: %v", err)
+	}
+}
+
+// ingestMetric reads one series of the running ingest's /metrics (0 when
+// absent).
+func (s *syncStack) ingestMetric(series string) float64 {
+	s.t.Helper()
+	resp, err := http.Get("http://" + s.ingest.MetricsAddr + "/metrics")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if name, v, ok := strings.Cut(line, " "); ok && name == series {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				s.t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	if err := sc.Err(); err != nil {
+		s.t.Fatal(err)
+	}
+	return 0
+}
+
+// callRoom creates a room by owner in which the bot and the members are
+// invited; the bot and the members join it.
+func (s *syncStack) callRoom(owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	invite := []id.UserID{s.bot.UserID}
+	for _, m := range members {
+		invite = append(invite, m.UserID)
+	}
+	room, err := dendritetest.CreateCallRoom(ctx, owner, invite...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, c := range append([]*mautrix.Client{s.bot}, members...) {
+		if _, err := c.JoinRoomByID(ctx, room); err != nil {
+			s.t.Fatalf("%s joins %s: %v", c.UserID, room, err)
+		}
+	}
+	return room
+}
+
+// callKey is Element Call's per-device state key.
+func callKey(c *mautrix.Client) string {
+	return "_" + string(c.UserID) + "_" + string(c.DeviceID) + "_m.call"
+}
+
+// joinCall sends c's Element Call membership (per-device session form,
+// expires 4 h) and returns its event id.
+func joinCall(t *testing.T, c *mautrix.Client, room id.RoomID) id.EventID {
+	t.Helper()
+	content := map[string]any{"application": "m.call", "call_id": "", "scope": "m.room", "device_id": c.DeviceID,
+		"expires": 14400000, "focus_active": map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://sfu.example"}}}
+	return sendState(t, c, room, callKey(c), content)
+}
+
+// hangUp sends c's leave: {} on its key.
+func hangUp(t *testing.T, c *mautrix.Client, room id.RoomID) id.EventID {
+	t.Helper()
+	return sendState(t, c, room, callKey(c), map[string]any{})
+}
+
+func sendState(t *testing.T, c *mautrix.Client, room id.RoomID, key string, content any) id.EventID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	resp, err := c.SendStateEvent(ctx, room, callMemberType, key, content)
+	if err != nil {
+		t.Fatalf("%s sends %s %s in %s: %v", c.UserID, callMemberType.Type, key, room, err)
+	}
+	return resp.EventID
+}
+
+// sessionEvents reads every session event of room stored in RTC_EVENTS so
+// far, in stream order.
+func (s *syncStack) sessionEvents(room id.RoomID) []events.SessionEvent {
+	s.t.Helper()
+	var out []events.SessionEvent
+	for _, m := range s.storedMessages(events.StreamEvents, events.SessionFilter(events.SessionPrefix, "", room, "")) {
+		ev, err := events.DecodeSessionEvent(m.Data())
+		if err != nil {
+			s.t.Fatalf("%s: %v", m.Subject(), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// rawEvents reads every input of room stored in RTC_RAW so far.
+func (s *syncStack) rawEvents(room id.RoomID) []events.RawEvent {
+	s.t.Helper()
+	var out []events.RawEvent
+	for _, m := range s.storedMessages(events.StreamRaw, events.PartPrefix+".*."+events.RoomKey(room)) {
+		ev, err := events.DecodeRaw(m.Data())
+		if err != nil {
+			s.t.Fatalf("%s: %v", m.Subject(), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// storedMessages reads the messages of stream matching filter, from the
+// first to the last stored when it is called (an ordered consumer, no
+// server-side state left behind).
+func (s *syncStack) storedMessages(stream, filter string) []jetstream.Msg {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		s.t.Fatalf("read %s: %v", stream, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		s.t.Fatalf("read %s: %v", stream, err)
+	}
+	var out []jetstream.Msg
+	for pending := info.NumPending; pending > 0; {
+		batch, err := c.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			s.t.Fatalf("read %s: %v", stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			out = append(out, m)
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				s.t.Fatalf("read %s: %v", stream, err)
+			}
+			pending = md.NumPending
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			s.t.Fatalf("read %s: %v", stream, err)
+		}
+		if n == 0 {
+			s.t.Fatalf("read %s: %d messages pending but none delivered", stream, pending)
+		}
+	}
+	return out
+}
+
+// settled waits until the aggregator has applied every input stored in
+// RTC_RAW (no durable consumer of RTC_RAW has pending or unacknowledged
+// messages):
+// the outbox of an input is published before the input is acknowledged,
+// so RTC_EVENTS then holds every transition of what reached RTC_RAW.
+func (s *syncStack) settled() {
+	s.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		busy, err := s.rawBacklog()
+		if err == nil && busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("RTC_RAW not drained within %s: %s %v", waitTimeout, busy, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *syncStack) rawBacklog() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ctx, events.StreamRaw)
+	if err != nil {
+		return "", fmt.Errorf("stream %s: %w", events.StreamRaw, err)
+	}
+	lister := st.ListConsumers(ctx)
+	var busy []string
+	for ci := range lister.Info() {
+		// Only the aggregator's durable partition consumers: the ordered
+		// consumers this test reads with are ephemeral and never ack.
+		if ci.Config.Durable == "" {
+			continue
+		}
+		if ci.NumPending > 0 || ci.NumAckPending > 0 {
+			busy = append(busy, fmt.Sprintf("%s: %d pending, %d unacked", ci.Name, ci.NumPending, ci.NumAckPending))
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return "", fmt.Errorf("consumers of %s: %w", events.StreamRaw, err)
+	}
+	return strings.Join(busy, "; "), nil
+}
+
+// waitSessionEvents waits until room has at least n session events, lets
+// the aggregator apply everything already in RTC_RAW, and returns them
+// all (so that an extra event shows up as a mismatch).
+func (s *syncStack) waitSessionEvents(room id.RoomID, n int) []events.SessionEvent {
+	s.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		evs := s.sessionEvents(room)
+		if len(evs) >= n {
+			s.settled()
+			return s.sessionEvents(room)
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%d of %d session events of %s within %s:%s", len(evs), n, room, waitTimeout, describe(evs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// step is what a test asserts of one session event.
+type step struct {
+	kind   events.Kind
+	member *mautrix.Client // nil for session_started / session_ended
+	reason events.Reason
+	// participants after the transition
+	participants int
+}
+
+// checkSteps compares the session events of a room with want, exactly,
+// and checks what every event of one session must share.
+func checkSteps(t *testing.T, evs []events.SessionEvent, want []step) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf(format+"\nsession events:%s", append(args, describe(evs))...)
+	}
+	if len(evs) != len(want) {
+		fail("%d session events, want %d", len(evs), len(want))
+	}
+	for i, w := range want {
+		e := evs[i]
+		if e.Kind != w.kind || e.Reason != w.reason || e.Participants != w.participants {
+			fail("#%d is %s reason %q participants %d, want %s reason %q participants %d", i, e.Kind, e.Reason,
+				e.Participants, w.kind, w.reason, w.participants)
+		}
+		if e.Seq != evs[0].Seq+uint64(i) {
+			fail("#%d has seq %d: not consecutive", i, e.Seq)
+		}
+		if e.Application != "m.call" || e.CallID != "" {
+			fail("#%d is of application %q call %q", i, e.Application, e.CallID)
+		}
+		if w.member != nil {
+			if e.Member == nil || e.Member.UserID != w.member.UserID || e.Member.DeviceID != w.member.DeviceID {
+				fail("#%d %s: member %+v, want %s/%s", i, e.Kind, e.Member, w.member.UserID, w.member.DeviceID)
+			}
+			if e.Member.Format != events.FormatSession {
+				fail("#%d: member format %q, want %q", i, e.Member.Format, events.FormatSession)
+			}
+		}
+	}
+}
+
+// describe prints session events for failure messages.
+func describe(evs []events.SessionEvent) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "\n  #%d %s session %s participants %d", e.Seq, e.Kind, e.SessionID, e.Participants)
+		if e.Member != nil {
+			fmt.Fprintf(&b, " %s/%s (event %s)", e.Member.UserID, e.Member.DeviceID, e.Member.EventID)
+		}
+		if e.Reason != "" {
+			fmt.Fprintf(&b, " reason %s", e.Reason)
+		}
+		if e.Summary != nil {
+			fmt.Fprintf(&b, " summary %+v", *e.Summary)
+		}
+	}
+	return b.String()
+}
+
+// countRaw counts the inputs of evs with event id eid, by source.
+func countRaw(evs []events.RawEvent, eid id.EventID) map[events.Source]int {
+	out := map[events.Source]int{}
+	for _, e := range evs {
+		if e.EventID == eid {
+			out[e.Source]++
+		}
+	}
+	return out
+}
