@@ -41,7 +41,9 @@ die() { echo "dendrite.sh: $*" >&2; exit 1; }
 
 cache_root() {
   if [ -n "${DENDRITE_CACHE_DIR:-}" ]; then echo "$DENDRITE_CACHE_DIR"
-  else echo "${XDG_CACHE_HOME:-$HOME/.cache}/rtc-sessions/dendrite"; fi
+  elif [ -n "${XDG_CACHE_HOME:-}" ]; then echo "$XDG_CACHE_HOME/rtc-sessions/dendrite"
+  elif [ -n "${HOME:-}" ]; then echo "$HOME/.cache/rtc-sessions/dendrite"
+  else echo "${TMPDIR:-/tmp}/rtc-sessions-cache/dendrite"; fi
 }
 
 # build prints the directory holding bin/dendrite and bin/generate-keys,
