@@ -17,4 +17,6 @@
 //     (which Dendrite never pushes to appservices), an ingest restart that
 //     resumes from the persisted sync token, and a gappy sync (limited
 //     timeline, whose state block must be forwarded).
+//   - TestAppserviceCall: the same Dendrite pushing to the ingest registered
+//     as its appservice (the start of issue 9, item 2).
 package e2e

@@ -32,11 +32,12 @@ const partitions = 8
 
 var callMemberType = event.Type{Type: "org.matrix.msc3401.call.member", Class: event.StateEventType}
 
-// syncStack is one Dendrite with a bot account (no appservice), a
-// standalone nats-server, an aggregator and an ingest whose only source is
-// the bot's /sync. The ingest is started by the test (startIngest), so that
-// a test can prepare room state before its initial sync.
-type syncStack struct {
+// stack is one Dendrite, a standalone nats-server, an aggregator and an
+// ingest: startSyncStack gives the ingest a bot account's /sync as its only
+// source (no appservice; the test starts the ingest with startIngest, so
+// that it can prepare room state before the initial sync),
+// startAppserviceStack registers the ingest as Dendrite's appservice.
+type stack struct {
 	t      *testing.T
 	hs     *dendritetest.Server
 	h      *proctest.Harness
@@ -53,9 +54,9 @@ type syncStack struct {
 
 const hsName = "hs1"
 
-func startSyncStack(t *testing.T) *syncStack {
+func startSyncStack(t *testing.T) *stack {
 	dendritetest.Require(t)
-	s := &syncStack{t: t, hs: dendritetest.Start(t, dendritetest.Options{})}
+	s := &stack{t: t, hs: dendritetest.Start(t, dendritetest.Options{})}
 	s.bot = s.hs.NewUser(t, "rtcbot", "RTCBOT")
 	s.h = proctest.New(t)
 	s.nats = s.h.StartNATS("")
@@ -74,7 +75,7 @@ func startSyncStack(t *testing.T) *syncStack {
 // writeIngestConfig writes the ingest's configuration: no appservice
 // homeserver, one sync homeserver (the bot's access token in a file),
 // short long-polls so that a stop is quick.
-func (s *syncStack) writeIngestConfig() {
+func (s *stack) writeIngestConfig() {
 	dir := s.t.TempDir()
 	s.stateDir = filepath.Join(dir, "sync-state")
 	tokFile := filepath.Join(dir, "bot.access_token")
@@ -114,7 +115,7 @@ homeservers:
 	}
 }
 
-func (s *syncStack) metricsAddr() string {
+func (s *stack) metricsAddr() string {
 	b, err := os.ReadFile(s.ingestConfig)
 	if err != nil {
 		s.t.Fatal(err)
@@ -134,7 +135,7 @@ func (s *syncStack) metricsAddr() string {
 
 // startIngest starts `ingest serve` with the stack's configuration and
 // waits until it is ready.
-func (s *syncStack) startIngest() {
+func (s *stack) startIngest() {
 	s.t.Helper()
 	s.starts++
 	p, err := s.h.Start(fmt.Sprintf("ingest#%d", s.starts), s.h.Bins.Ingest, []string{"serve", "-config", s.ingestConfig})
@@ -148,7 +149,7 @@ func (s *syncStack) startIngest() {
 }
 
 // stopIngest stops the ingest gracefully (SIGTERM).
-func (s *syncStack) stopIngest() {
+func (s *stack) stopIngest() {
 	s.t.Helper()
 	if err := s.ingest.Stop(30 * time.Second); err != nil {
 		s.t.Fatalf("stop the ingest: %v", err)
@@ -157,7 +158,7 @@ func (s *syncStack) stopIngest() {
 
 // ingestMetric reads one series of the running ingest's /metrics (0 when
 // absent).
-func (s *syncStack) ingestMetric(series string) float64 {
+func (s *stack) ingestMetric(series string) float64 {
 	s.t.Helper()
 	resp, err := http.Get("http://" + s.ingest.MetricsAddr + "/metrics")
 	if err != nil {
@@ -182,13 +183,18 @@ func (s *syncStack) ingestMetric(series string) float64 {
 	return 0
 }
 
-// callRoom creates a room by owner in which the bot and the members are
-// invited; the bot and the members join it.
-func (s *syncStack) callRoom(owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
+// callRoom creates a room by owner in which the bot (if any) and the
+// members are invited; they join it.
+func (s *stack) callRoom(owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	invite := []id.UserID{s.bot.UserID}
+	var invite []id.UserID
+	joiners := members
+	if s.bot != nil {
+		invite = append(invite, s.bot.UserID)
+		joiners = append([]*mautrix.Client{s.bot}, members...)
+	}
 	for _, m := range members {
 		invite = append(invite, m.UserID)
 	}
@@ -196,7 +202,7 @@ func (s *syncStack) callRoom(owner *mautrix.Client, members ...*mautrix.Client) 
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	for _, c := range append([]*mautrix.Client{s.bot}, members...) {
+	for _, c := range joiners {
 		if _, err := c.JoinRoomByID(ctx, room); err != nil {
 			s.t.Fatalf("%s joins %s: %v", c.UserID, room, err)
 		}
@@ -238,7 +244,7 @@ func sendState(t *testing.T, c *mautrix.Client, room id.RoomID, key string, cont
 
 // sessionEvents reads every session event of room stored in RTC_EVENTS so
 // far, in stream order.
-func (s *syncStack) sessionEvents(room id.RoomID) []events.SessionEvent {
+func (s *stack) sessionEvents(room id.RoomID) []events.SessionEvent {
 	s.t.Helper()
 	var out []events.SessionEvent
 	for _, m := range s.storedMessages(events.StreamEvents, events.SessionFilter(events.SessionPrefix, "", room, "")) {
@@ -252,7 +258,7 @@ func (s *syncStack) sessionEvents(room id.RoomID) []events.SessionEvent {
 }
 
 // rawEvents reads every input of room stored in RTC_RAW so far.
-func (s *syncStack) rawEvents(room id.RoomID) []events.RawEvent {
+func (s *stack) rawEvents(room id.RoomID) []events.RawEvent {
 	s.t.Helper()
 	var out []events.RawEvent
 	for _, m := range s.storedMessages(events.StreamRaw, events.PartPrefix+".*."+events.RoomKey(room)) {
@@ -268,7 +274,7 @@ func (s *syncStack) rawEvents(room id.RoomID) []events.RawEvent {
 // storedMessages reads the messages of stream matching filter, from the
 // first to the last stored when it is called (an ordered consumer, no
 // server-side state left behind).
-func (s *syncStack) storedMessages(stream, filter string) []jetstream.Msg {
+func (s *stack) storedMessages(stream, filter string) []jetstream.Msg {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -312,7 +318,7 @@ func (s *syncStack) storedMessages(stream, filter string) []jetstream.Msg {
 // messages):
 // the outbox of an input is published before the input is acknowledged,
 // so RTC_EVENTS then holds every transition of what reached RTC_RAW.
-func (s *syncStack) settled() {
+func (s *stack) settled() {
 	s.t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
@@ -327,7 +333,7 @@ func (s *syncStack) settled() {
 	}
 }
 
-func (s *syncStack) rawBacklog() (string, error) {
+func (s *stack) rawBacklog() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := s.js.Stream(ctx, events.StreamRaw)
@@ -355,7 +361,7 @@ func (s *syncStack) rawBacklog() (string, error) {
 // waitSessionEvents waits until room has at least n session events, lets
 // the aggregator apply everything already in RTC_RAW, and returns them
 // all (so that an extra event shows up as a mismatch).
-func (s *syncStack) waitSessionEvents(room id.RoomID, n int) []events.SessionEvent {
+func (s *stack) waitSessionEvents(room id.RoomID, n int) []events.SessionEvent {
 	s.t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {

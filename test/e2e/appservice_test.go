@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// startAppserviceStack runs the ingest as an appservice registered with a
+// Dendrite (rooms namespace .*, so every room's events are pushed), with
+// an aggregator on a nats-server; no sync bot.
+func startAppserviceStack(t *testing.T) *stack {
+	dendritetest.Require(t)
+	s := &stack{t: t}
+	s.h = proctest.New(t)
+	s.nats = s.h.StartNATS("")
+	agg, err := s.h.StartAggregator(proctest.AggregatorConfig{ID: "agg-1", NATSURL: s.nats.URL(), Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agg.WaitReady(waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	_, s.js = s.nats.Connect()
+	hsToken, asToken := randomToken(t), randomToken(t)
+	s.ingest, err = s.h.StartIngest(proctest.IngestConfig{Name: "as", NATSURL: s.nats.URL(), Partitions: partitions,
+		HSTokens: map[string]string{hsName: hsToken}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ingest.WaitReady(waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	reg := filepath.Join(t.TempDir(), "registration.yaml")
+	yaml := fmt.Sprintf(`id: rtc-sessions
+url: %q
+as_token: %q
+hs_token: %q
+sender_localpart: rtcwatch
+rate_limited: false
+namespaces:
+  users: [{exclusive: true, regex: '@rtcwatch_.*:localhost'}]
+  rooms: [{exclusive: false, regex: '.*'}]
+  aliases: []
+`, s.ingest.URL(), asToken, hsToken)
+	if err := os.WriteFile(reg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.hs = dendritetest.Start(t, dendritetest.Options{Appservices: []string{reg}})
+	return s
+}
+
+func randomToken(t *testing.T) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// TestAppserviceCall: Dendrite pushes a call to the ingest registered as
+// its appservice: two Element Call clients join and hang up; the exact
+// session events follow, and every membership reached RTC_RAW once, pushed
+// (source appservice).
+func TestAppserviceCall(t *testing.T) {
+	s := startAppserviceStack(t)
+	alice := s.hs.NewUser(t, "alice", "ALICEDEV")
+	bob := s.hs.NewUser(t, "bob", "BOBDEV")
+	room := s.callRoom(alice, bob)
+
+	sent := []id.EventID{joinCall(t, alice, room)}
+	s.waitSessionEvents(room, 2)
+	sent = append(sent, joinCall(t, bob, room))
+	s.waitSessionEvents(room, 3)
+	sent = append(sent, hangUp(t, bob, room))
+	s.waitSessionEvents(room, 4)
+	sent = append(sent, hangUp(t, alice, room))
+	evs := s.waitSessionEvents(room, 6)
+	checkSteps(t, evs, []step{
+		{kind: events.KindSessionStarted, participants: 0},
+		{kind: events.KindMemberJoined, member: alice, participants: 1},
+		{kind: events.KindMemberJoined, member: bob, participants: 2},
+		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
+		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonLeave, participants: 0},
+		{kind: events.KindSessionEnded, reason: events.ReasonLeave, participants: 0},
+	})
+	if sum := evs[5].Summary; sum == nil || sum.PeakParticipants != 2 || sum.DistinctUsers != 2 || sum.Joins != 2 {
+		t.Errorf("session_ended summary %+v, want peak 2, 2 users, 2 joins", sum)
+	}
+	raws := s.rawEvents(room)
+	for _, eid := range sent {
+		if got := countRaw(raws, eid); got[events.SourceAppservice] != 1 || len(got) != 1 {
+			t.Errorf("membership %s stored as %v, want once, pushed by the appservice API", eid, got)
+		}
+	}
+}
