@@ -106,7 +106,7 @@ var errRetryNow = errors.New("retry at once")
 func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 	start := time.Now()
 	ins := make([]*input, 0, len(msgs))
-	needCatchUp := r.lastCSeq == 0
+	needCatchUp := r.lastCSeq == 0 || r.catchUpTo >= r.nextSeq
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -129,6 +129,7 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 			extra, err := r.catchUp(ins)
 			if err == nil {
 				ins = append(ins, extra...)
+				r.catchUpTo = 0
 				break
 			}
 			r.log.Warn("read the inputs before the batch; will retry", zap.Error(err))

@@ -67,6 +67,9 @@ type partRunner struct {
 	// of the last delivery: a delivery that does not follow it means that
 	// someone else received inputs in between (see catchUp).
 	ackFloor, nextSeq, lastCSeq uint64
+	// catchUpTo: the next catch-up reads at least this far (the stream
+	// sequence the consumer had delivered when the partition was acquired).
+	catchUpTo uint64
 
 	mu      sync.Mutex
 	it      jetstream.MessagesContext
@@ -208,6 +211,11 @@ func (r *partRunner) setAckFloor(ci *jetstream.ConsumerInfo) {
 	}
 	r.ackFloor = max(r.ackFloor, ci.AckFloor.Stream)
 	r.nextSeq = max(r.nextSeq, r.ackFloor+1)
+	// Everything delivered so far (to a previous owner too) must be read
+	// before anything newer is acknowledged: the first batch catches up to
+	// here even if its own inputs are older (a redelivery), because later
+	// deliveries may follow on without a gap in the consumer sequence.
+	r.catchUpTo = max(r.catchUpTo, ci.Delivered.Stream)
 }
 
 // collect waits for the next input, then takes what else arrives within
@@ -357,7 +365,8 @@ func (r *partRunner) catchUp(batch []*input) ([]*input, error) {
 	}
 	var out []*input
 	filter := events.PartitionFilter(r.p)
-	for seq := r.nextSeq; seq <= maxSeq; {
+	upTo := max(maxSeq, r.catchUpTo)
+	for seq := r.nextSeq; seq <= upTo; {
 		ctx, cancel := r.opCtx()
 		m, err := r.d.raw.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		cancel()
@@ -367,7 +376,7 @@ func (r *partRunner) catchUp(batch []*input) ([]*input, error) {
 		if err != nil {
 			return nil, err
 		}
-		if m.Sequence > maxSeq {
+		if m.Sequence > upTo {
 			break
 		}
 		if !have[m.Sequence] {
