@@ -18,18 +18,18 @@ LDFLAGS       := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
-## test: everything CI checks: formatting, vet, staticcheck, the race-enabled test suite and the
-##       Kubernetes manifests (k8s-validate)
+## test: everything CI checks: formatting, vet, staticcheck, the race-enabled test suite, the
+##       Kubernetes manifests (k8s-validate) and the end-to-end tests against Dendrite (e2e)
 test: fmt-check vet staticcheck unit k8s-validate e2e
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-## ## e2e: against real Dendrite homeservers (tools/dendrite builds and caches Dendrite, ~2 min the first time)
+## e2e: against real Dendrite homeservers (tools/dendrite builds and caches Dendrite, ~2 min the first time)
 e2e:
 	RTC_E2E=1 $(GO) test -count=1 -timeout 15m ./test/e2e/...
 
-k8s-validate: render every overlay of deploy/k8s with every combination of its components
+## k8s-validate: render every overlay of deploy/k8s with every combination of its components
 ##       (kustomize's Go API) and decode every object strictly into the real Kubernetes, KEDA and
 ##       prometheus-operator types; parse the alert rules with Prometheus's rule parser. A module of
 ##       its own (deploy/k8s/validate) so that these dependencies stay out of the service's
