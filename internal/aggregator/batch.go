@@ -404,17 +404,25 @@ func (r *partRunner) applyRoom(w *roomWork) error {
 		w.stage = stageDone
 		return nil
 	}
-	// A deadline that went away (next == 0) leaves the armed schedule in
-	// place: when it fires it is a no-op input. That costs one input per
-	// session that ends before its deadline, and saves a purge request.
-	next := rm.State.NextDeadline()
-	c, err := rm.Prepare(last, next, outbox, r.d.store)
+	// The room's timer is (re)armed only when its soonest deadline comes
+	// earlier than the armed one, or none is armed. A deadline that moved
+	// later (a refresh of the soonest member, its leave) or went away
+	// leaves the armed schedule in place: it fires early as a no-op input,
+	// which then arms the deadline of that moment. Refreshes move deadlines
+	// later all the time: re-arming on each cost a message schedule for
+	// about every other input.
+	next, timerAt := rm.State.NextDeadline(), armed
+	arm := next != 0 && (armed == 0 || next < armed)
+	if arm {
+		timerAt = next
+	}
+	c, err := rm.Prepare(last, timerAt, outbox, r.d.store)
 	if err != nil {
 		r.d.cache.drop(w.key)
 		w.rm = nil
 		return r.storeFailed(w, applied, err)
 	}
-	w.commit, w.applied, w.arm, w.peakBefore = c, applied, next != 0 && next != armed, peakBefore
+	w.commit, w.applied, w.arm, w.peakBefore = c, applied, arm, peakBefore
 	return nil
 }
 
