@@ -35,7 +35,7 @@ func TestTimerArmedOnlyEarlier(t *testing.T) {
 	}
 	alice := id.UserID("@alice:" + testHS)
 	step(joinEv(room, alice, "A", now, 60_000, "$a"), 1) // first deadline: armed
-	for i := range 3 {                                    // refreshes: the deadline moves later, nothing armed
+	for i := range 3 {                                   // refreshes: the deadline moves later, nothing armed
 		step(callMember(room, alice, "A", now+int64(i+1)*10, fmt.Sprintf("$r%d", i), fmt.Sprintf(
 			`{"application":"m.call","call_id":"","scope":"m.room","device_id":"A","expires":%d,"created_ts":%d,%s}`,
 			120_000+i*10_000, now, focus)), 1)
