@@ -10,9 +10,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
@@ -76,5 +78,54 @@ func TestIsTransient(t *testing.T) {
 		if got := isTransient(tc.err); got != tc.want {
 			t.Errorf("isTransient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestCatchUpReadsWhatWasDelivered: a new owner's first batch may hold only
+// an older redelivery while later inputs, delivered to the dead owner, are
+// still unacknowledged. The catch-up reads up to what the consumer had
+// delivered at acquisition, not only up to the batch: otherwise a later
+// delivery that follows on without a gap in the consumer sequence would be
+// acknowledged (all) past them, and a room the dead owner committed would
+// never have its effects redone.
+func TestCatchUpReadsWhatWasDelivered(t *testing.T) {
+	e := newEnv(t)
+	const part = 0
+	var rooms []id.RoomID
+	for i := 0; len(rooms) < 3; i++ {
+		if r := id.RoomID(fmt.Sprintf("!catchup%d:%s", i, testHS)); events.Partition(events.Token(string(r)), e.topo.Partitions) == part {
+			rooms = append(rooms, r)
+		}
+	}
+	now := time.Now().UnixMilli()
+	var in []events.RawEvent
+	for i, r := range rooms {
+		in = append(in, joinEv(r, "@u:"+testHS, "D", now+int64(i), 0, fmt.Sprintf("$c%d", i)))
+	}
+	e.publish(in)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seqs := e.readStream(events.StreamRaw, events.PartitionSubject(part, ""))
+	if len(seqs) != 3 {
+		t.Fatalf("%d inputs in partition %d", len(seqs), part)
+	}
+	live, kill := context.WithCancel(ctx)
+	defer kill()
+	r := newPartRunner(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(10),
+		cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}, part)
+	// Acquired with nothing acknowledged and all three delivered (to the
+	// dead owner); the first batch is the redelivery of the first input.
+	r.setAckFloor(&jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Stream: 0},
+		Delivered: jetstream.SequenceInfo{Stream: seqs[2].seq}})
+	extra, err := r.catchUp([]*input{{seq: seqs[0].seq}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for _, x := range extra {
+		got = append(got, x.seq)
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]uint64{seqs[1].seq, seqs[2].seq}) {
+		t.Fatalf("caught up %v, want the two later inputs %d and %d", got, seqs[1].seq, seqs[2].seq)
 	}
 }
