@@ -572,7 +572,7 @@ func (r *partRunner) effectsAll(works []*roomWork) error {
 		if w.stage != stageEffects {
 			continue
 		}
-		ms, nParts, err := effectMsgs(w.rm, w.commit.Redo, w.arm, w.peakBefore)
+		ms, nParts, err := effectMsgs(w.rm, w.commit.Redo, w.arm, w.peakBefore, r.d.sessionMarkerTTL)
 		if err != nil { // an encoding error: the redo on reload will fail the same way
 			failed = err
 			r.reloadLater(w)
@@ -633,7 +633,7 @@ func (r *partRunner) reloadLater(w *roomWork) {
 // carryOut publishes a commit's effects and waits for them (the redo of a
 // room taken over).
 func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool) error {
-	msgs, nParts, err := effectMsgs(rm, redo, arm, nil)
+	msgs, nParts, err := effectMsgs(rm, redo, arm, nil, r.d.sessionMarkerTTL)
 	if err != nil {
 		return err
 	}
@@ -652,7 +652,7 @@ func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool
 // split parts (revision-checked), the session events (Nats-Msg-Id = event
 // id), the live sessions (members before the session's own key) and, with
 // arm, the room's timer. nParts is the number of part writes at the front.
-func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int) (msgs []*nats.Msg, nParts int, err error) {
+func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int, markerTTL time.Duration) (msgs []*nats.Msg, nParts int, err error) {
 	msgs = rm.PartMsgs(redo)
 	nParts = len(msgs)
 	for i := range redo.Outbox {
@@ -666,7 +666,7 @@ func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore m
 		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
 		msgs = append(msgs, m)
 	}
-	sess, err := sessionWrites(rm.State, redo.Outbox, peakBefore)
+	sess, err := sessionWrites(rm.State, redo.Outbox, peakBefore, markerTTL)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -688,8 +688,9 @@ func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore m
 // session's own key. When a session becomes large in this commit (its peak
 // before it, peakBefore, was small) or the previous peaks are not known
 // (peakBefore nil: the redo of a room taken over), every member gets its
-// key. An ended session's own key is deleted.
-func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore map[string]int) ([]*nats.Msg, error) {
+// key. An ended session's own key is purged, like a departed member's, with
+// a marker that expires after markerTTL (0: a delete marker, kept).
+func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore map[string]int, markerTTL time.Duration) ([]*nats.Msg, error) {
 	type touched struct {
 		app, call string
 		members   map[string]*events.Member // member key -> member, nil: left
@@ -742,7 +743,7 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 			for _, mk := range t.order {
 				if m := t.members[mk]; m == nil {
 					if mayHaveKeys {
-						msgs = append(msgs, jsutil.KVDel(events.BucketSessions, mk))
+						msgs = append(msgs, jsutil.KVPurgeTTL(events.BucketSessions, mk, markerTTL))
 					}
 				} else if s != nil && wasLarge {
 					if err := putMember(mk, m); err != nil {
@@ -752,7 +753,7 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 			}
 		}
 		if s == nil {
-			msgs = append(msgs, jsutil.KVDel(events.BucketSessions, sk))
+			msgs = append(msgs, jsutil.KVPurgeTTL(events.BucketSessions, sk, markerTTL))
 			continue
 		}
 		ls := events.LiveSession{SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,

@@ -67,6 +67,9 @@ type TopologyConfig struct {
 	WorkerTTL    time.Duration `yaml:"worker_ttl"`
 	// MaxAckPending bounds a partition's inputs in flight (>= worker.batch_size).
 	MaxAckPending int `yaml:"max_ack_pending"`
+	// SessionMarkerTTL: how long rtc_sessions keeps the marker of an ended
+	// session or a departed member (0: forever).
+	SessionMarkerTTL time.Duration `yaml:"session_marker_ttl"`
 }
 
 // Topology converts to topology.Config.
@@ -74,7 +77,7 @@ func (t TopologyConfig) Topology() topology.Config {
 	return topology.Config{
 		Partitions: t.Partitions, Replicas: t.Replicas, RawMaxAge: t.RawMaxAge, EventsAge: t.EventsMaxAge,
 		DLQMaxAge: t.DLQMaxAge, DupWindow: t.DupWindow, AckWait: t.AckWait, PinnedTTL: t.PinnedTTL,
-		WorkerTTL: t.WorkerTTL, MaxAckPending: t.MaxAckPending,
+		WorkerTTL: t.WorkerTTL, MaxAckPending: t.MaxAckPending, SessionMarkerTTL: t.SessionMarkerTTL,
 	}
 }
 
@@ -133,7 +136,7 @@ func DefaultConfig() Config {
 			Mode: topology.ModeCreate, Partitions: tc.Partitions, Replicas: tc.Replicas,
 			RawMaxAge: tc.RawMaxAge, EventsMaxAge: tc.EventsAge, DLQMaxAge: tc.DLQMaxAge,
 			DupWindow: tc.DupWindow, AckWait: tc.AckWait, PinnedTTL: tc.PinnedTTL, WorkerTTL: tc.WorkerTTL,
-			MaxAckPending: tc.MaxAckPending,
+			MaxAckPending: tc.MaxAckPending, SessionMarkerTTL: tc.SessionMarkerTTL,
 		},
 		Worker: WorkerConfig{
 			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 256,

@@ -33,6 +33,7 @@ func testTopology() topology.Config {
 	c.AckWait = 2 * time.Second
 	c.PinnedTTL = 2 * time.Second
 	c.WorkerTTL = 2 * time.Second
+	c.SessionMarkerTTL = 2 * time.Second
 	return c
 }
 

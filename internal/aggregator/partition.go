@@ -45,6 +45,9 @@ type partDeps struct {
 	// to a dead worker (see watchPin).
 	pinHeld  func(id string) bool
 	pinGrace time.Duration
+	// sessionMarkerTTL: ended sessions and departed members are purged
+	// from rtc_sessions with a marker that expires after it (0: kept).
+	sessionMarkerTTL time.Duration
 }
 
 // partRunner consumes one partition: it pulls batches of inputs and

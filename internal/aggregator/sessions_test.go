@@ -38,7 +38,7 @@ func TestSessionWrites(t *testing.T) {
 	}
 	type counts struct{ memberPuts, memberDels, sessionPuts, sessionDels int }
 	count := func(peaks map[string]int, out []events.SessionEvent) (counts, *events.LiveSession) {
-		msgs, err := sessionWrites(st, out, peaks)
+		msgs, err := sessionWrites(st, out, peaks, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -69,4 +70,61 @@ func TestGaugesTellTheTruth(t *testing.T) {
 	waitGauge("consumer_lag of the stuck partition", func() float64 { return testutil.ToFloat64(w.w.m.ConsumerLag.WithLabelValues(part)) }, 6)
 	close(release)
 	waitGauge("consumer_lag once it flows", func() float64 { return testutil.ToFloat64(w.w.m.ConsumerLag.WithLabelValues(part)) }, 0)
+}
+
+// TestEndedSessionsLeaveNothing: an ended session is purged from
+// rtc_sessions with a marker that expires (session_marker_ttl), so the
+// bucket does not keep one marker per session that ever ended; a watcher
+// still sees the end.
+func TestEndedSessionsLeaveNothing(t *testing.T) {
+	e := newEnv(t)
+	w := e.startWorker("w1", hooks{})
+	e.waitOwned(w)
+	now := time.Now().UnixMilli()
+	var evs []events.RawEvent
+	for r := range 5 {
+		room := id.RoomID(fmt.Sprintf("!ended%d:%s", r, testHS))
+		evs = append(evs, joinEv(room, "@u:"+testHS, "D", now+int64(r), 0, fmt.Sprintf("$j%d", r)),
+			leaveEv(room, "@u:"+testHS, "D", now+100+int64(r), fmt.Sprintf("$l%d", r)))
+	}
+	ended := make(chan string, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watching := make(chan struct{})
+	go func() {
+		_ = events.WatchSessions(ctx, e.js, func(key string, s *events.LiveSession) error {
+			if s == nil {
+				ended <- key
+			}
+			return nil
+		}, func() { close(watching) })
+	}()
+	<-watching
+	e.publish(evs)
+	e.waitIdle(countEvents(offline(evs)), 30*time.Second)
+	for range 5 {
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			t.Fatal("a watcher did not see every session end")
+		}
+	}
+	s, err := e.js.Stream(ctx, "KV_"+events.BucketSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rtc_sessions still holds %d messages after every session ended", info.State.Msgs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

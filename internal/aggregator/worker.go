@@ -210,7 +210,8 @@ func (w *Worker) kill() {
 func (w *Worker) partDeps() partDeps {
 	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, cache: w.cache, cfg: w.opts.Worker,
 		reducer: w.opts.Reducer, m: w.m, log: w.log, rejectLog: w.rejectLog, hooks: w.opts.hooks, live: w.procCtx,
-		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second}
+		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second,
+		sessionMarkerTTL: w.opts.Topology.SessionMarkerTTL}
 }
 
 func randomSuffix() string {

@@ -22,6 +22,7 @@ const (
 	kvSubjectPrefix = "$KV."
 	kvOperation     = "KV-Operation"
 	kvDelete        = "DEL"
+	kvPurge         = "PURGE"
 )
 
 // KVSubject is the subject of key in bucket.
@@ -41,8 +42,26 @@ func KVDel(bucket, key string) *nats.Msg {
 	return m
 }
 
-// IsKVDelete reports whether a KV write message deletes its key.
-func IsKVDelete(m *nats.Msg) bool { return m.Header.Get(kvOperation) == kvDelete }
+// KVPurgeTTL purges key (its earlier values go, as kv.Purge does) with a
+// marker that expires after ttl, so the bucket keeps nothing of the key once
+// watchers have seen it go (the bucket needs LimitMarkerTTL). ttl 0: a
+// plain delete marker, kept.
+func KVPurgeTTL(bucket, key string, ttl time.Duration) *nats.Msg {
+	if ttl <= 0 {
+		return KVDel(bucket, key)
+	}
+	m := nats.NewMsg(KVSubject(bucket, key))
+	m.Header.Set(kvOperation, kvPurge)
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Header.Set(jetstream.MsgTTLHeader, ttl.String())
+	return m
+}
+
+// IsKVDelete reports whether a KV write message deletes or purges its key.
+func IsKVDelete(m *nats.Msg) bool {
+	op := m.Header.Get(kvOperation)
+	return op == kvDelete || op == kvPurge
+}
 
 // ExpectRevision makes the write conditional on the key's current revision
 // (0: the key has never been written), as kv.Update does.

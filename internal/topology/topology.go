@@ -55,6 +55,11 @@ type Config struct {
 	AckWait    time.Duration // redelivery of an unacked input
 	PinnedTTL  time.Duration // how long a silent worker keeps its pin on a partition
 	WorkerTTL  time.Duration // heartbeat TTL in rtc_workers
+	// SessionMarkerTTL is how long the marker of an ended session (or of a
+	// member who left a large one) stays in rtc_sessions: long enough for
+	// watchers to see it, then it goes, so the bucket does not keep a
+	// marker for every session that ever ended. 0 keeps markers forever.
+	SessionMarkerTTL time.Duration
 	// MaxAckPending bounds the inputs of a partition delivered and not yet
 	// acknowledged: a worker processes them in batches (BatchSize <= it).
 	MaxAckPending int
@@ -74,6 +79,8 @@ func DefaultConfig() Config {
 		WorkerTTL:  6 * time.Second,
 
 		MaxAckPending: 1024,
+
+		SessionMarkerTTL: time.Hour,
 	}
 }
 
@@ -94,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait < time.Second || c.PinnedTTL < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %s and pinned ttl %s: must be at least 1s", c.AckWait, c.PinnedTTL))
+	}
+	if c.SessionMarkerTTL != 0 && c.SessionMarkerTTL < time.Second {
+		errs = append(errs, fmt.Errorf("session marker ttl %s: want 0 (keep) or at least 1s", c.SessionMarkerTTL))
 	}
 	if c.MaxAckPending < 1 || c.MaxAckPending > 65536 {
 		errs = append(errs, fmt.Errorf("max ack pending %d: must be between 1 and 65536", c.MaxAckPending))
@@ -161,11 +171,14 @@ func RoomsBucket(c Config) jetstream.KeyValueConfig {
 	}
 }
 
-// SessionsBucket holds the live sessions; a key is deleted when its session ends.
+// SessionsBucket holds the live sessions; a key is purged when its session
+// ends, with a marker that expires after SessionMarkerTTL (per-message TTL,
+// enabled by LimitMarkerTTL).
 func SessionsBucket(c Config) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket: events.BucketSessions, Description: "rtc-sessions: live sessions",
 		History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+		LimitMarkerTTL: c.SessionMarkerTTL,
 	}
 }
 

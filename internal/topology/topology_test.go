@@ -243,3 +243,27 @@ func TestConsumerMigration(t *testing.T) {
 		t.Fatalf("after the migration the consumer delivered %v, want only the unacknowledged third input", got)
 	}
 }
+
+// TestSessionMarkersOnExistingBucket: an rtc_sessions bucket created by an
+// earlier version (no marker TTL) is updated in place to expire its purge
+// markers.
+func TestSessionMarkersOnExistingBucket(t *testing.T) {
+	js := embedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old := small()
+	old.SessionMarkerTTL = 0
+	if _, err := topology.Ensure(ctx, js, old, topology.ModeCreate); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topology.Ensure(ctx, js, small(), topology.ModeCreate); err != nil {
+		t.Fatalf("update to expiring markers: %v", err)
+	}
+	s, err := js.Stream(ctx, "KV_"+events.BucketSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; !c.AllowMsgTTL || c.SubjectDeleteMarkerTTL != small().SessionMarkerTTL {
+		t.Fatalf("rtc_sessions after the update: allow ttl %v, marker ttl %s", c.AllowMsgTTL, c.SubjectDeleteMarkerTTL)
+	}
+}
