@@ -653,16 +653,15 @@ func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool
 // id), the live sessions (members before the session's own key) and, with
 // arm, the room's timer. nParts is the number of part writes at the front.
 func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int, markerTTL time.Duration) (msgs []*nats.Msg, nParts int, err error) {
+	if err := redo.DecodeOutbox(); err != nil {
+		return nil, 0, err
+	}
 	msgs = rm.PartMsgs(redo)
 	nParts = len(msgs)
-	for i := range redo.Outbox {
+	for i := range redo.Outbox { // published as encoded in the redo record
 		ev := &redo.Outbox[i]
-		data, err := events.EncodeSessionEvent(ev)
-		if err != nil {
-			return nil, 0, err
-		}
 		m := nats.NewMsg(ev.Subject())
-		m.Data = data
+		m.Data = redo.Events[i]
 		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
 		msgs = append(msgs, m)
 	}

@@ -54,9 +54,44 @@ type Header struct {
 // their deterministic Nats-Msg-Id.
 type Redo struct {
 	// Batch is the header's LastIn: a chunk of another batch is stale.
-	Batch  uint64                `json:"batch"`
-	Parts  []Part                `json:"parts,omitempty"`
-	Outbox []events.SessionEvent `json:"outbox,omitempty"`
+	Batch uint64 `json:"batch"`
+	Parts []Part `json:"parts,omitempty"`
+	// Events are the session events of the commit, encoded once: stored
+	// here and published as they are.
+	Events [][]byte `json:"events,omitempty"`
+	// Outbox holds the same events decoded; not stored. A loaded record
+	// has it only after DecodeOutbox: most loads never carry out the redo.
+	Outbox []events.SessionEvent `json:"-"`
+}
+
+// DecodeOutbox fills Outbox from Events, if it is not filled yet.
+func (r *Redo) DecodeOutbox() error {
+	if len(r.Outbox) == len(r.Events) {
+		return nil
+	}
+	r.Outbox = make([]events.SessionEvent, len(r.Events))
+	for i, b := range r.Events {
+		ev, err := events.DecodeSessionEvent(b)
+		if err != nil {
+			return fmt.Errorf("%w: redo record: %w", ErrFormat, err)
+		}
+		r.Outbox[i] = ev
+	}
+	return nil
+}
+
+// newRedo is the redo record of a commit with these session events, each
+// encoded once for both the record and its publication.
+func newRedo(batch uint64, outbox []events.SessionEvent) (*Redo, error) {
+	r := &Redo{Batch: batch, Outbox: outbox, Events: make([][]byte, len(outbox))}
+	for i := range outbox {
+		b, err := events.EncodeSessionEvent(&outbox[i])
+		if err != nil {
+			return nil, err
+		}
+		r.Events[i] = b
+	}
+	return r, nil
 }
 
 // Part is one part of a room: its key and encoded value (nil: deleted).
@@ -200,7 +235,11 @@ func DecodeHeader(data []byte) (*Header, error) {
 		if r.State == nil {
 			return nil, fmt.Errorf("%w: version 1 record without state", ErrFormat)
 		}
-		redo, err := events.Marshal(&Redo{Batch: r.LastIn, Outbox: r.Outbox})
+		rd, err := newRedo(r.LastIn, r.Outbox)
+		if err != nil {
+			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
+		}
+		redo, err := events.Marshal(rd)
 		if err != nil {
 			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
 		}

@@ -294,7 +294,10 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 	st := rm.State
 	changes := st.TakeChanges()
 	h := &Header{LastIn: lastIn, TimerAt: timerAt}
-	redo := &Redo{Batch: lastIn, Outbox: outbox}
+	redo, err := newRedo(lastIn, outbox)
+	if err != nil {
+		return nil, fmt.Errorf("encode outbox of room %s: %w", rm.Key, err)
+	}
 	rb, err := events.Marshal(redo)
 	if err != nil {
 		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)

@@ -193,6 +193,11 @@ func TestRoundTrip(t *testing.T) {
 			if got.LastIn != seq || got.Split != rm.Split || got.Rev != rm.Rev {
 				t.Fatalf("%s: loaded last_in %d split %v rev %d, want %d %v %d", what, got.LastIn, got.Split, got.Rev, seq, rm.Split, rm.Rev)
 			}
+			if got.Redo != nil {
+				if err := got.Redo.DecodeOutbox(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if got.Redo == nil || !reflect.DeepEqual(got.Redo.Outbox, c.Redo.Outbox) && len(outbox) > 0 {
 				t.Fatalf("%s: redo record not loaded: %+v", what, got.Redo)
 			}
@@ -289,6 +294,9 @@ func TestStaleRedoChunks(t *testing.T) {
 	}
 	commit(t, js, rm, c, false)
 	got, err := Load(ctx(t), kv, room)
+	if err == nil && got.Redo != nil {
+		err = got.Redo.DecodeOutbox()
+	}
 	if err != nil || got.Redo == nil || len(got.Redo.Outbox) != len(outbox) {
 		t.Fatalf("chunked redo not loaded: %v %+v", err, got)
 	}
@@ -386,6 +394,11 @@ func TestLegacyRecord(t *testing.T) {
 	got, err := Load(ctx(t), kv, room)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got.Redo != nil {
+		if err := got.Redo.DecodeOutbox(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got.LastIn != 9 || got.TimerAt != 5 || got.Split || got.Redo == nil || len(got.Redo.Outbox) != len(evs) {
 		t.Fatalf("legacy record: %+v", got)

@@ -297,7 +297,7 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 	}
 	pending := 0
 	if rec.Redo != nil {
-		pending = len(rec.Redo.Outbox)
+		pending = len(rec.Redo.Events)
 	}
 	fmt.Fprintf(w, "room %s\n", room)
 	fmt.Fprintf(w, "  clock %s  seq %d  last input RTC_RAW #%d  timer %s  stored %s  last outbox %d event(s)\n",
