@@ -35,15 +35,7 @@ func TestRunEmbedded(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, testLogger(t), nil) }()
 
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + cfg.HTTP.Listen + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { return httpGet(cfg.HTTP.Listen, path) }
 	if code, body := waitReadyz(cfg.HTTP.Listen, http.StatusOK, 20*time.Second); code != http.StatusOK {
 		t.Fatalf("not ready: %d %s", code, body)
 	}
@@ -194,15 +186,7 @@ func TestRunWaitsForNATS(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, testLogger(t), nil) }()
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + cfg.HTTP.Listen + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { return httpGet(cfg.HTTP.Listen, path) }
 	waitFor := func(want int, what string) string {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
@@ -307,15 +291,22 @@ func TestMemoryLimit(t *testing.T) {
 func waitReadyz(addr string, want int, timeout time.Duration) (int, string) {
 	deadline := time.Now().Add(timeout)
 	for {
-		code, body := 0, ""
-		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			code, body = resp.StatusCode, string(b)
-		}
+		code, body := httpGet(addr, "/readyz")
 		if code == want || time.Now().After(deadline) {
 			return code, body
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// httpGet returns the status and body of GET http://addr+path (0 and the
+// error when there is no answer).
+func httpGet(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

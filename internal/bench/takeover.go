@@ -132,14 +132,8 @@ func runTakeover(ctx context.Context, e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := e.startAggregator()
+	b, err := e.startReadyAggregator(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := e.waitTopology(ctx, 30*time.Second); err != nil {
-		return nil, err
-	}
-	if err := e.warm(ctx); err != nil {
 		return nil, err
 	}
 

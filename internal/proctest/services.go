@@ -105,7 +105,17 @@ type IngestConfig struct {
 	// AckTimeout bounds how long a transaction waits for its PubAcks
 	// before the ingest answers 503; 0: 2s.
 	AckTimeout time.Duration
-	Env        []string // extra RTC_INGEST_* overrides
+	// Sync lists homeservers the ingest watches with a bot's /sync; their
+	// sync tokens go to SyncStateDir (a temporary directory when empty;
+	// keep it across restarts to resume).
+	Sync         []SyncHomeserver
+	SyncStateDir string
+	Env          []string // extra RTC_INGEST_* overrides
+}
+
+// SyncHomeserver is a homeserver the ingest watches with a bot account.
+type SyncHomeserver struct {
+	Name, URL, UserID, AccessToken, DeviceID string
 }
 
 // Ingest is one `ingest serve` process.
@@ -148,6 +158,10 @@ func (h *Harness) StartIngest(cfg IngestConfig, listenAddr string) (*Ingest, err
 // homeservers' token files) into a new temporary directory.
 func (h *Harness) writeIngestConfig(cfg IngestConfig, listenAddr, metricsAddr string) (string, error) {
 	dir := h.t.TempDir()
+	stateDir := cfg.SyncStateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(dir, "sync-state")
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `log:
   format: json
@@ -163,8 +177,13 @@ appservice:
   listen_addr: %q
 publish:
   ack_timeout: %s
+sync:
+  state_dir: %q
+  timeout: 5s
+  backoff_min: 200ms
+  backoff_max: 2s
 homeservers:
-`, cfg.NATSURL, "ingest-"+cfg.Name, cfg.Partitions, metricsAddr, listenAddr, cfg.AckTimeout)
+`, cfg.NATSURL, "ingest-"+cfg.Name, cfg.Partitions, metricsAddr, listenAddr, cfg.AckTimeout, stateDir)
 	names := make([]string, 0, len(cfg.HSTokens))
 	for name := range cfg.HSTokens {
 		names = append(names, name)
@@ -177,7 +196,15 @@ homeservers:
 		}
 		fmt.Fprintf(&b, "  - name: %q\n    hs_token_file: %q\n", name, tokFile)
 	}
-	if len(names) == 0 {
+	for i, hs := range cfg.Sync {
+		tokFile := filepath.Join(dir, fmt.Sprintf("sync%d.access_token", i))
+		if err := os.WriteFile(tokFile, []byte(hs.AccessToken+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("ingest access token file: %w", err)
+		}
+		fmt.Fprintf(&b, "  - name: %q\n    url: %q\n    sync:\n      enabled: true\n      user_id: %q\n      access_token_file: %q\n      device_id: %q\n",
+			hs.Name, hs.URL, hs.UserID, tokFile, hs.DeviceID)
+	}
+	if len(names)+len(cfg.Sync) == 0 {
 		b.WriteString("  []\n")
 	}
 	path := filepath.Join(dir, "ingest.yaml")

@@ -21,17 +21,9 @@ import (
 func startAppserviceStack(t *testing.T) *stack {
 	dendritetest.Require(t)
 	s := &stack{t: t}
-	s.h = proctest.New(t)
-	s.nats = s.h.StartNATS("")
-	agg, err := s.h.StartAggregator(proctest.AggregatorConfig{ID: "agg-1", NATSURL: s.nats.URL(), Partitions: partitions})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agg.WaitReady(waitTimeout); err != nil {
-		t.Fatal(err)
-	}
-	_, s.js = s.nats.Connect()
+	s.startPipeline()
 	hsToken, asToken := randomToken(t), randomToken(t)
+	var err error
 	s.ingest, err = s.h.StartIngest(proctest.IngestConfig{Name: "as", NATSURL: s.nats.URL(), Partitions: partitions,
 		HSTokens: map[string]string{hsName: hsToken}}, "")
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
-	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -45,11 +43,11 @@ type stack struct {
 	js     jetstream.JetStream
 	bot    *mautrix.Client
 	ingest *proctest.Ingest
-	// ingestConfig is the ingest's configuration file; stateDir holds its
-	// sync token file.
-	ingestConfig string
-	stateDir     string
-	starts       int
+	// ingestCfg is the ingest's configuration (one sync homeserver: the
+	// bot); stateDir holds its sync token file, kept across restarts.
+	ingestCfg proctest.IngestConfig
+	stateDir  string
+	starts    int
 }
 
 const hsName = "hs1"
@@ -58,79 +56,34 @@ func startSyncStack(t *testing.T) *stack {
 	dendritetest.Require(t)
 	s := &stack{t: t, hs: dendritetest.Start(t, dendritetest.Options{})}
 	s.bot = s.hs.NewUser(t, "rtcbot", "RTCBOT")
-	s.h = proctest.New(t)
-	s.nats = s.h.StartNATS("")
-	agg, err := s.h.StartAggregator(proctest.AggregatorConfig{ID: "agg-1", NATSURL: s.nats.URL(), Partitions: partitions})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agg.WaitReady(waitTimeout); err != nil {
-		t.Fatal(err)
-	}
-	_, s.js = s.nats.Connect()
+	s.startPipeline()
 	s.writeIngestConfig()
 	return s
 }
 
-// writeIngestConfig writes the ingest's configuration: no appservice
-// homeserver, one sync homeserver (the bot's access token in a file),
-// short long-polls so that a stop is quick.
-func (s *stack) writeIngestConfig() {
-	dir := s.t.TempDir()
-	s.stateDir = filepath.Join(dir, "sync-state")
-	tokFile := filepath.Join(dir, "bot.access_token")
-	if err := os.WriteFile(tokFile, []byte(s.bot.AccessToken+"\n"), 0o600); err != nil {
-		s.t.Fatal(err)
-	}
-	yaml := fmt.Sprintf(`log:
-  format: json
-  level: info
-nats:
-  urls: [%q]
-  name: ingest-e2e
-topology:
-  partitions: %d
-  mode: create
-metrics_addr: %q
-appservice:
-  listen_addr: %q
-sync:
-  state_dir: %q
-  timeout: 5s
-  backoff_min: 200ms
-  backoff_max: 2s
-homeservers:
-  - name: %s
-    url: %q
-    sync:
-      enabled: true
-      user_id: %q
-      access_token_file: %q
-      device_id: RTCBOT
-`, s.nats.URL(), partitions, testutil.FreePort(s.t), testutil.FreePort(s.t), s.stateDir, hsName, s.hs.URL(),
-		s.bot.UserID, tokFile)
-	s.ingestConfig = filepath.Join(dir, "ingest.yaml")
-	if err := os.WriteFile(s.ingestConfig, []byte(yaml), 0o600); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func (s *stack) metricsAddr() string {
-	b, err := os.ReadFile(s.ingestConfig)
+// startPipeline starts a nats-server and an aggregator on it, and connects.
+func (s *stack) startPipeline() {
+	s.t.Helper()
+	s.h = proctest.New(s.t)
+	s.nats = s.h.StartNATS("")
+	agg, err := s.h.StartAggregator(proctest.AggregatorConfig{ID: "agg-1", NATSURL: s.nats.URL(), Partitions: partitions})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "metrics_addr: "); ok {
-			addr, err := strconv.Unquote(v)
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			return addr
-		}
+	if err := agg.WaitReady(waitTimeout); err != nil {
+		s.t.Fatal(err)
 	}
-	s.t.Fatal("no metrics_addr in the ingest config")
-	return ""
+	_, s.js = s.nats.Connect()
+}
+
+// writeIngestConfig sets the ingest's configuration: no appservice
+// homeserver, one sync homeserver (the bot), short long-polls so that a
+// stop is quick (proctest writes it).
+func (s *stack) writeIngestConfig() {
+	s.stateDir = filepath.Join(s.t.TempDir(), "sync-state")
+	s.ingestCfg = proctest.IngestConfig{Name: "e2e", NATSURL: s.nats.URL(), Partitions: partitions,
+		SyncStateDir: s.stateDir, Sync: []proctest.SyncHomeserver{{Name: hsName, URL: s.hs.URL(),
+			UserID: string(s.bot.UserID), AccessToken: s.bot.AccessToken, DeviceID: "RTCBOT"}}}
 }
 
 // startIngest starts `ingest serve` with the stack's configuration and
@@ -138,11 +91,13 @@ func (s *stack) metricsAddr() string {
 func (s *stack) startIngest() {
 	s.t.Helper()
 	s.starts++
-	p, err := s.h.Start(fmt.Sprintf("ingest#%d", s.starts), s.h.Bins.Ingest, []string{"serve", "-config", s.ingestConfig})
+	cfg := s.ingestCfg
+	cfg.Name = fmt.Sprintf("e2e#%d", s.starts)
+	in, err := s.h.StartIngest(cfg, "")
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.ingest = &proctest.Ingest{Proc: p, MetricsAddr: s.metricsAddr()}
+	s.ingest = in
 	if err := s.ingest.WaitReady(waitTimeout); err != nil {
 		s.t.Fatal(err)
 	}
