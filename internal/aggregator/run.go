@@ -101,11 +101,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	if err != nil {
 		return err
 	}
-	setState("")
-
 	w := NewWorker(nc, js, h, WorkerOptions{ID: cfg.Worker.ID, Topology: cfg.Topology.Topology(),
 		Worker: cfg.Worker, Reducer: cfg.Reducer, Log: log, Metrics: NewMetrics(reg), Grace: cfg.ShutdownGrace})
+	// The worker's own check first, then the start-up one goes: /readyz is
+	// never ready between the topology and the worker's registration.
 	health.AddCheck("partitions", w.Ready)
+	setState("")
 
 	werr := w.Run(ctx)
 	// The worker has handed off; drain what is left of the connection.

@@ -154,6 +154,9 @@ func Owner(live []string, partition int) string { return assign.Owner(live, part
 // Grace is exceeded.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.register(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing to hand off
+		}
 		return err
 	}
 	// Learn the live workers before computing the first assignment:
