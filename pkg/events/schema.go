@@ -27,6 +27,12 @@ const (
 	SourceSyncState  Source = "sync_state" // room state of a bot's (initial) /sync: reconciles
 	SourceReplay     Source = "replay"     // a JSON-lines file
 	SourceTimer      Source = "timer"      // the aggregator's own timer
+	// SourceReconcile is the current room state the ingest re-read from a
+	// homeserver (GET /rooms/{roomId}/state) to repair what its push or sync
+	// missed: an ordinary event input (last-writer-wins per state key; a
+	// copy carrying unsigned.redacted_because counts as redacted), see
+	// docs/aggregator.md "Reconciliation".
+	SourceReconcile Source = "reconcile"
 )
 
 // RawEvent is one input on RTC_RAW: a Matrix event as the ingest received it,

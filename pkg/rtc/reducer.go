@@ -175,17 +175,12 @@ func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
 // register's current value, nil if none).
 func (a *applier) applyMember(ev *events.RawEvent, key string, old *Register, rank int64, parse parseFunc) {
 	eff := EffectiveTime(a.cfg, ev)
-	if ev.RedactedBy != "" {
-		// The event arrived already redacted: it is its own redaction, at
-		// the redaction's time (bounded like any sender's clock).
-		if !slices.Contains(a.st.Redacted, ev.EventID) {
-			at := ev.RedactedAt
-			if at <= 0 || at > receivedAt(ev)+a.cfg.ClockSkewMS {
-				at = eff
-			}
-			a.applyRedaction(&events.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID}, max(at, eff))
-			return
-		}
+	if a.selfRedaction(ev, eff) {
+		// The event may also be one we never held (missed, then redacted:
+		// a reconcile of the current state): it then takes its register
+		// like any later event, as redacted, below.
+		old = a.st.Registers[key]
+		defer func() { a.res.Stale = false }()
 	}
 	recv := receivedAt(ev)
 	switch {
@@ -235,6 +230,22 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, old *Register, ra
 		}
 	}
 	a.setRegister(key, old, reg, eff)
+}
+
+// selfRedaction applies the redaction an event that arrived already
+// redacted (unsigned.redacted_because) carries, at the redaction's time
+// (bounded like any sender's clock), unless that redaction is already
+// known. It reports whether it applied it.
+func (a *applier) selfRedaction(ev *events.RawEvent, eff int64) bool {
+	if ev.RedactedBy == "" || slices.Contains(a.st.Redacted, ev.EventID) {
+		return false
+	}
+	at := ev.RedactedAt
+	if at <= 0 || at > receivedAt(ev)+a.cfg.ClockSkewMS {
+		at = eff
+	}
+	a.applyRedaction(&events.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID}, max(at, eff))
+	return true
 }
 
 // lowerStickyStart handles a sticky event older than its register's: it
@@ -321,6 +332,9 @@ func (a *applier) applySlot(ev *events.RawEvent) {
 	}
 	slotID := *ev.StateKey
 	eff := EffectiveTime(a.cfg, ev)
+	if a.selfRedaction(ev, eff) {
+		defer func() { a.res.Stale = false }()
+	}
 	old, ok := a.st.Slots[slotID]
 	if ok && sameOrOlder(eff, ev.EventID, old.TS, old.EventID) {
 		a.res.Stale = true
