@@ -27,6 +27,7 @@ type Homeserver struct {
 	Name    string // label in metrics, logs and RawEvent.Homeserver
 	HSToken string // the homeserver authenticates its transactions with it
 	URL     string // homeserver base URL
+	ASToken string // our token for the homeserver (reconciliation reads room state with it); may be empty
 }
 
 // AppserviceOptions tune the appservice endpoint. Zero fields take the
@@ -71,7 +72,12 @@ type Appservice struct {
 	opts   AppserviceOptions
 	budget *bodyBudget
 	now    func() time.Time
+	rooms  *RoomTracker // rooms seen with call state events, for reconciliation (nil: none)
 }
+
+// SetRoomTracker makes the appservice note the rooms of the call state
+// events it stores (reconciliation candidates).
+func (a *Appservice) SetRoomTracker(t *RoomTracker) { a.rooms = t }
 
 type hsEntry struct {
 	name string
@@ -299,6 +305,7 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 	}
 	var st Stats
 	publish := func(evs []events.RawEvent) error {
+		a.rooms.Note(hs.name, evs, a.now())
 		s, err := a.pub.Publish(ctx, hs.name, events.SourceAppservice, evs)
 		st.Stored += s.Stored
 		st.Duplicates += s.Duplicates

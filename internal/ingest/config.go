@@ -27,7 +27,31 @@ type Config struct {
 	Appservice  AppserviceConfig    `yaml:"appservice"`
 	Publish     PublishConfig       `yaml:"publish"`
 	Sync        SyncConfig          `yaml:"sync"`
+	Reconcile   ReconcileConfig     `yaml:"reconcile"`
 	Homeservers []HomeserverConfig  `yaml:"homeservers"`
+}
+
+// ReconcileConfig configures reconciliation (docs/ingest.md
+// "Reconciliation"): re-reading the current call state of rooms from the
+// homeservers that can read them (an appservice with as_token_file and url,
+// or a sync bot) and publishing it as reconcile inputs.
+type ReconcileConfig struct {
+	AtStart           bool          `yaml:"at_start"`            // a pass when the ingest starts
+	Interval          time.Duration `yaml:"interval"`            // between periodic passes; 0: none
+	OnDemand          bool          `yaml:"on_demand"`           // answer `rtcctl reconcile` (NATS request on rtc.ctl.ingest.reconcile)
+	MaxRoomsPerPass   int           `yaml:"max_rooms_per_pass"`  // the rest wait for later passes (the selection rotates)
+	RequestsPerSecond float64       `yaml:"requests_per_second"` // state reads, all homeservers together
+	RequestTimeout    time.Duration `yaml:"request_timeout"`     // one state read
+	MaxStateBytes     int64         `yaml:"max_state_bytes"`     // one room's state answer; larger: failure too_large
+	RecentWindow      time.Duration `yaml:"recent_window"`       // rooms seen with call state events this recently are candidates
+	MaxRecentRooms    int           `yaml:"max_recent_rooms"`    // at most this many of them are remembered
+}
+
+// Options are the reconciler options of this configuration.
+func (c ReconcileConfig) Options() ReconcileOptions {
+	return ReconcileOptions{AtStart: c.AtStart, Interval: c.Interval, MaxRoomsPerPass: c.MaxRoomsPerPass,
+		RequestsPerSecond: c.RequestsPerSecond, RecentWindow: c.RecentWindow, MaxRecentRooms: c.MaxRecentRooms,
+		OnDemand: c.OnDemand}
 }
 
 // TopologyConfig is what the ingest needs of the topology: RTC_RAW.
@@ -83,8 +107,10 @@ type HomeserverConfig struct {
 	Name        string `yaml:"name"`
 	URL         string `yaml:"url"`
 	HSTokenFile string `yaml:"hs_token_file"` // appservice: the homeserver's token for us
-	// ASTokenFile is accepted and ignored: the ingest never calls the
-	// homeserver, so it needs (and mounts) only the hs_token.
+	// ASTokenFile is our token for the homeserver: with url, the
+	// reconciliation reads room state as the appservice's sender user
+	// (which must be joined to the rooms). Without it the appservice
+	// homeserver is not reconciled.
 	ASTokenFile string `yaml:"as_token_file"`
 	Sync        struct {
 		Enabled         bool   `yaml:"enabled"`
@@ -111,6 +137,9 @@ func DefaultConfig() Config {
 			MaxEvents: 10000, MaxJSONDepth: 32, MaxArrayLen: 10000, TxnCacheSize: 256},
 		Publish: PublishConfig{MaxInFlight: 1024, MaxInFlightBytes: 8 << 20, AckTimeout: 5 * time.Second},
 		Sync:    SyncConfig{StateDir: "var/ingest-sync", Timeout: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute},
+		Reconcile: ReconcileConfig{AtStart: true, Interval: 10 * time.Minute, OnDemand: true, MaxRoomsPerPass: 500,
+			RequestsPerSecond: 5, RequestTimeout: 30 * time.Second, MaxStateBytes: 64 << 20,
+			RecentWindow: 24 * time.Hour, MaxRecentRooms: 10000},
 	}
 }
 
@@ -179,6 +208,25 @@ func (c Config) Validate() error {
 		add(fmt.Errorf("sync: timeout %s must be >= 0 and 0 < backoff_min %s <= backoff_max %s",
 			c.Sync.Timeout, c.Sync.BackoffMin, c.Sync.BackoffMax))
 	}
+	rc := c.Reconcile
+	if rc.Interval != 0 && rc.Interval < 10*time.Second {
+		add(fmt.Errorf("reconcile.interval %s: must be 0 (no periodic passes) or at least 10s", rc.Interval))
+	}
+	if rc.MaxRoomsPerPass < 1 {
+		add(fmt.Errorf("reconcile.max_rooms_per_pass %d: must be positive", rc.MaxRoomsPerPass))
+	}
+	if rc.RequestsPerSecond <= 0 || rc.RequestsPerSecond > 1000 {
+		add(fmt.Errorf("reconcile.requests_per_second %g: must be above 0 and at most 1000", rc.RequestsPerSecond))
+	}
+	if rc.RequestTimeout < time.Second {
+		add(fmt.Errorf("reconcile.request_timeout %s: must be at least 1s", rc.RequestTimeout))
+	}
+	if rc.MaxStateBytes < 1<<20 {
+		add(fmt.Errorf("reconcile.max_state_bytes %d: must be at least 1 MiB", rc.MaxStateBytes))
+	}
+	if rc.RecentWindow < 0 || rc.MaxRecentRooms < 0 {
+		add(fmt.Errorf("reconcile: recent_window %s and max_recent_rooms %d must not be negative", rc.RecentWindow, rc.MaxRecentRooms))
+	}
 	names := map[string]bool{}
 	anySync, anyAS := false, false
 	for i, h := range c.Homeservers {
@@ -193,6 +241,9 @@ func (c Config) Validate() error {
 			if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				add(fmt.Errorf("%s: url %q: want http(s)://host[:port]", where, h.URL))
 			}
+		}
+		if h.ASTokenFile != "" && h.URL == "" {
+			add(fmt.Errorf("%s: as_token_file needs url (reconciliation reads room state from the homeserver)", where))
 		}
 		if h.HSTokenFile == "" && !h.Sync.Enabled {
 			add(fmt.Errorf("%s: neither hs_token_file (appservice) nor sync.enabled: the homeserver would send nothing", where))
@@ -236,6 +287,14 @@ func (c Config) Secrets() ([]Homeserver, error) {
 	seen := map[string]string{}
 	for _, h := range c.Homeservers {
 		hs := Homeserver{Name: h.Name, URL: h.URL}
+		if h.ASTokenFile != "" {
+			tok, err := config.ReadSecretFile(h.ASTokenFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("homeserver %s: as_token_file: %w", h.Name, err))
+			} else {
+				hs.ASToken = tok
+			}
+		}
 		if h.HSTokenFile != "" {
 			tok, err := config.ReadSecretFile(h.HSTokenFile)
 			if err != nil {

@@ -35,7 +35,20 @@ type Metrics struct {
 	TxnReused    *prometheus.CounterVec // transaction ids seen again, by homeserver and result
 	BodyBytes    prometheus.Gauge       // transaction body bytes reserved from the budget
 	LogDropped   prometheus.Counter     // warnings the log sampler dropped
+
+	// Reconciliation (reconcile.go).
+	ReconcilePasses    *prometheus.CounterVec // passes and on-demand requests, by trigger
+	ReconcileRooms     *prometheus.CounterVec // rooms read and published, by homeserver
+	ReconcileStored    *prometheus.CounterVec // events the reconciliation stored new in RTC_RAW, by homeserver
+	ReconcileFailures  *prometheus.CounterVec // rooms no homeserver could read or publish, by homeserver and reason
+	ReconcileSkipped   prometheus.Counter     // rooms left to a later pass by max_rooms_per_pass
+	ReconcileRoomsPass prometheus.Gauge       // rooms the last pass tried
+	ReconcilePassTime  prometheus.Histogram   // duration of a pass or request
 }
+
+// allHomeservers labels a reconciliation failure of no one homeserver
+// (listing the rooms with live sessions).
+const allHomeservers = "all"
 
 // Labels of the appservice metrics. Every label set is closed: the
 // homeserver label takes the configured names plus unknownHomeserver.
@@ -100,12 +113,61 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LogDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rtc_ingest_log_sampled_out_total", Help: "Warnings not logged by the log sampler (each event is still counted in its metric).",
 		}),
+		ReconcilePasses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_reconcile_passes_total", Help: "Reconciliation passes (start, periodic) and on-demand requests (request).",
+		}, []string{"trigger"}),
+		ReconcileRooms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_reconcile_rooms_total", Help: "Rooms whose current call state was read and published, by the homeserver that answered.",
+		}, []string{"homeserver"}),
+		ReconcileStored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_reconcile_events_stored_total", Help: "State events the reconciliation stored new in RTC_RAW (not duplicates within its window).",
+		}, []string{"homeserver"}),
+		ReconcileFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_reconcile_failures_total", Help: "Rooms no homeserver could read or publish, by the last homeserver tried and reason.",
+		}, []string{"homeserver", "reason"}),
+		ReconcileSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rtc_ingest_reconcile_rooms_skipped_total", Help: "Candidate rooms left to a later pass by reconcile.max_rooms_per_pass.",
+		}),
+		ReconcileRoomsPass: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rtc_ingest_reconcile_pass_rooms", Help: "Rooms the last reconciliation pass tried.",
+		}),
+		ReconcilePassTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rtc_ingest_reconcile_pass_seconds", Help: "Duration of a reconciliation pass or on-demand request.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300, 600},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Received, m.Forwarded, m.Filtered, m.Duplicates, m.Rejected, m.PublishFail,
-			m.PublishTime, m.Transactions, m.InFlight, m.SyncErrors, m.AuthFailures, m.TxnReused, m.BodyBytes, m.LogDropped)
+		reg.MustRegister(m.collectors()...)
 	}
 	return m
+}
+
+// collectors lists every collector of the ingest.
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Received, m.Forwarded, m.Filtered, m.Duplicates, m.Rejected, m.PublishFail,
+		m.PublishTime, m.Transactions, m.InFlight, m.SyncErrors, m.AuthFailures, m.TxnReused, m.BodyBytes, m.LogDropped,
+		m.ReconcilePasses, m.ReconcileRooms, m.ReconcileStored, m.ReconcileFailures, m.ReconcileSkipped,
+		m.ReconcileRoomsPass, m.ReconcilePassTime}
+}
+
+// initReconcile creates the reconciliation series at 0 for the homeservers
+// that can be reconciled.
+func (m *Metrics) initReconcile(homeservers []string) {
+	for _, t := range []string{TriggerStart, TriggerPeriodic, TriggerRequest} {
+		m.ReconcilePasses.WithLabelValues(t)
+	}
+	m.ReconcileFailures.WithLabelValues(allHomeservers, ReconcileLiveRooms)
+	src := string(events.SourceReconcile)
+	for _, hs := range homeservers {
+		m.ReconcileRooms.WithLabelValues(hs)
+		m.ReconcileStored.WithLabelValues(hs)
+		for _, reason := range reconcileReasons {
+			m.ReconcileFailures.WithLabelValues(hs, reason)
+		}
+		m.Received.WithLabelValues(hs, src)
+		m.Duplicates.WithLabelValues(hs, src)
+		m.PublishFail.WithLabelValues(hs, src)
+	}
 }
 
 // initAppservice creates every series of the appservice's labelled

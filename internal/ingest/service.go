@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -112,6 +113,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	close(ready)
 	log.Info("RTC_RAW ready", zap.Int("partitions", cfg.Topology.Partitions), zap.String("mode", cfg.Topology.Mode))
 
+	tracker := NewRoomTracker(cfg.Reconcile.RecentWindow, cfg.Reconcile.MaxRecentRooms)
 	var asHS []Homeserver
 	for _, h := range hss {
 		if h.HSToken != "" {
@@ -120,6 +122,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	}
 	if len(asHS) > 0 {
 		as := NewAppservice(asHS, pub, m, log.Named("appservice"), cfg.Appservice.Options())
+		as.SetRoomTracker(tracker)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -135,6 +138,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	} else if bound != nil {
 		close(bound)
 	}
+	syncs := map[string]*SyncSource{}
 	for _, h := range cfg.Homeservers {
 		if !h.Sync.Enabled {
 			continue
@@ -152,11 +156,25 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		if err != nil {
 			return err
 		}
+		src.SetRoomTracker(tracker)
+		syncs[h.Name] = src
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			_ = src.Run(ctx)
 		}()
+	}
+	if readers := stateReaders(cfg, hss, syncs, log); len(readers) > 0 {
+		rec := NewReconciler(readers, pub, pub.JetStream(), tracker, m, log.Named("reconcile"), cfg.Reconcile.Options())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := rec.Run(ctx, nc); err != nil {
+				errc <- err
+			}
+		}()
+	} else {
+		log.Info("reconciliation off: no homeserver has as_token_file or a sync bot")
 	}
 	select {
 	case <-ctx.Done():
@@ -165,4 +183,27 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	case err := <-errc:
 		return err
 	}
+}
+
+// stateReaders builds one room-state reader per homeserver that can read
+// rooms, in configuration order: the appservice's sender (as_token_file and
+// url), else the sync bot.
+func stateReaders(cfg Config, hss []Homeserver, syncs map[string]*SyncSource, log *zap.Logger) []*StateReader {
+	client := &http.Client{Timeout: cfg.Reconcile.RequestTimeout}
+	var out []*StateReader
+	for _, h := range hss {
+		rd := &StateReader{Homeserver: h.Name, URL: h.URL, Client: client, MaxBytes: cfg.Reconcile.MaxStateBytes}
+		switch src := syncs[h.Name]; {
+		case h.ASToken != "" && h.URL != "":
+			tok := h.ASToken
+			rd.Kind, rd.Token = "appservice", func() string { return tok }
+		case src != nil:
+			rd.Kind, rd.Token = "sync", src.AccessToken
+		default:
+			continue
+		}
+		log.Info("reconciliation reads rooms", zap.String("homeserver", h.Name), zap.String("as", rd.Kind))
+		out = append(out, rd)
+	}
+	return out
 }

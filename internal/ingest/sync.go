@@ -108,7 +108,17 @@ type SyncSource struct {
 	log    *zap.Logger
 	filter string
 	now    func() time.Time
+	tok    tokenBox     // the access token, for reconciliation's state reads (set at login)
+	rooms  *RoomTracker // rooms seen with call state events, for reconciliation (nil: none)
 }
+
+// SetRoomTracker makes the source note the rooms of the call state events
+// it stores (reconciliation candidates).
+func (s *SyncSource) SetRoomTracker(t *RoomTracker) { s.rooms = t }
+
+// AccessToken is the bot's access token ("" until a password login
+// succeeded), safe to call from any goroutine.
+func (s *SyncSource) AccessToken() string { return s.tok.get() }
 
 // NewSyncSource builds a sync source; it does not contact the homeserver.
 func NewSyncSource(opts SyncOptions, pub *Publisher, store TokenStore, m *Metrics, log *zap.Logger) (*SyncSource, error) {
@@ -130,9 +140,11 @@ func NewSyncSource(opts SyncOptions, pub *Publisher, store TokenStore, m *Metric
 	if opts.BackoffMax < opts.BackoffMin {
 		opts.BackoffMax = opts.BackoffMin
 	}
-	return &SyncSource{opts: opts, cli: cli, pub: pub, store: store, m: m,
+	src := &SyncSource{opts: opts, cli: cli, pub: pub, store: store, m: m,
 		log:    sampledLogger(log.With(zap.String("homeserver", opts.Homeserver), zap.String("source", "sync")), 10, m),
-		filter: string(f), now: time.Now}, nil
+		filter: string(f), now: time.Now}
+	src.tok.set(opts.Token)
+	return src, nil
 }
 
 type syncResponse struct {
@@ -193,6 +205,7 @@ func (s *SyncSource) login(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("login as %s: %w", s.opts.UserID, err)
 	}
+	s.tok.set(resp.AccessToken)
 	s.log.Info("logged in", zap.String("user_id", string(resp.UserID)), zap.String("device_id", string(resp.DeviceID)))
 	return nil
 }
@@ -233,6 +246,8 @@ func (s *SyncSource) Once(ctx context.Context) error {
 			timeline = append(timeline, prepareBatch(r.Sticky.Events, string(room), now, s.opts.Homeserver, events.SourceSync, s.m, log)...)
 		}
 	}
+	s.rooms.Note(s.opts.Homeserver, state, s.now())
+	s.rooms.Note(s.opts.Homeserver, timeline, s.now())
 	if _, err := s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSyncState, state); err != nil {
 		return fmt.Errorf("sync: store room state: %w", err)
 	}
