@@ -248,6 +248,12 @@ func (h *Harness) IngestReplay(cfg IngestConfig, file string, args ...string) (s
 // URL is the appservice base URL.
 func (in *Ingest) URL() string { return "http://" + in.AppserviceAddr }
 
+// Metrics returns the process's /metrics samples by series ("name" or
+// `name{label="v",...}`).
+func (in *Ingest) Metrics() (map[string]float64, error) {
+	return scrape("http://" + in.MetricsAddr + "/metrics")
+}
+
 // WaitReady waits until /readyz answers 200 (NATS connected, RTC_RAW
 // ensured).
 func (in *Ingest) WaitReady(timeout time.Duration) error {

@@ -19,4 +19,17 @@
 //     timeline, whose state block must be forwarded).
 //   - TestAppserviceCall: the same Dendrite pushing to the ingest registered
 //     as its appservice (the start of issue 9, item 2).
+//   - TestFederated (issue 9, item 2): two federating Dendrites, each with
+//     the ingest registered as its appservice (one ingest process for both),
+//     two aggregator processes, one stack shared by the scenarios, each in
+//     rooms of its own: the session form (join, refresh with created_ts,
+//     hang-up), users of both homeservers (each event pushed by both, stored
+//     once, each device counted once), crashed clients (expired), leaving
+//     the room in a call (left_room, counted again after rejoining), a
+//     hostile write into another user's state key, malformed content, the
+//     seed m.rtc.member state event and the legacy memberships array, and an
+//     ingest restart and an aggregator SIGKILLed mid-call. Each asserts the
+//     exact session events (kinds, members, formats, reasons, counts, seq
+//     gapless from 1, ended summaries) and the live sessions (rtc_sessions);
+//     rejections are read with `rtcctl room --json`.
 package e2e

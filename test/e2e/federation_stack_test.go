@@ -1,0 +1,509 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/assign"
+	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// The names the ingest knows the two homeservers by (RawEvent.Homeserver,
+// the homeserver label of its metrics).
+const (
+	fedHS1 = "hs1"
+	fedHS2 = "hs2"
+)
+
+var rtcMemberType = event.Type{Type: "m.rtc.member", Class: event.StateEventType}
+
+// fedStack is two federating Dendrites (hs1, hs2), each with the ingest
+// registered as its appservice (a registration and an hs_token of its own,
+// the same ingest URL: one ingest process serves both), a nats-server, the
+// ingest and two aggregator processes. The scenarios of one test share it,
+// each in rooms of its own; they run as subtests and use on(t), a view of
+// the stack whose helpers fail the subtest.
+type fedStack struct {
+	base      *stack // its t is the test that started the stack
+	hs1, hs2  *dendritetest.Server
+	ingestCfg proctest.IngestConfig
+	aggs      []*proctest.Aggregator // the running aggregators
+	aggStarts int
+	users     int // users registered so far (unique localparts)
+}
+
+func startFederatedStack(t *testing.T) *fedStack {
+	dendritetest.Require(t)
+	f := &fedStack{base: &stack{t: t}}
+	s := f.base
+	s.h = proctest.New(t)
+	s.h.DumpLines = 60
+	s.nats = s.h.StartNATS("")
+	var started []*proctest.Aggregator
+	for range 2 {
+		started = append(started, f.startAggregator(t))
+	}
+	for _, a := range started {
+		if err := a.WaitReady(waitTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, s.js = s.nats.Connect()
+
+	tokens := map[string]string{fedHS1: randomToken(t), fedHS2: randomToken(t)}
+	f.ingestCfg = proctest.IngestConfig{Name: "fed", NATSURL: s.nats.URL(), Partitions: partitions, HSTokens: tokens}
+	in, err := s.h.StartIngest(f.ingestCfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.WaitReady(waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	s.ingest = in
+	f.hs1 = dendritetest.Start(t, dendritetest.Options{Federation: true,
+		Appservices: []string{writeRegistration(t, fedHS1, in.URL(), tokens[fedHS1])}})
+	f.hs2 = dendritetest.Start(t, dendritetest.Options{Federation: true,
+		Appservices: []string{writeRegistration(t, fedHS2, in.URL(), tokens[fedHS2])}})
+	s.hs = f.hs1
+	t.Logf("hs1 is %s (client API %s), hs2 is %s (client API %s); the ingest's appservice listens on %s",
+		f.hs1.Name, f.hs1.URL(), f.hs2.Name, f.hs2.URL(), in.URL())
+	return f
+}
+
+// writeRegistration writes an appservice registration for the ingest: every
+// room's events (rooms namespace .*) pushed to url with hsToken.
+func writeRegistration(t *testing.T, name, url, hsToken string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+"-registration.yaml")
+	yaml := fmt.Sprintf(`id: rtc-sessions
+url: %q
+as_token: %q
+hs_token: %q
+sender_localpart: rtcwatch
+rate_limited: false
+namespaces:
+  users: [{exclusive: true, regex: '@rtcwatch_.*'}]
+  rooms: [{exclusive: false, regex: '.*'}]
+  aliases: []
+`, url, randomToken(t), hsToken)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startAggregator starts one more aggregator process (worker id agg-N) on
+// the stack's nats-server; it does not wait for readiness.
+func (f *fedStack) startAggregator(t *testing.T) *proctest.Aggregator {
+	t.Helper()
+	f.aggStarts++
+	a, err := f.base.h.StartAggregator(proctest.AggregatorConfig{ID: fmt.Sprintf("agg-%d", f.aggStarts),
+		NATSURL: f.base.nats.URL(), Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.aggs = append(f.aggs, a)
+	return a
+}
+
+// on returns a view of the stack whose helpers report to t (a subtest).
+func (f *fedStack) on(t *testing.T) *stack {
+	cp := *f.base
+	cp.t = t
+	return &cp
+}
+
+// user registers a new user on hs (a localpart no other scenario uses)
+// logged in with device.
+func (f *fedStack) user(t *testing.T, hs *dendritetest.Server, name string, device id.DeviceID) *mautrix.Client {
+	t.Helper()
+	f.users++
+	return hs.NewUser(t, fmt.Sprintf("%s%d", name, f.users), device)
+}
+
+// room creates a call room on owner's homeserver (hs) and lets members of
+// either homeserver join it (over federation for hs2's users).
+func (f *fedStack) room(t *testing.T, hs *dendritetest.Server, owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var invite []id.UserID
+	for _, m := range members {
+		invite = append(invite, m.UserID)
+	}
+	room, err := dendritetest.CreateCallRoom(ctx, owner, invite...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		f.join(t, hs, m, room)
+	}
+	return room
+}
+
+// join lets c join room through hs (the room's homeserver).
+func (f *fedStack) join(t *testing.T, hs *dendritetest.Server, c *mautrix.Client, room id.RoomID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := c.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{hs.Name}}); err != nil {
+		t.Fatalf("%s joins %s via %s: %v", c.UserID, room, hs.Name, err)
+	}
+}
+
+// deviceKey is Element Call's state key for c's device.
+func deviceKey(c *mautrix.Client, device id.DeviceID) string {
+	return "_" + string(c.UserID) + "_" + string(device) + "_m.call"
+}
+
+// callContent is an Element Call membership of device (session form):
+// expiresMS after created_ts(); createdTS 0 leaves created_ts out (a join).
+// nonce varies the content where it would otherwise repeat (Dendrite
+// returns the existing event for identical state).
+func callContent(device id.DeviceID, expiresMS, createdTS int64, nonce string) map[string]any {
+	c := map[string]any{"application": "m.call", "call_id": "", "scope": "m.room", "device_id": device,
+		"expires": expiresMS, "membershipID": nonce,
+		"focus_active":   map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://sfu.example"}}}
+	if createdTS != 0 {
+		c["created_ts"] = createdTS
+	}
+	return c
+}
+
+const fourHours = 4 * 3_600_000
+
+// sendTyped sends a state event of type typ; it fails t when the homeserver
+// refuses it.
+func sendTyped(t *testing.T, c *mautrix.Client, room id.RoomID, typ event.Type, key string, content any) id.EventID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	resp, err := c.SendStateEvent(ctx, room, typ, key, content)
+	if err != nil {
+		t.Fatalf("%s sends %s %q in %s: %v", c.UserID, typ.Type, key, room, err)
+	}
+	return resp.EventID
+}
+
+// rawOf is the input of RTC_RAW holding event eid of room; it fails t
+// unless there is exactly one.
+func rawOf(t *testing.T, raws []events.RawEvent, eid id.EventID) events.RawEvent {
+	t.Helper()
+	var found []events.RawEvent
+	for _, r := range raws {
+		if r.EventID == eid {
+			found = append(found, r)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("event %s is %d times in RTC_RAW, want once", eid, len(found))
+	}
+	return found[0]
+}
+
+// fstep is what a federated scenario asserts of one session event.
+type fstep struct {
+	kind   events.Kind
+	member *mautrix.Client // nil for session_started / session_ended
+	device id.DeviceID     // the member's device; "" means member.DeviceID
+	format events.Format   // "" means events.FormatSession
+	reason events.Reason
+	// after the transition
+	participants, users int
+}
+
+func joined(c *mautrix.Client, participants, users int) fstep {
+	return fstep{kind: events.KindMemberJoined, member: c, participants: participants, users: users}
+}
+
+func updated(c *mautrix.Client, participants, users int) fstep {
+	return fstep{kind: events.KindMemberUpdated, member: c, participants: participants, users: users}
+}
+
+func left(c *mautrix.Client, reason events.Reason, participants, users int) fstep {
+	return fstep{kind: events.KindMemberLeft, member: c, reason: reason, participants: participants, users: users}
+}
+
+func started() fstep { return fstep{kind: events.KindSessionStarted} }
+
+func ended(reason events.Reason) fstep { return fstep{kind: events.KindSessionEnded, reason: reason} }
+
+// dev and fmtd adjust the device and format a step expects.
+func (s fstep) dev(d id.DeviceID) fstep    { s.device = d; return s }
+func (s fstep) fmtd(f events.Format) fstep { s.format = f; return s }
+
+// checkRoomEvents compares every session event of a room (a room of its
+// own: its first event has seq 1) with want, exactly: kinds, members,
+// devices, formats, reasons and counts, per-room seq gapless from 1, and
+// one session id per session (a new one after each end).
+func checkRoomEvents(t *testing.T, evs []events.SessionEvent, want []fstep) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf(format+"\nsession events:%s", append(args, describe(evs))...)
+	}
+	if len(evs) != len(want) {
+		fail("%d session events, want %d", len(evs), len(want))
+	}
+	var session string
+	ids := map[string]bool{}
+	for i, w := range want {
+		e := evs[i]
+		if e.Seq != uint64(i+1) {
+			fail("#%d has seq %d, want %d (gapless from 1)", i, e.Seq, i+1)
+		}
+		if e.Kind != w.kind || e.Reason != w.reason || e.Participants != w.participants || e.Users != w.users {
+			fail("#%d is %s reason %q participants %d users %d, want %s reason %q participants %d users %d", i,
+				e.Kind, e.Reason, e.Participants, e.Users, w.kind, w.reason, w.participants, w.users)
+		}
+		if e.Application != "m.call" || e.CallID != "" {
+			fail("#%d is of application %q call %q", i, e.Application, e.CallID)
+		}
+		if e.ID == "" || e.SessionID == "" {
+			fail("#%d has no id or session id", i)
+		}
+		if e.Kind == events.KindSessionStarted {
+			if ids[e.SessionID] {
+				fail("#%d starts session %s again", i, e.SessionID)
+			}
+			session = e.SessionID
+			ids[session] = true
+		}
+		if e.SessionID != session {
+			fail("#%d is of session %s, want %s", i, e.SessionID, session)
+		}
+		if w.member == nil {
+			if e.Member != nil {
+				fail("#%d %s names member %+v", i, e.Kind, e.Member)
+			}
+			continue
+		}
+		device, format := w.device, w.format
+		if device == "" {
+			device = w.member.DeviceID
+		}
+		if format == "" {
+			format = events.FormatSession
+		}
+		if e.Member == nil || e.Member.UserID != w.member.UserID || e.Member.DeviceID != device || e.Member.Format != format {
+			fail("#%d %s: member %+v, want %s/%s format %s", i, e.Kind, e.Member, w.member.UserID, device, format)
+		}
+	}
+}
+
+// checkSummary checks a session_ended event's summary.
+func checkSummary(t *testing.T, e events.SessionEvent, startedAt, endedAt int64, peak, users, joins int) {
+	t.Helper()
+	want := events.Summary{StartedAt: startedAt, EndedAt: endedAt, DurationMS: endedAt - startedAt,
+		PeakParticipants: peak, DistinctUsers: users, Joins: joins}
+	if e.Kind != events.KindSessionEnded || e.Summary == nil || *e.Summary != want {
+		t.Errorf("#%d %s: summary %+v, want %+v", e.Seq, e.Kind, e.Summary, want)
+	}
+	if e.At != endedAt {
+		t.Errorf("#%d %s at %d, want %d", e.Seq, e.Kind, e.At, endedAt)
+	}
+}
+
+// liveDevice is a member a live session is expected to list.
+type liveDevice struct {
+	user   *mautrix.Client
+	device id.DeviceID // "" means user.DeviceID
+}
+
+// checkLive checks the room's live sessions in the rtc_sessions bucket
+// (events.ListLiveSessions, as subscribers read them): none when want is
+// empty, else one m.call session listing exactly want, with its counts.
+func checkLive(t *testing.T, st *stack, room id.RoomID, users int, want ...liveDevice) *events.LiveSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	all, err := events.ListLiveSessions(ctx, st.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []events.LiveSession
+	for _, s := range all {
+		if s.RoomID == room {
+			mine = append(mine, s)
+		}
+	}
+	if len(want) == 0 {
+		if len(mine) != 0 {
+			t.Fatalf("room %s: live sessions %+v, want none", room, mine)
+		}
+		return nil
+	}
+	if len(mine) != 1 {
+		t.Fatalf("room %s: %d live sessions %+v, want 1", room, len(mine), mine)
+	}
+	s := mine[0]
+	var got, exp []string
+	for _, m := range s.Members {
+		got = append(got, string(m.UserID)+"/"+string(m.DeviceID))
+	}
+	for _, w := range want {
+		d := w.device
+		if d == "" {
+			d = w.user.DeviceID
+		}
+		exp = append(exp, string(w.user.UserID)+"/"+string(d))
+	}
+	slices.Sort(got)
+	slices.Sort(exp)
+	if !slices.Equal(got, exp) || s.Participants != len(want) || s.Users != users || s.Application != "m.call" || s.CallID != "" {
+		t.Fatalf("room %s: live session %s has members %v (participants %d, users %d), want %v (users %d)",
+			room, s.SessionID, got, s.Participants, s.Users, exp, users)
+	}
+	return &s
+}
+
+// registerView is a register as `rtcctl room --json` prints it.
+type registerView struct {
+	EventID id.EventID `json:"event_id"`
+	Sender  id.UserID  `json:"sender"`
+	Kind    int        `json:"kind"`
+	WhyCode string     `json:"why_code"`
+	Why     string     `json:"why"`
+}
+
+// registerInvalid is rtc.RegisterInvalid as rtcctl prints it.
+const registerInvalid = 3
+
+// roomRegisters runs `rtcctl room ROOM --json` (the binary operators use)
+// and returns the room's registers by the event id they hold.
+func roomRegisters(t *testing.T, st *stack, room id.RoomID) map[id.EventID]registerView {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, st.h.Bins.RTCCtl, "--server", st.nats.URL(), "room", string(room), "--json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("rtcctl room %s: %v\n%s", room, err, stderr.String())
+	}
+	var view struct {
+		State struct {
+			Registers map[string]registerView `json:"registers"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &view); err != nil {
+		t.Fatalf("rtcctl room %s --json: %v\n%s", room, err, stdout.String())
+	}
+	out := map[id.EventID]registerView{}
+	for _, r := range view.State.Registers {
+		out[r.EventID] = r
+	}
+	return out
+}
+
+// checkRejected checks that room's register holding eid records it as
+// invalid, with code (waiting until the aggregator has applied eid).
+func checkRejected(t *testing.T, st *stack, room id.RoomID, eid id.EventID, code string) {
+	t.Helper()
+	waitFor(t, "rejection of "+string(eid)+" recorded", func() (bool, string) {
+		r, ok := roomRegisters(t, st, room)[eid]
+		return ok && r.Kind == registerInvalid && r.WhyCode == code,
+			fmt.Sprintf("room %s: register of %s is %+v (found %v), want invalid with code %s", room, eid, r, ok, code)
+	})
+}
+
+// owner is the aggregator that owns room's partition among the running
+// ones (the rendezvous hashing the aggregators use).
+func (f *fedStack) owner(room id.RoomID) (*proctest.Aggregator, int) {
+	live := make([]string, 0, len(f.aggs))
+	for _, a := range f.aggs {
+		live = append(live, a.Cfg.ID)
+	}
+	p := events.Partition(events.RoomKey(room), partitions)
+	o := assign.Owner(live, p)
+	for i, a := range f.aggs {
+		if a.Cfg.ID == o {
+			return a, i
+		}
+	}
+	return nil, -1
+}
+
+// ingestSum sums the ingest's series whose name and labels start with
+// prefix and contain every one of labels.
+func ingestSum(t *testing.T, st *stack, prefix string, labels ...string) float64 {
+	t.Helper()
+	m, err := scrapeIngest(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+next:
+	for series, v := range m {
+		if !strings.HasPrefix(series, prefix) {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(series, l) {
+				continue next
+			}
+		}
+		sum += v
+	}
+	return sum
+}
+
+// dlqCount is the number of messages in RTC_DLQ (0 when the stream does
+// not exist).
+func dlqCount(t *testing.T, st *stack) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	s, err := st.js.Stream(ctx, events.StreamDLQ)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s: %v", events.StreamDLQ, err)
+	}
+	return info.State.Msgs
+}
+
+// waitFor polls cond until it holds or waitTimeout passes.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %s", what, waitTimeout, detail)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func ftoa(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+func scrapeIngest(st *stack) (map[string]float64, error) {
+	m, err := st.ingest.Metrics()
+	if err != nil {
+		return nil, fmt.Errorf("ingest metrics: %w", err)
+	}
+	return m, nil
+}
