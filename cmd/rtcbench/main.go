@@ -34,6 +34,7 @@ func run() (int, error) {
 	binDir := flag.String("bin-dir", "", "directory with prebuilt nats-server and aggregator binaries (default: build them)")
 	workDir := flag.String("work-dir", "", "where scenario data directories go (default: the system temp dir)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep every scenario's data directory and process logs")
+	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU profiles of nats-server and the aggregator during the measured phases of pipeline and latency into this directory")
 	flag.IntVar(&o.Partitions, "partitions", o.Partitions, "RTC_RAW partitions of the generated aggregator configuration")
 	flag.IntVar(&o.RawMsgs, "raw-msgs", o.RawMsgs, "messages of the raw publish baseline")
 	flag.IntVar(&o.PipelineRooms, "pipeline-rooms", o.PipelineRooms, "rooms of the pipeline workload (x devices x join/refresh/leave)")

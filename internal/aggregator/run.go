@@ -39,6 +39,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		debug.SetMemoryLimit(limit)
 		log.Info("soft memory limit", zap.Int64("bytes", limit))
 	}
+	if cfg.GCPercent > 0 && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	health := telemetry.NewHealth()
 
 	var ns *server.Server

@@ -586,9 +586,9 @@ func (w *Worker) countLive(ctx context.Context) {
 			members -= participants[sk]
 			delete(participants, sk)
 			if e.Operation() == jetstream.KeyValuePut {
-				if ls, err := events.DecodeLiveSession(e.Value()); err == nil {
-					participants[sk] = ls.Participants
-					members += ls.Participants
+				if n, err := events.LiveSessionParticipants(e.Value()); err == nil {
+					participants[sk] = n
+					members += n
 				}
 			}
 			w.m.LiveSessions.Set(float64(len(participants)))

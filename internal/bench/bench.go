@@ -29,6 +29,9 @@ type Options struct {
 	Bins    Binaries
 	WorkDir string // scenario data directories go below it
 	Keep    bool   // keep the data directories and logs
+	// ProfileDir: CPU profiles of the server and the aggregators during the
+	// measured phases go there (profile.go); "" takes none.
+	ProfileDir string
 	Log     io.Writer
 
 	Partitions int // RTC_RAW partitions of the generated aggregator config
@@ -259,7 +262,7 @@ func runScenario(ctx context.Context, o *Options, s Scenario) (rows []Row, err e
 			_ = os.RemoveAll(dir)
 		}
 	}()
-	e.nats, err = startNATS(ctx, o.Bins.NATSServer, dir)
+	e.nats, err = startNATS(ctx, o.Bins.NATSServer, dir, e.profiling())
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +315,7 @@ func (e *env) startReadyAggregator(ctx context.Context) (*aggregatorProc, error)
 
 func (e *env) startAggregator() (*aggregatorProc, error) {
 	e.n++
-	a, err := startAggregator(e.o.Bins.Aggregator, e.dir, e.nats.url, fmt.Sprintf("bench-%s-%d", e.name, e.n), e.o.Partitions)
+	a, err := startAggregator(e.o.Bins.Aggregator, e.dir, e.nats.url, fmt.Sprintf("bench-%s-%d", e.name, e.n), e.o.Partitions, e.profiling())
 	if err != nil {
 		return nil, err
 	}

@@ -273,6 +273,7 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
+	waitProfiles := e.startProfiles(ctx, "steady", dur, []*aggregatorProc{agg})
 	n, elapsed, err := e.c.paced(ctx, rate, 0, dur, func(i int) (*nats.Msg, error) {
 		ev := w.Input(i)
 		return rawMsg(&ev)
@@ -280,6 +281,7 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 		ev := w.Input(i) // deterministic: the same input as the message's
 		probe.published(&ev, time.Now())
 	})
+	waitProfiles()
 	if err != nil {
 		return nil, fmt.Errorf("steady publish: %w", err)
 	}

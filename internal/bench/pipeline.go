@@ -172,6 +172,10 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		}
 		procs = append(procs, a)
 	}
+	var waitProfiles func()
+	if k == 1 { // the profile spans most of the drain (about 15-20k inputs/s here)
+		waitProfiles = e.startProfiles(ctx, "1agg", time.Duration(n/20_000)*time.Second, procs)
+	}
 	var startAt time.Time
 	var cpuStart time.Duration
 	lastLog := time.Now()
@@ -192,6 +196,9 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		startAt = started
 	}
 	cpuEnd, cpuErr := e.cpuOfAll(procs)
+	if waitProfiles != nil {
+		waitProfiles()
+	}
 	elapsed := st.at.Sub(startAt)
 	rate = float64(n) / elapsed.Seconds()
 	e.logf("%d aggregator(s): %s inputs in %s = %s (start-up %s not counted)", k, fmtCount(int64(n)),

@@ -146,21 +146,32 @@ func freePort() (int, error) {
 // natsServer is a standalone nats-server with JetStream on file storage.
 type natsServer struct {
 	*proc
-	url string
+	url        string
+	profileURL string // http://127.0.0.1:PORT of its profiling port, "" without
 }
 
-func startNATS(ctx context.Context, bin, dir string) (*natsServer, error) {
+// startNATS starts the server; with profile, its profiling port too.
+func startNATS(ctx context.Context, bin, dir string, profile bool) (*natsServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	store := filepath.Join(dir, "jetstream")
-	p, err := startProc("nats-server", filepath.Join(dir, "nats-server.log"), bin,
-		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", store, "-n", "rtcbench")
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", store, "-n", "rtcbench"}
+	var profileURL string
+	if profile {
+		pport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-profile", strconv.Itoa(pport))
+		profileURL = fmt.Sprintf("http://127.0.0.1:%d", pport)
+	}
+	p, err := startProc("nats-server", filepath.Join(dir, "nats-server.log"), bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	s := &natsServer{proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	s := &natsServer{proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", port), profileURL: profileURL}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		nc, err := nats.Connect(s.url, nats.Timeout(time.Second))
@@ -181,13 +192,16 @@ type aggregatorProc struct {
 	*proc
 	id      string
 	metrics string // http://127.0.0.1:PORT/metrics
+	// pprofURL is http://127.0.0.1:PORT when it serves /debug/pprof/.
+	pprofURL string
 	// stopped is set before the benchmark kills or stops it on purpose.
 	stopped atomic.Bool
 }
 
 // startAggregator writes a configuration pointing at the server and starts
-// cmd/aggregator with it. Everything else keeps the production defaults.
-func startAggregator(bin, dir, natsURL, id string, partitions int) (*aggregatorProc, error) {
+// cmd/aggregator with it. Everything else keeps the production defaults
+// (pprof adds /debug/pprof/ to its HTTP listener).
+func startAggregator(bin, dir, natsURL, id string, partitions int, pprof bool) (*aggregatorProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -205,7 +219,8 @@ log:
   level: warn
 http:
   listen: "127.0.0.1:%d"
-`, natsURL, id, partitions, id, port)
+  pprof: %t
+`, natsURL, id, partitions, id, port, pprof)
 	cfgPath := filepath.Join(dir, id+".yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write aggregator config: %w", err)
@@ -214,7 +229,11 @@ http:
 	if err != nil {
 		return nil, err
 	}
-	return &aggregatorProc{proc: p, id: id, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}, nil
+	a := &aggregatorProc{proc: p, id: id, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	if pprof {
+		a.pprofURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	}
+	return a, nil
 }
 
 // ownedPartitions reads the rtc_aggregator_owned_partitions gauge; ok is

@@ -18,6 +18,9 @@ var ErrUnsupportedVersion = errors.New("unsupported schema version")
 // that the msgpack and JSON forms of a message have the same keys. Encoding
 // is deterministic: equal values give equal bytes.
 func Marshal(v any) ([]byte, error) {
+	if a, ok := v.(msgpackAppender); ok { // hand-written, same bytes (wire.go)
+		return a.AppendMsgpack(make([]byte, 0, 256)), nil
+	}
 	p := encoders.Get().(*pooledEncoder)
 	defer func() {
 		if p.buf.Cap() <= 1<<20 { // do not keep what a rare large value grew
