@@ -32,7 +32,7 @@ type Options struct {
 	// ProfileDir: CPU profiles of the server and the aggregators during the
 	// measured phases go there (profile.go); "" takes none.
 	ProfileDir string
-	Log     io.Writer
+	Log        io.Writer
 
 	Partitions int // RTC_RAW partitions of the generated aggregator config
 
