@@ -18,7 +18,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/internal/assign"
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -390,22 +389,12 @@ const registerInvalid = 3
 // and returns the room's registers by the event id they hold.
 func roomRegisters(t *testing.T, st *stack, room id.RoomID) map[id.EventID]registerView {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, st.h.Bins.RTCCtl, "--server", st.nats.URL(), "room", string(room), "--json")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("rtcctl room %s: %v\n%s", room, err, stderr.String())
-	}
 	var view struct {
 		State struct {
 			Registers map[string]registerView `json:"registers"`
 		} `json:"state"`
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &view); err != nil {
-		t.Fatalf("rtcctl room %s --json: %v\n%s", room, err, stdout.String())
-	}
+	rtcctlJSON(t, st, &view, "room", string(room), "--json")
 	out := map[id.EventID]registerView{}
 	for _, r := range view.State.Registers {
 		out[r.EventID] = r
@@ -424,21 +413,54 @@ func checkRejected(t *testing.T, st *stack, room id.RoomID, eid id.EventID, code
 	})
 }
 
-// owner is the aggregator that owns room's partition among the running
-// ones (the rendezvous hashing the aggregators use).
-func (f *fedStack) owner(room id.RoomID) (*proctest.Aggregator, int) {
-	live := make([]string, 0, len(f.aggs))
-	for _, a := range f.aggs {
-		live = append(live, a.Cfg.ID)
-	}
+// owner is the running aggregator that consumes room's partition, as
+// `rtcctl workers --json` shows it (the worker pinned to the partition's
+// consumer, else the rendezvous owner), and its index in f.aggs.
+func (f *fedStack) owner(t *testing.T, st *stack, room id.RoomID) (*proctest.Aggregator, int) {
+	t.Helper()
 	p := events.Partition(events.RoomKey(room), partitions)
-	o := assign.Owner(live, p)
-	for i, a := range f.aggs {
-		if a.Cfg.ID == o {
-			return a, i
-		}
+	var view struct {
+		Partitions []struct {
+			Partition int    `json:"partition"`
+			Owner     string `json:"owner"`
+			PinnedBy  string `json:"pinned_by"`
+		} `json:"partitions"`
 	}
+	rtcctlJSON(t, st, &view, "workers", "--json")
+	for _, pv := range view.Partitions {
+		if pv.Partition != p {
+			continue
+		}
+		who := pv.PinnedBy
+		if who == "" {
+			who = pv.Owner
+		}
+		for i, a := range f.aggs {
+			if a.Cfg.ID == who {
+				return a, i
+			}
+		}
+		t.Fatalf("partition %d of room %s is consumed by %q (owner %q), not a running aggregator", p, room, who, pv.Owner)
+	}
+	t.Fatalf("rtcctl workers lists no partition %d (room %s)", p, room)
 	return nil, -1
+}
+
+// rtcctlJSON runs rtcctl (the binary operators use) against the stack's
+// nats-server with args and decodes its standard output into v.
+func rtcctlJSON(t *testing.T, st *stack, v any, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, st.h.Bins.RTCCtl, append([]string{"--server", st.nats.URL()}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), v); err != nil {
+		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	}
 }
 
 // ingestSum sums the ingest's series whose name and labels start with
@@ -506,4 +528,22 @@ func scrapeIngest(st *stack) (map[string]float64, error) {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
 	return m, nil
+}
+
+// originTS reads event eid's origin_server_ts from c's homeserver (without
+// waiting for the pipeline).
+func originTS(t *testing.T, c *mautrix.Client, room id.RoomID, eid id.EventID) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var ev struct {
+		OriginServerTS int64 `json:"origin_server_ts"`
+	}
+	if _, err := c.MakeRequest(ctx, "GET", c.BuildClientURL("v3", "rooms", room, "event", eid), nil, &ev); err != nil {
+		t.Fatalf("read event %s: %v", eid, err)
+	}
+	if ev.OriginServerTS == 0 {
+		t.Fatalf("event %s: no origin_server_ts", eid)
+	}
+	return ev.OriginServerTS
 }

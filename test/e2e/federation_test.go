@@ -197,7 +197,7 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 
-	sendState(t, alice, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "lr"))
+	aj := sendState(t, alice, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "lr"))
 	st.waitSessionEvents(room, 2)
 	sendState(t, bob, room, callKey(bob), callContent(bob.DeviceID, fourHours, 0, "lr"))
 	st.waitSessionEvents(room, 3)
@@ -216,10 +216,17 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 	checkLive(t, st, room, 2, liveDevice{user: alice}, liveDevice{user: bob})
 	hangUp(t, bob, room)
 	st.waitSessionEvents(room, 6)
-	hangUp(t, alice, room)
-	checkRoomEvents(t, st.waitSessionEvents(room, 8), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
+	al := hangUp(t, alice, room)
+	evs := st.waitSessionEvents(room, 8)
+	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
 		left(bob, events.ReasonLeftRoom, 1, 1), joined(bob, 2, 2), left(bob, events.ReasonLeave, 1, 1),
 		left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	if evs[4].Member.MembershipID != evs[2].Member.MembershipID {
+		t.Errorf("bob counted again with membership %s, want his membership %s restored", evs[4].Member.MembershipID, evs[2].Member.MembershipID)
+	}
+	raws := st.rawEvents(room)
+	// Bob's restored membership is a join of the session (3 joins).
+	checkSummary(t, evs[7], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 3)
 	checkLive(t, st, room, 0)
 }
 
@@ -236,7 +243,7 @@ func fedHostileWrite(t *testing.T, f *fedStack) {
 	room := f.room(t, f.hs1, alice, mallory)
 	key := callKey(alice)
 
-	sendState(t, alice, room, key, callContent(alice.DeviceID, fourHours, 0, "hw1"))
+	j1 := sendState(t, alice, room, key, callContent(alice.DeviceID, fourHours, 0, "hw1"))
 	st.waitSessionEvents(room, 2)
 	hostile := sendState(t, mallory, room, key, callContent(alice.DeviceID, fourHours, 0, "evil"))
 	checkRoomEvents(t, st.waitSessionEvents(room, 4), []fstep{started(), joined(alice, 1, 1),
@@ -244,16 +251,21 @@ func fedHostileWrite(t *testing.T, f *fedStack) {
 	checkRejected(t, st, room, hostile, "foreign_state_key")
 	checkLive(t, st, room, 0)
 
-	sendState(t, alice, room, key, callContent(alice.DeviceID, fourHours, 0, "hw2"))
+	j2 := sendState(t, alice, room, key, callContent(alice.DeviceID, fourHours, 0, "hw2"))
 	st.waitSessionEvents(room, 6)
 	// A join into the key of a device of Alice that is in no call: nothing
 	// happens but the rejection.
 	idle := sendState(t, mallory, room, deviceKey(alice, "ALICEPHONE"), callContent("ALICEPHONE", fourHours, 0, "evil"))
-	sendState(t, mallory, room, key, map[string]any{})
-	checkRoomEvents(t, st.waitSessionEvents(room, 8), []fstep{started(), joined(alice, 1, 1),
+	clear := sendState(t, mallory, room, key, map[string]any{})
+	evs := st.waitSessionEvents(room, 8)
+	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1),
 		left(alice, events.ReasonInvalid, 0, 0), ended(events.ReasonInvalid),
 		started(), joined(alice, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
 	checkRejected(t, st, room, idle, "foreign_state_key")
+	raws := st.rawEvents(room)
+	ts := func(eid id.EventID) int64 { return rawOf(t, raws, eid).OriginServerTS }
+	checkSummary(t, evs[3], ts(j1), ts(hostile), 1, 1, 1)
+	checkSummary(t, evs[7], ts(j2), ts(clear), 1, 1, 1)
 	checkLive(t, st, room, 0)
 }
 
@@ -269,7 +281,7 @@ func fedMalformed(t *testing.T, f *fedStack) {
 	room := f.room(t, f.hs2, bob, alice)
 	dlq0 := dlqCount(t, st)
 
-	sendState(t, alice, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "mf"))
+	aj := sendState(t, alice, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "mf"))
 	st.waitSessionEvents(room, 2)
 	without := func(device id.DeviceID, field string) map[string]any {
 		c := callContent(device, fourHours, 0, "mf")
@@ -300,13 +312,18 @@ func fedMalformed(t *testing.T, f *fedStack) {
 	update := sendState(t, bob, room, callKey(bob), without(bob.DeviceID, "device_id"))
 	st.waitSessionEvents(room, 4)
 	checkRejected(t, st, room, update, "malformed_content")
-	hangUp(t, alice, room)
-	checkRoomEvents(t, st.waitSessionEvents(room, 6), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
+	al := hangUp(t, alice, room)
+	evs := st.waitSessionEvents(room, 6)
+	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
 		left(bob, events.ReasonInvalid, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
 	raws := st.rawEvents(room)
 	for _, eid := range append(rejected, update) {
 		rawOf(t, raws, eid)
 	}
+	if evs[3].At != rawOf(t, raws, update).OriginServerTS {
+		t.Errorf("bob's membership ended at %d, want at the malformed update's time", evs[3].At)
+	}
+	checkSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 2)
 	if n := dlqCount(t, st); n != dlq0 {
 		t.Errorf("RTC_DLQ holds %d messages, %d before the malformed events", n, dlq0)
 	}
@@ -394,6 +411,10 @@ func fedRestarts(t *testing.T, f *fedStack) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bobPhone, err := f.hs2.Login(ctx, bob.UserID.Localpart(), dendritetest.Password(bob.UserID.Localpart()), "BOBPHONE")
+	if err != nil {
+		t.Fatal(err)
+	}
 	room := f.room(t, f.hs1, alice, bob)
 	var sent []id.EventID
 	send := func(c *mautrix.Client, content map[string]any) id.EventID {
@@ -428,37 +449,40 @@ func fedRestarts(t *testing.T, f *fedStack) {
 	checkRoomEvents(t, st.waitSessionEvents(room, 5), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
 		updated(alice, 2, 2), joined(alicePhone, 3, 2)})
 
-	// The owner of the room's partition dies while Bob's refresh and
-	// hang-up are on their way.
-	owner, i := f.owner(room)
-	if owner == nil {
-		t.Fatal("no aggregator owns the room's partition")
-	}
+	// The owner of the room's partition dies amid a burst of Bob's events
+	// (one user: both homeservers push them in order): his refresh, a
+	// second device joining, refreshing and hanging up, and his hang-up.
+	owner, i := f.owner(t, st, room)
 	send(bob, callContent(bob.DeviceID, 2*fourHours, bobTS, "rs"))
+	pj := send(bobPhone, callContent(bobPhone.DeviceID, fourHours, 0, "rs"))
 	if err := owner.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	f.aggs = append(f.aggs[:i], f.aggs[i+1:]...)
 	t.Logf("killed %s, the owner of the room's partition %d", owner.Cfg.ID, events.Partition(events.RoomKey(room), partitions))
+	phoneTS := originTS(t, bobPhone, room, pj)
+	send(bobPhone, callContent(bobPhone.DeviceID, 2*fourHours, phoneTS, "rs"))
+	send(bobPhone, map[string]any{})
 	send(bob, map[string]any{})
-	st.waitSessionEvents(room, 7)
+	st.waitSessionEvents(room, 10)
 
 	// A new aggregator joins: partitions move to it (a graceful hand-off).
 	if err := f.startAggregator(t).WaitReady(waitTimeout); err != nil {
 		t.Fatal(err)
 	}
 	send(alicePhone, map[string]any{})
-	st.waitSessionEvents(room, 8)
+	st.waitSessionEvents(room, 11)
 	last := send(alice, map[string]any{})
-	evs := st.waitSessionEvents(room, 10)
+	evs := st.waitSessionEvents(room, 13)
 	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
 		updated(alice, 2, 2), joined(alicePhone, 3, 2),
-		updated(bob, 3, 2), left(bob, events.ReasonLeave, 2, 1),
+		updated(bob, 3, 2), joined(bobPhone, 4, 2), updated(bobPhone, 4, 2),
+		left(bobPhone, events.ReasonLeave, 3, 2), left(bob, events.ReasonLeave, 2, 1),
 		left(alicePhone, events.ReasonLeave, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
 	raws = st.rawEvents(room)
 	for _, eid := range sent {
 		rawOf(t, raws, eid)
 	}
-	checkSummary(t, evs[9], aliceTS, rawOf(t, raws, last).OriginServerTS, 3, 2, 3)
+	checkSummary(t, evs[12], aliceTS, rawOf(t, raws, last).OriginServerTS, 4, 2, 4)
 	checkLive(t, st, room, 0)
 }
