@@ -12,8 +12,12 @@
 // Least privilege, per service (docs/nats.md explains each grant):
 //
 //   - ingest publishes raw inputs (rtc.raw.>) and may look up or create
-//     RTC_RAW, nothing else: it cannot read sessions, touch the buckets,
-//     create consumers, or delete or purge anything.
+//     RTC_RAW; for reconciliation it lists the keys of rtc_sessions (the
+//     rooms with live sessions) and serves `rtcctl reconcile` requests on
+//     rtc.ctl.ingest.reconcile, answering them (allow_responses: only to
+//     the reply subject of a request it received). Nothing else: it cannot
+//     read session events, write the buckets, consume RTC_RAW, or delete
+//     or purge anything.
 //   - aggregator owns the topology: its streams, the KV buckets, the
 //     partition consumers of RTC_RAW, the timers. It may create and update
 //     (never delete or purge) streams, and read and write its buckets.
@@ -26,7 +30,8 @@
 //     dlq ls/show/redrive` need: look up RTC_RAW and its partition
 //     consumers, watch rtc_workers, read RTC_DLQ, publish re-driven inputs
 //     to rtc.raw.>, and delete a message from RTC_DLQ (from no other
-//     stream). No stream, consumer or bucket deletion, no purge, no KV
+//     stream); and `rtcctl reconcile`: a request to the ingest on
+//     rtc.ctl.ingest.reconcile. No stream, consumer or bucket deletion, no purge, no KV
 //     writes, no session events.
 //
 // The services and the operator use their own inbox prefix
@@ -74,7 +79,16 @@ type User struct {
 	Why         string // one line, rendered as a comment
 	Publish     Rules
 	Subscribe   Rules
+	// AllowResponses lets the user publish the reply to a request it
+	// received (nats-server allow_responses: once, to that reply subject
+	// only), whatever its publish allow list says.
+	AllowResponses bool
 }
+
+// ReconcileSubject is where `rtcctl reconcile` asks the ingest to
+// reconcile a room (internal/ingest.ReconcileSubject; a test checks they
+// are the same).
+const ReconcileSubject = "rtc.ctl.ingest.reconcile"
 
 const (
 	jsAPI = "$JS.API."
@@ -149,12 +163,17 @@ func Users() []User {
 
 	ingest := User{
 		Name: UserIngest, PasswordEnv: "RTC_NATS_INGEST_PASSWORD", InboxPrefix: "_INBOX_ingest",
-		Why: "publishes raw inputs to RTC_RAW; may look it up and create it when missing (topology.EnsureRaw)",
+		Why: "publishes raw inputs to RTC_RAW; may look it up and create it when missing (topology.EnsureRaw); reconciliation: lists rtc_sessions keys, answers rtcctl reconcile",
 		Publish: Rules{Allow: concat(
 			[]string{events.RawPrefix + ".>"},
 			streamOps([]string{"INFO", "CREATE"}, events.StreamRaw),
+			// reconciliation: the rooms with live sessions are the keys of
+			// rtc_sessions (a key listing is a KV watch, headers only)
+			streamOps([]string{"INFO"}, kvStream(sessions)),
+			kvWatch(sessions),
 		), Deny: neverDelete},
-		Subscribe: Rules{Allow: []string{inbox("_INBOX_ingest")}},
+		Subscribe:      Rules{Allow: []string{inbox("_INBOX_ingest"), ReconcileSubject}},
+		AllowResponses: true,
 	}
 
 	aggregator := User{
@@ -241,6 +260,8 @@ func Users() []User {
 			// RTC_DLQ
 			[]string{events.RawPrefix + ".>"},
 			streamOps([]string{"MSG.DELETE"}, events.StreamDLQ),
+			// rtcctl reconcile: a request to the ingest
+			[]string{ReconcileSubject},
 		), Deny: concat(
 			// neverDelete without its MSG.DELETE.> (a deny would win over
 			// the RTC_DLQ grant): deleting messages stays denied by name on
@@ -295,6 +316,9 @@ func RenderConf() []byte {
 		fmt.Fprintf(&b, "      {\n        user: %s\n        password: $%s\n        permissions: {\n", u.Name, u.PasswordEnv)
 		writeRules(&b, "publish", u.Publish)
 		writeRules(&b, "subscribe", u.Subscribe)
+		if u.AllowResponses {
+			b.WriteString("          allow_responses: true\n")
+		}
 		b.WriteString("        }\n      }\n")
 	}
 	b.WriteString("    ]\n  }\n}\n")
@@ -335,6 +359,9 @@ func HelmAccounts() map[string]any {
 				m["deny"] = toAny(r.Deny)
 			}
 			perms[key] = m
+		}
+		if u.AllowResponses {
+			perms["allow_responses"] = true
 		}
 		users = append(users, map[string]any{
 			"user":        u.Name,
@@ -384,6 +411,9 @@ func RenderHelmUsers() []byte {
 					fmt.Fprintf(&b, "                - %q\n", s)
 				}
 			}
+		}
+		if u.AllowResponses {
+			b.WriteString("            allow_responses: true\n")
 		}
 	}
 	return b.Bytes()

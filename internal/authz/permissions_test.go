@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +178,9 @@ func TestShippedPermissions(t *testing.T) {
 	// The operator runs what `rtcctl workers` and `rtcctl dlq` do.
 	operatorWorkers(ctx, t, op, h)
 	operatorRedrive(ctx, t, op, agg, dead.Sequence)
+	// The ingest's reconciliation: the rooms of rtc_sessions, and
+	// `rtcctl reconcile` (the operator's request, the ingest's answer).
+	ingestReconcile(ctx, t, ing, op)
 
 	for _, c := range []*authztest.Client{agg, ing, sub, op} {
 		for _, v := range c.Violations() {
@@ -185,7 +189,7 @@ func TestShippedPermissions(t *testing.T) {
 			// may not do (they could delete others' durable consumers); the
 			// client ignores the refusal and the server reaps the consumer
 			// when inactive.
-			if (c == sub || c == op) && (strings.Contains(v, "$JS.API.CONSUMER.DELETE.KV_rtc_sessions.") ||
+			if (c == sub || c == op || c == ing) && (strings.Contains(v, "$JS.API.CONSUMER.DELETE.KV_rtc_sessions.") ||
 				strings.Contains(v, "$JS.API.CONSUMER.DELETE.RTC_EVENTS.")) {
 				continue
 			}
@@ -206,7 +210,13 @@ func TestShippedPermissions(t *testing.T) {
 			return err
 		}},
 		{authz.UserIngest, "consume RTC_EVENTS", "$JS.API.CONSUMER.CREATE.RTC_EVENTS", orderedConsumer(events.StreamEvents)},
-		{authz.UserIngest, "read rtc_sessions", "$JS.API.STREAM.INFO.KV_rtc_sessions", bindKV(events.BucketSessions)},
+		{authz.UserIngest, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
+		{authz.UserIngest, "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(events.BucketRooms)},
+		{authz.UserIngest, "reply into the operator's inbox unasked", "_INBOX_operator.", request("_INBOX_operator.forged")},
+		{authz.UserIngest, "ask itself to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
+		{authz.UserSubscriber, "ask the ingest to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
+		{authz.UserSubscriber, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
+		{authz.UserOperator, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
 		{authz.UserIngest, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
 		{authz.UserIngest, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
 		{authz.UserIngest, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
@@ -331,6 +341,72 @@ func subscribe(subject string) func(context.Context, *authztest.Client) error {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 		return c.NC.Flush()
+	}
+}
+
+// request sends a core NATS request: a refused one is never answered, so
+// the call ends with the context (cancelled once the violation is seen).
+func request(subject string) func(context.Context, *authztest.Client) error {
+	return func(ctx context.Context, c *authztest.Client) error {
+		_, err := c.NC.RequestWithContext(ctx, subject, []byte("forged"))
+		return err
+	}
+}
+
+// serve subscribes to a plain subject and returns the asynchronous
+// permission error the server sends for a refused subscription.
+func serve(subject string) func(context.Context, *authztest.Client) error {
+	return func(ctx context.Context, c *authztest.Client) error {
+		sub, err := c.NC.QueueSubscribeSync(subject, "rtc-ingest")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		for {
+			if err := c.NC.LastError(); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// ingestReconcile runs what the ingest's reconciliation does on NATS: list
+// the keys of rtc_sessions (s1 was put by the aggregator), and answer an
+// operator's `rtcctl reconcile` request in the queue group.
+func ingestReconcile(ctx context.Context, t *testing.T, ing, op *authztest.Client) {
+	t.Helper()
+	kv, err := ing.JS.KeyValue(ctx, events.BucketSessions)
+	if err != nil {
+		t.Fatalf("ingest: bind rtc_sessions: %v", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatalf("ingest: list rtc_sessions: %v", err)
+	}
+	var got []string
+	for k := range keys.Keys() {
+		got = append(got, k)
+	}
+	_ = keys.Stop()
+	if !slices.Contains(got, "s1") {
+		t.Fatalf("ingest: rtc_sessions keys %v, want s1", got)
+	}
+	sub, err := ing.NC.QueueSubscribe(authz.ReconcileSubject, "rtc-ingest", func(m *nats.Msg) { _ = m.Respond([]byte("reconciled")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := ing.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := op.NC.RequestWithContext(ctx, authz.ReconcileSubject, []byte(`{"room_id":"!r:example.org"}`))
+	if err != nil || string(reply.Data) != "reconciled" {
+		t.Fatalf("operator: reconcile request: %v %v (violations %q %q)", reply, err, op.Violations(), ing.Violations())
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -115,8 +116,8 @@ func checkUsers(t *testing.T, where string, got map[string]*server.User, pw map[
 				t.Errorf("%s: user %s %s:\n got %q\nwant %q", where, u.Name, c.what, sorted(c.got), sorted(c.want))
 			}
 		}
-		if p.Response != nil {
-			t.Errorf("%s: user %s may respond to requests; no service needs it", where, u.Name)
+		if (p.Response != nil) != u.AllowResponses {
+			t.Errorf("%s: user %s may respond to requests: %v, declared %v", where, u.Name, p.Response != nil, u.AllowResponses)
 		}
 	}
 }
@@ -285,4 +286,12 @@ func FuzzHelmMergeToConf(f *testing.F) {
 			t.Fatalf("output grew: %q -> %q", in, out)
 		}
 	})
+}
+
+// TestReconcileSubjectIsTheIngests: the subject the users are granted is
+// the one the ingest serves.
+func TestReconcileSubjectIsTheIngests(t *testing.T) {
+	if ReconcileSubject != ingest.ReconcileSubject {
+		t.Fatalf("authz grants %q, the ingest serves %q", ReconcileSubject, ingest.ReconcileSubject)
+	}
 }
