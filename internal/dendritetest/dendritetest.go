@@ -372,11 +372,17 @@ var CallMemberTypes = []string{"org.matrix.msc3401.call.member", "m.rtc.member",
 // CreateCallRoom creates a private room (room version 10) by cli, inviting
 // invite, in which every member may send call-membership state events.
 func CreateCallRoom(ctx context.Context, cli *mautrix.Client, invite ...id.UserID) (id.RoomID, error) {
+	return CreateCallRoomVersion(ctx, cli, "10", invite...)
+}
+
+// CreateCallRoomVersion is CreateCallRoom with another room version (12:
+// room ids without a server part).
+func CreateCallRoomVersion(ctx context.Context, cli *mautrix.Client, version string, invite ...id.UserID) (id.RoomID, error) {
 	pl := map[string]int{}
 	for _, typ := range CallMemberTypes {
 		pl[typ] = 0
 	}
-	req := map[string]any{"preset": "private_chat", "room_version": "10", "invite": invite,
+	req := map[string]any{"preset": "private_chat", "room_version": version, "invite": invite,
 		"power_level_content_override": map[string]any{"events": pl}}
 	if invite == nil {
 		req["invite"] = []id.UserID{}

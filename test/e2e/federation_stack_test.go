@@ -140,13 +140,19 @@ func (f *fedStack) user(t *testing.T, hs *dendritetest.Server, name string, devi
 // either homeserver join it (over federation for hs2's users).
 func (f *fedStack) room(t *testing.T, hs *dendritetest.Server, owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
 	t.Helper()
+	return f.roomVersion(t, "10", hs, owner, members...)
+}
+
+// roomVersion is room with a chosen room version.
+func (f *fedStack) roomVersion(t *testing.T, version string, hs *dendritetest.Server, owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	var invite []id.UserID
 	for _, m := range members {
 		invite = append(invite, m.UserID)
 	}
-	room, err := dendritetest.CreateCallRoom(ctx, owner, invite...)
+	room, err := dendritetest.CreateCallRoomVersion(ctx, owner, version, invite...)
 	if err != nil {
 		t.Fatal(err)
 	}

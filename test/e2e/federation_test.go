@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func TestFederated(t *testing.T) {
 		{"HostileWrite", fedHostileWrite},
 		{"Malformed", fedMalformed},
 		{"SeedAndLegacy", fedSeedAndLegacy},
+		{"RoomVersion12", fedRoomVersion12},
 		{"IngestRestartAggregatorKill", fedRestarts},
 	} {
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, f) })
@@ -393,6 +395,32 @@ func fedSeedAndLegacy(t *testing.T, f *fedStack) {
 		left(bob, events.ReasonLeave, 1, 1).dev(laptop).fmtd(events.FormatLegacy),
 		left(alice, events.ReasonLeave, 0, 0).fmtd(events.FormatSeed), ended(events.ReasonLeave)})
 	checkSummary(t, evs[7], seedTS, rawOf(t, st.rawEvents(room), sl).OriginServerTS, 3, 2, 3)
+	checkLive(t, st, room, 0)
+}
+
+// fedRoomVersion12: a call in a room of version 12 (room ids without a
+// server part), users of both homeservers (one whose localpart holds an
+// underscore, which the state key check must split right).
+func fedRoomVersion12(t *testing.T, f *fedStack) {
+	st := f.on(t)
+	alice := f.user(t, f.hs1, "alice_v", "ALICEDEV")
+	bob := f.user(t, f.hs2, "bob", "BOBDEV")
+	room := f.roomVersion(t, "12", f.hs2, bob, alice)
+	if strings.Contains(string(room), ":") {
+		t.Errorf("room id %s has a server part: not a version 12 room id", room)
+	}
+	aj := sendState(t, alice, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "v12"))
+	st.waitSessionEvents(room, 2)
+	sendState(t, bob, room, callKey(bob), callContent(bob.DeviceID, fourHours, 0, "v12"))
+	st.waitSessionEvents(room, 3)
+	checkLive(t, st, room, 2, liveDevice{user: alice}, liveDevice{user: bob})
+	checkRejected(t, st, room, sendState(t, bob, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "evil")), "foreign_state_key")
+	bl := hangUp(t, bob, room)
+	evs := st.waitSessionEvents(room, 6)
+	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
+		left(alice, events.ReasonInvalid, 1, 1), left(bob, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	raws := st.rawEvents(room)
+	checkSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, bl).OriginServerTS, 2, 2, 2)
 	checkLive(t, st, room, 0)
 }
 
