@@ -2,14 +2,18 @@ package rtcctl
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -26,6 +30,8 @@ var operatorExtras = []string{
 	"$JS.API.STREAM.MSG.GET.RTC_DLQ",
 	// dlq redrive
 	events.RawPrefix + ".>", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ",
+	// reconcile: a request to the ingest
+	authz.ReconcileSubject,
 }
 
 // TestOperatorIsSubscriberPlusExtras: the shipped operator's publish allow
@@ -121,6 +127,28 @@ func TestPermissions(t *testing.T) {
 		if code, out, errs := asOperator(s); code != 0 || !strings.Contains(out, s.want) {
 			t.Errorf("operator %v: exit %d\n%s%s", s.args, code, out, errs)
 		}
+	}
+	// reconcile: the operator's request reaches the ingest's user, whose
+	// answer comes back (allow_responses); the subscriber may not ask.
+	ing := srv.Connect(t, authz.UserIngest)
+	reply, _ := json.Marshal(ingest.ReconcileReply{RoomID: roomA, Attempts: []ingest.ReconcileResult{{Homeserver: "hs1", Events: 3, Stored: 1, Duplicates: 2}}})
+	sub, err := ing.NC.QueueSubscribe(ingest.ReconcileSubject, ingest.ReconcileQueue, func(m *nats.Msg) { _ = m.Respond(reply) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := ing.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rec := step{[]string{"reconcile", string(roomA)}, "reconciled from hs1: 3 state events, 1 new in RTC_RAW"}
+	if code, out, errs := asOperator(rec); code != 0 || !strings.Contains(out, rec.want) {
+		t.Errorf("operator %v: exit %d\n%s%s", rec.args, code, out, errs)
+	}
+	if code, _, errs := asUser(authz.UserSubscriber, rec, "--timeout", "1s"); code != 1 || !strings.Contains(errs, "Permissions Violation for Publish") {
+		t.Errorf("subscriber %v: exit %d, want a refusal: %s", rec.args, code, errs)
+	}
+	if v := ing.Violations(); len(v) != 0 {
+		t.Errorf("the ingest's answer was refused: %q", v)
 	}
 	// The re-drive moved the entry: RTC_DLQ no longer lists it.
 	if code, out, errs := asOperator(operator[1]); code != 0 || strings.Contains(out, "boom") {

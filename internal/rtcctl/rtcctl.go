@@ -33,9 +33,11 @@ type CLI struct {
 	Room     roomCmd     `cmd:"" help:"Show what the aggregator holds for a room (KV rtc_rooms)."`
 	Workers  workersCmd  `cmd:"" help:"List the live aggregator workers, the partitions each owns, and each partition's lag."`
 	DLQ      dlqCmd      `cmd:"" name:"dlq" help:"List, show and re-drive the inputs the aggregator could not process (RTC_DLQ)."`
-	Simulate simulateCmd `cmd:"" help:"Run the session reducer offline over a JSON-lines file of Matrix events."`
-	Help     helpCmd     `cmd:"" help:"Show help for a command."`
-	Ver      versionCmd  `cmd:"" name:"version" help:"Print the version, commit and Go version."`
+	// Reconcile asks the ingest to re-read a room's call state now.
+	Reconcile reconcileCmd `cmd:"" help:"Ask the ingest to re-read a room's current call state from its homeservers now (reconciliation)."`
+	Simulate  simulateCmd  `cmd:"" help:"Run the session reducer offline over a JSON-lines file of Matrix events."`
+	Help      helpCmd      `cmd:"" help:"Show help for a command."`
+	Ver       versionCmd   `cmd:"" name:"version" help:"Print the version, commit and Go version."`
 }
 
 const description = `Inspect a running rtc-sessions deployment over NATS.
