@@ -459,6 +459,13 @@ func rtcctlJSON(t *testing.T, st *stack, v any, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, st.h.Bins.RTCCtl, append([]string{"--server", st.nats.URL()}, args...)...)
+	// Only --server: a developer's NATS context or credentials must not
+	// reach it.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "RTC_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
