@@ -193,9 +193,12 @@ func fedCrashedClient(t *testing.T, f *fedStack) {
 	checkLive(t, st, room, 0)
 }
 
-// fedLeaveRoom: a user of hs2 in a call leaves the room (m.room.member
-// leave): member_left with reason left_room, while the other stays. Invited
-// and joined again while the membership is still valid, they count again.
+// fedLeaveRoom: a user of hs2 in a call changes his display name (an
+// m.room.member join again: nothing changes), then leaves the room
+// (m.room.member leave): member_left with reason left_room, while the other
+// stays. Invited and joined again while his membership is still valid, he
+// counts again (the same membership); kicked, he leaves again (left_room:
+// the kick's sender is the kicker, its state key the user).
 func fedLeaveRoom(t *testing.T, f *fedStack) {
 	st := f.on(t)
 	alice := f.user(t, f.hs1, "alice", "ALICEDEV")
@@ -208,6 +211,22 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 	st.waitSessionEvents(room, 2)
 	sendState(t, bob, room, callKey(bob), callContent(bob.DeviceID, fourHours, 0, "lr"))
 	st.waitSessionEvents(room, 3)
+
+	if err := bob.SetDisplayName(ctx, "Bob in a call"); err != nil {
+		t.Fatalf("%s sets a display name: %v", bob.UserID, err)
+	}
+	waitFor(t, "bob's display name change in RTC_RAW", func() (bool, string) {
+		for _, r := range st.rawEvents(room) {
+			if r.Type == "m.room.member" && r.StateKey != nil && *r.StateKey == string(bob.UserID) &&
+				strings.Contains(string(r.Content), "Bob in a call") {
+				return true, ""
+			}
+		}
+		return false, "not stored"
+	})
+	st.settled()
+	checkRoomEvents(t, st.sessionEvents(room), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2)})
+
 	if _, err := bob.LeaveRoom(ctx, room); err != nil {
 		t.Fatalf("%s leaves %s: %v", bob.UserID, room, err)
 	}
@@ -221,12 +240,14 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 	f.join(t, f.hs1, bob, room)
 	st.waitSessionEvents(room, 5)
 	checkLive(t, st, room, 2, liveDevice{user: alice}, liveDevice{user: bob})
-	hangUp(t, bob, room)
+	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "e2e"}); err != nil {
+		t.Fatalf("%s kicks %s: %v", alice.UserID, bob.UserID, err)
+	}
 	st.waitSessionEvents(room, 6)
 	al := hangUp(t, alice, room)
 	evs := st.waitSessionEvents(room, 8)
 	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(bob, events.ReasonLeftRoom, 1, 1), joined(bob, 2, 2), left(bob, events.ReasonLeave, 1, 1),
+		left(bob, events.ReasonLeftRoom, 1, 1), joined(bob, 2, 2), left(bob, events.ReasonLeftRoom, 1, 1),
 		left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
 	if evs[4].Member.MembershipID != evs[2].Member.MembershipID {
 		t.Errorf("bob counted again with membership %s, want his membership %s restored", evs[4].Member.MembershipID, evs[2].Member.MembershipID)
