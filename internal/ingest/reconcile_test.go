@@ -495,3 +495,54 @@ func metricValue(t *testing.T, g prometheus.Gatherer, series string) float64 {
 	}
 	return 0
 }
+
+// TestSyncSourceFeedsReconciliation: a sync bot that logs in with a
+// password hands its token to the reconciliation's reader once logged in,
+// and notes the rooms of the call state events it stores; the readers are
+// the appservice's sender where an as_token is configured, else the bot.
+func TestSyncSourceFeedsReconciliation(t *testing.T) {
+	e := newEnv(t)
+	fake := &fakeSync{}
+	hs := httptest.NewServer(fake.handler(t))
+	t.Cleanup(hs.Close)
+	store := NewFileTokenStore(t.TempDir(), "hs3")
+	src, err := NewSyncSource(SyncOptions{Homeserver: "hs3", URL: hs.URL, UserID: "@bot:hs3.test", Password: "bot-password",
+		DeviceID: "RTCBOT", Timeout: time.Second}, e.pub, store, e.m, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracker := NewRoomTracker(time.Hour, 10)
+	src.SetRoomTracker(tracker)
+	if tok := src.AccessToken(); tok != "" {
+		t.Fatalf("token %q before the login", tok)
+	}
+	ctx := context.Background()
+	if err := src.login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tok := src.AccessToken(); tok != "logged-in-token" {
+		t.Fatalf("token %q after the login, want the one it returned", tok)
+	}
+	if got := tracker.Recent(time.Now()); len(got) != 1 || got[0].room != "!sync:hs3.test" || strings.Join(got[0].hs, ",") != "hs3" {
+		t.Fatalf("rooms noted: %+v", got)
+	}
+
+	cfg := DefaultConfig()
+	hss := []Homeserver{
+		{Name: "as-only", URL: "http://as.test", ASToken: "a"},
+		{Name: "hs3", URL: hs.URL},                            // sync bot only
+		{Name: "both", URL: "http://both.test", ASToken: "b"}, // appservice preferred over its bot
+		{Name: "push-only", URL: "http://push.test"},          // hs_token only: cannot read
+	}
+	readers := stateReaders(cfg, hss, map[string]*SyncSource{"hs3": src, "both": src}, e.log)
+	var got []string
+	for _, r := range readers {
+		got = append(got, r.Homeserver+"/"+r.Kind+"/"+r.Token())
+	}
+	if want := "as-only/appservice/a hs3/sync/logged-in-token both/appservice/b"; strings.Join(got, " ") != want {
+		t.Fatalf("readers %v, want %s", got, want)
+	}
+}
