@@ -232,6 +232,8 @@ type fstep struct {
 	reason events.Reason
 	// after the transition
 	participants, users int
+	// the session's application and call id; "" means m.call's room call
+	app, call string
 }
 
 func joined(c *mautrix.Client, participants, users int) fstep {
@@ -254,10 +256,14 @@ func ended(reason events.Reason) fstep { return fstep{kind: events.KindSessionEn
 func (s fstep) dev(d id.DeviceID) fstep    { s.device = d; return s }
 func (s fstep) fmtd(f events.Format) fstep { s.format = f; return s }
 
+// in sets the session (application and call id) a step expects.
+func (s fstep) in(app, call string) fstep { s.app, s.call = app, call; return s }
+
 // checkRoomEvents compares every session event of a room (a room of its
-// own: its first event has seq 1) with want, exactly: kinds, members,
-// devices, formats, reasons and counts, per-room seq gapless from 1, and
-// one session id per session (a new one after each end).
+// own: its first event has seq 1) with want, exactly: kinds, sessions,
+// members, devices, formats, reasons and counts, per-room seq gapless from
+// 1 (across the room's sessions), and one session id per session (a new
+// one after each end).
 func checkRoomEvents(t *testing.T, evs []events.SessionEvent, want []fstep) {
 	t.Helper()
 	fail := func(format string, args ...any) {
@@ -267,7 +273,7 @@ func checkRoomEvents(t *testing.T, evs []events.SessionEvent, want []fstep) {
 	if len(evs) != len(want) {
 		fail("%d session events, want %d", len(evs), len(want))
 	}
-	var session string
+	current := map[[2]string]string{} // (application, call id) -> live session id
 	ids := map[string]bool{}
 	for i, w := range want {
 		e := evs[i]
@@ -278,21 +284,29 @@ func checkRoomEvents(t *testing.T, evs []events.SessionEvent, want []fstep) {
 			fail("#%d is %s reason %q participants %d users %d, want %s reason %q participants %d users %d", i,
 				e.Kind, e.Reason, e.Participants, e.Users, w.kind, w.reason, w.participants, w.users)
 		}
-		if e.Application != "m.call" || e.CallID != "" {
-			fail("#%d is of application %q call %q", i, e.Application, e.CallID)
+		app := w.app
+		if app == "" {
+			app = "m.call"
+		}
+		if e.Application != app || e.CallID != w.call {
+			fail("#%d is of application %q call %q, want %q call %q", i, e.Application, e.CallID, app, w.call)
 		}
 		if e.ID == "" || e.SessionID == "" {
 			fail("#%d has no id or session id", i)
 		}
+		sk := [2]string{app, w.call}
 		if e.Kind == events.KindSessionStarted {
-			if ids[e.SessionID] {
-				fail("#%d starts session %s again", i, e.SessionID)
+			if ids[e.SessionID] || current[sk] != "" {
+				fail("#%d starts session %s while %q is live or again", i, e.SessionID, current[sk])
 			}
-			session = e.SessionID
-			ids[session] = true
+			current[sk] = e.SessionID
+			ids[e.SessionID] = true
 		}
-		if e.SessionID != session {
-			fail("#%d is of session %s, want %s", i, e.SessionID, session)
+		if e.SessionID != current[sk] {
+			fail("#%d is of session %s, want %s", i, e.SessionID, current[sk])
+		}
+		if e.Kind == events.KindSessionEnded {
+			delete(current, sk)
 		}
 		if w.member == nil {
 			if e.Member != nil {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +34,7 @@ func TestFederated(t *testing.T) {
 		{"Malformed", fedMalformed},
 		{"SeedAndLegacy", fedSeedAndLegacy},
 		{"RoomVersion12", fedRoomVersion12},
+		{"SessionsAndKeys", fedSessionsAndKeys},
 		{"IngestRestartAggregatorKill", fedRestarts},
 	} {
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, f) })
@@ -447,6 +450,79 @@ func fedRoomVersion12(t *testing.T, f *fedStack) {
 		left(alice, events.ReasonInvalid, 1, 1), left(bob, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
 	raws := st.rawEvents(room)
 	checkSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, bl).OriginServerTS, 2, 2, 2)
+	checkLive(t, st, room, 0)
+}
+
+// fedSessionsAndKeys: more than one call in a room. The room call named ""
+// by one client and "ROOM" (its MSC4143 slot id) by another is one session;
+// one device under two state keys (a client upgraded from the
+// _@user_DEVICE key to _@user_DEVICE_m.call) is one member, represented by
+// the membership with the latest created_ts(); another application is a
+// session of its own, with the room's seq shared by both sessions.
+func fedSessionsAndKeys(t *testing.T, f *fedStack) {
+	st := f.on(t)
+	alice := f.user(t, f.hs1, "alice", "ALICEDEV")
+	bob := f.user(t, f.hs2, "bob", "BOBDEV")
+	room := f.room(t, f.hs1, alice, bob)
+	const board, boardCall = "io.example.board", "b1"
+
+	aj := sendState(t, alice, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "sk"))
+	st.waitSessionEvents(room, 2)
+	slot := callContent(bob.DeviceID, fourHours, 0, "sk")
+	slot["call_id"] = "ROOM"
+	sendState(t, bob, room, callKey(bob), slot)
+	st.waitSessionEvents(room, 3)
+
+	// Alice's device again, under the key of older clients: the later
+	// membership represents the device (a rejoin: replaced, then joined).
+	oldKey := "_" + string(alice.UserID) + "_" + string(alice.DeviceID)
+	sendState(t, alice, room, oldKey, callContent(alice.DeviceID, fourHours, 0, "sk-old"))
+	evs := st.waitSessionEvents(room, 5)
+	if len(evs) == 5 && evs[3].Member != nil && evs[4].Member != nil && evs[3].Member.MembershipID == evs[4].Member.MembershipID {
+		t.Errorf("alice's second key: membership %s replaced by itself", evs[3].Member.MembershipID)
+	}
+
+	boardContent := callContent(bob.DeviceID, fourHours, 0, "sk")
+	boardContent["application"], boardContent["call_id"] = board, boardCall
+	boardKey := "_" + string(bob.UserID) + "_" + string(bob.DeviceID) + "_" + board + boardCall
+	sendState(t, bob, room, boardKey, boardContent)
+	st.waitSessionEvents(room, 7)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	all, err := events.ListLiveSessions(ctx, st.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apps []string
+	for _, ls := range all {
+		if ls.RoomID == room {
+			apps = append(apps, fmt.Sprintf("%s/%q:%d", ls.Application, ls.CallID, ls.Participants))
+		}
+	}
+	if want := []string{`io.example.board/"b1":1`, `m.call/"":2`}; !slices.Equal(apps, want) {
+		t.Errorf("live sessions of %s: %v, want %v", room, apps, want)
+	}
+
+	// The newer key leaves: the older membership represents the device again.
+	sendState(t, alice, room, oldKey, map[string]any{})
+	st.waitSessionEvents(room, 9)
+	sendState(t, bob, room, boardKey, map[string]any{})
+	st.waitSessionEvents(room, 11)
+	hangUp(t, bob, room)
+	st.waitSessionEvents(room, 12)
+	al := hangUp(t, alice, room)
+	evs = st.waitSessionEvents(room, 14)
+	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
+		left(alice, events.ReasonReplaced, 1, 1), joined(alice, 2, 2),
+		started().in(board, boardCall), joined(bob, 1, 1).in(board, boardCall),
+		left(alice, events.ReasonReplaced, 1, 1), joined(alice, 2, 2),
+		left(bob, events.ReasonLeave, 0, 0).in(board, boardCall), ended(events.ReasonLeave).in(board, boardCall),
+		left(bob, events.ReasonLeave, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	if evs[8].Member.MembershipID != evs[1].Member.MembershipID {
+		t.Errorf("after the newer key's leave alice is membership %s, want her first one %s", evs[8].Member.MembershipID, evs[1].Member.MembershipID)
+	}
+	raws := st.rawEvents(room)
+	checkSummary(t, evs[13], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 4)
 	checkLive(t, st, room, 0)
 }
 
