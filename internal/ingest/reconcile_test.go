@@ -546,3 +546,46 @@ func TestSyncSourceFeedsReconciliation(t *testing.T) {
 		t.Fatalf("readers %v, want %s", got, want)
 	}
 }
+
+// FuzzDecodeCallState: a homeserver's room state answer never panics the
+// decoder, and what it keeps is call state (with a state key) or the
+// m.room.member of one of the call events' senders.
+func FuzzDecodeCallState(f *testing.F) {
+	f.Add([]byte(callRoomState()))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`[{"type":"m.room.member","state_key":"@a:x","sender":"@a:x"},{"type":"m.rtc.slot","state_key":"s","sender":"@a:x"}]`))
+	f.Add([]byte(`[1,"x",null,{"type":7}]`))
+	f.Add([]byte(`{"not":"an array"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kept, err := decodeCallState(strings.NewReader(string(data)))
+		if err != nil {
+			return
+		}
+		senders := map[string]bool{}
+		type peek struct {
+			Type     string  `json:"type"`
+			StateKey *string `json:"state_key"`
+			Sender   string  `json:"sender"`
+		}
+		var members []peek
+		for _, raw := range kept {
+			var p peek
+			if err := json.Unmarshal(raw, &p); err != nil || p.StateKey == nil {
+				t.Fatalf("kept %s: %v", raw, err)
+			}
+			switch {
+			case callStateTypes[p.Type]:
+				senders[p.Sender] = true
+			case p.Type == events.TypeRoomMember.Type:
+				members = append(members, p)
+			default:
+				t.Fatalf("kept an event of type %q", p.Type)
+			}
+		}
+		for _, m := range members {
+			if !senders[*m.StateKey] {
+				t.Fatalf("kept the membership of %q, who sent no call event", *m.StateKey)
+			}
+		}
+	})
+}
