@@ -27,8 +27,10 @@
 //     once, each device counted once), crashed clients (expired), leaving
 //     the room in a call (left_room, counted again after rejoining), a
 //     hostile write into another user's state key, malformed content, the
-//     seed m.rtc.member state event and the legacy memberships array, and an
-//     ingest restart and an aggregator SIGKILLed mid-call. Each asserts the
+//     seed m.rtc.member state event and the legacy memberships array, a room
+//     of version 12, several sessions in one room (call_id ROOM, one device
+//     under two state keys, another application), and an ingest restart and
+//     an aggregator SIGKILLed mid-call. Each asserts the
 //     exact session events (kinds, members, formats, reasons, counts, seq
 //     gapless from 1, ended summaries) and the live sessions (rtc_sessions);
 //     rejections are read with `rtcctl room --json`.
