@@ -50,8 +50,7 @@ type ReconcileConfig struct {
 // Options are the reconciler options of this configuration.
 func (c ReconcileConfig) Options() ReconcileOptions {
 	return ReconcileOptions{AtStart: c.AtStart, Interval: c.Interval, MaxRoomsPerPass: c.MaxRoomsPerPass,
-		RequestsPerSecond: c.RequestsPerSecond, RecentWindow: c.RecentWindow, MaxRecentRooms: c.MaxRecentRooms,
-		OnDemand: c.OnDemand}
+		RequestsPerSecond: c.RequestsPerSecond, OnDemand: c.OnDemand}
 }
 
 // TopologyConfig is what the ingest needs of the topology: RTC_RAW.

@@ -78,8 +78,6 @@ type ReconcileOptions struct {
 	Interval          time.Duration // 0: no periodic passes
 	MaxRoomsPerPass   int
 	RequestsPerSecond float64
-	RecentWindow      time.Duration
-	MaxRecentRooms    int
 	OnDemand          bool
 }
 
@@ -401,8 +399,9 @@ func (r *Reconciler) serve(ctx context.Context, msg *nats.Msg) {
 }
 
 // RoomTracker remembers the rooms the sources saw call state events in,
-// with the homeservers that delivered them, for RecentWindow and at most
-// MaxRooms of them (the least recently seen go first).
+// with the homeservers that delivered them, for a window (reconcile.
+// recent_window) and at most a number of them (reconcile.max_recent_rooms:
+// the least recently seen go first).
 type RoomTracker struct {
 	mu     sync.Mutex
 	window time.Duration
