@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -126,7 +128,9 @@ func mustRead(t *testing.T, path string) string {
 
 // rtcctl runs the rtcctl binary against the stack's NATS server and
 // returns its output; it fails the test if rtcctl fails.
-func (s *reconcileStack) rtcctl(args ...string) string {
+func (s *reconcileStack) rtcctl(args ...string) string { return runRTCCtl(s.stack, args...) }
+
+func runRTCCtl(s *stack, args ...string) string {
 	s.t.Helper()
 	p, err := s.h.Start("rtcctl "+strings.Join(args, " "), s.h.Bins.RTCCtl, append([]string{"--server", s.nats.URL()}, args...))
 	if err != nil {
@@ -288,5 +292,37 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	s.settled()
 	if got := len(s.sessionEvents(room)); got != 6 {
 		t.Errorf("%d session events after the second reconcile, want still 6:%s", got, describe(s.sessionEvents(room)))
+	}
+}
+
+// TestReconcileSyncBot: with no appservice, the sync bot reads the room
+// state for reconciliation with its own token: `rtcctl reconcile
+// --homeserver hs1 --json ROOM` reads the call member and its sender's room
+// membership through the bot, and everything is already in RTC_RAW (the
+// bot's /sync delivered it): nothing new, no session event.
+func TestReconcileSyncBot(t *testing.T) {
+	s := startSyncStack(t)
+	alice := s.hs.NewUser(t, "alice", "ALICEDEV")
+	room := s.callRoom(alice)
+	s.startIngest()
+	aliceJoin := joinCall(t, alice, room)
+	s.waitSessionEvents(room, 2)
+
+	out := runRTCCtl(s, "reconcile", "--homeserver", hsName, "--json", string(room))
+	var reply ingest.ReconcileReply
+	if err := json.Unmarshal([]byte(out), &reply); err != nil {
+		t.Fatalf("rtcctl reconcile --json: %v\n%s", err, out)
+	}
+	if reply.Error != "" || len(reply.Attempts) != 1 || reply.Attempts[0].Homeserver != hsName ||
+		reply.Attempts[0].Events != 2 || reply.Attempts[0].Stored != 0 || reply.Attempts[0].Duplicates != 2 {
+		t.Fatalf("reply %+v: want alice's call member and her room membership, both already stored", reply)
+	}
+	s.settled()
+	checkSteps(t, s.sessionEvents(room), []step{
+		{kind: events.KindSessionStarted, participants: 0},
+		{kind: events.KindMemberJoined, member: alice, participants: 1},
+	})
+	if got := countRaw(s.rawEvents(room), aliceJoin); len(got) != 1 || got[events.SourceReconcile] != 0 {
+		t.Errorf("alice's join stored as %v, want once, not by the reconciliation", got)
 	}
 }
