@@ -112,6 +112,12 @@ type WorkerConfig struct {
 	// Under load batches fill without waiting; when idle it adds at most
 	// this much latency.
 	BatchLinger time.Duration `yaml:"batch_linger"`
+	// ConcurrentBatches is how many of the worker's partitions process a
+	// batch at the same time; the others wait, their inputs buffering, so
+	// that their next batch is bigger. Processing is CPU-bound: more than a
+	// few at once only multiplies what is held in memory (every batch holds
+	// its inputs, its rooms' commits and its session events).
+	ConcurrentBatches int `yaml:"concurrent_batches"`
 	// StatsInterval is how often each owned partition's backlog is read for
 	// rtc_aggregator_consumer_lag (0 disables the gauges of this paragraph);
 	// the owner of partition 0 also keeps the live session and member
@@ -146,8 +152,8 @@ func DefaultConfig() Config {
 			MaxAckPending: tc.MaxAckPending, SessionMarkerTTL: tc.SessionMarkerTTL,
 		},
 		Worker: WorkerConfig{
-			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 256,
-			BatchLinger: time.Millisecond,
+			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 1024,
+			BatchLinger: time.Millisecond, ConcurrentBatches: 4,
 			OpTimeout:   10 * time.Second, StatsInterval: 10 * time.Second,
 		},
 		Reducer:       rtc.DefaultConfig(),
@@ -198,6 +204,9 @@ func (c Config) Validate() error {
 	}
 	if c.Worker.BatchSize < 1 || c.Worker.BatchSize > 4096 {
 		errs = append(errs, fmt.Errorf("worker.batch_size %d: want 1-4096", c.Worker.BatchSize))
+	}
+	if c.Worker.ConcurrentBatches < 1 || c.Worker.ConcurrentBatches > 1024 {
+		errs = append(errs, fmt.Errorf("worker.concurrent_batches %d: want 1-1024", c.Worker.ConcurrentBatches))
 	}
 	if c.Worker.BatchLinger < 0 || c.Worker.BatchLinger > time.Second {
 		errs = append(errs, fmt.Errorf("worker.batch_linger %s: want 0-1s", c.Worker.BatchLinger))

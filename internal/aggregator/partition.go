@@ -48,6 +48,9 @@ type partDeps struct {
 	// sessionMarkerTTL: ended sessions and departed members are purged
 	// from rtc_sessions with a marker that expires after it (0: kept).
 	sessionMarkerTTL time.Duration
+	// batchSlots: a runner holds one while it processes a batch (nil: no
+	// bound). Shared by the worker's runners.
+	batchSlots chan struct{}
 }
 
 // partRunner consumes one partition: it pulls batches of inputs and
@@ -73,6 +76,9 @@ type partRunner struct {
 	// catchUpTo: the next catch-up reads at least this far (the stream
 	// sequence the consumer had delivered when the partition was acquired).
 	catchUpTo uint64
+
+	// slotHeld: this runner holds one of d.batchSlots.
+	slotHeld bool
 
 	mu      sync.Mutex
 	it      jetstream.MessagesContext
@@ -132,7 +138,12 @@ func (r *partRunner) isStopped() bool {
 
 // pause waits d, or less if the runner stops or the worker dies. It
 // reports whether the runner should go on.
+// A runner that holds a batch slot gives it up while it pauses (a
+// partition retrying a failure must not hold the others up) and takes one
+// again before it goes on.
 func (r *partRunner) pause(d time.Duration) bool {
+	held := r.slotHeld
+	r.releaseSlot()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -141,7 +152,31 @@ func (r *partRunner) pause(d time.Duration) bool {
 	case <-r.d.live.Done():
 		return false
 	case <-t.C:
+	}
+	return !held || r.acquireSlot()
+}
+
+// acquireSlot waits for a batch slot; false if the runner stops or the
+// worker dies first.
+func (r *partRunner) acquireSlot() bool {
+	if r.d.batchSlots == nil || r.slotHeld {
 		return true
+	}
+	select {
+	case r.d.batchSlots <- struct{}{}:
+		r.slotHeld = true
+		return true
+	case <-r.stopCh:
+		return false
+	case <-r.d.live.Done():
+		return false
+	}
+}
+
+func (r *partRunner) releaseSlot() {
+	if r.slotHeld {
+		<-r.d.batchSlots
+		r.slotHeld = false
 	}
 }
 
@@ -188,7 +223,12 @@ func (r *partRunner) loop() {
 		for {
 			batch, err := r.collect(it)
 			if len(batch) > 0 {
+				// Waiting for a slot, more inputs arrive: take them too.
+				if r.acquireSlot() && err == nil {
+					batch, err = r.topUp(it, batch)
+				}
 				r.runBatch(batch)
+				r.releaseSlot()
 			}
 			if err != nil {
 				if r.isStopped() || r.d.live.Err() != nil {
@@ -239,6 +279,22 @@ func (r *partRunner) collect(it jetstream.MessagesContext) ([]jetstream.Msg, err
 		m, err := it.Next(jetstream.NextMaxWait(wait))
 		if errors.Is(err, nats.ErrTimeout) {
 			break
+		}
+		if err != nil {
+			return batch, err
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// topUp adds what the iterator has buffered to batch, up to BatchSize,
+// without waiting.
+func (r *partRunner) topUp(it jetstream.MessagesContext, batch []jetstream.Msg) ([]jetstream.Msg, error) {
+	for len(batch) < r.d.cfg.BatchSize {
+		m, err := it.Next(jetstream.NextMaxWait(time.Microsecond))
+		if errors.Is(err, nats.ErrTimeout) {
+			return batch, nil
 		}
 		if err != nil {
 			return batch, err

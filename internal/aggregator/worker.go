@@ -62,6 +62,9 @@ type Worker struct {
 	log   *zap.Logger
 	m     *Metrics
 	cache *roomCache
+	// batchSlots bounds the partitions processing a batch at once
+	// (WorkerConfig.ConcurrentBatches).
+	batchSlots chan struct{}
 	// rejectLog is log, sampled, shared by the partition runners.
 	rejectLog *zap.Logger
 
@@ -108,7 +111,7 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, h *topology.Handles, o Wor
 	return &Worker{
 		rejectLog: sampled(log, o.Metrics.LogSampledOut),
 		id:        o.ID, opts: o, nc: nc, js: js, h: h, log: o.Log.With(zap.String("worker", o.ID)), m: o.Metrics,
-		cache: newRoomCache(o.Worker.CacheRooms), procCtx: pctx, procCancel: cancel, started: time.Now(),
+		cache: newRoomCache(o.Worker.CacheRooms), batchSlots: make(chan struct{}, max(1, o.Worker.ConcurrentBatches)), procCtx: pctx, procCancel: cancel, started: time.Now(),
 		changed: make(chan struct{}, 1), live: map[string]bool{}, pins: map[string]string{}, owned: map[int]*partRunner{},
 	}
 }
@@ -214,7 +217,7 @@ func (w *Worker) partDeps() partDeps {
 	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, cache: w.cache, cfg: w.opts.Worker,
 		reducer: w.opts.Reducer, m: w.m, log: w.log, rejectLog: w.rejectLog, hooks: w.opts.hooks, live: w.procCtx,
 		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second,
-		sessionMarkerTTL: w.opts.Topology.SessionMarkerTTL}
+		sessionMarkerTTL: w.opts.Topology.SessionMarkerTTL, batchSlots: w.batchSlots}
 }
 
 func randomSuffix() string {

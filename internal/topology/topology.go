@@ -78,7 +78,7 @@ func DefaultConfig() Config {
 		PinnedTTL:  10 * time.Second,
 		WorkerTTL:  6 * time.Second,
 
-		MaxAckPending: 1024,
+		MaxAckPending: 4096,
 
 		SessionMarkerTTL: time.Hour,
 	}
