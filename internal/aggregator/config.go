@@ -154,7 +154,7 @@ func DefaultConfig() Config {
 		Worker: WorkerConfig{
 			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 1024,
 			BatchLinger: time.Millisecond, ConcurrentBatches: 4,
-			OpTimeout:   10 * time.Second, StatsInterval: 10 * time.Second,
+			OpTimeout: 10 * time.Second, StatsInterval: 10 * time.Second,
 		},
 		Reducer:       rtc.DefaultConfig(),
 		Log:           telemetry.LogConfig{Format: "json", Level: "info"},
