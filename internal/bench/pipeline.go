@@ -177,12 +177,13 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		waitProfiles = e.startProfiles(ctx, "1agg", time.Duration(n/20_000)*time.Second, procs)
 	}
 	var startAt time.Time
-	var cpuStart time.Duration
+	var cpuStart, serverStart time.Duration
 	lastLog := time.Now()
 	st, err := e.drain(ctx, stallPipeline, func(st partitionState) {
 		if st.backlog() >= uint64(n) {
 			startAt = st.at // nothing acknowledged yet
 			cpuStart, _ = e.cpuOfAll(procs)
+			serverStart, _ = cpuTime(e.nats.pid())
 		}
 		if time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
@@ -196,6 +197,7 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		startAt = started
 	}
 	cpuEnd, cpuErr := e.cpuOfAll(procs)
+	serverEnd, serverErr := cpuTime(e.nats.pid())
 	if waitProfiles != nil {
 		waitProfiles()
 	}
@@ -210,8 +212,10 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 	}
 	note = fmt.Sprintf("%s inputs loaded beforehand, timed from the first ack to an empty backlog; %s session events stored",
 		fmtCount(int64(n)), fmtCount(int64(eventsAfter-eventsBefore)))
-	if cpuErr == nil && cpuStart > 0 {
-		note += fmt.Sprintf("; CPU (aggregators + nats-server) %s ms per input", fmtMS((cpuEnd-cpuStart)/time.Duration(n)))
+	if cpuErr == nil && serverErr == nil && cpuStart > 0 {
+		all, server := (cpuEnd-cpuStart)/time.Duration(n), (serverEnd-serverStart)/time.Duration(n)
+		note += fmt.Sprintf("; CPU per input %.1f µs (aggregators %.1f + nats-server %.1f)",
+			us(all), us(all-server), us(server))
 	}
 	if dlq, err := dlqCount(ctx, e.c.js); err == nil && dlq > 0 {
 		note += fmt.Sprintf("; %d inputs in RTC_DLQ", dlq)
@@ -251,3 +255,6 @@ func (e *env) cpuOfAll(aggs []*aggregatorProc) (time.Duration, error) {
 	}
 	return total, nil
 }
+
+// us is d in microseconds.
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -14,7 +14,8 @@ import (
 // Profiles: with Options.ProfileDir set, nats-server runs with its profiling
 // port and the aggregators with /debug/pprof/, and the measured phases of
 // the pipeline (1 aggregator) and latency scenarios write a CPU profile of
-// each process there (SCENARIO-PROCESS.pprof, for `go tool pprof`). The
+// each process there (SCENARIO-PROCESS.pprof, for `go tool pprof`), and
+// at its end what each process allocated so far (.allocs.pprof). The
 // figures of a profiled run are a little pessimistic: profiling costs CPU.
 
 // profiling reports whether profiles are to be taken.
@@ -48,6 +49,12 @@ func (e *env) startProfiles(ctx context.Context, label string, d time.Duration, 
 				return
 			}
 			e.logf("CPU profile of %s over %ds: %s", t.name, secs, path)
+			// And what it allocated since it started (go tool pprof
+			// -sample_index=alloc_space).
+			path = filepath.Join(e.o.ProfileDir, fmt.Sprintf("%s-%s-%s.allocs.pprof", e.name, label, t.name))
+			if err := fetchProfile(ctx, t.url+"/debug/pprof/allocs", path); err != nil {
+				e.logf("allocation profile of %s: %v", t.name, err)
+			}
 		}()
 	}
 	return func() { wg.Wait(); cancel() }

@@ -191,13 +191,16 @@ func decompress(data []byte) ([]byte, error) {
 // EncodeHeader encodes a header, s2-compressed.
 func EncodeHeader(h *Header) ([]byte, error) {
 	h.V = FormatVersion
-	// Sized up front: an inline room's header holds all its parts, and
-	// growing the buffer step by step was a tenth of a commit's CPU.
-	size := 128 + len(h.RoomID) + len(h.RedoData) + 48*len(h.Redacted)
-	for i := range h.Parts {
-		size += 8 + len(h.Parts[i].Key) + len(h.Parts[i].Value)
-	}
-	return compress(h.AppendMsgpack(make([]byte, 0, size))), nil
+	// Encoded into a pooled buffer: only its compressed form is kept (an
+	// inline room's header holds all its parts, and allocating it per
+	// commit was a large part of the aggregator's garbage).
+	var out []byte
+	withScratch(func(b []byte) []byte {
+		b = h.AppendMsgpack(b)
+		out = compress(b)
+		return b
+	})
+	return out, nil
 }
 
 // legacyRecord is the version-1 value: the whole state and the outbox.

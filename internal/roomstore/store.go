@@ -298,10 +298,11 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 	if err != nil {
 		return nil, fmt.Errorf("encode outbox of room %s: %w", rm.Key, err)
 	}
-	rb, err := events.Marshal(redo)
-	if err != nil {
-		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)
-	}
+	// The encoded record is only copied (into the header or its chunks):
+	// it is encoded into a pooled buffer.
+	scratchBuf := scratch.Get().(*[]byte)
+	rb := redo.AppendMsgpack((*scratchBuf)[:0])
+	defer func() { putScratch(scratchBuf, rb) }()
 	c := &Commit{Redo: redo, lastIn: lastIn, timerAt: timerAt}
 	// The redo record goes into the header when it is small, and to chunks
 	// written before the header otherwise. Its parts are known only once
@@ -377,9 +378,7 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 	} else if redo.Parts, err = partsOf(rm.Key, st, changes); err != nil {
 		return nil, err
 	}
-	if rb, err = events.Marshal(redo); err != nil {
-		return nil, fmt.Errorf("encode redo of room %s: %w", rm.Key, err)
-	}
+	rb = redo.AppendMsgpack(rb[:0])
 	h.Split = true
 	return finish()
 }

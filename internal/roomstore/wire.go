@@ -1,6 +1,8 @@
 package roomstore
 
 import (
+	"sync"
+
 	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -30,6 +32,52 @@ func (h *Header) AppendMsgpack(b []byte) []byte {
 	w.Bytes("redo", h.RedoData)
 	w.Int("redo_chunks", int64(h.RedoChunks))
 	return w.End()
+}
+
+// MsgpackSize is at least the length of the redo record's encoding.
+func (r *Redo) MsgpackSize() int {
+	n := 64 + partsSize(r.Parts)
+	for _, e := range r.Events {
+		n += 5 + len(e)
+	}
+	return n
+}
+
+// MsgpackSize is at least the length of the header's encoding.
+func (h *Header) MsgpackSize() int {
+	n := 128 + len(h.RoomID) + len(h.RedoData) + partsSize(h.Parts)
+	for _, e := range h.Redacted {
+		n += 5 + len(e)
+	}
+	return n
+}
+
+// scratch holds buffers for encodings that are garbage once used: a
+// header's before it is compressed, a redo record's before it is placed in
+// the header or cut into chunks.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// withScratch calls f with an empty pooled buffer; f returns the buffer it
+// grew (which must not be referenced after withScratch returns).
+func withScratch(f func(b []byte) []byte) {
+	bp := scratch.Get().(*[]byte)
+	putScratch(bp, f((*bp)[:0]))
+}
+
+// putScratch returns b, grown from the pooled *bp, to the pool.
+func putScratch(bp *[]byte, b []byte) {
+	if cap(b) <= 1<<20 { // do not keep what a rare large room grew
+		*bp = b[:0]
+		scratch.Put(bp)
+	}
+}
+
+func partsSize(parts []Part) int {
+	n := 5
+	for i := range parts {
+		n += 11 + len(parts[i].Key) + len(parts[i].Value)
+	}
+	return n
 }
 
 // AppendMsgpack appends the redo record as events.Marshal encodes it.

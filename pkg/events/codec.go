@@ -19,7 +19,11 @@ var ErrUnsupportedVersion = errors.New("unsupported schema version")
 // is deterministic: equal values give equal bytes.
 func Marshal(v any) ([]byte, error) {
 	if a, ok := v.(msgpackAppender); ok { // hand-written, same bytes (wire.go)
-		return a.AppendMsgpack(make([]byte, 0, 256)), nil
+		size := 256
+		if s, ok := v.(msgpackSizer); ok {
+			size = s.MsgpackSize()
+		}
+		return a.AppendMsgpack(make([]byte, 0, size)), nil
 	}
 	p := encoders.Get().(*pooledEncoder)
 	defer func() {

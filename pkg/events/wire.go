@@ -22,6 +22,40 @@ type msgpackAppender interface {
 	AppendMsgpack(b []byte) []byte
 }
 
+// msgpackSizer is an appender that knows about how many bytes it writes:
+// Marshal allocates that much at once instead of growing the buffer.
+type msgpackSizer interface {
+	MsgpackSize() int
+}
+
+// MsgpackSize is about the length of the member's encoding (at least it,
+// for ASCII strings).
+func (m *Member) MsgpackSize() int {
+	return 160 + len(m.UserID) + len(m.DeviceID) + len(m.MembershipID) + len(m.FocusActive) +
+		len(m.FociPreferred) + len(m.Format) + len(m.EventID)
+}
+
+// MsgpackSize: see Member.MsgpackSize.
+func (e *SessionEvent) MsgpackSize() int {
+	n := 192 + len(e.ID) + len(e.Kind) + len(e.SessionID) + len(e.RoomID) + len(e.Application) + len(e.CallID) + len(e.Reason)
+	if e.Member != nil {
+		n += e.Member.MsgpackSize()
+	}
+	return n
+}
+
+// MsgpackSize: see Member.MsgpackSize.
+func (s *LiveSession) MsgpackSize() int {
+	n := 192 + len(s.SessionID) + len(s.RoomID) + len(s.Application) + len(s.CallID)
+	for i := range s.Members {
+		n += s.Members[i].MsgpackSize()
+	}
+	return n
+}
+
+// MsgpackSize: see Member.MsgpackSize.
+func (lm *LiveMember) MsgpackSize() int { return 16 + lm.Member.MsgpackSize() }
+
 // AppendMsgpack appends the member as Marshal encodes it.
 func (m *Member) AppendMsgpack(b []byte) []byte {
 	w := wire.Begin(b)
