@@ -12,8 +12,8 @@
 // Least privilege, per service (docs/nats.md explains each grant):
 //
 //   - ingest publishes raw inputs (rtc.raw.>) and may look up or create
-//     RTC_RAW; for reconciliation it lists the keys of rtc_sessions (the
-//     rooms with live sessions) and serves `rtcctl reconcile` requests on
+//     RTC_RAW; for reconciliation it lists the subjects of rtc_sessions' stream
+//     (the rooms with live sessions) and serves `rtcctl reconcile` requests on
 //     rtc.ctl.ingest.reconcile, answering them (allow_responses: only to
 //     the reply subject of a request it received). Nothing else: it cannot
 //     read session events, write the buckets, consume RTC_RAW, or delete
@@ -163,14 +163,14 @@ func Users() []User {
 
 	ingest := User{
 		Name: UserIngest, PasswordEnv: "RTC_NATS_INGEST_PASSWORD", InboxPrefix: "_INBOX_ingest",
-		Why: "publishes raw inputs to RTC_RAW; may look it up and create it when missing (topology.EnsureRaw); reconciliation: lists rtc_sessions keys, answers rtcctl reconcile",
+		Why: "publishes raw inputs to RTC_RAW; may look it up and create it when missing (topology.EnsureRaw); reconciliation: lists the subjects of rtc_sessions' stream, answers rtcctl reconcile",
 		Publish: Rules{Allow: concat(
 			[]string{events.RawPrefix + ".>"},
 			streamOps([]string{"INFO", "CREATE"}, events.StreamRaw),
-			// reconciliation: the rooms with live sessions are the keys of
-			// rtc_sessions (a key listing is a KV watch, headers only)
+			// reconciliation: the rooms with live sessions are the subjects
+			// of rtc_sessions' stream (a stream info request with a subject
+			// filter: no consumer, nothing to delete afterwards)
 			streamOps([]string{"INFO"}, kvStream(sessions)),
-			kvWatch(sessions),
 		), Deny: neverDelete},
 		Subscribe:      Rules{Allow: []string{inbox("_INBOX_ingest"), ReconcileSubject}},
 		AllowResponses: true,

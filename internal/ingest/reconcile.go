@@ -227,34 +227,36 @@ func mergeRooms(live []id.RoomID, recent []roomRef) []roomRef {
 }
 
 // liveRooms lists the rooms of the sessions in rtc_sessions (their own
-// keys only: <appTok>.<roomTok>.<callTok>). No bucket yet (no aggregator
-// has run): none.
+// keys only: <appTok>.<roomTok>.<callTok>), from the subjects of the
+// bucket's stream: a stream info request, not a key listing, because a
+// listing's watcher deletes its consumer when it stops, which the ingest
+// may not do (internal/authz). A session that ended keeps its subject,
+// with a purge marker, for topology.session_marker_ttl: such rooms are
+// reconciled too, which is harmless. No bucket yet (no aggregator has run):
+// none.
 func (r *Reconciler) liveRooms(ctx context.Context) ([]id.RoomID, error) {
 	if r.js == nil {
 		return nil, nil
 	}
-	kv, err := r.js.KeyValue(ctx, events.BucketSessions)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	stream := "KV_" + events.BucketSessions
+	s, err := r.js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bind %s: %w", events.BucketSessions, err)
+		return nil, fmt.Errorf("look up %s: %w", stream, err)
 	}
-	lister, err := kv.ListKeysFiltered(ctx, "*.*.*")
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter("$KV."+events.BucketSessions+".*.*.*"))
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", events.BucketSessions, err)
+		return nil, fmt.Errorf("list the sessions of %s: %w", stream, err)
 	}
-	defer func() { _ = lister.Stop() }()
 	set := map[id.RoomID]bool{}
-	for k := range lister.Keys() {
-		parts := strings.Split(k, ".")
-		if len(parts) != 3 {
+	for subj := range info.State.Subjects {
+		parts := strings.Split(subj, ".")
+		if len(parts) != 5 {
 			continue
 		}
-		room, err := events.ParseToken(parts[1])
+		room, err := events.ParseToken(parts[3])
 		if err != nil {
 			continue // not a key of ours
 		}
