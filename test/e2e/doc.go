@@ -34,4 +34,9 @@
 //     exact session events (kinds, members, formats, reasons, counts, seq
 //     gapless from 1, ended summaries) and the live sessions (rtc_sessions);
 //     rejections are read with `rtcctl room --json`.
+//   - TestReconcile* (issue 9, item 4): reconciliation against Dendrite: a
+//     leave sent while the ingest was down and never pushed (repaired by the
+//     pass at start) and a redaction Dendrite never pushes to appservices
+//     (repaired by `rtcctl reconcile`), with the exact session events; and
+//     a sync bot reading a room's state with its own token.
 package e2e
