@@ -225,6 +225,20 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 		return nil, err
 	}
 	e.logf("baseline (one stream, %s msgs at %d/s): %s, nats-server CPU %s ms per message", fmtCount(int64(baseN)), rate, base, fmtMS(baseCPU))
+	floor, floorN, err := floorCPU(ctx, e, rate, baseDur, 0)
+	if err != nil {
+		return nil, err
+	}
+	// The same in waves (what a worker-wide linger would buy the server, at
+	// the price of the wave's length in latency).
+	const floorWave = 4 * time.Millisecond
+	floorW, floorWN, err := floorCPU(ctx, e, rate, baseDur, floorWave)
+	if err != nil {
+		return nil, err
+	}
+	e.logf("floor in waves of %s (%s inputs): nats-server CPU %s ms per input", floorWave, fmtCount(int64(floorWN)), fmtMS(floorW))
+	e.logf("floor (an input's JetStream operations without the aggregator, %s inputs at %d/s): nats-server CPU %s ms per input",
+		fmtCount(int64(floorN)), rate, fmtMS(floor))
 
 	agg, err := e.startReadyAggregator(ctx)
 	if err != nil {
@@ -325,9 +339,16 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	}
 	rows = append(rows, Row{Figure: figCPU + fmt.Sprintf(" @ %s/s", fmtCount(int64(rate))),
 		Measured: fmt.Sprintf("%s ms (aggregator %s + nats-server %s)", fmtMS(total), fmtMS(aggPer), fmtMS(natsPer)),
-		Baseline: fmtMS(baseCPU) + " ms nats-server per raw msg", Target: tgtCPU, Verdict: v,
+		Baseline: fmt.Sprintf("%s ms nats-server per raw msg; %s ms nats-server per input's operations, no aggregator (%s in %s waves)",
+			fmtMS(baseCPU), fmtMS(floor), fmtMS(floorW), floorWave),
+		Target: tgtCPU, Verdict: v,
 		Note: fmt.Sprintf("utime+stime from /proc over the steady phase and its drain, divided by %s inputs; "+
-			"%.2f cores busy at this rate; with no input at all the two use %.3f cores (%s ms per input at this rate)",
-			fmtCount(int64(n)), total.Seconds()*achieved, idleShare, fmtMS(time.Duration(idleShare/achieved*float64(time.Second))))})
+			"%.2f cores busy at this rate; with no input at all the two use %.3f cores (%s ms per input at this rate). "+
+			"The second baseline is the server's floor: the same JetStream operations per input (store and deliver the input, "+
+			"a revision-checked KV put awaited, then the session event with its re-publish and a second KV put awaited, then the ack), "+
+			"done one input at a time by the benchmark itself at the same rate, %s inputs; in waves: the inputs arriving within "+
+			"the wave's length done together (every commit awaited at once, then every effect, one ack)",
+			fmtCount(int64(n)), total.Seconds()*achieved, idleShare, fmtMS(time.Duration(idleShare/achieved*float64(time.Second))),
+			fmtCount(int64(floorN)))})
 	return rows, nil
 }
