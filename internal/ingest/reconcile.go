@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"slices"
 	"strings"
 	"sync"
@@ -27,12 +28,17 @@ import (
 // so a state event already in RTC_RAW is de-duplicated, and one older than
 // the duplicate window is applied again as a stale input: idempotent.
 
-// ReconcileSubject is where `rtcctl reconcile` sends its requests (NATS
-// request/reply, JSON ReconcileRequest → ReconcileReply). Ingest replicas
-// subscribe in the queue group ReconcileQueue: one of them answers.
+// The request/reply contract of `rtcctl reconcile` lives in ctlapi, which
+// rtcctl imports without linking the ingest.
 const (
-	ReconcileSubject = "rtc.ctl.ingest.reconcile"
-	ReconcileQueue   = "rtc-ingest"
+	ReconcileSubject = ctlapi.ReconcileSubject
+	ReconcileQueue   = ctlapi.ReconcileQueue
+)
+
+type (
+	ReconcileRequest = ctlapi.ReconcileRequest
+	ReconcileReply   = ctlapi.ReconcileReply
+	ReconcileResult  = ctlapi.ReconcileResult
 )
 
 // Triggers of a reconciliation (the "trigger" label of
@@ -42,34 +48,6 @@ const (
 	TriggerPeriodic = "periodic"
 	TriggerRequest  = "request"
 )
-
-// ReconcileRequest asks the ingest to reconcile one room now.
-type ReconcileRequest struct {
-	RoomID id.RoomID `json:"room_id"`
-	// Homeserver restricts the read to one configured homeserver; empty:
-	// the homeservers that delivered the room's call events first, then the
-	// others, until one can read the room.
-	Homeserver string `json:"homeserver,omitempty"`
-}
-
-// ReconcileReply answers a ReconcileRequest.
-type ReconcileReply struct {
-	RoomID id.RoomID `json:"room_id"`
-	// Attempts lists each homeserver asked, in order; the last one
-	// succeeded unless every one failed.
-	Attempts []ReconcileResult `json:"attempts"`
-	Error    string            `json:"error,omitempty"` // a bad request, or no homeserver could read the room
-}
-
-// ReconcileResult is what reading one room from one homeserver did.
-type ReconcileResult struct {
-	Homeserver string `json:"homeserver"`
-	Events     int    `json:"events"`     // state events published: call members, slots, their senders' m.room.member
-	Stored     int    `json:"stored"`     // of which new in RTC_RAW (the rest were duplicates within its window)
-	Duplicates int    `json:"duplicates"` // already in RTC_RAW
-	Reason     string `json:"reason,omitempty"`
-	Error      string `json:"error,omitempty"`
-}
 
 // ReconcileOptions configure the reconciler (ReconcileConfig documents
 // each).

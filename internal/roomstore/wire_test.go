@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmihailenco/msgpack/v5"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -28,16 +27,11 @@ type (
 
 func reflectiveEncode(t *testing.T, v any) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.SetCustomStructTag("json")
-	enc.SetOmitEmpty(true)
-	enc.SetSortMapKeys(true)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
+	b, err := events.MarshalReflective(v)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
 type gen struct{ *rand.Rand }

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 )
 
 // reconcileCmd is `rtcctl reconcile ROOM`: ask the ingest to re-read the
@@ -27,7 +27,7 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 	if !strings.HasPrefix(c.Room, "!") {
 		return fmt.Errorf("%w: room %q: want a room id (!room:server)", ErrUsage, c.Room)
 	}
-	req, err := json.Marshal(ingest.ReconcileRequest{RoomID: id.RoomID(c.Room), Homeserver: c.Homeserver})
+	req, err := json.Marshal(ctlapi.ReconcileRequest{RoomID: id.RoomID(c.Room), Homeserver: c.Homeserver})
 	if err != nil {
 		return fmt.Errorf("encode the request: %w", err)
 	}
@@ -36,15 +36,15 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 		return err
 	}
 	defer nc.Close()
-	msg, err := nc.Request(ingest.ReconcileSubject, req, c.Wait)
+	msg, err := nc.Request(ctlapi.ReconcileSubject, req, c.Wait)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("no ingest serves %s (is one running with reconcile.on_demand, and may this user send it?): %w",
-			ingest.ReconcileSubject, err)
+			ctlapi.ReconcileSubject, err)
 	case err != nil:
 		return fmt.Errorf("reconcile %s: %w", c.Room, err)
 	}
-	var reply ingest.ReconcileReply
+	var reply ctlapi.ReconcileReply
 	if err := json.Unmarshal(msg.Data, &reply); err != nil {
 		return fmt.Errorf("reconcile %s: the ingest's reply: %w", c.Room, err)
 	}
@@ -63,7 +63,7 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 
 // PrintReconcile prints the ingest's reply to a reconcile request, one line
 // per homeserver asked.
-func PrintReconcile(w interface{ Write([]byte) (int, error) }, r ingest.ReconcileReply) {
+func PrintReconcile(w interface{ Write([]byte) (int, error) }, r ctlapi.ReconcileReply) {
 	for _, a := range r.Attempts {
 		if a.Error != "" {
 			fmt.Fprintf(w, "%s: %s could not read it: %s\n", r.RoomID, a.Homeserver, a.Error)

@@ -1,4 +1,4 @@
-package wire
+package wire_test
 
 import (
 	"bytes"
@@ -7,64 +7,60 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmihailenco/msgpack/v5"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// reflective encodes v as events.Marshal does (the same encoder settings).
+// reflective is the reflective encoding of v with events.Marshal's settings.
 func reflective(t *testing.T, v any) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.SetCustomStructTag("json")
-	enc.SetOmitEmpty(true)
-	enc.SetSortMapKeys(true)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
+	b, err := events.MarshalReflective(v)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
 func TestScalarsMatchTheReflectiveEncoder(t *testing.T) {
 	ints := []int64{0, 1, 127, 128, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1, math.MaxInt64,
 		-1, -32, -33, -128, -129, -32768, -32769, math.MinInt32, math.MinInt32 - 1, math.MinInt64}
 	for _, n := range ints {
-		if got, want := AppendInt(nil, n), reflective(t, n); !bytes.Equal(got, want) {
+		if got, want := wire.AppendInt(nil, n), reflective(t, n); !bytes.Equal(got, want) {
 			t.Errorf("int %d: % x, want % x", n, got, want)
 		}
 		if n >= 0 {
-			if got, want := AppendUint(nil, uint64(n)), reflective(t, uint64(n)); !bytes.Equal(got, want) {
+			if got, want := wire.AppendUint(nil, uint64(n)), reflective(t, uint64(n)); !bytes.Equal(got, want) {
 				t.Errorf("uint %d: % x, want % x", n, got, want)
 			}
 		}
 	}
-	if got, want := AppendUint(nil, math.MaxUint64), reflective(t, uint64(math.MaxUint64)); !bytes.Equal(got, want) {
+	if got, want := wire.AppendUint(nil, math.MaxUint64), reflective(t, uint64(math.MaxUint64)); !bytes.Equal(got, want) {
 		t.Errorf("max uint64: % x, want % x", got, want)
 	}
 	for _, l := range []int{0, 1, 31, 32, 255, 256, 65535, 65536} {
 		s := strings.Repeat("x", l)
-		if got, want := AppendString(nil, s), reflective(t, s); !bytes.Equal(got, want) {
+		if got, want := wire.AppendString(nil, s), reflective(t, s); !bytes.Equal(got, want) {
 			t.Errorf("string of %d: header % x, want % x", l, got[:min(5, len(got))], want[:min(5, len(want))])
 		}
 		b := []byte(s)
-		if got, want := AppendBytes(nil, b), reflective(t, b); !bytes.Equal(got, want) {
+		if got, want := wire.AppendBytes(nil, b), reflective(t, b); !bytes.Equal(got, want) {
 			t.Errorf("bytes of %d: header % x, want % x", l, got[:min(5, len(got))], want[:min(5, len(want))])
 		}
 		arr := make([]int, l)
-		if got, want := AppendArrayLen(nil, l), reflective(t, arr); !bytes.HasPrefix(want, got) {
+		if got, want := wire.AppendArrayLen(nil, l), reflective(t, arr); !bytes.HasPrefix(want, got) {
 			t.Errorf("array of %d: header % x, want a prefix of % x", l, got, want[:min(5, len(want))])
 		}
 	}
-	if got, want := AppendBytes(nil, nil), reflective(t, []byte(nil)); !bytes.Equal(got, want) {
+	if got, want := wire.AppendBytes(nil, nil), reflective(t, []byte(nil)); !bytes.Equal(got, want) {
 		t.Errorf("nil bytes: % x, want % x", got, want)
 	}
 	for _, v := range []bool{true, false} {
-		if got, want := AppendBool(nil, v), reflective(t, v); !bytes.Equal(got, want) {
+		if got, want := wire.AppendBool(nil, v), reflective(t, v); !bytes.Equal(got, want) {
 			t.Errorf("bool %v: % x, want % x", v, got, want)
 		}
 	}
 	for _, l := range []int{0, 15, 16, 65535, 65536} {
-		if got := AppendMapLen(nil, l); len(got) == 0 {
+		if got := wire.AppendMapLen(nil, l); len(got) == 0 {
 			t.Errorf("map of %d: no header", l)
 		}
 	}
@@ -81,7 +77,7 @@ type sample struct {
 }
 
 func (s *sample) appendMsgpack(b []byte) []byte {
-	w := Begin(b)
+	w := wire.Begin(b)
 	w.Str("s", s.S)
 	w.Int("i", s.I)
 	w.Uint("u", s.U)

@@ -25,6 +25,13 @@ func Marshal(v any) ([]byte, error) {
 		}
 		return a.AppendMsgpack(make([]byte, 0, size)), nil
 	}
+	return MarshalReflective(v)
+}
+
+// MarshalReflective is Marshal without the hand-written encoders of the
+// hot types (wire.go) at the top: the reflective encoding they must equal
+// byte for byte, which their tests compare them with.
+func MarshalReflective(v any) ([]byte, error) {
 	p := encoders.Get().(*pooledEncoder)
 	defer func() {
 		if p.buf.Cap() <= 1<<20 { // do not keep what a rare large value grew

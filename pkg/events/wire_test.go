@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmihailenco/msgpack/v5"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -22,19 +21,14 @@ type (
 	plainLiveMember   LiveMember
 )
 
-// reflectiveEncode is Marshal without the hand-written fast path.
+// reflectiveEncode is the reflective encoding of v.
 func reflectiveEncode(t *testing.T, v any) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.SetCustomStructTag("json")
-	enc.SetOmitEmpty(true)
-	enc.SetSortMapKeys(true)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
+	b, err := MarshalReflective(v)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
 type gen struct{ *rand.Rand }

@@ -3,9 +3,6 @@ package e2e
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -32,21 +29,7 @@ func startAppserviceStack(t *testing.T) *stack {
 	if err := s.ingest.WaitReady(waitTimeout); err != nil {
 		t.Fatal(err)
 	}
-	reg := filepath.Join(t.TempDir(), "registration.yaml")
-	yaml := fmt.Sprintf(`id: rtc-sessions
-url: %q
-as_token: %q
-hs_token: %q
-sender_localpart: rtcwatch
-rate_limited: false
-namespaces:
-  users: [{exclusive: true, regex: '@rtcwatch_.*:localhost'}]
-  rooms: [{exclusive: false, regex: '.*'}]
-  aliases: []
-`, s.ingest.URL(), asToken, hsToken)
-	if err := os.WriteFile(reg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	reg := writeRegistration(t, hsName, s.ingest.URL(), asToken, hsToken)
 	s.hs = dendritetest.Start(t, dendritetest.Options{Appservices: []string{reg}})
 	return s
 }

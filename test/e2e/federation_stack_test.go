@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,35 +75,13 @@ func startFederatedStack(t *testing.T) *fedStack {
 	}
 	s.ingest = in
 	f.hs1 = dendritetest.Start(t, dendritetest.Options{Federation: true,
-		Appservices: []string{writeRegistration(t, fedHS1, in.URL(), tokens[fedHS1])}})
+		Appservices: []string{writeRegistration(t, fedHS1, in.URL(), randomToken(t), tokens[fedHS1])}})
 	f.hs2 = dendritetest.Start(t, dendritetest.Options{Federation: true,
-		Appservices: []string{writeRegistration(t, fedHS2, in.URL(), tokens[fedHS2])}})
+		Appservices: []string{writeRegistration(t, fedHS2, in.URL(), randomToken(t), tokens[fedHS2])}})
 	s.hs = f.hs1
 	t.Logf("hs1 is %s (client API %s), hs2 is %s (client API %s); the ingest's appservice listens on %s",
 		f.hs1.Name, f.hs1.URL(), f.hs2.Name, f.hs2.URL(), in.URL())
 	return f
-}
-
-// writeRegistration writes an appservice registration for the ingest: every
-// room's events (rooms namespace .*) pushed to url with hsToken.
-func writeRegistration(t *testing.T, name, url, hsToken string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name+"-registration.yaml")
-	yaml := fmt.Sprintf(`id: rtc-sessions
-url: %q
-as_token: %q
-hs_token: %q
-sender_localpart: rtcwatch
-rate_limited: false
-namespaces:
-  users: [{exclusive: true, regex: '@rtcwatch_.*'}]
-  rooms: [{exclusive: false, regex: '.*'}]
-  aliases: []
-`, url, randomToken(t), hsToken)
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // startAggregator starts one more aggregator process (worker id agg-N) on

@@ -40,20 +40,7 @@ func startReconcileStack(t *testing.T) *reconcileStack {
 	s.startPipeline()
 	hsToken, asToken := randomToken(t), randomToken(t)
 	dir := t.TempDir()
-	reg := filepath.Join(dir, "registration.yaml")
-	if err := os.WriteFile(reg, []byte(fmt.Sprintf(`id: rtc-sessions
-url: "http://%s"
-as_token: %q
-hs_token: %q
-sender_localpart: rtcwatch
-rate_limited: false
-namespaces:
-  users: [{exclusive: true, regex: '@rtcwatch_.*:localhost'}]
-  rooms: [{exclusive: false, regex: '.*'}]
-  aliases: []
-`, s.listenAddr, asToken, hsToken)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	reg := writeRegistration(t, hsName, "http://"+s.listenAddr, asToken, hsToken)
 	s.hs = dendritetest.Start(t, dendritetest.Options{Appservices: []string{reg}})
 
 	// The appservice's sender user acts through the as_token; it is the

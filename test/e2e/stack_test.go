@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -186,15 +187,10 @@ func hangUp(t *testing.T, c *mautrix.Client, room id.RoomID) id.EventID {
 	return sendState(t, c, room, callKey(c), map[string]any{})
 }
 
+// sendState sends a call member state event.
 func sendState(t *testing.T, c *mautrix.Client, room id.RoomID, key string, content any) id.EventID {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	resp, err := c.SendStateEvent(ctx, room, callMemberType, key, content)
-	if err != nil {
-		t.Fatalf("%s sends %s %s in %s: %v", c.UserID, callMemberType.Type, key, room, err)
-	}
-	return resp.EventID
+	return sendTyped(t, c, room, callMemberType, key, content)
 }
 
 // sessionEvents reads every session event of room stored in RTC_EVENTS so
@@ -402,4 +398,27 @@ func countRaw(evs []events.RawEvent, eid id.EventID) map[events.Source]int {
 		}
 	}
 	return out
+}
+
+// writeRegistration writes an appservice registration for the ingest: every
+// room's events (rooms namespace .*) pushed to url with hsToken; the
+// homeserver accepts asToken from the ingest (reconciliation).
+func writeRegistration(t *testing.T, name, url, asToken, hsToken string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+"-registration.yaml")
+	yaml := fmt.Sprintf(`id: rtc-sessions
+url: %q
+as_token: %q
+hs_token: %q
+sender_localpart: rtcwatch
+rate_limited: false
+namespaces:
+  users: [{exclusive: true, regex: '@rtcwatch_.*'}]
+  rooms: [{exclusive: false, regex: '.*'}]
+  aliases: []
+`, url, asToken, hsToken)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
