@@ -106,7 +106,10 @@ var errRetryNow = errors.New("retry at once")
 func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 	start := time.Now()
 	ins := make([]*input, 0, len(msgs))
-	needCatchUp := r.lastCSeq == 0 || r.catchUpTo >= r.nextSeq
+	// A gap in consumer sequence: someone else received inputs between
+	// this runner's deliveries (or between the acquisition and its first).
+	gap := false
+	needCatchUp := r.catchUpTo >= r.nextSeq
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -117,8 +120,12 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 		if h := m.Headers(); h != nil {
 			r.setPin(h.Get("Nats-Pin-Id"))
 		}
-		if md.Sequence.Consumer != r.lastCSeq+1 {
-			needCatchUp = true
+		expect := r.lastCSeq + 1
+		if r.lastCSeq == 0 {
+			expect = r.acquiredCSeq + 1
+		}
+		if md.Sequence.Consumer != expect {
+			gap, needCatchUp = true, true
 		}
 		r.lastCSeq = md.Sequence.Consumer
 		ins = append(ins, &input{msg: m, seq: md.Sequence.Stream, delivered: md.NumDelivered,
@@ -126,7 +133,7 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 	}
 	if needCatchUp {
 		for {
-			extra, err := r.catchUp(ins)
+			extra, err := r.catchUp(ins, gap)
 			if err == nil {
 				ins = append(ins, extra...)
 				r.catchUpTo = 0

@@ -117,15 +117,39 @@ func TestCatchUpReadsWhatWasDelivered(t *testing.T) {
 	// dead owner); the first batch is the redelivery of the first input.
 	r.setAckFloor(&jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Stream: 0},
 		Delivered: jetstream.SequenceInfo{Stream: seqs[2].seq}})
-	extra, err := r.catchUp([]*input{{seq: seqs[0].seq}})
-	if err != nil {
-		t.Fatal(err)
+	caughtUp := func(r *partRunner, batch []uint64, gap bool) []uint64 {
+		t.Helper()
+		var ins []*input
+		for _, seq := range batch {
+			ins = append(ins, &input{seq: seq})
+		}
+		extra, err := r.catchUp(ins, gap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for _, x := range extra {
+			got = append(got, x.seq)
+		}
+		return got
 	}
-	var got []uint64
-	for _, x := range extra {
-		got = append(got, x.seq)
-	}
-	if fmt.Sprint(got) != fmt.Sprint([]uint64{seqs[1].seq, seqs[2].seq}) {
+	if got := caughtUp(r, []uint64{seqs[0].seq}, false); fmt.Sprint(got) != fmt.Sprint([]uint64{seqs[1].seq, seqs[2].seq}) {
 		t.Fatalf("caught up %v, want the two later inputs %d and %d", got, seqs[1].seq, seqs[2].seq)
+	}
+
+	// Acquired with nothing delivered before. A first delivery that does
+	// not follow the acquisition in consumer sequence (a gap: someone else
+	// received the first two in between) reads what the batch skipped; one
+	// that follows it reads nothing, not even the batch again.
+	for _, tc := range []struct {
+		gap  bool
+		want []uint64
+	}{{true, []uint64{seqs[0].seq, seqs[1].seq}}, {false, nil}} {
+		r := newPartRunner(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(10),
+			cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}, part)
+		r.setAckFloor(&jetstream.ConsumerInfo{})
+		if got := caughtUp(r, []uint64{seqs[2].seq}, tc.gap); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Fatalf("gap %v: caught up %v, want %v", tc.gap, got, tc.want)
+		}
 	}
 }

@@ -76,6 +76,11 @@ type partRunner struct {
 	// catchUpTo: the next catch-up reads at least this far (the stream
 	// sequence the consumer had delivered when the partition was acquired).
 	catchUpTo uint64
+	// acquiredCSeq is the consumer sequence of the consumer's last delivery
+	// when the partition was acquired: a first delivery right after it
+	// means nobody received anything in between, so the catch-up need not
+	// read past catchUpTo.
+	acquiredCSeq uint64
 
 	// slotHeld: this runner holds one of d.batchSlots.
 	slotHeld bool
@@ -259,6 +264,7 @@ func (r *partRunner) setAckFloor(ci *jetstream.ConsumerInfo) {
 	// here even if its own inputs are older (a redelivery), because later
 	// deliveries may follow on without a gap in the consumer sequence.
 	r.catchUpTo = max(r.catchUpTo, ci.Delivered.Stream)
+	r.acquiredCSeq = ci.Delivered.Consumer
 }
 
 // collect waits for the next input, then takes what else arrives within
@@ -415,7 +421,11 @@ func (r *partRunner) watchPin(cons jetstream.Consumer) {
 // It is needed only when someone else may have received inputs since this
 // runner's last delivery: the first batch after acquiring the partition,
 // or a delivery whose consumer sequence does not follow the last one.
-func (r *partRunner) catchUp(batch []*input) ([]*input, error) {
+// With gap false (every delivery of the batch followed the previous one,
+// or the consumer's last delivery at acquisition, in consumer sequence),
+// nothing after catchUpTo can be missing: it reads only that far, instead
+// of reading every input of the batch again.
+func (r *partRunner) catchUp(batch []*input, gap bool) ([]*input, error) {
 	var maxSeq uint64
 	have := map[uint64]bool{}
 	for _, in := range batch {
@@ -424,7 +434,10 @@ func (r *partRunner) catchUp(batch []*input) ([]*input, error) {
 	}
 	var out []*input
 	filter := events.PartitionFilter(r.p)
-	upTo := max(maxSeq, r.catchUpTo)
+	upTo := r.catchUpTo
+	if gap {
+		upTo = max(maxSeq, r.catchUpTo)
+	}
 	for seq := r.nextSeq; seq <= upTo; {
 		ctx, cancel := r.opCtx()
 		m, err := r.d.raw.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))

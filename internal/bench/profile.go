@@ -15,7 +15,8 @@ import (
 // port and the aggregators with /debug/pprof/, and the measured phases of
 // the pipeline (1 aggregator) and latency scenarios write a CPU profile of
 // each process there (SCENARIO-PROCESS.pprof, for `go tool pprof`), and
-// at its end what each process allocated so far (.allocs.pprof). The
+// at its end what each process allocated so far (.allocs.pprof), and a
+// one-second execution trace of each aggregator (.trace). The
 // figures of a profiled run are a little pessimistic: profiling costs CPU.
 
 // profiling reports whether profiles are to be taken.
@@ -36,6 +37,21 @@ func (e *env) startProfiles(ctx context.Context, label string, d time.Duration, 
 	}
 	secs := max(1, int(d.Seconds()))
 	var wg sync.WaitGroup
+	// A one-second execution trace of each aggregator (go tool trace):
+	// where its goroutines wait, which a CPU profile does not show.
+	for _, a := range aggs {
+		if a.pprofURL == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := filepath.Join(e.o.ProfileDir, fmt.Sprintf("%s-%s-%s.trace", e.name, label, a.id))
+			if err := fetchProfile(ctx, a.pprofURL+"/debug/pprof/trace?seconds=1", path); err != nil {
+				e.logf("trace of %s: %v", a.id, err)
+			}
+		}()
+	}
 	for _, t := range targets {
 		if t.url == "" {
 			continue
