@@ -123,6 +123,11 @@ type WorkerConfig struct {
 	// the owner of partition 0 also keeps the live session and member
 	// gauges, from a watch of rtc_sessions.
 	StatsInterval time.Duration `yaml:"stats_interval"`
+	// JoinDelay is how long a starting worker waits after registering
+	// before it computes its first assignment, so that workers started
+	// together (a rollout, a scale-up) divide the partitions at once
+	// instead of one taking them all and handing half over moments later.
+	JoinDelay time.Duration `yaml:"join_delay"`
 }
 
 // DefaultHTTPListen serves /metrics, /healthz and /readyz on loopback only
@@ -154,7 +159,7 @@ func DefaultConfig() Config {
 		Worker: WorkerConfig{
 			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 1024,
 			BatchLinger: time.Millisecond, ConcurrentBatches: 4,
-			OpTimeout: 10 * time.Second, StatsInterval: 10 * time.Second,
+			OpTimeout: 10 * time.Second, StatsInterval: 10 * time.Second, JoinDelay: time.Second,
 		},
 		Reducer:       rtc.DefaultConfig(),
 		Log:           telemetry.LogConfig{Format: "json", Level: "info"},
@@ -213,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if c.Worker.BatchSize > c.Topology.MaxAckPending {
 		errs = append(errs, fmt.Errorf("worker.batch_size %d: must not exceed topology.max_ack_pending %d", c.Worker.BatchSize, c.Topology.MaxAckPending))
+	}
+	if c.Worker.JoinDelay < 0 || c.Worker.JoinDelay > c.Topology.WorkerTTL {
+		errs = append(errs, fmt.Errorf("worker.join_delay %s: want 0 to topology.worker_ttl (%s)", c.Worker.JoinDelay, c.Topology.WorkerTTL))
 	}
 	if c.Worker.StatsInterval < 0 {
 		errs = append(errs, fmt.Errorf("worker.stats_interval %s: must not be negative", c.Worker.StatsInterval))

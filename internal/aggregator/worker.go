@@ -164,7 +164,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	// Learn the live workers before computing the first assignment:
 	// counting only itself, a starting worker would start consuming
-	// partitions that belong to others, however briefly.
+	// partitions that belong to others, however briefly. Workers started
+	// at the same moment register within the join delay of each other.
+	sleepCtx(ctx, w.opts.Worker.JoinDelay)
 	w.resync(ctx)
 	w.log.Info("worker registered", zap.Int("partitions", w.opts.Topology.Partitions))
 	loopCtx, stopLoops := context.WithCancel(ctx)
