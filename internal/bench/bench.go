@@ -117,7 +117,7 @@ func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "raw", Figures: []string{figRaw}, Targets: []string{"-"},
 			Budget: func(*Options) time.Duration { return 2 * time.Minute }, run: runRawOnly},
-		{Name: "pipeline", Figures: []string{figRaw, figPipe1, figPipe2}, Targets: []string{"-", tgtRatio, tgtRatio},
+		{Name: "pipeline", Figures: []string{figRaw, figPipe1, figPipe2, figPipeL}, Targets: []string{"-", tgtRatio, tgtRatio, tgtRatio},
 			Budget: func(*Options) time.Duration { return 5 * time.Minute }, run: runPipeline},
 		{Name: "latency", Figures: []string{figLatency, figCPU}, Targets: []string{tgtLatency, tgtCPU},
 			Budget: func(o *Options) time.Duration { return 2*time.Minute + 2*o.SteadyDuration }, run: runLatency},
