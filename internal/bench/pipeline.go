@@ -116,29 +116,25 @@ func runPipeline(ctx context.Context, e *env) ([]Row, error) {
 		if err != nil {
 			return rows, fmt.Errorf("%s: %w", fig, err)
 		}
-		ratio := rate / raw
-		v := Met
-		if ratio < minRatio {
-			v = Missed
-			note = fmt.Sprintf("%.3f of the raw publish rate, below %.2f. %s", ratio, minRatio, note)
-		}
-		rows = append(rows, Row{Figure: fig, Measured: fmt.Sprintf("%s = %.3f × raw", fmtRate(rate), ratio),
-			Baseline: fmtCount(int64(math.Round(raw))) + " raw msgs/s", Target: tgtRatio, Verdict: v, Note: note})
+		rows = append(rows, ratioRow(fig, rate, raw, note))
 	}
-
 	rate, note, err := e.pipelineLive(ctx)
 	if err != nil {
 		return rows, fmt.Errorf("%s: %w", figPipeL, err)
 	}
+	return append(rows, ratioRow(figPipeL, rate, raw, note)), nil
+}
+
+// ratioRow is a pipeline figure: its rate against the raw publish rate.
+func ratioRow(fig string, rate, raw float64, note string) Row {
 	ratio := rate / raw
 	v := Met
 	if ratio < minRatio {
 		v = Missed
 		note = fmt.Sprintf("%.3f of the raw publish rate, below %.2f. %s", ratio, minRatio, note)
 	}
-	rows = append(rows, Row{Figure: figPipeL, Measured: fmt.Sprintf("%s = %.3f × raw", fmtRate(rate), ratio),
-		Baseline: fmtCount(int64(math.Round(raw))) + " raw msgs/s", Target: tgtRatio, Verdict: v, Note: note})
-	return rows, nil
+	return Row{Figure: fig, Measured: fmt.Sprintf("%s = %.3f × raw", fmtRate(rate), ratio),
+		Baseline: fmtCount(int64(math.Round(raw))) + " raw msgs/s", Target: tgtRatio, Verdict: v, Note: note}
 }
 
 // pipelineLive is the pipeline fed as fast as the server takes inputs
