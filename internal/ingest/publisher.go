@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -79,19 +80,6 @@ type Stats struct {
 	Duplicates int // already in RTC_RAW (PubAck.Duplicate)
 }
 
-type pending struct {
-	f     jetstream.PubAckFuture
-	typ   string
-	size  int64
-	start time.Time
-}
-
-type result struct {
-	ack *jetstream.PubAck
-	typ string
-	err error
-}
-
 // Publish publishes the events of one batch (a transaction, a sync response,
 // a file chunk) and waits for every PubAck. It returns an error wrapping
 // ErrUnavailable unless all were acknowledged; some may have been stored
@@ -109,28 +97,8 @@ func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.S
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
 	defer cancel()
 
-	// The collector waits for each PubAck (the async publish timeout bounds
-	// the wait), frees its slot and reports; it outlives a timed-out batch
-	// only until the remaining futures resolve.
-	futs := make(chan pending, len(evs))
-	results := make(chan result, len(evs))
-	go func() {
-		for pe := range futs {
-			var r result
-			select {
-			case r.ack = <-pe.f.Ok():
-				p.m.PublishTime.WithLabelValues(homeserver).Observe(time.Since(pe.start).Seconds())
-			case r.err = <-pe.f.Err():
-			}
-			r.typ = pe.typ
-			p.done(pe.size)
-			results <- r
-		}
-	}()
-
-	var failed error
-	sent := 0
-publish:
+	msgs := make([]*nats.Msg, 0, len(evs))
+	types := make([]string, 0, len(evs))
 	for i := range evs {
 		ev := &evs[i]
 		data, err := events.EncodeRaw(ev)
@@ -140,54 +108,53 @@ publish:
 				zap.String("reason", RejectEncode), zap.Error(err))
 			continue
 		}
-		size := int64(len(data))
-		select {
-		case p.sem <- struct{}{}:
-		case <-ctx.Done():
-			failed = fmt.Errorf("%w: waiting for a publish slot: %w", ErrUnavailable, ctx.Err())
-			break publish
-		}
-		if err := p.bytes.acquire(ctx, size); err != nil {
-			<-p.sem
-			failed = fmt.Errorf("%w: waiting for publish bytes: %w", ErrUnavailable, err)
-			break
-		}
-		msg := &nats.Msg{Subject: events.RawSubject(ev.RoomID), Data: data}
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.MsgID()),
-			jetstream.WithExpectStream(events.StreamRaw))
-		if err != nil {
-			<-p.sem
-			p.bytes.release(size)
-			failed = fmt.Errorf("%w: publish %s: %w", ErrUnavailable, ev.EventID, err)
-			break
-		}
-		p.m.InFlight.Inc()
-		futs <- pending{f: f, typ: ev.Type, size: size, start: time.Now()}
-		sent++
+		msg := nats.NewMsg(events.RawSubject(ev.RoomID))
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, ev.MsgID())
+		msg.Header.Set(jetstream.ExpectedStreamHeader, events.StreamRaw)
+		msgs = append(msgs, msg)
+		types = append(types, ev.Type)
 	}
-	close(futs)
-
-wait:
-	for n := 0; n < sent; n++ {
-		select {
-		case r := <-results:
-			switch {
-			case r.err != nil:
-				if failed == nil {
-					failed = fmt.Errorf("%w: %w", ErrUnavailable, r.err)
-				}
-			case r.ack.Duplicate:
-				st.Duplicates++
-				p.m.Duplicates.WithLabelValues(homeserver, string(src)).Inc()
-			default:
-				st.Stored++
-				p.m.Forwarded.WithLabelValues(homeserver, string(src), r.typ).Inc()
+	// At most MaxInFlight publishes and MaxInFlightBytes of them await
+	// their PubAck across all sources: a larger batch is published as acks
+	// free room, and a timed-out batch gives its room back as its acks (or
+	// the async publish timeout) arrive.
+	starts := make([]time.Time, len(msgs))
+	res, _ := jsutil.PublishAllFlow(ctx, p.js, msgs, jsutil.Flow{
+		Acquire: func(ctx context.Context, i int) error {
+			select {
+			case p.sem <- struct{}{}:
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for a publish slot: %w", ctx.Err())
 			}
-		case <-ctx.Done():
+			if err := p.bytes.acquire(ctx, int64(len(msgs[i].Data))); err != nil {
+				<-p.sem
+				return fmt.Errorf("waiting for publish bytes: %w", err)
+			}
+			p.m.InFlight.Inc()
+			starts[i] = time.Now()
+			return nil
+		},
+		Release: func(i int, r jsutil.Result) {
+			if r.Err == nil {
+				p.m.PublishTime.WithLabelValues(homeserver).Observe(time.Since(starts[i]).Seconds())
+			}
+			p.done(int64(len(msgs[i].Data)))
+		},
+	})
+	var failed error
+	for i, r := range res {
+		switch {
+		case r.Err != nil:
 			if failed == nil {
-				failed = fmt.Errorf("%w: no PubAck within %s", ErrUnavailable, p.cfg.AckTimeout)
+				failed = fmt.Errorf("%w: %w", ErrUnavailable, r.Err)
 			}
-			break wait
+		case r.Ack.Duplicate:
+			st.Duplicates++
+			p.m.Duplicates.WithLabelValues(homeserver, string(src)).Inc()
+		default:
+			st.Stored++
+			p.m.Forwarded.WithLabelValues(homeserver, string(src), types[i]).Inc()
 		}
 	}
 	if failed != nil {

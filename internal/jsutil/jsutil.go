@@ -134,3 +134,99 @@ func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (
 	}
 	return res, first
 }
+
+// Flow bounds what a PublishAllFlow has in flight. Acquire is called
+// before each message is published, and may wait (for a slot, for bytes);
+// an error stops the publishing, and that message and the rest are not
+// published. Release is called once for each message that Acquire let
+// through, as soon as its ack or error has arrived: also after
+// PublishAllFlow has returned because ctx ended, so that what Acquire took
+// always comes back. Release runs on another goroutine than Acquire.
+// Either may be nil.
+type Flow struct {
+	Acquire func(ctx context.Context, i int) error
+	Release func(i int, r Result)
+}
+
+// PublishAllFlow is PublishAll with flow control: a set larger than the
+// window Acquire allows is published as acks free room. The JetStream
+// context must have an async publish timeout (jetstream.WithPublishAsyncTimeout),
+// which bounds how long a lost ack holds what its message acquired.
+func PublishAllFlow(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, flow Flow) ([]Result, error) {
+	res := make([]Result, len(msgs))
+	type result struct {
+		i int
+		r Result
+	}
+	type sent struct {
+		i int
+		f jetstream.PubAckFuture
+	}
+	// The collector resolves the futures in order, releasing each message's
+	// share as its ack arrives, while later messages wait in Acquire.
+	queue := make(chan sent, len(msgs))
+	resolved := make(chan result, len(msgs))
+	go func() {
+		for s := range queue {
+			var r Result
+			select {
+			case r.Ack = <-s.f.Ok():
+			case err := <-s.f.Err():
+				r.Err = fmt.Errorf("publish %s: %w", msgs[s.i].Subject, err)
+			}
+			if flow.Release != nil {
+				flow.Release(s.i, r)
+			}
+			resolved <- result{s.i, r}
+		}
+	}()
+	var first error
+	fail := func(i int, err error) {
+		res[i].Err = err
+		if first == nil {
+			first = err
+		}
+	}
+	published := 0
+	for i, m := range msgs {
+		if flow.Acquire != nil {
+			if err := flow.Acquire(ctx, i); err != nil {
+				for j := i; j < len(msgs); j++ {
+					fail(j, fmt.Errorf("publish %s: not published: %w", msgs[j].Subject, err))
+				}
+				break
+			}
+		}
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			r := Result{Err: fmt.Errorf("publish %s: %w", m.Subject, err)}
+			if flow.Release != nil {
+				flow.Release(i, r)
+			}
+			fail(i, r.Err)
+			continue
+		}
+		queue <- sent{i, f}
+		published++
+	}
+	close(queue)
+	for range published {
+		select {
+		case rr := <-resolved:
+			res[rr.i] = rr.r
+			if rr.r.Err != nil && first == nil {
+				first = rr.r.Err
+			}
+		case <-ctx.Done():
+			// The rest resolve later (the collector releases them); report
+			// them as not acknowledged in time.
+			for i := range res {
+				if res[i].Ack == nil && res[i].Err == nil {
+					fail(i, fmt.Errorf("publish %s: %w", msgs[i].Subject, ctx.Err()))
+				}
+			}
+			return res, first
+		}
+	}
+	return res, first
+}
