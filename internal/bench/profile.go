@@ -15,7 +15,8 @@ import (
 // port and the aggregators with /debug/pprof/, and the measured phases of
 // the pipeline (1 aggregator) and latency scenarios write a CPU profile of
 // each process there (SCENARIO-PROCESS.pprof, for `go tool pprof`), and
-// at its end what each process allocated so far (.allocs.pprof), and a
+// at its end what each process allocated so far (.allocs.pprof) and its
+// live heap (.heap.pprof), and a
 // one-second execution trace of each aggregator (.trace). The
 // figures of a profiled run are a little pessimistic: profiling costs CPU.
 
@@ -70,6 +71,11 @@ func (e *env) startProfiles(ctx context.Context, label string, d time.Duration, 
 			path = filepath.Join(e.o.ProfileDir, fmt.Sprintf("%s-%s-%s.allocs.pprof", e.name, label, t.name))
 			if err := fetchProfile(ctx, t.url+"/debug/pprof/allocs", path); err != nil {
 				e.logf("allocation profile of %s: %v", t.name, err)
+			}
+			// The live heap then (-sample_index=inuse_space), after a GC.
+			path = filepath.Join(e.o.ProfileDir, fmt.Sprintf("%s-%s-%s.heap.pprof", e.name, label, t.name))
+			if err := fetchProfile(ctx, t.url+"/debug/pprof/heap?gc=1", path); err != nil {
+				e.logf("heap profile of %s: %v", t.name, err)
 			}
 		}()
 	}
