@@ -24,6 +24,10 @@ type Config struct {
 	// 0 is valid and strict: any origin_server_ts later than the receive time
 	// is replaced by the receive time.
 	ClockSkewMS int64 `yaml:"clock_skew_ms"`
+
+	// keepRegisters turns the collection of registers off (gc.go): the
+	// tests compare the events with and without it.
+	keepRegisters bool
 }
 
 // MaxStickyMS is MSC4354's cap on a sticky event's duration (1 h).

@@ -154,6 +154,7 @@ func (st *RoomState) RebuildDerived() {
 		}
 	}
 	st.heapBuilt = false
+	st.gcBuilt = false
 	st.claims = nil
 }
 
@@ -173,7 +174,7 @@ func (st *RoomState) RebuildMembers() error {
 		s.Members = map[string]*SessionMember{}
 	}
 	for i := range st.claims {
-		w, _ := st.winner(i, st.Clock)
+		w := st.winner(i, st.Clock)
 		if w == nil {
 			continue
 		}

@@ -125,7 +125,7 @@ func checkInvariants(t testing.TB, st *RoomState) {
 		}
 	}
 	for i := range st.claims {
-		w, _ := st.winner(i, st.Clock)
+		w := st.winner(i, st.Clock)
 		m := live[i]
 		switch {
 		case w == nil && m != nil:

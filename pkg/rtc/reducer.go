@@ -73,6 +73,7 @@ func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
 	st.buildIndex()
 	st.Clock = max(st.Clock, now)
 	a.expireDue()
+	defer a.collectRegisters()
 	if in.Kind == events.InputEvent {
 		if err := checkTimes(in); err != nil {
 			a.rejectErr(in.EventID, err)
@@ -302,6 +303,7 @@ func (a *applier) setRegister(key string, old, reg *Register, at int64) {
 	reg.key = key
 	a.st.Registers[key] = reg
 	a.st.changedRegister(key)
+	a.st.gcTrack(a.cfg, key, reg)
 	cause := events.ReasonLeave
 	switch reg.Kind {
 	case RegisterInvalid:
@@ -472,12 +474,11 @@ func (st *RoomState) eligible(c *Claim, t int64) (bool, events.Reason) {
 }
 
 // winner is the claim that represents an identity at time t: the eligible
-// claim with the latest created_ts(), then origin_server_ts, then event id.
-// When there is none, it says why the best ineligible claim does not count
-// ("" when nothing claims the identity any more).
-func (st *RoomState) winner(i ident, t int64) (*Claim, events.Reason) {
+// claim with the latest created_ts(), then origin_server_ts, then event id;
+// nil when none is eligible (whyNotCounted says why a member's own claim
+// does not count).
+func (st *RoomState) winner(i ident, t int64) *Claim {
 	var best *Claim
-	var why events.Reason
 	for _, key := range st.claims[i] {
 		reg := st.Registers[key]
 		for ci := range reg.Claims {
@@ -485,8 +486,7 @@ func (st *RoomState) winner(i ident, t int64) (*Claim, events.Reason) {
 			if c.ident() != i {
 				continue
 			}
-			if ok, r := st.eligible(c, t); !ok {
-				why = r
+			if ok, _ := st.eligible(c, t); !ok {
 				continue
 			}
 			if best == nil || c.CreatedTS > best.CreatedTS ||
@@ -495,10 +495,23 @@ func (st *RoomState) winner(i ident, t int64) (*Claim, events.Reason) {
 			}
 		}
 	}
-	if best != nil {
-		return best, ""
+	return best
+}
+
+// whyNotCounted is why the claim behind member m of identity i does not
+// count at t, or "" when no register holds that claim any more.
+func (st *RoomState) whyNotCounted(i ident, m *events.Member, t int64) events.Reason {
+	for _, key := range st.claims[i] {
+		reg := st.Registers[key]
+		for ci := range reg.Claims {
+			c := &reg.Claims[ci]
+			if c.ident() == i && c.EventID == m.EventID && c.MembershipID == m.MembershipID {
+				_, why := st.eligible(c, t)
+				return why
+			}
+		}
 	}
-	return nil, why
+	return ""
 }
 
 type change struct {
@@ -528,13 +541,20 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 		if s := a.st.Sessions[a.st.sessionKey(i.app, i.call)]; s != nil {
 			old = a.st.member(s, i)
 		}
-		w, why := a.st.winner(i, t)
+		w := a.st.winner(i, t)
 		if old == nil && w == nil {
 			continue
 		}
+		// A member that leaves leaves for its own claim's reason when that
+		// claim is still held but no longer counts (expired, left the room,
+		// slot closed); otherwise (its event was replaced, redacted) for the
+		// input's cause. Another claim of the identity that does not count,
+		// one that expired long before, says nothing of why this one left.
 		reason := cause
-		if why != "" {
-			reason = why
+		if w == nil && old != nil {
+			if why := a.st.whyNotCounted(i, &old.Member, t); why != "" {
+				reason = why
+			}
 		}
 		changes = append(changes, change{id: i, old: old, new: w, reason: reason})
 	}

@@ -45,6 +45,10 @@ type RoomState struct {
 	// soonest deadline costs O(log members), not a scan of the room.
 	deadlines deadlineHeap
 	heapBuilt bool
+	// gcQueue orders the registers by when they become collectable
+	// (gc.go); derived, built on first use.
+	gcQueue gcHeap
+	gcBuilt bool
 	// changes records what Apply changed, when tracking is on (TrackChanges).
 	changes  *Changes
 	tracking bool
