@@ -237,9 +237,15 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 		left(bob, events.ReasonLeftRoom, 1, 1)})
 	checkLive(t, st, room, 1, liveDevice{user: alice})
 
-	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
-		t.Fatalf("%s invites %s again: %v", alice.UserID, bob.UserID, err)
-	}
+	// The session event can come from hs2's push before hs1 has bob's
+	// leave over federation; until then hs1 refuses the invite ("already
+	// joined").
+	waitFor(t, fmt.Sprintf("%s invites %s again (hs1 has his leave)", alice.UserID, bob.UserID), func() (bool, string) {
+		if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
 	f.join(t, f.hs1, bob, room)
 	st.waitSessionEvents(room, 5)
 	checkLive(t, st, room, 2, liveDevice{user: alice}, liveDevice{user: bob})
