@@ -47,43 +47,9 @@ type gcEntry struct {
 	key string
 }
 
-type gcHeap []gcEntry
+func (a gcEntry) Less(b gcEntry) bool { return a.at < b.at }
 
-func (h *gcHeap) push(e gcEntry) {
-	*h = append(*h, e)
-	q := *h
-	for i := len(q) - 1; i > 0; {
-		p := (i - 1) / 2
-		if q[p].at <= q[i].at {
-			break
-		}
-		q[i], q[p] = q[p], q[i]
-		i = p
-	}
-}
-
-func (h *gcHeap) pop() {
-	q := *h
-	n := len(q) - 1
-	q[0] = q[n]
-	q[n] = gcEntry{}
-	q = q[:n]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && q[l].at < q[m].at {
-			m = l
-		}
-		if r < n && q[r].at < q[m].at {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		q[i], q[m] = q[m], q[i]
-		i = m
-	}
-	*h = q
-}
+type gcHeap = minHeap[gcEntry]
 
 // collectable reports whether the register under key is ever collected
 // (a state key's, not a sticky key's: see above).

@@ -246,7 +246,7 @@ type deadlineEntry struct {
 	sess, key string
 }
 
-func (a deadlineEntry) less(b deadlineEntry) bool {
+func (a deadlineEntry) Less(b deadlineEntry) bool {
 	if a.at != b.at {
 		return a.at < b.at
 	}
@@ -256,14 +256,19 @@ func (a deadlineEntry) less(b deadlineEntry) bool {
 	return a.key < b.key
 }
 
-type deadlineHeap []deadlineEntry
+type deadlineHeap = minHeap[deadlineEntry]
 
-func (h *deadlineHeap) push(e deadlineEntry) {
+// minHeap is a binary min-heap of entries ordered by their Less method (exported only so that linters see it used through the type parameter): the
+// member deadlines (deadlineHeap) and the registers by collection time
+// (gcHeap).
+type minHeap[E interface{ Less(E) bool }] []E
+
+func (h *minHeap[E]) push(e E) {
 	*h = append(*h, e)
 	q := *h
 	for i := len(q) - 1; i > 0; {
 		p := (i - 1) / 2
-		if !q[i].less(q[p]) {
+		if !q[i].Less(q[p]) {
 			break
 		}
 		q[i], q[p] = q[p], q[i]
@@ -273,31 +278,32 @@ func (h *deadlineHeap) push(e deadlineEntry) {
 
 // heapify orders the entries as a heap in O(n) (a rebuild every O(n)
 // pushes thus costs O(1) per push).
-func (h deadlineHeap) heapify() {
+func (h minHeap[E]) heapify() {
 	for i := len(h)/2 - 1; i >= 0; i-- {
 		h.down(i)
 	}
 }
 
-func (h *deadlineHeap) pop() {
+func (h *minHeap[E]) pop() {
 	q := *h
 	n := len(q) - 1
+	var zero E
 	q[0] = q[n]
-	q[n] = deadlineEntry{}
+	q[n] = zero // drop what the entry points to
 	q = q[:n]
 	q.down(0)
 	*h = q
 }
 
 // down moves entry i down to its place.
-func (h deadlineHeap) down(i int) {
+func (h minHeap[E]) down(i int) {
 	q, n := h, len(h)
 	for {
 		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && q[l].less(q[m]) {
+		if l < n && q[l].Less(q[m]) {
 			m = l
 		}
-		if r < n && q[r].less(q[m]) {
+		if r < n && q[r].Less(q[m]) {
 			m = r
 		}
 		if m == i {
