@@ -275,8 +275,18 @@ func (r *partRunner) collect(it jetstream.MessagesContext) ([]jetstream.Msg, err
 	if err != nil {
 		return nil, err
 	}
-	batch := []jetstream.Msg{first}
-	deadline := time.Now().Add(r.d.cfg.BatchLinger)
+	return r.fill(it, []jetstream.Msg{first}, time.Now().Add(r.d.cfg.BatchLinger))
+}
+
+// topUp adds what the iterator has buffered to batch, up to BatchSize,
+// without waiting.
+func (r *partRunner) topUp(it jetstream.MessagesContext, batch []jetstream.Msg) ([]jetstream.Msg, error) {
+	return r.fill(it, batch, time.Now())
+}
+
+// fill adds to batch, up to BatchSize, what arrives until deadline and,
+// past it, what is already buffered.
+func (r *partRunner) fill(it jetstream.MessagesContext, batch []jetstream.Msg, deadline time.Time) ([]jetstream.Msg, error) {
 	for len(batch) < r.d.cfg.BatchSize {
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -285,22 +295,6 @@ func (r *partRunner) collect(it jetstream.MessagesContext) ([]jetstream.Msg, err
 		m, err := it.Next(jetstream.NextMaxWait(wait))
 		if errors.Is(err, nats.ErrTimeout) {
 			break
-		}
-		if err != nil {
-			return batch, err
-		}
-		batch = append(batch, m)
-	}
-	return batch, nil
-}
-
-// topUp adds what the iterator has buffered to batch, up to BatchSize,
-// without waiting.
-func (r *partRunner) topUp(it jetstream.MessagesContext, batch []jetstream.Msg) ([]jetstream.Msg, error) {
-	for len(batch) < r.d.cfg.BatchSize {
-		m, err := it.Next(jetstream.NextMaxWait(time.Microsecond))
-		if errors.Is(err, nats.ErrTimeout) {
-			return batch, nil
 		}
 		if err != nil {
 			return batch, err
