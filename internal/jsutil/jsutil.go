@@ -120,12 +120,8 @@ func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (
 		if f == nil {
 			continue
 		}
-		select {
-		case pa := <-f.Ok():
-			res[i].Ack = pa
-		case err := <-f.Err():
-			res[i].Err = fmt.Errorf("publish %s: %w", msgs[i].Subject, err)
-		case <-ctx.Done():
+		res[i] = await(ctx.Done(), f, msgs[i].Subject)
+		if res[i].Err == nil && res[i].Ack == nil {
 			res[i].Err = fmt.Errorf("publish %s: %w", msgs[i].Subject, ctx.Err())
 		}
 		if res[i].Err != nil && first == nil {
@@ -133,6 +129,19 @@ func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (
 		}
 	}
 	return res, first
+}
+
+// await is a future's ack or error; neither when done closes first (a nil
+// done never does).
+func await(done <-chan struct{}, f jetstream.PubAckFuture, subject string) Result {
+	select {
+	case pa := <-f.Ok():
+		return Result{Ack: pa}
+	case err := <-f.Err():
+		return Result{Err: fmt.Errorf("publish %s: %w", subject, err)}
+	case <-done:
+		return Result{}
+	}
 }
 
 // Flow bounds what a PublishAllFlow has in flight. Acquire is called
@@ -168,12 +177,7 @@ func PublishAllFlow(ctx context.Context, js jetstream.JetStream, msgs []*nats.Ms
 	resolved := make(chan result, len(msgs))
 	go func() {
 		for s := range queue {
-			var r Result
-			select {
-			case r.Ack = <-s.f.Ok():
-			case err := <-s.f.Err():
-				r.Err = fmt.Errorf("publish %s: %w", msgs[s.i].Subject, err)
-			}
+			r := await(nil, s.f, msgs[s.i].Subject) // the async publish timeout bounds it
 			if flow.Release != nil {
 				flow.Release(s.i, r)
 			}
