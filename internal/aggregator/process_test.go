@@ -1,12 +1,9 @@
 package aggregator
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -157,37 +155,14 @@ func (p *aggProc) kill(t *testing.T) {
 	}
 }
 
-// metrics returns the process's /metrics samples by series ("name" or
-// `name{label="v",...}`); nil when it cannot be read.
+// metrics returns the process's /metrics samples by series; nil when it
+// cannot be read.
 func (p *aggProc) metrics() map[string]float64 {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + p.addr + "/metrics")
+	m, err := proctest.Scrape("http://" + p.addr + "/metrics")
 	if err != nil {
 		return nil
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return out
+	return m
 }
 
 const (

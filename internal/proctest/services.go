@@ -91,7 +91,7 @@ func (a *Aggregator) WaitReady(timeout time.Duration) error {
 // Metrics returns the process's /metrics samples by series ("name" or
 // `name{label="v",...}`).
 func (a *Aggregator) Metrics() (map[string]float64, error) {
-	return scrape("http://" + a.HTTPAddr + "/metrics")
+	return Scrape("http://" + a.HTTPAddr + "/metrics")
 }
 
 // IngestConfig is what a test chooses of an ingest process's configuration.
@@ -251,7 +251,7 @@ func (in *Ingest) URL() string { return "http://" + in.AppserviceAddr }
 // Metrics returns the process's /metrics samples by series ("name" or
 // `name{label="v",...}`).
 func (in *Ingest) Metrics() (map[string]float64, error) {
-	return scrape("http://" + in.MetricsAddr + "/metrics")
+	return Scrape("http://" + in.MetricsAddr + "/metrics")
 }
 
 // WaitReady waits until /readyz answers 200 (NATS connected, RTC_RAW
@@ -275,8 +275,9 @@ func httpOK(url string) error {
 	return nil
 }
 
-// scrape reads a Prometheus text exposition into series -> value.
-func scrape(url string) (map[string]float64, error) {
+// Scrape reads the Prometheus text exposition at url into series ("name"
+// or `name{label="v",...}`) -> value.
+func Scrape(url string) (map[string]float64, error) {
 	resp, err := httpClient.Get(url)
 	if err != nil {
 		return nil, err
