@@ -60,14 +60,7 @@ func TestAppserviceCall(t *testing.T) {
 	s.waitSessionEvents(room, 4)
 	sent = append(sent, hangUp(t, alice, room))
 	evs := s.waitSessionEvents(room, 6)
-	checkSteps(t, evs, []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
-		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonLeave, participants: 0},
-		{kind: events.KindSessionEnded, reason: events.ReasonLeave, participants: 0},
-	})
+	checkSteps(t, evs, twoPersonCall(alice, bob))
 	if sum := evs[5].Summary; sum == nil || sum.PeakParticipants != 2 || sum.DistinctUsers != 2 || sum.Joins != 2 {
 		t.Errorf("session_ended summary %+v, want peak 2, 2 users, 2 joins", sum)
 	}

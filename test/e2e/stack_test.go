@@ -422,3 +422,16 @@ namespaces:
 	}
 	return path
 }
+
+// twoPersonCall is the session events of a call that alice starts, bob
+// joins, then bob and alice hang up, in that order.
+func twoPersonCall(alice, bob *mautrix.Client) []step {
+	return []step{
+		{kind: events.KindSessionStarted, participants: 0},
+		{kind: events.KindMemberJoined, member: alice, participants: 1},
+		{kind: events.KindMemberJoined, member: bob, participants: 2},
+		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
+		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonLeave, participants: 0},
+		{kind: events.KindSessionEnded, reason: events.ReasonLeave, participants: 0},
+	}
+}

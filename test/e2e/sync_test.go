@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -48,14 +49,7 @@ func TestSyncSourceCall(t *testing.T) {
 	s.waitSessionEvents(room, 4)
 	hangUp(t, alice, room)
 	evs := s.waitSessionEvents(room, 6)
-	checkSteps(t, evs, []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
-		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonLeave, participants: 0},
-		{kind: events.KindSessionEnded, reason: events.ReasonLeave, participants: 0},
-	})
+	checkSteps(t, evs, twoPersonCall(alice, bob))
 	if e := evs[2]; e.Member.EventID != bobJoin {
 		t.Errorf("bob's member_joined names event %s, want %s", e.Member.EventID, bobJoin)
 	}
@@ -116,16 +110,7 @@ func TestSyncSourceRedaction(t *testing.T) {
 // re-read, nothing is published twice) and every event sent while it was
 // down arrives exactly once.
 func TestSyncSourceResumesAfterRestart(t *testing.T) {
-	s := startSyncStack(t)
-	withoutReconcile(s)
-	alice := s.hs.NewUser(t, "alice", "ALICEDEV")
-	bob := s.hs.NewUser(t, "bob", "BOBDEV")
-	room := s.callRoom(alice, bob)
-	s.startIngest()
-
-	joinCall(t, alice, room)
-	s.waitSessionEvents(room, 2)
-	s.stopIngest()
+	s, alice, bob, room := callThenIngestDown(t)
 	tokenFile := filepath.Join(s.stateDir, hsName+".next_batch")
 	token, err := os.ReadFile(tokenFile)
 	if err != nil || len(token) == 0 {
@@ -178,16 +163,7 @@ const fillerEvents = 110
 // limited: Bob's join is only in its state block, which the ingest must
 // forward (source sync_state) for Bob to count.
 func TestSyncSourceGappySync(t *testing.T) {
-	s := startSyncStack(t)
-	withoutReconcile(s)
-	alice := s.hs.NewUser(t, "alice", "ALICEDEV")
-	bob := s.hs.NewUser(t, "bob", "BOBDEV")
-	room := s.callRoom(alice, bob)
-	s.startIngest()
-
-	joinCall(t, alice, room)
-	s.waitSessionEvents(room, 2)
-	s.stopIngest()
+	s, alice, bob, room := callThenIngestDown(t)
 
 	bobJoin := joinCall(t, bob, room)
 	// Forwarded events that change no call: leaves ({}) of devices alice
@@ -207,14 +183,7 @@ func TestSyncSourceGappySync(t *testing.T) {
 
 	hangUp(t, bob, room)
 	hangUp(t, alice, room)
-	checkSteps(t, s.waitSessionEvents(room, 6), []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
-		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonLeave, participants: 0},
-		{kind: events.KindSessionEnded, reason: events.ReasonLeave, participants: 0},
-	})
+	checkSteps(t, s.waitSessionEvents(room, 6), twoPersonCall(alice, bob))
 }
 
 // withoutReconcile turns the ingest's reconciliation off (no pass at start,
@@ -224,4 +193,22 @@ func TestSyncSourceGappySync(t *testing.T) {
 // untested.
 func withoutReconcile(s *stack) {
 	s.ingestCfg.Env = append(s.ingestCfg.Env, "RTC_INGEST_RECONCILE_AT_START=false", "RTC_INGEST_RECONCILE_INTERVAL=0s")
+}
+
+// callThenIngestDown starts a sync-source stack without reconciliation:
+// alice starts a call in a room with bob, the ingest stores it, and the
+// ingest stops.
+func callThenIngestDown(t *testing.T) (*stack, *mautrix.Client, *mautrix.Client, id.RoomID) {
+	t.Helper()
+	s := startSyncStack(t)
+	withoutReconcile(s)
+	alice := s.hs.NewUser(t, "alice", "ALICEDEV")
+	bob := s.hs.NewUser(t, "bob", "BOBDEV")
+	room := s.callRoom(alice, bob)
+	s.startIngest()
+
+	joinCall(t, alice, room)
+	s.waitSessionEvents(room, 2)
+	s.stopIngest()
+	return s, alice, bob, room
 }
