@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -86,9 +87,8 @@ type User struct {
 }
 
 // ReconcileSubject is where `rtcctl reconcile` asks the ingest to
-// reconcile a room (internal/ingest.ReconcileSubject; a test checks they
-// are the same).
-const ReconcileSubject = "rtc.ctl.ingest.reconcile"
+// reconcile a room (the control-plane contract, internal/ctlapi).
+const ReconcileSubject = ctlapi.ReconcileSubject
 
 const (
 	jsAPI = "$JS.API."

@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
-	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -286,12 +285,4 @@ func FuzzHelmMergeToConf(f *testing.F) {
 			t.Fatalf("output grew: %q -> %q", in, out)
 		}
 	})
-}
-
-// TestReconcileSubjectIsTheIngests: the subject the users are granted is
-// the one the ingest serves.
-func TestReconcileSubjectIsTheIngests(t *testing.T) {
-	if ReconcileSubject != ingest.ReconcileSubject {
-		t.Fatalf("authz grants %q, the ingest serves %q", ReconcileSubject, ingest.ReconcileSubject)
-	}
 }
