@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -27,19 +27,6 @@ import (
 // event keeps its Nats-Msg-Id (event id; "#redacted" for a redacted copy),
 // so a state event already in RTC_RAW is de-duplicated, and one older than
 // the duplicate window is applied again as a stale input: idempotent.
-
-// The request/reply contract of `rtcctl reconcile` lives in ctlapi, which
-// rtcctl imports without linking the ingest.
-const (
-	ReconcileSubject = ctlapi.ReconcileSubject
-	ReconcileQueue   = ctlapi.ReconcileQueue
-)
-
-type (
-	ReconcileRequest = ctlapi.ReconcileRequest
-	ReconcileReply   = ctlapi.ReconcileReply
-	ReconcileResult  = ctlapi.ReconcileResult
-)
 
 // Triggers of a reconciliation (the "trigger" label of
 // rtc_ingest_reconcile_passes_total).
@@ -94,9 +81,9 @@ func NewReconciler(readers []*StateReader, pub *Publisher, js jetstream.JetStrea
 // (if configured) and does a pass every Interval (if not 0), until ctx ends.
 func (r *Reconciler) Run(ctx context.Context, nc *nats.Conn) error {
 	if r.opts.OnDemand && nc != nil {
-		sub, err := nc.QueueSubscribe(ReconcileSubject, ReconcileQueue, func(msg *nats.Msg) { r.serve(ctx, msg) })
+		sub, err := nc.QueueSubscribe(ctlapi.ReconcileSubject, ctlapi.ReconcileQueue, func(msg *nats.Msg) { r.serve(ctx, msg) })
 		if err != nil {
-			return fmt.Errorf("reconcile: subscribe %s: %w", ReconcileSubject, err)
+			return fmt.Errorf("reconcile: subscribe %s: %w", ctlapi.ReconcileSubject, err)
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
@@ -281,8 +268,8 @@ func (r *Reconciler) readersFor(c roomRef, only string) []*StateReader {
 // one succeeded. A failure is counted once per room, for the last
 // homeserver tried: a homeserver whose reader is not in the room is no
 // failure when another one could read it.
-func (r *Reconciler) reconcileRoom(ctx context.Context, c roomRef, only string) ([]ReconcileResult, bool) {
-	var out []ReconcileResult
+func (r *Reconciler) reconcileRoom(ctx context.Context, c roomRef, only string) ([]ctlapi.ReconcileResult, bool) {
+	var out []ctlapi.ReconcileResult
 	for _, rd := range r.readersFor(c, only) {
 		res, err := r.readAndPublish(ctx, rd, c.room)
 		if err == nil {
@@ -301,7 +288,7 @@ func (r *Reconciler) reconcileRoom(ctx context.Context, c roomRef, only string) 
 		}
 	}
 	if len(out) == 0 {
-		return []ReconcileResult{{Homeserver: only, Reason: ReconcileNoReader, Error: "no homeserver can read rooms"}}, false
+		return []ctlapi.ReconcileResult{{Homeserver: only, Reason: ReconcileNoReader, Error: "no homeserver can read rooms"}}, false
 	}
 	last := out[len(out)-1]
 	r.m.ReconcileFailures.WithLabelValues(last.Homeserver, last.Reason).Inc()
@@ -311,8 +298,8 @@ func (r *Reconciler) reconcileRoom(ctx context.Context, c roomRef, only string) 
 }
 
 // readAndPublish reads one room's state from one homeserver and publishes it.
-func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room id.RoomID) (ReconcileResult, error) {
-	res := ReconcileResult{Homeserver: rd.Homeserver}
+func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room id.RoomID) (ctlapi.ReconcileResult, error) {
+	res := ctlapi.ReconcileResult{Homeserver: rd.Homeserver}
 	if err := r.limit.wait(ctx); err != nil {
 		return res, &ReconcileError{Reason: ReconcileUnreachable, Err: fmt.Errorf("rate limit wait: %w", err)}
 	}
@@ -332,8 +319,8 @@ func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room i
 }
 
 // Reconcile reconciles one room now (on demand).
-func (r *Reconciler) Reconcile(ctx context.Context, req ReconcileRequest) ReconcileReply {
-	reply := ReconcileReply{RoomID: req.RoomID}
+func (r *Reconciler) Reconcile(ctx context.Context, req ctlapi.ReconcileRequest) ctlapi.ReconcileReply {
+	reply := ctlapi.ReconcileReply{RoomID: req.RoomID}
 	if !strings.HasPrefix(string(req.RoomID), "!") || len(req.RoomID) > events.MaxIDBytes {
 		reply.Error = fmt.Sprintf("room_id %q is not a room id", clip(string(req.RoomID)))
 		return reply
@@ -361,8 +348,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ReconcileRequest) Reconc
 
 // serve answers one NATS request.
 func (r *Reconciler) serve(ctx context.Context, msg *nats.Msg) {
-	var req ReconcileRequest
-	var reply ReconcileReply
+	var req ctlapi.ReconcileRequest
+	var reply ctlapi.ReconcileReply
 	if err := json.Unmarshal(msg.Data, &req); err != nil {
 		reply.Error = "bad request: " + err.Error()
 	} else {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -313,7 +314,7 @@ func TestReconcileBoundedAndFailures(t *testing.T) {
 }
 
 // TestReconcileOnDemand: `rtcctl reconcile` is a NATS request on
-// ReconcileSubject; the reconciler answers it with what it did.
+// ctlapi.ReconcileSubject; the reconciler answers it with what it did.
 func TestReconcileOnDemand(t *testing.T) {
 	e := newEnv(t)
 	hs := &fakeStateHS{token: "t", state: map[id.RoomID]string{rcRoom: callRoomState()}}
@@ -327,12 +328,12 @@ func TestReconcileOnDemand(t *testing.T) {
 	go func() { done <- r.Run(ctx, e.nc) }()
 	defer func() { cancel(); <-done }()
 
-	ask := func(req string) ReconcileReply {
+	ask := func(req string) ctlapi.ReconcileReply {
 		t.Helper()
-		var reply ReconcileReply
+		var reply ctlapi.ReconcileReply
 		deadline := time.Now().Add(10 * time.Second)
 		for { // the subscription may not be there yet
-			msg, err := e.nc.Request(ReconcileSubject, []byte(req), 2*time.Second)
+			msg, err := e.nc.Request(ctlapi.ReconcileSubject, []byte(req), 2*time.Second)
 			if err == nil {
 				if err := json.Unmarshal(msg.Data, &reply); err != nil {
 					t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
-	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -131,8 +131,8 @@ func TestPermissions(t *testing.T) {
 	// reconcile: the operator's request reaches the ingest's user, whose
 	// answer comes back (allow_responses); the subscriber may not ask.
 	ing := srv.Connect(t, authz.UserIngest)
-	reply, _ := json.Marshal(ingest.ReconcileReply{RoomID: roomA, Attempts: []ingest.ReconcileResult{{Homeserver: "hs1", Events: 3, Stored: 1, Duplicates: 2}}})
-	sub, err := ing.NC.QueueSubscribe(ingest.ReconcileSubject, ingest.ReconcileQueue, func(m *nats.Msg) { _ = m.Respond(reply) })
+	reply, _ := json.Marshal(ctlapi.ReconcileReply{RoomID: roomA, Attempts: []ctlapi.ReconcileResult{{Homeserver: "hs1", Events: 3, Stored: 1, Duplicates: 2}}})
+	sub, err := ing.NC.QueueSubscribe(ctlapi.ReconcileSubject, ctlapi.ReconcileQueue, func(m *nats.Msg) { _ = m.Respond(reply) })
 	if err != nil {
 		t.Fatal(err)
 	}

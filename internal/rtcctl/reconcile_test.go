@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -58,7 +59,7 @@ func TestReconcile(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(10 * time.Second)
 	for { // until the reconciler's subscription is there
-		if _, err := nc.Request(ingest.ReconcileSubject, []byte(`{}`), time.Second); err == nil {
+		if _, err := nc.Request(ctlapi.ReconcileSubject, []byte(`{}`), time.Second); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -72,7 +73,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("status %d, stdout %q (want %q), stderr %q", code, out, want, errOut)
 	}
 	code, out, _ = run(t, "--server", url, "reconcile", "--json", string(roomA))
-	var reply ingest.ReconcileReply
+	var reply ctlapi.ReconcileReply
 	if err := json.Unmarshal([]byte(out), &reply); code != 0 || err != nil || len(reply.Attempts) != 1 ||
 		reply.Attempts[0].Stored != 0 || reply.Attempts[0].Duplicates != 2 {
 		t.Fatalf("again, as JSON: status %d, %q (%v)", code, out, err)

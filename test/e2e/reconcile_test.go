@@ -12,8 +12,8 @@ import (
 
 	"maunium.net/go/mautrix"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
-	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -296,7 +296,7 @@ func TestReconcileSyncBot(t *testing.T) {
 	s.waitSessionEvents(room, 2)
 
 	out := runRTCCtl(s, "reconcile", "--homeserver", hsName, "--json", string(room))
-	var reply ingest.ReconcileReply
+	var reply ctlapi.ReconcileReply
 	if err := json.Unmarshal([]byte(out), &reply); err != nil {
 		t.Fatalf("rtcctl reconcile --json: %v\n%s", err, out)
 	}
