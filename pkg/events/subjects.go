@@ -14,6 +14,7 @@ const (
 	StreamRaw    = "RTC_RAW"    // raw membership changes and fired timers, partitioned by room
 	StreamEvents = "RTC_EVENTS" // session events
 	StreamDLQ    = "RTC_DLQ"    // inputs that could not be decoded or applied
+	StreamTimers = "RTC_TIMERS" // the rooms' durable timers (message schedules); only the aggregator writes it
 
 	BucketRooms    = "rtc_rooms"    // per-room aggregator state
 	BucketSessions = "rtc_sessions" // live sessions, one key per session
@@ -24,11 +25,18 @@ const (
 const (
 	RawPrefix     = "rtc.raw"     // rtc.raw.<roomTok>: ingest publishes here
 	PartPrefix    = "rtc.part"    // rtc.part.<N>.<roomTok>: RTC_RAW stores inputs here (subject transform)
-	TimerPrefix   = "rtc.timer"   // rtc.timer.<roomTok>: one message schedule per room
+	TimerPrefix   = "rtc.timer"   // rtc.timer.<roomTok>: one message schedule per room (RTC_TIMERS)
+	FiredPrefix   = "rtc.fired"   // rtc.fired.<roomTok>: where a room's schedule fires (RTC_TIMERS)
 	SessionPrefix = "rtc.session" // rtc.session.<appTok>.<roomTok>.<callTok>.<kind>
 	LivePrefix    = "rtc.live"    // RePublish of RTC_EVENTS: exactly the stored events
 	DLQPrefix     = "rtc.dlq"     // rtc.dlq.<partition>
 )
+
+// TimerPathToken ends the subject under which RTC_RAW stores a fired timer,
+// sourced from RTC_TIMERS' rtc.fired.<roomTok>: rtc.part.<N>.<roomTok>.timer.
+// No client can publish there: RTC_RAW captures only rtc.raw.<roomTok>
+// from publishers, and that becomes the 4-token rtc.part.<N>.<roomTok>.
+const TimerPathToken = "timer"
 
 // RawSubject is where the ingest publishes an event of a room.
 func RawSubject(room id.RoomID) string { return RawPrefix + "." + Token(string(room)) }
