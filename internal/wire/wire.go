@@ -148,8 +148,8 @@ func AppendMapLen(b []byte, n int) []byte {
 
 // Map appends a struct as the reflective encoder does: a map whose entries
 // are the non-empty fields, in field order. Its header is written when it
-// ends, so a struct encoded with it has at most 15 fields (a fixmap header
-// of one byte, reserved at Begin).
+// ends: one byte is reserved at Begin (a fixmap, up to 15 entries), and a
+// map of more entries is moved to make room for its longer header.
 type Map struct {
 	B  []byte
 	at int
@@ -161,10 +161,16 @@ func Begin(b []byte) Map { return Map{B: append(b, fixMapLow), at: len(b)} }
 
 // End writes the map's header and returns the buffer.
 func (m *Map) End() []byte {
-	if m.n >= 16 {
-		panic("wire: a Map holds at most 15 entries")
+	if m.n < 16 {
+		m.B[m.at] = fixMapLow | byte(m.n)
+		return m.B
 	}
-	m.B[m.at] = fixMapLow | byte(m.n)
+	// A longer header than the byte reserved: shift the entries.
+	hdr := AppendMapLen(nil, m.n)
+	extra := len(hdr) - 1
+	m.B = append(m.B, hdr[:extra]...)
+	copy(m.B[m.at+len(hdr):], m.B[m.at+1:len(m.B)-extra])
+	copy(m.B[m.at:], hdr)
 	return m.B
 }
 
@@ -203,6 +209,17 @@ func (m *Map) Bool(k string, v bool) {
 	if v {
 		m.Key(k)
 		m.B = AppendBool(m.B, v)
+	}
+}
+
+// Strs appends the entry, an array of strings, unless v is empty.
+func (m *Map) Strs(k string, v []string) {
+	if len(v) > 0 {
+		m.Key(k)
+		m.B = AppendArrayLen(m.B, len(v))
+		for _, s := range v {
+			m.B = AppendString(m.B, s)
+		}
 	}
 }
 

@@ -117,3 +117,45 @@ func TestMapMatchesTheReflectiveEncoder(t *testing.T) {
 		}
 	}
 }
+
+// wide has more fields than a fixmap holds, and a list of strings.
+type wide struct {
+	A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q int64
+	L1 []string `json:"l1,omitempty"`
+}
+
+func (s *wide) appendMsgpack(b []byte) []byte {
+	w := wire.Begin(b)
+	for i, v := range []int64{s.A, s.B, s.C, s.D, s.E, s.F, s.G, s.H, s.I, s.J, s.K, s.L, s.M, s.N, s.O, s.P, s.Q} {
+		w.Int(string(rune('A'+i)), v)
+	}
+	w.Strs("l1", s.L1)
+	return w.End()
+}
+
+// A map of 16 entries or more gets the longer header, and its entries move
+// behind it; lists of strings are written as the reflective encoder writes
+// them.
+func TestWideMapMatchesTheReflectiveEncoder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 3))
+	for i := range 2000 {
+		var s wide
+		vs := []*int64{&s.A, &s.B, &s.C, &s.D, &s.E, &s.F, &s.G, &s.H, &s.I, &s.J, &s.K, &s.L, &s.M, &s.N, &s.O, &s.P, &s.Q}
+		filled := rng.IntN(len(vs) + 1)
+		for _, v := range vs[:filled] {
+			*v = 1 + rng.Int64N(1<<40)
+		}
+		switch rng.IntN(3) {
+		case 0:
+			s.L1 = []string{}
+		case 1:
+			for range rng.IntN(20) {
+				s.L1 = append(s.L1, strings.Repeat("x", rng.IntN(40)))
+			}
+		}
+		got, want := s.appendMsgpack([]byte("prefix")), append([]byte("prefix"), reflective(t, &s)...)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d (%d fields, %d strings):\n got % x\nwant % x", i, filled, len(s.L1), got, want)
+		}
+	}
+}
