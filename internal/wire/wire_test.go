@@ -121,7 +121,7 @@ func TestMapMatchesTheReflectiveEncoder(t *testing.T) {
 // wide has more fields than a fixmap holds, and a list of strings.
 type wide struct {
 	A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q int64
-	L1 []string `json:"l1,omitempty"`
+	L1                                                []string `json:"l1,omitempty"`
 }
 
 func (s *wide) appendMsgpack(b []byte) []byte {
