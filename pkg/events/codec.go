@@ -71,9 +71,9 @@ func Unmarshal(data []byte, v any) error {
 	return dec.Decode(v)
 }
 
-// EncodeRaw encodes an input for RTC_RAW, stamping the schema version.
+// EncodeRaw encodes an input for RTC_RAW, stamping its version (RawVersion).
 func EncodeRaw(e *RawEvent) ([]byte, error) {
-	e.V = SchemaVersion
+	e.V = RawVersion
 	b, err := Marshal(e)
 	if err != nil {
 		return nil, fmt.Errorf("encode raw event %s: %w", e.EventID, err)
@@ -87,7 +87,7 @@ func DecodeRaw(data []byte) (RawEvent, error) {
 	if err := Unmarshal(data, &e); err != nil {
 		return RawEvent{}, fmt.Errorf("decode raw event: %w", err)
 	}
-	if e.V != SchemaVersion {
+	if e.V != RawVersion {
 		return RawEvent{}, fmt.Errorf("decode raw event: %w %d", ErrUnsupportedVersion, e.V)
 	}
 	switch e.Kind {
@@ -111,13 +111,15 @@ func EncodeSessionEvent(e *SessionEvent) ([]byte, error) {
 	return b, nil
 }
 
-// DecodeSessionEvent decodes a message of RTC_EVENTS.
+// DecodeSessionEvent decodes a message of RTC_EVENTS: of SchemaVersion, or
+// of version 1 (stored before it, also in the redo records of rooms: it
+// has no call intent and no changed list, which decode empty).
 func DecodeSessionEvent(data []byte) (SessionEvent, error) {
 	var e SessionEvent
 	if err := Unmarshal(data, &e); err != nil {
 		return SessionEvent{}, fmt.Errorf("decode session event: %w", err)
 	}
-	if e.V != SchemaVersion {
+	if e.V != SchemaVersion && e.V != 1 {
 		return SessionEvent{}, fmt.Errorf("decode session event: %w %d", ErrUnsupportedVersion, e.V)
 	}
 	return e, nil
@@ -136,14 +138,15 @@ func EncodeLiveSession(s *LiveSession) ([]byte, error) {
 }
 
 // DecodeLiveSession decodes the value of a session's own key in the
-// rtc_sessions bucket. Version 1 values (written before members had keys of
-// their own) carry their members inline and are still read.
+// rtc_sessions bucket. Older values are still read (liveSessionVersionKnown):
+// version 1 (written before members had keys of their own) carries its
+// members inline, version 2 has no call intent.
 func DecodeLiveSession(data []byte) (LiveSession, error) {
 	var s LiveSession
 	if err := Unmarshal(data, &s); err != nil {
 		return LiveSession{}, fmt.Errorf("decode live session: %w", err)
 	}
-	if s.V != LiveSessionVersion && s.V != 1 {
+	if !liveSessionVersionKnown(s.V) {
 		return LiveSession{}, fmt.Errorf("decode live session: %w %d", ErrUnsupportedVersion, s.V)
 	}
 	return s, nil

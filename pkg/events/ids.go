@@ -17,13 +17,18 @@ func EventID(room id.RoomID, seq uint64) string {
 	return digest("rtc-sessions/event", string(room), string(n[:]))
 }
 
-// SessionID is the deterministic id of a session: the hash of its key, its
-// start and its first member. It is stable across replays and replicas, and
-// two sessions of the same call at different times get different ids.
-func SessionID(room id.RoomID, app, callID string, startedAt int64, firstUser id.UserID, firstDevice id.DeviceID) string {
+// SessionID is the deterministic id of a session: the hash of its key
+// (room, application, call id) and startSeq, the per-room seq of its
+// session_started event. A room's seq never repeats, so an id names one
+// session forever, also when a session of the same call starts again with
+// the same members and the same start (a membership restored when its user
+// rejoins the room); replays and every replica assign the same seq, hence
+// the same id. (Version 1 hashed the start and the first member instead,
+// which such a restored session repeated.)
+func SessionID(room id.RoomID, app, callID string, startSeq uint64) string {
 	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(startedAt))
-	return digest("rtc-sessions/session", string(room), app, callID, string(n[:]), string(firstUser), string(firstDevice))
+	binary.BigEndian.PutUint64(n[:], startSeq)
+	return digest("rtc-sessions/session/2", string(room), app, callID, string(n[:]))
 }
 
 // digest hashes length-prefixed parts, so that no two part lists collide.

@@ -26,7 +26,16 @@ import (
 // stays in that form until it ends. The aggregator writes a session's
 // member keys before the session's own key, so a watcher that assembles
 // them (WatchSessions does) sees a session only after the members it counts.
-const LiveSessionVersion = 2
+//
+// Version 3 has the same layout; its members carry CallIntent, and a
+// member's value names the membership's current event (every new event of
+// a membership is written). Values of versions 1 and 2 are still read
+// (a bucket holds both while the aggregators are upgraded).
+const LiveSessionVersion = 3
+
+// liveSessionVersionKnown reports whether a value of rtc_sessions with
+// version v can be read: this version, or an older one.
+func liveSessionVersionKnown(v int) bool { return v >= 1 && v <= LiveSessionVersion }
 
 // InlineMembersMax is the largest session (devices at its peak) whose
 // members are kept in the session's own value.
@@ -77,7 +86,7 @@ func DecodeLiveMember(data []byte) (Member, error) {
 	if err := Unmarshal(data, &lm); err != nil {
 		return Member{}, fmt.Errorf("decode live member: %w", err)
 	}
-	if lm.V != LiveSessionVersion {
+	if lm.V < 2 || lm.V > LiveSessionVersion { // member keys came with version 2
 		return Member{}, fmt.Errorf("decode live member: %w %d", ErrUnsupportedVersion, lm.V)
 	}
 	return lm.Member, nil

@@ -6,9 +6,17 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// SchemaVersion is the version of every message this package encodes. A
-// decoder refuses other versions with ErrUnsupportedVersion.
-const SchemaVersion = 1
+// SchemaVersion is the version of the session events (RTC_EVENTS) this
+// package encodes. Version 2 added Member.CallIntent and
+// SessionEvent.Changed, and a member_updated for every new event of a
+// membership (see the package documentation); DecodeSessionEvent reads
+// versions 1 and 2 and refuses others with ErrUnsupportedVersion.
+const SchemaVersion = 2
+
+// RawVersion is the version of the inputs on RTC_RAW (RawEvent). It did not
+// change with the session events' version 2: an ingest and an aggregator
+// of either side of that change read each other's inputs.
+const RawVersion = 1
 
 // InputKind says what a message on RTC_RAW is.
 type InputKind string
@@ -132,10 +140,25 @@ type Member struct {
 	// JSON); transports for sticky members land in FociPreferred.
 	FocusActive   json.RawMessage `json:"focus_active,omitempty"`
 	FociPreferred json.RawMessage `json:"foci_preferred,omitempty"`
-	Format        Format          `json:"format"`
+	// CallIntent is the membership's m.call.intent ("audio", "video", ...;
+	// any string a client sends, up to 255 bytes), empty when absent.
+	// Since schema version 2.
+	CallIntent string `json:"call_intent,omitempty"`
+	Format     Format `json:"format"`
 	// EventID is the event that currently represents the membership.
 	EventID id.EventID `json:"event_id"`
 }
+
+// The names SessionEvent.Changed uses: Member's JSON field names.
+const (
+	ChangeJoinedAt      = "joined_at"
+	ChangeExpiresAt     = "expires_at"
+	ChangeFocusActive   = "focus_active"
+	ChangeFociPreferred = "foci_preferred"
+	ChangeCallIntent    = "call_intent"
+	ChangeFormat        = "format"
+	ChangeEventID       = "event_id"
+)
 
 // Summary describes a session that ended.
 type Summary struct {
@@ -165,7 +188,15 @@ type SessionEvent struct {
 	// origin_server_ts, or the deadline for an expiry.
 	At     int64   `json:"at"`
 	Member *Member `json:"member,omitempty"`
-	Reason Reason  `json:"reason,omitempty"`
+	// Changed lists, on member_updated, the fields of Member whose values
+	// differ from those the membership had before (by their JSON names, in
+	// the order of Member's fields: ChangeEventID, ChangeJoinedAt, ...).
+	// A new event of the same membership is always a member_updated, so
+	// event_id is in it unless a copy of the same event received earlier
+	// changed only what its receive time bounds. Since schema version 2;
+	// shared between events: do not modify.
+	Changed []string `json:"changed,omitempty"`
+	Reason  Reason   `json:"reason,omitempty"`
 	// Participants (devices) and Users (distinct users) after the transition.
 	Participants int      `json:"participants"`
 	Users        int      `json:"users"`

@@ -31,13 +31,16 @@ type msgpackSizer interface {
 // MsgpackSize is about the length of the member's encoding (at least it,
 // for ASCII strings).
 func (m *Member) MsgpackSize() int {
-	return 160 + len(m.UserID) + len(m.DeviceID) + len(m.MembershipID) + len(m.FocusActive) +
-		len(m.FociPreferred) + len(m.Format) + len(m.EventID)
+	return 176 + len(m.UserID) + len(m.DeviceID) + len(m.MembershipID) + len(m.FocusActive) +
+		len(m.FociPreferred) + len(m.CallIntent) + len(m.Format) + len(m.EventID)
 }
 
 // MsgpackSize: see Member.MsgpackSize.
 func (e *SessionEvent) MsgpackSize() int {
 	n := 192 + len(e.ID) + len(e.Kind) + len(e.SessionID) + len(e.RoomID) + len(e.Application) + len(e.CallID) + len(e.Reason)
+	for _, c := range e.Changed {
+		n += 1 + len(c)
+	}
 	if e.Member != nil {
 		n += e.Member.MsgpackSize()
 	}
@@ -66,6 +69,7 @@ func (m *Member) AppendMsgpack(b []byte) []byte {
 	w.Int("expires_at", m.ExpiresAt)
 	w.Bytes("focus_active", m.FocusActive)
 	w.Bytes("foci_preferred", m.FociPreferred)
+	w.Str("call_intent", m.CallIntent)
 	w.Str("format", string(m.Format))
 	w.Str("event_id", string(m.EventID))
 	return w.End()
@@ -75,7 +79,7 @@ func (m *Member) AppendMsgpack(b []byte) []byte {
 // value in a struct, is left out as the reflective encoder leaves it out.
 func (m *Member) isEmpty() bool {
 	return m.UserID == "" && m.DeviceID == "" && m.MembershipID == "" && m.JoinedAt == 0 && m.ExpiresAt == 0 &&
-		len(m.FocusActive) == 0 && len(m.FociPreferred) == 0 && m.Format == "" && m.EventID == ""
+		len(m.FocusActive) == 0 && len(m.FociPreferred) == 0 && m.CallIntent == "" && m.Format == "" && m.EventID == ""
 }
 
 // EncodeMsgpack makes the reflective encoder use AppendMsgpack wherever a
@@ -114,6 +118,7 @@ func (e *SessionEvent) AppendMsgpack(b []byte) []byte {
 		w.Key("member")
 		w.B = e.Member.AppendMsgpack(w.B)
 	}
+	w.Strs("changed", e.Changed)
 	w.Str("reason", string(e.Reason))
 	w.Int("participants", int64(e.Participants))
 	w.Int("users", int64(e.Users))
@@ -207,7 +212,7 @@ func LiveSessionParticipants(data []byte) (int, error) {
 			return 0, fmt.Errorf("decode live session field %s: %w", k, err)
 		}
 	}
-	if version != LiveSessionVersion && version != 1 {
+	if !liveSessionVersionKnown(version) {
 		return 0, fmt.Errorf("decode live session: %w %d", ErrUnsupportedVersion, version)
 	}
 	return participants, nil
