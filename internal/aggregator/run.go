@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/startup"
 	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
@@ -100,7 +101,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	setState("creating or verifying the topology")
-	h, err := ensureTopology(ctx, js, cfg.Topology, log)
+	h, err := ensureTopology(ctx, js, cfg.Topology, log, setState)
 	if err != nil {
 		return err
 	}
@@ -149,31 +150,30 @@ func connectRetrying(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger
 	}
 }
 
-// ensureTopology creates or verifies the streams, buckets and consumers. A
-// partition-count mismatch or a missing object in verify mode is fatal;
-// other errors (a cluster still electing leaders) are retried for a while.
-func ensureTopology(ctx context.Context, js jetstream.JetStream, tc TopologyConfig, log *zap.Logger) (*topology.Handles, error) {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		h, err := topology.Ensure(ectx, js, tc.Topology(), tc.Mode)
-		cancel()
-		if err == nil {
-			log.Info("topology ready", zap.String("mode", string(tc.Mode)), zap.Int("partitions", tc.Partitions),
-				zap.Int("replicas", tc.Replicas))
-			return h, nil
-		}
-		if errors.Is(err, topology.ErrPartitionMismatch) || errors.Is(err, topology.ErrMissing) ||
-			ctx.Err() != nil || time.Now().After(deadline) || errors.Is(err, nats.ErrConnectionClosed) {
-			return nil, fmt.Errorf("topology (%s mode): %w", tc.Mode, err)
-		}
-		log.Warn("topology not ready yet; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+// ensureTopology creates or verifies the streams, buckets and consumers,
+// retrying (startup.Ensure) until it succeeds: on a fresh cluster, replicas
+// started together may wait long for their first answers. Meanwhile
+// setState tells /readyz why the service is not ready. Only a configuration
+// conflict (startup.Permanent) or the end of ctx ends the wait.
+func ensureTopology(ctx context.Context, js jetstream.JetStream, tc TopologyConfig, log *zap.Logger,
+	setState func(string)) (*topology.Handles, error) {
+	what := fmt.Sprintf("topology (%s mode)", tc.Mode)
+	if err := tc.Topology().Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	var h *topology.Handles
+	err := startup.Ensure(ctx, log, startup.Options{What: what, OnRetry: func(n int, err error, _ time.Duration) {
+		setState(fmt.Sprintf("%s not ready after %d attempts, retrying: %v", what, n, err))
+	}}, func(ctx context.Context) (err error) {
+		h, err = topology.Ensure(ctx, js, tc.Topology(), tc.Mode)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("topology ready", zap.String("mode", string(tc.Mode)), zap.Int("partitions", tc.Partitions),
+		zap.Int("replicas", tc.Replicas))
+	return h, nil
 }
 
 // httpHandler is /metrics, /healthz and /readyz, plus /debug/pprof/ when

@@ -136,7 +136,7 @@ func replayCmd(ctx context.Context, cfg Config, path, hs string, now bool, stdou
 		return 1
 	}
 	cctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-	err = EnsureRaw(cctx, pub, cfg, log)
+	err = EnsureRaw(cctx, pub, cfg, log, nil)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/startup"
 	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
@@ -42,25 +44,19 @@ func ConnectNATS(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*
 	}
 }
 
-// EnsureRaw creates (or verifies) RTC_RAW, retrying until ctx ends.
-func EnsureRaw(ctx context.Context, pub *Publisher, cfg Config, log *zap.Logger) error {
-	wait := 250 * time.Millisecond
-	for {
+// EnsureRaw creates (or verifies) RTC_RAW, retrying (startup.Ensure) until
+// it succeeds, ctx ends or the configuration conflicts with the stream;
+// onRetry, when not nil, learns each failed attempt's error.
+func EnsureRaw(ctx context.Context, pub *Publisher, cfg Config, log *zap.Logger, onRetry func(error)) error {
+	o := startup.Options{What: "ensure RTC_RAW", OnRetry: func(_ int, err error, _ time.Duration) {
+		if onRetry != nil {
+			onRetry(err)
+		}
+	}}
+	return startup.Ensure(ctx, log, o, func(ctx context.Context) error {
 		_, err := topology.EnsureRaw(ctx, pub.JetStream(), cfg.TopologyConfig(), topology.Mode(cfg.Topology.Mode))
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, topology.ErrPartitionMismatch) {
-			return err
-		}
-		log.Warn("cannot ensure RTC_RAW yet, retrying", zap.Duration("wait", wait), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("ensure RTC_RAW: %w (last error: %w)", ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
+		return err
+	})
 }
 
 // Run is the ingest service: the appservice listener and the sync sources of
@@ -74,11 +70,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	m := NewMetrics(reg)
 	health := telemetry.NewHealth()
 	ready := make(chan struct{})
+	var lastErr atomic.Pointer[error]
 	health.AddCheck("topology", func() error {
 		select {
 		case <-ready:
 			return nil
 		default:
+			if err := lastErr.Load(); err != nil {
+				return fmt.Errorf("RTC_RAW not ensured yet: %w", *err)
+			}
 			return errors.New("RTC_RAW not ensured yet")
 		}
 	})
@@ -107,7 +107,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return err
 	}
 	health.AddCheck("nats", pub.Ready)
-	if err := EnsureRaw(ctx, pub, cfg, log); err != nil {
+	pub.SetRelay(NewRelay(relayHomeservers(hss), cfg.Relay.MaxRooms, m, log.Named("relay")))
+	if err := EnsureRaw(ctx, pub, cfg, log, func(err error) { lastErr.Store(&err) }); err != nil {
 		return err
 	}
 	close(ready)
@@ -183,6 +184,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	case err := <-errc:
 		return err
 	}
+}
+
+// relayHomeservers is what the relay rule needs of the homeservers.
+func relayHomeservers(hss []Homeserver) []RelayHomeserver {
+	out := make([]RelayHomeserver, len(hss))
+	for i, h := range hss {
+		out[i] = RelayHomeserver{Name: h.Name, ServerName: h.ServerName, Mode: h.Relay}
+	}
+	return out
 }
 
 // stateReaders builds one room-state reader per homeserver that can read

@@ -1,0 +1,155 @@
+package startup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
+)
+
+func apiErr(code jetstream.ErrorCode, desc string) error {
+	return &jetstream.APIError{Code: 400, ErrorCode: code, Description: desc}
+}
+
+func TestPermanent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"partition mismatch", fmt.Errorf("ensure: %w: RTC_RAW has 8 partitions", topology.ErrPartitionMismatch), true},
+		{"server too old", fmt.Errorf("connect: %w", topology.ErrServerTooOld), true},
+		{"connection closed", fmt.Errorf("ensure stream RTC_RAW: %w", nats.ErrConnectionClosed), true},
+		{"replicas on a single server", fmt.Errorf("ensure stream RTC_RAW: %w",
+			apiErr(10074, "replicas > 1 not supported in non-clustered mode")), true},
+		{"subjects overlap", fmt.Errorf("ensure stream RTC_EVENTS: %w", apiErr(10065, "subjects overlap")), true},
+		{"invalid config", apiErr(10052, "stream configuration update can not change storage type"), true},
+		{"JetStream disabled for the account", apiErr(10039, "JetStream not enabled for account"), true},
+		// What a fresh or recovering cluster answers, or does not answer:
+		{"deadline of an attempt", fmt.Errorf("ensure stream RTC_EVENTS: %w", context.DeadlineExceeded), false},
+		{"no responders", fmt.Errorf("ensure stream RTC_RAW: %w", jetstream.ErrNoStreamResponse), false},
+		{"nats timeout", nats.ErrTimeout, false},
+		{"no meta leader", apiErr(10008, "JetStream system temporarily unavailable"), false},
+		{"not enough peers yet", apiErr(10023, "insufficient resources"), false},
+		{"no suitable peers", apiErr(10005, "no suitable peers for placement"), false},
+		{"created meanwhile with other defaults", apiErr(10058, "stream name already in use with a different configuration"), false},
+		{"missing in verify mode", fmt.Errorf("stream RTC_RAW: %w", topology.ErrMissing), false},
+		{"anything else", errors.New("boom"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Permanent(tc.err); got != tc.want {
+				t.Errorf("Permanent(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// fast are options whose waits keep the test short.
+func fast(onRetry func(int, error, time.Duration)) Options {
+	return Options{What: "test", AttemptTimeout: 50 * time.Millisecond, MinWait: time.Millisecond,
+		MaxWait: 4 * time.Millisecond, OnRetry: onRetry}
+}
+
+func TestEnsureRetriesUntilSuccess(t *testing.T) {
+	var waits []time.Duration
+	var errs []error
+	calls := 0
+	err := Ensure(context.Background(), zap.NewNop(), fast(func(n int, err error, wait time.Duration) {
+		if n != len(waits)+1 {
+			t.Errorf("OnRetry attempt %d, want %d", n, len(waits)+1)
+		}
+		waits, errs = append(waits, wait), append(errs, err)
+	}), func(ctx context.Context) error {
+		calls++
+		switch {
+		case calls <= 3:
+			// The attempt hangs as a request the server never answers:
+			// its own timeout ends it, and it is tried again.
+			<-ctx.Done()
+			return fmt.Errorf("ensure stream RTC_EVENTS: %w", ctx.Err())
+		case calls <= 6:
+			return apiErr(10008, "JetStream system temporarily unavailable")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if calls != 7 || len(waits) != 6 {
+		t.Fatalf("%d attempts, %d retries; want 7 and 6", calls, len(waits))
+	}
+	if !errors.Is(errs[0], context.DeadlineExceeded) {
+		t.Errorf("first failure %v, want the attempt's deadline", errs[0])
+	}
+	// Exponential with jitter: wait n is within [min(2^n ms, 4ms)/2, min(2^n ms, 4ms)].
+	for i, w := range waits {
+		hi := min(time.Millisecond<<i, 4*time.Millisecond)
+		if w < hi/2 || w > hi {
+			t.Errorf("wait %d = %s, want within [%s, %s]", i+1, w, hi/2, hi)
+		}
+	}
+}
+
+func TestEnsureStopsOnConflict(t *testing.T) {
+	calls := 0
+	conflict := fmt.Errorf("%w: RTC_RAW has 8 partitions, the configuration says 4", topology.ErrPartitionMismatch)
+	err := Ensure(context.Background(), zap.NewNop(), fast(nil), func(context.Context) error {
+		calls++
+		if calls == 1 {
+			return jetstream.ErrNoStreamResponse
+		}
+		return conflict
+	})
+	if !errors.Is(err, topology.ErrPartitionMismatch) || calls != 2 {
+		t.Fatalf("Ensure = %v after %d attempts; want the partition mismatch after 2", err, calls)
+	}
+}
+
+func TestEnsureEndsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- Ensure(ctx, zap.NewNop(), fast(nil), func(context.Context) error {
+			calls++
+			if calls == 5 {
+				cancel()
+			}
+			return errors.New("still electing")
+		})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || calls != 5 {
+			t.Fatalf("Ensure = %v after %d attempts; want context.Canceled after 5", err, calls)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ensure did not return after its context ended")
+	}
+}
+
+// TestEnsureHasNoTotalDeadline: transient failures are retried for longer
+// than many attempt timeouts put together.
+func TestEnsureHasNoTotalDeadline(t *testing.T) {
+	start := time.Now()
+	calls := 0
+	err := Ensure(context.Background(), zap.NewNop(), Options{AttemptTimeout: 10 * time.Millisecond,
+		MinWait: time.Millisecond, MaxWait: 2 * time.Millisecond}, func(ctx context.Context) error {
+		calls++
+		if time.Since(start) < 500*time.Millisecond {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil || calls < 20 {
+		t.Fatalf("Ensure = %v after %d attempts; want success after at least 20", err, calls)
+	}
+}
