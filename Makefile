@@ -25,9 +25,11 @@ test: fmt-check vet staticcheck unit k8s-validate e2e
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-## e2e: against real Dendrite homeservers (tools/dendrite builds and caches Dendrite, ~2 min the first time)
+## e2e: against real Dendrite homeservers (tools/dendrite builds and caches Dendrite, ~2 min the first time);
+##      test/jsclient drives them with matrix-js-sdk's own MatrixRTCSession (node; npm ci into a cache)
 e2e:
 	RTC_E2E=1 $(GO) test -count=1 -timeout 15m ./test/e2e/...
+	RTC_E2E=1 $(GO) test -count=1 -timeout 6m -v -run TestElementCallClient ./test/jsclient/...
 
 ## k8s-validate: render every overlay of deploy/k8s with every combination of its components
 ##       (kustomize's Go API) and decode every object strictly into the real Kubernetes, KEDA and

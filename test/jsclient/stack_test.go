@@ -1,0 +1,289 @@
+package jsclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// waitTimeout bounds one wait for the pipeline or a client: generous for a
+// loaded machine; a passing run needs a fraction of it.
+const waitTimeout = 30 * time.Second
+
+const partitions = 8
+
+// stack is the federated deployment of test/e2e: two federating Dendrites,
+// each with the ingest registered as its appservice (one ingest process
+// for both), a nats-server and two aggregator processes.
+type stack struct {
+	t        *testing.T
+	h        *proctest.Harness
+	nats     *proctest.NATSServer
+	js       jetstream.JetStream
+	hs1, hs2 *dendritetest.Server
+	users    int
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	s := &stack{t: t, h: proctest.New(t)}
+	s.h.DumpLines = 60
+	s.nats = s.h.StartNATS("")
+	var aggs []*proctest.Aggregator
+	for i := range 2 {
+		a, err := s.h.StartAggregator(proctest.AggregatorConfig{ID: fmt.Sprintf("agg-%d", i+1),
+			NATSURL: s.nats.URL(), Partitions: partitions})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aggs = append(aggs, a)
+	}
+	for _, a := range aggs {
+		if err := a.WaitReady(waitTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, s.js = s.nats.Connect()
+	tokens := map[string]string{"hs1": dendritetest.RandomToken(t), "hs2": dendritetest.RandomToken(t)}
+	in, err := s.h.StartIngest(proctest.IngestConfig{Name: "jsclient", NATSURL: s.nats.URL(), Partitions: partitions,
+		HSTokens: tokens}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.WaitReady(waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	reg := func(name string) []string {
+		return []string{dendritetest.WriteRegistration(t, name, in.URL(), dendritetest.RandomToken(t), tokens[name])}
+	}
+	s.hs1 = dendritetest.Start(t, dendritetest.Options{Federation: true, Appservices: reg("hs1")})
+	s.hs2 = dendritetest.Start(t, dendritetest.Options{Federation: true, Appservices: reg("hs2")})
+	t.Logf("hs1 is %s (client API %s), hs2 is %s (client API %s)", s.hs1.Name, s.hs1.URL(), s.hs2.Name, s.hs2.URL())
+	return s
+}
+
+// account is a registered user a node client logs in as.
+type account struct {
+	hs        *dendritetest.Server
+	localpart string
+	userID    id.UserID
+}
+
+// register creates a user on hs with the shared secret (a localpart no
+// other scenario uses).
+func (s *stack) register(t *testing.T, hs *dendritetest.Server, name string) account {
+	t.Helper()
+	s.users++
+	lp := fmt.Sprintf("%s%d", name, s.users)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	uid, _, err := hs.Register(ctx, lp, dendritetest.Password(lp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return account{hs: hs, localpart: lp, userID: uid}
+}
+
+// host registers a user of hs who is in no call: it creates the scenario's
+// room (on hs), invites the callers and re-invites after a leave.
+func (s *stack) host(t *testing.T, hs *dendritetest.Server) *mautrix.Client {
+	t.Helper()
+	s.users++
+	return hs.NewUser(t, fmt.Sprintf("host%d", s.users), "HOSTDEV")
+}
+
+// room creates a call room of host's homeserver inviting users.
+func (s *stack) room(t *testing.T, host *mautrix.Client, users ...account) id.RoomID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var invite []id.UserID
+	for _, u := range users {
+		invite = append(invite, u.userID)
+	}
+	room, err := dendritetest.CreateCallRoom(ctx, host, invite...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return room
+}
+
+// client starts a node client for a on its homeserver, joining room
+// through via (the room's homeserver), with extra settings in cfg.
+func (s *stack) client(t *testing.T, a account, device string, room id.RoomID, via *dendritetest.Server, cfg clientConfig) *jsClient {
+	t.Helper()
+	cfg.HS, cfg.User, cfg.Password, cfg.Device = a.hs.URL(), a.localpart, dendritetest.Password(a.localpart), device
+	cfg.Room, cfg.Via = string(room), via.Name
+	c := startClient(t, a.localpart+"/"+device, cfg)
+	if c.Ready.UserID != string(a.userID) || c.Ready.DeviceID != device || c.Ready.EventID == "" {
+		t.Fatalf("node client %s is ready as %+v", c.Name, c.Ready)
+	}
+	return c
+}
+
+// memberView is a member of a live session or a session event as the
+// project stores it. It is decoded field by field (not as events.Member)
+// so that the test also reads what a newer schema adds (call_intent).
+type memberView struct {
+	UserID       string `json:"user_id"`
+	DeviceID     string `json:"device_id"`
+	MembershipID string `json:"membership_id"`
+	JoinedAt     int64  `json:"joined_at"`
+	ExpiresAt    int64  `json:"expires_at"`
+	EventID      string `json:"event_id"`
+	CallIntent   string `json:"call_intent"`
+	Format       string `json:"format"`
+}
+
+// liveView is a live session as `rtcctl sessions --json` prints it.
+type liveView struct {
+	SessionID    string       `json:"session_id"`
+	RoomID       string       `json:"room_id"`
+	Application  string       `json:"application"`
+	CallID       string       `json:"call_id"`
+	StartedAt    int64        `json:"started_at"`
+	Members      []memberView `json:"members"`
+	Participants int          `json:"participants"`
+	Users        int          `json:"users"`
+	Seq          uint64       `json:"seq"`
+}
+
+// eventView is a session event of RTC_EVENTS.
+type eventView struct {
+	V            int             `json:"v"`
+	Seq          uint64          `json:"seq"`
+	Kind         events.Kind     `json:"kind"`
+	SessionID    string          `json:"session_id"`
+	Application  string          `json:"application"`
+	CallID       string          `json:"call_id"`
+	At           int64           `json:"at"`
+	Reason       events.Reason   `json:"reason"`
+	Member       *memberView     `json:"member"`
+	Participants int             `json:"participants"`
+	Users        int             `json:"users"`
+	Summary      *events.Summary `json:"summary"`
+	// Changed is what a member_updated says changed, when the schema has it.
+	Changed json.RawMessage `json:"changed"`
+}
+
+// liveSessions runs `rtcctl sessions --json` (the binary operators use)
+// and returns room's live sessions.
+func (s *stack) liveSessions(t *testing.T, room id.RoomID) []liveView {
+	t.Helper()
+	var all []liveView
+	s.rtcctlJSON(t, &all, "sessions", "--json")
+	var mine []liveView
+	for _, l := range all {
+		if l.RoomID == string(room) {
+			mine = append(mine, l)
+		}
+	}
+	return mine
+}
+
+// rtcctlJSON runs rtcctl against the stack's nats-server with args and
+// decodes its standard output into v.
+func (s *stack) rtcctlJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.h.Bins.RTCCtl, append([]string{"--server", s.nats.URL()}, args...)...)
+	// Only --server: a developer's NATS context or credentials must not
+	// reach it.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "RTC_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), v); err != nil {
+		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	}
+}
+
+// sessionEvents reads every session event of room stored in RTC_EVENTS so
+// far, in stream order (an ordered consumer: no server-side state left).
+func (s *stack) sessionEvents(t *testing.T, room id.RoomID) []eventView {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := s.js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SessionFilter(events.SessionPrefix, "", room, "")},
+		DeliverPolicy:  jetstream.DeliverAllPolicy})
+	if err != nil {
+		t.Fatalf("read %s: %v", events.StreamEvents, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("read %s: %v", events.StreamEvents, err)
+	}
+	var out []eventView
+	for pending := info.NumPending; pending > 0; {
+		batch, err := c.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatalf("read %s: %v", events.StreamEvents, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev eventView
+			if err := events.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatalf("%s: %v", m.Subject(), err)
+			}
+			out = append(out, ev)
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatalf("read %s: %v", events.StreamEvents, err)
+			}
+			pending = md.NumPending
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			t.Fatalf("read %s: %v", events.StreamEvents, err)
+		}
+		if n == 0 {
+			t.Fatalf("read %s: %d messages pending but none delivered", events.StreamEvents, pending)
+		}
+	}
+	return out
+}
+
+// describe prints session events for failure messages.
+func describe(evs []eventView) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "\n  #%d %s session %s at %d participants %d", e.Seq, e.Kind, e.SessionID, e.At, e.Participants)
+		if e.Member != nil {
+			fmt.Fprintf(&b, " %s/%s (event %s, joined %d, expires %d, intent %q)", e.Member.UserID, e.Member.DeviceID,
+				e.Member.EventID, e.Member.JoinedAt, e.Member.ExpiresAt, e.Member.CallIntent)
+		}
+		if e.Reason != "" {
+			fmt.Fprintf(&b, " reason %s", e.Reason)
+		}
+		if len(e.Changed) > 0 {
+			fmt.Fprintf(&b, " changed %s", e.Changed)
+		}
+		if e.Summary != nil {
+			fmt.Fprintf(&b, " summary %+v", *e.Summary)
+		}
+	}
+	return b.String()
+}
