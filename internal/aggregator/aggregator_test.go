@@ -267,7 +267,8 @@ func TestReplayReproducesEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := raw.Purge(ctx, jetstream.WithPurgeSubject(events.TimerPrefix+".>")); err != nil {
+	timers, _ := e.js.Stream(ctx, events.StreamTimers)
+	if err := timers.Purge(ctx, jetstream.WithPurgeSubject(events.TimerPrefix+".>")); err != nil {
 		t.Fatal(err)
 	}
 	var err error

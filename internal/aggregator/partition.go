@@ -471,11 +471,12 @@ func sortInputs(ins []*input) []*input {
 }
 
 // TimerMsg is the message schedule of a room's durable timer: published on
-// rtc.timer.<roomTok> (one schedule per room: a new one replaces the old),
-// it fires a timer input with the exact deadline into the room's partition
-// at the deadline rounded up to the whole second (@at has 1 s resolution and
-// must never fire early). Nats-TTL: never keeps it alive past RTC_RAW's
-// MaxAge.
+// rtc.timer.<roomTok> in RTC_TIMERS (one schedule per room: a new one
+// replaces the old), it fires a timer input with the exact deadline onto
+// rtc.fired.<roomTok> at the deadline rounded up to the whole second (@at
+// has 1 s resolution and must never fire early); RTC_RAW sources it from
+// there into the room's partition, on the timer path (topology.RawStream).
+// Nats-TTL: never keeps it alive past RTC_TIMERS' MaxAge.
 func TimerMsg(room id.RoomID, deadline int64) (*nats.Msg, error) {
 	body, err := events.EncodeRaw(&events.RawEvent{Kind: events.InputTimer, Source: events.SourceTimer,
 		RoomID: room, Deadline: deadline, ReceivedAt: deadline})
@@ -485,7 +486,7 @@ func TimerMsg(room id.RoomID, deadline int64) (*nats.Msg, error) {
 	m := nats.NewMsg(events.TimerSubject(room))
 	m.Data = body
 	m.Header.Set(jetstream.ScheduleHeader, "@at "+ScheduleTime(deadline).Format(time.RFC3339))
-	m.Header.Set(jetstream.ScheduleTargetHeader, events.RawSubject(room))
+	m.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+events.Token(string(room)))
 	m.Header.Set(jetstream.MsgTTLHeader, "never")
 	return m, nil
 }

@@ -2,12 +2,23 @@
 // rtc-sessions in one place, so that a reader sees the whole data flow at once:
 //
 //	ingest ──▶ rtc.raw.<roomTok> ──[RTC_RAW: transform]──▶ rtc.part.<N>.<roomTok>
-//	            rtc.timer.<roomTok> (message schedule) ──fires──▶ rtc.raw.<roomTok>
-//	RTC_RAW ──[consumer agg-pNN, pinned group "agg"]──▶ aggregator worker
+//	aggregator ──▶ rtc.timer.<roomTok> [RTC_TIMERS: message schedule, one per room]
+//	   ──fires──▶ rtc.fired.<roomTok> [RTC_TIMERS] ──source + transform──▶ rtc.part.<N>.<roomTok>.timer [RTC_RAW]
+//	RTC_RAW ──[consumer agg-pNN, filter rtc.part.<N>.>, pinned group "agg"]──▶ aggregator worker
 //	aggregator ──▶ KV rtc_rooms (state + outbox), KV rtc_sessions (live sessions)
 //	aggregator ──▶ rtc.session.<app>.<room>.<call>.<kind> [RTC_EVENTS] ──RePublish──▶ rtc.live.>
-//	aggregator ──▶ rtc.dlq.<N> [RTC_DLQ] for inputs it cannot decode or apply
+//	aggregator ──▶ rtc.dlq.<N> [RTC_DLQ] for inputs it cannot decode, apply or trust
 //	workers ◀──▶ KV rtc_workers (heartbeats with per-key TTL)
+//
+// Trust: RTC_RAW, which the ingest and operators publish to, allows no
+// purge, roll-up, message schedule, message TTL or message deletion, so one
+// publish cannot empty it or make it generate inputs. The timers need
+// message schedules, which make nats-server force roll-ups and purges on
+// their stream; they live in RTC_TIMERS, which only the aggregator may
+// publish to, and reach a room's partition by RTC_RAW sourcing their fired
+// copies onto a subject no client can publish on (the .timer path). Ensure
+// and EnsureRaw check the configuration the server reports (it may silently
+// override flags) and refuse to go on with an unsafe one.
 package topology
 
 import (
@@ -112,20 +123,63 @@ func (c Config) Validate() error {
 }
 
 // RawStream is RTC_RAW: every input, stored under its room's partition.
+// Publishers' inputs arrive on rtc.raw.<roomTok>; fired timers are sourced
+// from RTC_TIMERS onto rtc.part.<N>.<roomTok>.timer, the same partition as
+// the room's inputs (the same {{partition(P,1)}} over the room token), so
+// one consumer sees a room's inputs and timers in one order. It is
+// append-only: no purge, roll-up, message deletion, message TTL or message
+// schedule (see CheckStream).
 func RawStream(c Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        events.StreamRaw,
 		Description: "rtc-sessions: raw membership changes and fired timers, partitioned by room",
-		Subjects:    []string{events.RawPrefix + ".*", events.TimerPrefix + ".*"},
+		Subjects:    []string{events.RawPrefix + ".*"},
 		SubjectTransform: &jetstream.SubjectTransformConfig{
 			Source:      events.RawPrefix + ".*",
-			Destination: fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", events.PartPrefix, c.Partitions),
+			Destination: partitionDest(c.Partitions, ""),
 		},
-		// Timers are message schedules in this stream; they carry Nats-TTL:
-		// never so that MaxAge cannot delete one before it fires.
+		Sources: []*jetstream.StreamSource{{
+			Name: events.StreamTimers,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{
+				Source:      events.FiredPrefix + ".*",
+				Destination: partitionDest(c.Partitions, events.TimerPathToken),
+			}},
+		}},
+		DenyDelete: true,
+		DenyPurge:  true,
+		Duplicates: c.DupWindow,
+		MaxAge:     c.RawMaxAge,
+		Storage:    jetstream.FileStorage,
+		Replicas:   c.Replicas,
+	}
+}
+
+// partitionDest is the transform destination that puts a room token (the
+// first wildcard) into its partition, with an optional last token.
+func partitionDest(partitions int, suffix string) string {
+	d := fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", events.PartPrefix, partitions)
+	if suffix != "" {
+		d += "." + suffix
+	}
+	return d
+}
+
+// TimersStream is RTC_TIMERS: each room's durable timer, a message schedule
+// on rtc.timer.<roomTok> (one per room: a new one replaces the old) that
+// fires its body onto rtc.fired.<roomTok> (a schedule's target must be a
+// subject of its own stream), from where RTC_RAW sources it. Message
+// schedules make the server force AllowRollup on (and DenyPurge off), which
+// is why they live here and not in RTC_RAW: only the aggregator may publish
+// to this stream. Definitions carry Nats-TTL: never so that MaxAge cannot
+// delete one before it fires; MaxAge only ages out the fired copies.
+func TimersStream(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              events.StreamTimers,
+		Description:       "rtc-sessions: the rooms' durable timers (message schedules), written by the aggregator only",
+		Subjects:          []string{events.TimerPrefix + ".*", events.FiredPrefix + ".*"},
 		AllowMsgSchedules: true,
 		AllowMsgTTL:       true,
-		Duplicates:        c.DupWindow,
+		AllowRollup:       true, // what the server sets for message schedules anyway
 		MaxAge:            c.RawMaxAge,
 		Storage:           jetstream.FileStorage,
 		Replicas:          c.Replicas,
@@ -139,6 +193,8 @@ func EventsStream(c Config) jetstream.StreamConfig {
 		Name:        events.StreamEvents,
 		Description: "rtc-sessions: session events",
 		Subjects:    []string{events.SessionPrefix + ".>"},
+		DenyDelete:  true,
+		DenyPurge:   true,
 		Duplicates:  c.DupWindow,
 		MaxAge:      c.EventsAge,
 		Storage:     jetstream.FileStorage,
@@ -157,9 +213,11 @@ func DLQStream(c Config) jetstream.StreamConfig {
 		Name:        events.StreamDLQ,
 		Description: "rtc-sessions: inputs the aggregator could not decode or apply",
 		Subjects:    []string{events.DLQPrefix + ".>"},
-		MaxAge:      c.DLQMaxAge,
-		Storage:     jetstream.FileStorage,
-		Replicas:    c.Replicas,
+		// Not DenyDelete: `rtcctl dlq redrive` deletes the entries it re-drove.
+		DenyPurge: true,
+		MaxAge:    c.DLQMaxAge,
+		Storage:   jetstream.FileStorage,
+		Replicas:  c.Replicas,
 	}
 }
 
@@ -221,12 +279,18 @@ func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 
 // Handles are the objects a service works with after Ensure.
 type Handles struct {
-	Raw, Events, DLQ         jetstream.Stream
+	Raw, Events, DLQ, Timers jetstream.Stream
 	Rooms, Sessions, Workers jetstream.KeyValue
 }
 
 // Ensure creates or verifies the whole topology. In create mode it is
-// idempotent and safe to run from every replica at start.
+// idempotent and safe to run from every replica at start. In both modes it
+// checks the configuration the server reports for each stream (CheckStream)
+// and fails with ErrUnsafeStream, naming the stream, the flag and what to do,
+// when a stream lets a publisher purge, roll up, schedule or delete where the
+// design says it must not, or lacks what the timers need. ErrUnsafeStream,
+// ErrPartitionMismatch and ErrMissing (verify mode) do not go away by
+// retrying.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*Handles, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("topology config: %w", err)
@@ -234,12 +298,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*
 	if err := checkPartitions(ctx, js, c.Partitions); err != nil {
 		return nil, err
 	}
+	// An RTC_RAW that no update can make safe (an earlier version's, with
+	// message schedules) is refused before anything is created: RTC_TIMERS
+	// could not be created beside it anyway (it claims rtc.timer.*).
+	if err := checkExistingRaw(ctx, js, c); err != nil {
+		return nil, err
+	}
 	var h Handles
 	var err error
 	streams := []struct {
 		cfg jetstream.StreamConfig
 		dst *jetstream.Stream
-	}{{RawStream(c), &h.Raw}, {EventsStream(c), &h.Events}, {DLQStream(c), &h.DLQ}}
+	}{{TimersStream(c), &h.Timers}, {RawStream(c), &h.Raw}, {EventsStream(c), &h.Events}, {DLQStream(c), &h.DLQ}}
 	for _, s := range streams {
 		if mode == ModeVerify {
 			*s.dst, err = js.Stream(ctx, s.cfg.Name)
@@ -248,6 +318,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*
 		}
 		if err != nil {
 			return nil, wrapMissing(err, "stream "+s.cfg.Name)
+		}
+		if err := CheckStream((*s.dst).CachedInfo().Config, c, mode); err != nil {
+			return nil, err
 		}
 	}
 	buckets := []struct {
@@ -329,13 +402,24 @@ func recreateConsumer(ctx context.Context, s jetstream.Stream, cc jetstream.Cons
 // in create mode creates it when it is missing (the ingest may start before
 // the aggregator). It never updates an existing stream: the aggregator owns
 // the stream's settings, and an ingest with defaults must not reset them.
+// Like Ensure it refuses (ErrUnsafeStream) an RTC_RAW whose effective
+// configuration lets a publisher rewrite it: the ingest does not publish
+// into a stream that one of its own publishes could empty.
 func EnsureRaw(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (jetstream.Stream, error) {
 	if err := checkPartitions(ctx, js, c.Partitions); err != nil {
 		return nil, err
 	}
 	s, err := js.Stream(ctx, events.StreamRaw)
 	if err == nil || mode == ModeVerify || !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return s, wrapMissing(err, "stream "+events.StreamRaw)
+		if err != nil {
+			return nil, wrapMissing(err, "stream "+events.StreamRaw)
+		}
+		// Verify mode: the ingest cannot update the stream, so what an
+		// update would fix is reported as for Ensure's verify mode.
+		if err := CheckStream(s.CachedInfo().Config, c, ModeVerify); err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 	s, err = js.CreateStream(ctx, RawStream(c))
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile by another replica
@@ -343,6 +427,9 @@ func EnsureRaw(ctx context.Context, js jetstream.JetStream, c Config, mode Mode)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", events.StreamRaw, err)
+	}
+	if err := CheckStream(s.CachedInfo().Config, c, ModeVerify); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
