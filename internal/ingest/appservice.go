@@ -28,6 +28,10 @@ type Homeserver struct {
 	HSToken string // the homeserver authenticates its transactions with it
 	URL     string // homeserver base URL
 	ASToken string // our token for the homeserver (reconciliation reads room state with it); may be empty
+	// ServerName is the server name of its users; Relay when it may deliver
+	// events of another listed homeserver's users (the relay rule).
+	ServerName string
+	Relay      RelayMode
 }
 
 // AppserviceOptions tune the appservice endpoint. Zero fields take the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
@@ -28,7 +29,18 @@ type Config struct {
 	Publish     PublishConfig       `yaml:"publish"`
 	Sync        SyncConfig          `yaml:"sync"`
 	Reconcile   ReconcileConfig     `yaml:"reconcile"`
+	Relay       RelayConfig         `yaml:"relay"`
 	Homeservers []HomeserverConfig  `yaml:"homeservers"`
+}
+
+// RelayConfig bounds the cross-homeserver rule (docs/ingest.md "Which
+// homeserver may speak for which user"); the rule itself is set per
+// homeserver (homeservers[].server_name, homeservers[].relay).
+type RelayConfig struct {
+	// MaxRooms: rooms remembered per homeserver as rooms it has shown one
+	// of its own users in (in memory; the least recently shown dropped
+	// first). Forgetting one loses no event, only a relayed copy.
+	MaxRooms int `yaml:"max_rooms"`
 }
 
 // ReconcileConfig configures reconciliation (docs/ingest.md
@@ -103,7 +115,14 @@ type SyncConfig struct {
 // HomeserverConfig is one homeserver: an appservice registration (hs_token),
 // a sync bot, or both.
 type HomeserverConfig struct {
-	Name        string `yaml:"name"`
+	Name string `yaml:"name"`
+	// ServerName is the Matrix server name of the homeserver's users (the
+	// part after ':' in @alice:example.org); empty: Name. Its users' events
+	// are accepted from it, and from other homeservers only as Relay says.
+	ServerName string `yaml:"server_name"`
+	// Relay says when the homeserver may deliver events of another listed
+	// homeserver's users: rooms (default), never or always (RelayMode).
+	Relay       string `yaml:"relay"`
 	URL         string `yaml:"url"`
 	HSTokenFile string `yaml:"hs_token_file"` // appservice: the homeserver's token for us
 	// ASTokenFile is our token for the homeserver: with url, the
@@ -139,6 +158,7 @@ func DefaultConfig() Config {
 		Reconcile: ReconcileConfig{AtStart: true, Interval: 10 * time.Minute, OnDemand: true, MaxRoomsPerPass: 500,
 			RequestsPerSecond: 5, RequestTimeout: 30 * time.Second, MaxStateBytes: 64 << 20,
 			RecentWindow: 24 * time.Hour, MaxRecentRooms: 10000},
+		Relay: RelayConfig{MaxRooms: DefaultRelayMaxRooms},
 	}
 }
 
@@ -156,6 +176,19 @@ func LoadConfig(path string) (Config, error) {
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// serverNameRe is the Matrix server name grammar: a DNS name, an IPv4
+// address or a bracketed IPv6 literal, with an optional port.
+var serverNameRe = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9.-]{0,254})(:[0-9]{1,5})?$`)
+
+// EffectiveServerName is the server name of the homeserver's users:
+// server_name, or the name when it is not set.
+func (h HomeserverConfig) EffectiveServerName() string {
+	if h.ServerName != "" {
+		return h.ServerName
+	}
+	return h.Name
+}
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
@@ -226,7 +259,11 @@ func (c Config) Validate() error {
 	if rc.RecentWindow < 0 || rc.MaxRecentRooms < 0 {
 		add(fmt.Errorf("reconcile: recent_window %s and max_recent_rooms %d must not be negative", rc.RecentWindow, rc.MaxRecentRooms))
 	}
+	if c.Relay.MaxRooms < 1 || c.Relay.MaxRooms > 10_000_000 {
+		add(fmt.Errorf("relay.max_rooms %d: must be between 1 and 10000000", c.Relay.MaxRooms))
+	}
 	names := map[string]bool{}
+	servers := map[string]string{} // lower-cased server name -> homeserver
 	anySync, anyAS := false, false
 	for i, h := range c.Homeservers {
 		where := fmt.Sprintf("homeservers[%d] (%s)", i, h.Name)
@@ -236,6 +273,19 @@ func (c Config) Validate() error {
 			add(fmt.Errorf("%s: name %q used twice", where, h.Name))
 		}
 		names[h.Name] = true
+		if h.ServerName != "" && !serverNameRe.MatchString(h.ServerName) {
+			add(fmt.Errorf("%s: server_name %q: want a Matrix server name (host[:port])", where, h.ServerName))
+		}
+		// Two homeservers owning the same users would each refuse the
+		// other's copies: the owner must be one.
+		sn := strings.ToLower(h.EffectiveServerName())
+		if other, dup := servers[sn]; dup {
+			add(fmt.Errorf("%s: server_name %q is also %s's: each server's users belong to one homeserver", where, h.EffectiveServerName(), other))
+		}
+		servers[sn] = h.Name
+		if err := validRelayMode(h.Relay); err != nil {
+			add(fmt.Errorf("%s: %w", where, err))
+		}
 		if h.URL != "" {
 			if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				add(fmt.Errorf("%s: url %q: want http(s)://host[:port]", where, h.URL))
@@ -285,7 +335,7 @@ func (c Config) Secrets() ([]Homeserver, error) {
 	var out []Homeserver
 	seen := map[string]string{}
 	for _, h := range c.Homeservers {
-		hs := Homeserver{Name: h.Name, URL: h.URL}
+		hs := Homeserver{Name: h.Name, URL: h.URL, ServerName: h.EffectiveServerName(), Relay: RelayMode(h.Relay)}
 		if h.ASTokenFile != "" {
 			tok, err := config.ReadSecretFile(h.ASTokenFile)
 			if err != nil {

@@ -26,6 +26,7 @@ type Metrics struct {
 	Filtered     *prometheus.CounterVec
 	Duplicates   *prometheus.CounterVec
 	Rejected     *prometheus.CounterVec
+	Refused      *prometheus.CounterVec // events a homeserver may not deliver (relay.go), by reason
 	PublishFail  *prometheus.CounterVec
 	PublishTime  *prometheus.HistogramVec
 	Transactions *prometheus.CounterVec
@@ -82,6 +83,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, hs),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rtc_ingest_events_rejected_total", Help: "Malformed events dropped, by reason.",
+		}, append(hs, "reason")),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rtc_ingest_events_refused_total",
+			Help: "Events not published because the homeserver that delivered them may not speak for their users (homeservers[].relay), by reason.",
 		}, append(hs, "reason")),
 		PublishFail: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rtc_ingest_publish_failures_total", Help: "Publishes that got no PubAck (NATS unavailable, timeout).",
@@ -144,7 +149,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // collectors lists every collector of the ingest.
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Received, m.Forwarded, m.Filtered, m.Duplicates, m.Rejected, m.PublishFail,
+	return []prometheus.Collector{m.Received, m.Forwarded, m.Filtered, m.Duplicates, m.Rejected, m.Refused, m.PublishFail,
 		m.PublishTime, m.Transactions, m.InFlight, m.SyncErrors, m.AuthFailures, m.TxnReused, m.BodyBytes, m.LogDropped,
 		m.ReconcilePasses, m.ReconcileRooms, m.ReconcileStored, m.ReconcileFailures, m.ReconcileSkipped,
 		m.ReconcileRoomsPass, m.ReconcilePassTime}
@@ -194,6 +199,18 @@ func (m *Metrics) initAppservice(homeservers []string) {
 		}
 		for _, code := range []string{"200", "400", "413", "429", "503"} {
 			m.Transactions.WithLabelValues(hs, code)
+		}
+	}
+}
+
+// initRelay creates the relay rule's series at 0 for every listed
+// homeserver and every source it can deliver through.
+func (m *Metrics) initRelay(homeservers []string) {
+	for _, hs := range homeservers {
+		for _, src := range []events.Source{events.SourceAppservice, events.SourceSync, events.SourceSyncState, events.SourceReconcile} {
+			for _, reason := range refuseReasons {
+				m.Refused.WithLabelValues(hs, string(src), reason)
+			}
 		}
 	}
 }

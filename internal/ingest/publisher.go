@@ -40,7 +40,12 @@ type Publisher struct {
 	bytes *byteSem
 	m     *Metrics
 	log   *zap.Logger
+	relay *Relay // the cross-homeserver rule; nil: every event is published
 }
+
+// SetRelay makes Publish apply the cross-homeserver rule (relay.go) to every
+// batch first: every source publishes through here, so no path skips it.
+func (p *Publisher) SetRelay(r *Relay) { p.relay = r }
 
 // NewPublisher builds a publisher on a NATS connection.
 func NewPublisher(nc *nats.Conn, cfg PublisherConfig, m *Metrics, log *zap.Logger) (*Publisher, error) {
@@ -78,15 +83,20 @@ func (p *Publisher) Ready() error {
 type Stats struct {
 	Stored     int // new in RTC_RAW
 	Duplicates int // already in RTC_RAW (PubAck.Duplicate)
+	Refused    int // not published: the homeserver may not deliver them (Relay)
 }
 
 // Publish publishes the events of one batch (a transaction, a sync response,
 // a file chunk) and waits for every PubAck. It returns an error wrapping
 // ErrUnavailable unless all were acknowledged; some may have been stored
 // anyway, which a retry de-duplicates. A batch larger than MaxInFlight is
-// published as slots free up.
+// published as slots free up. Events the relay rule refuses are dropped
+// first (Stats.Refused); evs' array is reused for the rest.
 func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.Source, evs []events.RawEvent) (Stats, error) {
 	var st Stats
+	n := len(evs)
+	evs = p.relay.Admit(homeserver, src, evs)
+	st.Refused = n - len(evs)
 	if len(evs) == 0 {
 		return st, nil
 	}

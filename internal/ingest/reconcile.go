@@ -309,9 +309,9 @@ func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room i
 	}
 	log := r.log.With(zap.String("room_id", string(room)), zap.String("homeserver", rd.Homeserver))
 	evs := prepareBatch(raws, string(room), r.now().UnixMilli(), rd.Homeserver, events.SourceReconcile, r.m, log)
-	res.Events = len(evs)
+	n := len(evs)
 	st, err := r.pub.Publish(ctx, rd.Homeserver, events.SourceReconcile, evs)
-	res.Stored, res.Duplicates = st.Stored, st.Duplicates
+	res.Events, res.Stored, res.Duplicates = n-st.Refused, st.Stored, st.Duplicates
 	if err != nil {
 		return res, &ReconcileError{Reason: ReconcilePublish, Err: fmt.Errorf("publish the state of %s: %w", room, err)}
 	}
