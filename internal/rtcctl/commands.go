@@ -2,7 +2,6 @@ package rtcctl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -54,15 +54,16 @@ func (c *sessionsCmd) Run(e *runEnv) error {
 		for _, m := range s.Members {
 			members = append(members, string(m.UserID)+"/"+string(m.DeviceID))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.RoomID, s.Application, callName(s.CallID),
+		safetext.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.RoomID, s.Application, callName(s.CallID),
 			fmtMS(s.StartedAt), fmtDur(t.Sub(time.UnixMilli(s.StartedAt))), s.Participants, s.Users, strings.Join(members, ","))
 	}
 	return tw.Flush()
 }
 
-// writeJSON prints v indented.
+// writeJSON prints v indented, exactly (safetext.NewJSONEncoder: what
+// decodes is what was read, and a terminal shows it safely).
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	enc := safetext.NewJSONEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write json: %w", err)
@@ -128,13 +129,12 @@ func (c *tailCmd) Run(e *runEnv) error {
 	}
 	defer nc.Close()
 	n := 0
+	enc := safetext.NewJSONEncoder(e.stdout)
 	err = events.Subscribe(e.ctx, js, o, func(d events.Delivery) error {
 		if c.JSON {
-			b, err := json.Marshal(d.Event)
-			if err != nil {
-				return fmt.Errorf("encode event %s: %w", d.Event.ID, err)
+			if err := enc.Encode(d.Event); err != nil {
+				return fmt.Errorf("write event %s: %w", d.Event.ID, err)
 			}
-			fmt.Fprintf(e.stdout, "%s\n", b)
 		} else {
 			fmt.Fprintln(e.stdout, FormatEvent(&d.Event))
 		}
@@ -162,15 +162,17 @@ func validKind(k events.Kind) bool {
 	return false
 }
 
-// FormatEvent renders a session event as one readable line.
+// FormatEvent renders a session event as one readable line, safe to print:
+// every field is escaped (safetext), so that no id can end the line early,
+// move the cursor or reorder what is shown.
 func FormatEvent(e *events.SessionEvent) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  %-15s  %s  %s %s", fmtMS(e.At), e.Kind, e.RoomID, e.Application, callName(e.CallID))
+	safetext.Fprintf(&b, "%s  %-15s  %s  %s %s", fmtMS(e.At), e.Kind, e.RoomID, e.Application, callName(e.CallID))
 	if e.Member != nil {
-		fmt.Fprintf(&b, "  %s/%s", e.Member.UserID, e.Member.DeviceID)
+		safetext.Fprintf(&b, "  %s/%s", e.Member.UserID, e.Member.DeviceID)
 	}
 	if e.Reason != "" {
-		fmt.Fprintf(&b, "  reason=%s", e.Reason)
+		safetext.Fprintf(&b, "  reason=%s", e.Reason)
 	}
 	fmt.Fprintf(&b, "  devices=%d users=%d", e.Participants, e.Users)
 	if s := e.Summary; s != nil {
@@ -288,7 +290,8 @@ func readableState(st *rtc.RoomState) *rtc.RoomState {
 var registerKinds = map[rtc.RegisterKind]string{rtc.RegisterJoin: "join", rtc.RegisterLeave: "leave",
 	rtc.RegisterInvalid: "invalid", rtc.RegisterRedacted: "redacted"}
 
-// PrintRoom prints a summary of a room record.
+// PrintRoom prints a summary of a room record, every field escaped
+// (safetext).
 func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 	st := rec.State
 	form := "inline"
@@ -299,23 +302,23 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 	if rec.Redo != nil {
 		pending = len(rec.Redo.Events)
 	}
-	fmt.Fprintf(w, "room %s\n", room)
-	fmt.Fprintf(w, "  clock %s  seq %d  last input RTC_RAW #%d  timer %s  stored %s  last outbox %d event(s)\n",
+	safetext.Fprintf(w, "room %s\n", room)
+	safetext.Fprintf(w, "  clock %s  seq %d  last input RTC_RAW #%d  timer %s  stored %s  last outbox %d event(s)\n",
 		fmtMS(st.Clock), st.Seq, rec.LastIn, fmtMS(rec.TimerAt), form, pending)
 
-	fmt.Fprintf(w, "sessions (%d)\n", len(st.Sessions))
+	safetext.Fprintf(w, "sessions (%d)\n", len(st.Sessions))
 	for _, k := range sortedKeys(st.Sessions) {
 		s := st.Sessions[k]
-		fmt.Fprintf(w, "  %s %s  id %s  started %s  devices %d  users %d  peak %d  joins %d\n",
+		safetext.Fprintf(w, "  %s %s  id %s  started %s  devices %d  users %d  peak %d  joins %d\n",
 			s.App, callName(s.CallID), s.ID, fmtMS(s.StartedAt), len(s.Members), len(s.UserDevices), s.Peak, s.Joins)
 		for _, mk := range sortedKeys(s.Members) {
 			m := s.Members[mk].Member
-			fmt.Fprintf(w, "    %s/%s  joined %s  expires %s  %s  %s\n", m.UserID, m.DeviceID,
+			safetext.Fprintf(w, "    %s/%s  joined %s  expires %s  %s  %s\n", m.UserID, m.DeviceID,
 				fmtMS(m.JoinedAt), fmtMS(m.ExpiresAt), m.Format, m.EventID)
 		}
 	}
 
-	fmt.Fprintf(w, "registers (%d)\n", len(st.Registers))
+	safetext.Fprintf(w, "registers (%d)\n", len(st.Registers))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(st.Registers) > 0 {
 		fmt.Fprintln(tw, "  KEY\tKIND\tSENDER\tEVENT\tTS\tCLAIMS\tWHY NOT COUNTED")
@@ -334,27 +337,27 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 		if r.WhyCode != "" {
 			why = string(r.WhyCode) + ": " + r.Why
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k), kind, r.Sender, r.EventID, fmtMS(r.TS),
+		safetext.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k), kind, r.Sender, r.EventID, fmtMS(r.TS),
 			strings.Join(claims, "; "), why)
 	}
 	_ = tw.Flush()
 
 	if len(st.RoomMembers) > 0 {
-		fmt.Fprintf(w, "room members (%d)\n", len(st.RoomMembers))
+		safetext.Fprintf(w, "room members (%d)\n", len(st.RoomMembers))
 		for _, u := range sortedKeys(st.RoomMembers) {
 			m := st.RoomMembers[u]
-			fmt.Fprintf(w, "  %s  %s  %s\n", u, m.Membership, fmtMS(m.TS))
+			safetext.Fprintf(w, "  %s  %s  %s\n", u, m.Membership, fmtMS(m.TS))
 		}
 	}
 	if len(st.Slots) > 0 {
-		fmt.Fprintf(w, "slots (%d)\n", len(st.Slots))
+		safetext.Fprintf(w, "slots (%d)\n", len(st.Slots))
 		for _, s := range sortedKeys(st.Slots) {
 			sl := st.Slots[s]
 			state := "closed"
 			if sl.Open {
 				state = "open"
 			}
-			fmt.Fprintf(w, "  %s  %s  %s\n", s, state, fmtMS(sl.TS))
+			safetext.Fprintf(w, "  %s  %s  %s\n", s, state, fmtMS(sl.TS))
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil/natsconn"
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 )
 
 // ConnFlags are the connection flags of every command, named, with the
@@ -196,8 +197,12 @@ func (e *runEnv) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 	if err != nil {
 		return nil, nil, err
 	}
-	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
-		zapcore.AddSync(e.stderr), zapcore.WarnLevel))
+	// Warnings quote what the server sent: escaped, and the console
+	// encoder's columns separated by spaces (a tab would be escaped).
+	ec := zap.NewDevelopmentEncoderConfig()
+	ec.ConsoleSeparator = "  "
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(ec),
+		zapcore.AddSync(safetext.LineWriter{W: e.stderr}), zapcore.WarnLevel))
 	extra := []nats.Option{
 		nats.Timeout(e.conn.Timeout),
 		// Closing the connection at the end of a command is no news.

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -107,7 +108,8 @@ func (e *DLQEntry) RedriveSubject() (string, error) {
 	if room := e.Room(); room != "" {
 		return events.RawSubject(room), nil
 	}
-	return "", fmt.Errorf("RTC_DLQ #%d: the input does not decode (%s) and %s %q names no room", e.Seq, e.DecodeError, HeaderDLQSubject, e.OrigSubject)
+	// "%s" in quotes, not %q: the message is escaped where it is printed.
+	return "", fmt.Errorf("RTC_DLQ #%d: the input does not decode (%s) and %s \"%s\" names no room", e.Seq, e.DecodeError, HeaderDLQSubject, e.OrigSubject)
 }
 
 // describe is a short description of the input.
@@ -196,7 +198,7 @@ func (c *dlqListCmd) Run(e *runEnv) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tSTORED\tPARTITION\tREASON\tATTEMPTS\tROOM\tINPUT\tERROR")
 	for _, d := range entries {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, fmtTime(d.Stored), d.Partition, d.Reason, d.Attempts,
+		safetext.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Seq, fmtTime(d.Stored), d.Partition, d.Reason, d.Attempts,
 			orDash(string(d.Room())), d.describe(), clipText(d.Error, 100))
 	}
 	return tw.Flush()
@@ -248,11 +250,12 @@ func (c *dlqShowCmd) Run(e *runEnv) error {
 	return nil
 }
 
-// PrintDLQEntry prints an entry: where it is, its headers, its input.
+// PrintDLQEntry prints an entry: where it is, its headers, its input. Every
+// header value and input field is escaped (safetext).
 func PrintDLQEntry(w io.Writer, d *DLQEntry) {
-	fmt.Fprintf(w, "RTC_DLQ #%d  %s  stored %s\n", d.Seq, d.Subject, fmtTime(d.Stored))
-	fmt.Fprintf(w, "  reason %s  attempts %s  partition %s  from RTC_RAW #%s %s\n", d.Reason, d.Attempts, d.Partition, d.OrigSeq, d.OrigSubject)
-	fmt.Fprintf(w, "  error  %s\n", d.Error)
+	safetext.Fprintf(w, "RTC_DLQ #%d  %s  stored %s\n", d.Seq, d.Subject, fmtTime(d.Stored))
+	safetext.Fprintf(w, "  reason %s  attempts %s  partition %s  from RTC_RAW #%s %s\n", d.Reason, d.Attempts, d.Partition, d.OrigSeq, d.OrigSubject)
+	safetext.Fprintf(w, "  error  %s\n", d.Error)
 	fmt.Fprintln(w, "headers")
 	keys := make([]string, 0, len(d.Headers))
 	for k := range d.Headers {
@@ -261,36 +264,36 @@ func PrintDLQEntry(w io.Writer, d *DLQEntry) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		for _, v := range d.Headers[k] {
-			fmt.Fprintf(w, "  %s: %s\n", k, v)
+			safetext.Fprintf(w, "  %s: %s\n", k, v)
 		}
 	}
 	if d.Input == nil {
-		fmt.Fprintf(w, "input (%d bytes) does not decode: %s\n", len(d.Body), d.DecodeError)
-		fmt.Fprintf(w, "  %q\n", clipText(string(d.Body), 2048))
+		safetext.Fprintf(w, "input (%d bytes) does not decode: %s\n", len(d.Body), d.DecodeError)
+		safetext.Fprintf(w, "  %s\n", safetext.Quote(clipText(string(d.Body), 2048)))
 		return
 	}
 	fmt.Fprintln(w, "input")
 	in := d.Input
-	fmt.Fprintf(w, "  kind %s  room %s  received %s\n", in.Kind, in.RoomID, fmtMS(in.ReceivedAt))
+	safetext.Fprintf(w, "  kind %s  room %s  received %s\n", in.Kind, in.RoomID, fmtMS(in.ReceivedAt))
 	if in.Kind == events.InputTimer {
-		fmt.Fprintf(w, "  deadline %s\n", fmtMS(in.Deadline))
+		safetext.Fprintf(w, "  deadline %s\n", fmtMS(in.Deadline))
 		return
 	}
-	fmt.Fprintf(w, "  event %s  type %s  sender %s  origin_server_ts %s\n", in.EventID, in.Type, in.Sender, fmtMS(in.OriginServerTS))
-	fmt.Fprintf(w, "  homeserver %s  source %s\n", orDash(in.Homeserver), orDash(string(in.Source)))
+	safetext.Fprintf(w, "  event %s  type %s  sender %s  origin_server_ts %s\n", in.EventID, in.Type, in.Sender, fmtMS(in.OriginServerTS))
+	safetext.Fprintf(w, "  homeserver %s  source %s\n", orDash(in.Homeserver), orDash(string(in.Source)))
 	if in.StateKey != nil {
-		fmt.Fprintf(w, "  state_key %q\n", *in.StateKey)
+		safetext.Fprintf(w, "  state_key %s\n", safetext.Quote(*in.StateKey))
 	}
 	if in.Redacts != "" {
-		fmt.Fprintf(w, "  redacts %s\n", in.Redacts)
+		safetext.Fprintf(w, "  redacts %s\n", in.Redacts)
 	}
 	if in.RedactedBy != "" {
-		fmt.Fprintf(w, "  redacted by %s at %s\n", in.RedactedBy, fmtMS(in.RedactedAt))
+		safetext.Fprintf(w, "  redacted by %s at %s\n", in.RedactedBy, fmtMS(in.RedactedAt))
 	}
 	if in.StickyDurationMS != nil {
-		fmt.Fprintf(w, "  sticky %dms\n", *in.StickyDurationMS)
+		safetext.Fprintf(w, "  sticky %dms\n", *in.StickyDurationMS)
 	}
-	fmt.Fprintf(w, "  content %s\n", string(in.Content))
+	safetext.Fprintf(w, "  content %s\n", in.Content)
 }
 
 type dlqRedriveCmd struct {
@@ -314,7 +317,15 @@ func (c *dlqRedriveCmd) Run(e *runEnv) error {
 		return err
 	}
 	defer nc.Close()
+	// Every entry that can be re-driven is; one that cannot (no room to
+	// re-drive it to, gone, refused) is reported on stderr with its
+	// sequence and why, and does not stop the others.
 	var entries []*DLQEntry
+	var failed []uint64
+	fail := func(seq uint64, err error) {
+		failed = append(failed, seq)
+		safetext.Fprintf(e.stderr, "rtcctl: %s\n", err)
+	}
 	if c.All {
 		all, err := DLQEntries(e, js)
 		if err != nil {
@@ -325,40 +336,67 @@ func (c *dlqRedriveCmd) Run(e *runEnv) error {
 		for _, seq := range c.Seqs {
 			d, err := GetDLQEntry(e, js, seq)
 			if err != nil {
-				return err
+				if e.ctx.Err() != nil {
+					return err
+				}
+				fail(seq, err)
+				continue
 			}
 			entries = append(entries, d)
 		}
 	}
-	if len(entries) == 0 {
+	total := len(entries) + len(failed)
+	if total == 0 {
 		fmt.Fprintln(e.stdout, "nothing to re-drive")
 		return nil
 	}
-	s, err := dlqStream(e, js)
-	if err != nil {
-		return err
+	var s jetstream.Stream
+	if len(entries) > 0 && !c.DryRun {
+		if s, err = dlqStream(e, js); err != nil {
+			return err
+		}
 	}
 	done := 0
 	for _, d := range entries {
+		if err := e.ctx.Err(); err != nil {
+			return fmt.Errorf("%w (%d of %d re-driven)", err, done, total)
+		}
 		subj, err := d.RedriveSubject()
 		if err != nil {
-			return fmt.Errorf("%w (%d of %d re-driven)", err, done, len(entries))
+			fail(d.Seq, err)
+			continue
 		}
 		if c.DryRun {
-			fmt.Fprintf(e.stdout, "would re-drive RTC_DLQ #%d (%s: %s) to %s, room %s\n", d.Seq, d.Reason, d.describe(), subj, orDash(string(d.Room())))
+			done++
+			safetext.Fprintf(e.stdout, "would re-drive RTC_DLQ #%d (%s: %s) to %s, room %s\n", d.Seq, d.Reason, d.describe(), subj, orDash(string(d.Room())))
 			continue
 		}
 		rawSeq, err := Redrive(e, js, s, d, subj)
 		if err != nil {
-			return fmt.Errorf("%w (%d of %d re-driven)", err, done, len(entries))
+			fail(d.Seq, err)
+			continue
 		}
 		done++
-		fmt.Fprintf(e.stdout, "re-driven RTC_DLQ #%d (%s: %s) to %s as RTC_RAW #%d\n", d.Seq, d.Reason, d.describe(), subj, rawSeq)
+		safetext.Fprintf(e.stdout, "re-driven RTC_DLQ #%d (%s: %s) to %s as RTC_RAW #%d\n", d.Seq, d.Reason, d.describe(), subj, rawSeq)
 	}
-	if !c.DryRun {
-		fmt.Fprintf(e.stdout, "%d re-driven\n", done)
+	verb := "re-driven"
+	if c.DryRun {
+		verb = "can be re-driven (dry run)"
 	}
-	return nil
+	if len(failed) == 0 {
+		if c.DryRun {
+			fmt.Fprintf(e.stdout, "%d of %d %s\n", done, total, verb)
+		} else {
+			fmt.Fprintf(e.stdout, "%d %s\n", done, verb)
+		}
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%d of %d %s\n", done, total, verb)
+	seqs := make([]string, len(failed))
+	for i, q := range failed {
+		seqs[i] = "#" + strconv.FormatUint(q, 10)
+	}
+	return fmt.Errorf("%d of %d %s; not: RTC_DLQ %s (why: above)", done, total, verb, strings.Join(seqs, ", "))
 }
 
 // Redrive publishes an entry's original input to subj and, once RTC_RAW

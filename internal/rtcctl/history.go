@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -87,7 +88,7 @@ func (c *historyCmd) Run(e *runEnv) error {
 		if s == nil {
 			s = &events.Summary{EndedAt: ev.At}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", ev.RoomID, ev.Application, callName(ev.CallID),
+		safetext.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", ev.RoomID, ev.Application, callName(ev.CallID),
 			fmtMS(s.StartedAt), fmtMS(s.EndedAt), fmtDur(time.Duration(s.DurationMS)*time.Millisecond),
 			s.PeakParticipants, s.DistinctUsers, s.Joins, ev.Reason, ev.SessionID)
 	}

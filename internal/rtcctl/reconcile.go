@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 )
 
 // reconcileCmd is `rtcctl reconcile ROOM`: ask the ingest to re-read the
@@ -62,14 +63,15 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 }
 
 // PrintReconcile prints the ingest's reply to a reconcile request, one line
-// per homeserver asked.
+// per homeserver asked, every field escaped (safetext): the errors quote
+// what the homeservers answered.
 func PrintReconcile(w interface{ Write([]byte) (int, error) }, r ctlapi.ReconcileReply) {
 	for _, a := range r.Attempts {
 		if a.Error != "" {
-			fmt.Fprintf(w, "%s: %s could not read it: %s\n", r.RoomID, a.Homeserver, a.Error)
+			safetext.Fprintf(w, "%s: %s could not read it: %s\n", r.RoomID, a.Homeserver, a.Error)
 			continue
 		}
-		fmt.Fprintf(w, "%s: reconciled from %s: %d state events, %d new in RTC_RAW, %d already there\n",
+		safetext.Fprintf(w, "%s: reconciled from %s: %d state events, %d new in RTC_RAW, %d already there\n",
 			r.RoomID, a.Homeserver, a.Events, a.Stored, a.Duplicates)
 	}
 }

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/internal/simulate"
 	"github.com/rtcsessions/rtc-sessions/internal/version"
 )
@@ -95,7 +97,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (code in
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		fmt.Fprintln(stderr, "rtcctl: error:", err)
+		safetext.Fprintf(stderr, "rtcctl: error: %s\n", err)
 		var pe *kong.ParseError
 		if errors.As(err, &pe) && pe.Context != nil {
 			printUsageTo(pe.Context, stderr)
@@ -110,11 +112,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (code in
 	case errors.As(err, &ce):
 		return int(ce)
 	case errors.Is(err, ErrUsage):
-		fmt.Fprintln(stderr, "rtcctl: error:", strings.TrimPrefix(err.Error(), ErrUsage.Error()+": "))
+		safetext.Fprintf(stderr, "rtcctl: error: %s\n", strings.TrimPrefix(err.Error(), ErrUsage.Error()+": "))
 		printUsageTo(kctx, stderr)
 		return 2
 	default:
-		fmt.Fprintln(stderr, "rtcctl:", err)
+		// Errors quote what the server and the homeservers sent (a DLQ
+		// header, an ingest's reply): escaped like every output line.
+		safetext.Fprintf(stderr, "rtcctl: %s\n", err)
 		return 1
 	}
 }
@@ -166,12 +170,13 @@ func (h *helpCmd) Run(kctx *kong.Context) error {
 	return target.PrintUsage(false)
 }
 
-// simulateCmd hands over to internal/simulate (exit status 1 for malformed
-// lines, which it reports itself).
+// simulateCmd hands over to internal/simulate (exit status 1 when lines
+// were skipped, which it reports itself).
 type simulateCmd struct {
-	Until    string `name:"until" placeholder:"MS" help:"Advance the clock to this Unix time in ms at the end, firing due timers."`
-	Sessions bool   `name:"sessions" help:"Finally print one JSON object per live session, with its members."`
-	File     string `arg:"" name:"file" help:"JSON-lines file of Matrix client-server events (one per line, optional top-level received_at in ms); - for standard input."`
+	Until        string `name:"until" placeholder:"MS" help:"Advance the clock to this Unix time in ms at the end, firing due timers."`
+	Sessions     bool   `name:"sessions" help:"Finally print one JSON object per live session, with its members."`
+	MaxLineBytes int    `name:"max-line-bytes" placeholder:"N" default:"1048576" help:"Skip (and report) lines longer than N bytes; the rest of the file is read."`
+	File         string `arg:"" name:"file" help:"JSON-lines file of Matrix client-server events (one per line, optional top-level received_at in ms); - for standard input. Malformed and over-long lines are reported on stderr and skipped."`
 }
 
 func (c *simulateCmd) Run(e *runEnv) error {
@@ -182,6 +187,7 @@ func (c *simulateCmd) Run(e *runEnv) error {
 	if c.Sessions {
 		args = append(args, "--sessions")
 	}
+	args = append(args, "--max-line-bytes", strconv.Itoa(c.MaxLineBytes))
 	if code := simulate.Run(e.ctx, append(args, "--", c.File), e.stdout, e.stderr); code != 0 {
 		return codeError(code)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -167,7 +168,8 @@ func (c *workersCmd) Run(e *runEnv) error {
 	return nil
 }
 
-// PrintWorkers prints the workers and the partitions as two tables.
+// PrintWorkers prints the workers and the partitions as two tables, every
+// field escaped (safetext).
 func PrintWorkers(e *runEnv, v *WorkersView) {
 	w := e.stdout
 	fmt.Fprintf(w, "workers (%d live)\n", len(v.Workers))
@@ -176,7 +178,7 @@ func PrintWorkers(e *runEnv, v *WorkersView) {
 		fmt.Fprintln(tw, "  WORKER\tSTARTED\tOWNS\tPARTITIONS")
 	}
 	for _, wk := range v.Workers {
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", wk.ID, wk.Started, len(wk.Owns), compactRanges(wk.Owns))
+		safetext.Fprintf(tw, "  %s\t%s\t%d\t%s\n", wk.ID, wk.Started, len(wk.Owns), compactRanges(wk.Owns))
 	}
 	_ = tw.Flush()
 	if len(v.Workers) == 0 {
@@ -196,7 +198,7 @@ func PrintWorkers(e *runEnv, v *WorkersView) {
 			owner = "-"
 		}
 		if p.Error != "" {
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t\t\t\t\n", p.Partition, p.Consumer, owner, "error: "+p.Error)
+			safetext.Fprintf(tw, "  %d\t%s\t%s\t%s\t\t\t\t\n", p.Partition, p.Consumer, owner, "error: "+p.Error)
 			continue
 		}
 		pinned := "-"
@@ -210,7 +212,7 @@ func PrintWorkers(e *runEnv, v *WorkersView) {
 		if !p.LastDelivery.IsZero() {
 			last = fmtTime(p.LastDelivery) + " (" + fmtDur(t.Sub(p.LastDelivery)) + " ago)"
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Partition, p.Consumer, owner, pinned,
+		safetext.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Partition, p.Consumer, owner, pinned,
 			p.NumPending, p.NumAckPending, p.NumRedelivered, last)
 	}
 	_ = tw.Flush()

@@ -7,7 +7,6 @@ package simulate
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -107,38 +107,113 @@ func (e *Engine) Room(room id.RoomID) *rtc.RoomState { return e.rooms[room] }
 // ErrMalformedLines is returned by ReadLines when some lines were skipped.
 var ErrMalformedLines = errors.New("malformed lines skipped")
 
-// ReadLines parses a JSON-lines file of Matrix client events and passes each
-// forwarded event to f. Blank lines are skipped; malformed lines are reported
-// to bad with their line number and skipped. Event types the service does
-// not forward are skipped silently, as the ingest does.
+// ErrLineTooLong is what Read reports for a line longer than its maximum.
+var ErrLineTooLong = errors.New("line too long")
+
+// DefaultMaxLineBytes is the longest line read by default (1 MiB): far more
+// than an event the ingest accepts (events.MaxEventBytes), which such a line
+// is reported as; a longer one is skipped without being held in memory.
+const DefaultMaxLineBytes = 1 << 20
+
+// Counts says what Read did with the lines of a file.
+type Counts struct {
+	Lines     int // lines read, blank ones included
+	Events    int // forwarded events passed on
+	Malformed int // lines that are not a Matrix event (bad JSON, too large an event, ...)
+	TooLong   int // lines longer than the maximum
+}
+
+// Skipped is the number of lines skipped as bad.
+func (c Counts) Skipped() int { return c.Malformed + c.TooLong }
+
+// ReadLines is Read with DefaultMaxLineBytes, returning ErrMalformedLines
+// (with their number) when some lines were skipped.
 func ReadLines(r io.Reader, f func(line int, ev *events.RawEvent), bad func(line int, err error)) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), events.MaxEventBytes+4096)
-	n, malformed := 0, 0
-	for sc.Scan() {
-		n++
-		line := sc.Bytes()
-		if len(trimSpace(line)) == 0 {
-			continue
-		}
-		ev, err := events.ParseClientEvent(line, "", 0)
-		if err != nil {
-			malformed++
-			bad(n, err)
-			continue
-		}
-		if !events.IsForwarded(ev.Type) {
-			continue
-		}
-		f(n, &ev)
+	c, err := Read(r, DefaultMaxLineBytes, f, bad)
+	if err != nil {
+		return err
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("line %d: %w", n+1, err)
-	}
-	if malformed > 0 {
-		return fmt.Errorf("%w: %d", ErrMalformedLines, malformed)
+	if c.Skipped() > 0 {
+		return fmt.Errorf("%w: %d", ErrMalformedLines, c.Skipped())
 	}
 	return nil
+}
+
+// Read parses a JSON-lines file of Matrix client events and passes each
+// forwarded event to f. Blank lines are skipped; a malformed line, and a
+// line longer than maxLine bytes (without its line end; ErrLineTooLong), is
+// reported to bad with its line number and skipped, and reading goes on
+// with the next line. Event types the service does not forward are skipped
+// silently, as the ingest does. The error is a read error of r only.
+func Read(r io.Reader, maxLine int, f func(line int, ev *events.RawEvent), bad func(line int, err error)) (Counts, error) {
+	var c Counts
+	br := bufio.NewReaderSize(r, 64*1024)
+	var buf []byte
+	for {
+		line, size, err := readLine(br, maxLine, buf[:0])
+		buf = line
+		if size == 0 && err != nil {
+			if errors.Is(err, io.EOF) {
+				return c, nil
+			}
+			return c, fmt.Errorf("line %d: %w", c.Lines+1, err)
+		}
+		c.Lines++
+		switch {
+		case size > maxLine:
+			c.TooLong++
+			bad(c.Lines, fmt.Errorf("%w: %d bytes, more than %d", ErrLineTooLong, size, maxLine))
+		case len(trimSpace(line)) == 0:
+		default:
+			ev, perr := events.ParseClientEvent(line, "", 0)
+			switch {
+			case perr != nil:
+				c.Malformed++
+				bad(c.Lines, perr)
+			case events.IsForwarded(ev.Type):
+				c.Events++
+				f(c.Lines, &ev)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return c, nil
+			}
+			return c, fmt.Errorf("line %d: %w", c.Lines+1, err)
+		}
+	}
+}
+
+// readLine reads one line into buf, without its "\n" or "\r\n", and
+// returns it with its size. Past maxLine bytes it stops storing the line
+// and only counts it: the returned size is then more than maxLine and the
+// line incomplete. size is 0 with an error at the end of the input.
+func readLine(br *bufio.Reader, maxLine int, buf []byte) ([]byte, int, error) {
+	size := 0
+	var prev byte // the last byte of the previous chunk
+	for {
+		chunk, err := br.ReadSlice('\n')
+		size += len(chunk)
+		if len(buf) <= maxLine+1 { // room for a "\r" to trim
+			buf = append(buf, chunk[:min(len(chunk), maxLine+2-len(buf))]...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			prev = chunk[len(chunk)-1]
+			continue
+		}
+		if n := len(chunk); n > 0 && chunk[n-1] == '\n' {
+			size--
+			buf = trimEnd(buf, '\n')
+			if (n >= 2 && chunk[n-2] == '\r') || (n == 1 && prev == '\r') {
+				size--
+				buf = trimEnd(buf, '\r')
+			}
+		}
+		if size == 0 && err == nil {
+			return buf, 0, nil // an empty line: not the end
+		}
+		return buf, size, err
+	}
 }
 
 func trimSpace(b []byte) []byte {
@@ -148,18 +223,30 @@ func trimSpace(b []byte) []byte {
 	return b
 }
 
-const usage = `usage: rtcctl simulate [--until MS] [--sessions] FILE.jsonl
+func trimEnd(b []byte, c byte) []byte {
+	if len(b) > 0 && b[len(b)-1] == c {
+		return b[:len(b)-1]
+	}
+	return b
+}
+
+const usage = `usage: rtcctl simulate [--until MS] [--sessions] [--max-line-bytes N] FILE.jsonl
 
 Runs the session reducer offline over a JSON-lines file of Matrix events
 (one client-server event per line, with an optional top-level received_at in
 ms; without it origin_server_ts is used) and prints one JSON object per
 session event. FILE may be - for standard input.
 
-  --until MS    advance the clock to MS (Unix ms) at the end, firing due timers
-  --sessions    finally print one JSON object per live session, with its members
+  --until MS            advance the clock to MS (Unix ms) at the end, firing due timers
+  --sessions            finally print one JSON object per live session, with its members
+  --max-line-bytes N    skip lines longer than N bytes (default 1048576)
 
-Exit status: 0 ok, 1 some lines were malformed (reported on stderr and
-skipped), 2 usage or I/O error.
+Malformed lines and lines longer than --max-line-bytes are reported on
+stderr with their line number and skipped; the rest of the file is read,
+and a last line on stderr counts the skipped lines. Notes and errors on
+stderr escape control, bidi and invisible characters (\n, \x1b, \u202e).
+
+Exit status: 0 ok, 1 some lines were skipped, 2 usage or I/O error.
 `
 
 // Run is `rtcctl simulate`. It returns the process exit status.
@@ -169,7 +256,12 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	until := fs.String("until", "", "advance the clock to this time (Unix ms), firing due timers")
 	sessions := fs.Bool("sessions", false, "print the live sessions at the end")
+	maxLine := fs.Int("max-line-bytes", DefaultMaxLineBytes, "skip lines longer than this")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *maxLine <= 0 {
+		fmt.Fprintf(stderr, "simulate: --max-line-bytes %d: want a positive number of bytes\n", *maxLine)
 		return 2
 	}
 	if fs.NArg() != 1 {
@@ -189,13 +281,14 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if name := fs.Arg(0); name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
-			fmt.Fprintf(stderr, "simulate: %v\n", err)
+			safetext.Fprintf(stderr, "simulate: %s\n", err)
 			return 2
 		}
 		defer f.Close()
 		in = f
 	}
-	enc := json.NewEncoder(stdout)
+	// Exact JSON (the events' own strings), safe on a terminal.
+	enc := safetext.NewJSONEncoder(stdout)
 	eng := NewEngine(rtc.DefaultConfig())
 	var line int
 	var encErr error
@@ -204,21 +297,25 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 			encErr = err
 		}
 	}
+	// Event ids, reasons and parse errors quote the file: escaped.
 	eng.Note = func(ev id.EventID, reason string) {
-		fmt.Fprintf(stderr, "line %d: note: %s not counted: %s\n", line, ev, reason)
+		safetext.Fprintf(stderr, "line %d: note: %s not counted: %s\n", line, ev, reason)
 	}
-	err := ReadLines(in, func(n int, ev *events.RawEvent) {
+	counts, err := Read(in, *maxLine, func(n int, ev *events.RawEvent) {
 		line = n
 		eng.Apply(ev)
 	}, func(n int, err error) {
-		fmt.Fprintf(stderr, "line %d: %v\n", n, err)
+		safetext.Fprintf(stderr, "line %d: skipped: %s\n", n, err)
 	})
-	status := 0
-	if errors.Is(err, ErrMalformedLines) {
-		status = 1
-	} else if err != nil {
-		fmt.Fprintf(stderr, "simulate: %v\n", err)
+	if err != nil {
+		safetext.Fprintf(stderr, "simulate: %s\n", err)
 		return 2
+	}
+	status := 0
+	if counts.Skipped() > 0 {
+		status = 1
+		fmt.Fprintf(stderr, "simulate: %d of %d lines skipped (%d malformed, %d longer than %d bytes)\n",
+			counts.Skipped(), counts.Lines, counts.Malformed, counts.TooLong, *maxLine)
 	}
 	if untilMS > 0 {
 		line = 0

@@ -134,7 +134,8 @@ func writeEscape(b *strings.Builder, r rune) {
 }
 
 // Args returns args with every string-typed value (string, id.RoomID, ...)
-// and every error escaped, []byte escaped as a string, and Text values
+// and every error escaped, byte slices (json.RawMessage, ...) escaped as
+// strings, and Text values
 // passed on as they are. Other values (numbers, times, ...) are unchanged:
 // their own formatting is safe.
 func Args(args []any) []any {
@@ -150,9 +151,12 @@ func Args(args []any) []any {
 		case []byte:
 			out[i] = escape(string(v), false)
 		default:
-			if rv := reflect.ValueOf(a); rv.Kind() == reflect.String {
+			switch rv := reflect.ValueOf(a); {
+			case rv.Kind() == reflect.String:
 				out[i] = escape(rv.String(), false)
-			} else {
+			case rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8: // json.RawMessage, ...
+				out[i] = escape(string(rv.Bytes()), false)
+			default:
 				out[i] = a
 			}
 		}
@@ -178,6 +182,25 @@ func Join[S ~string](parts []S, sep string) Text {
 		out[i] = escape(string(p), false)
 	}
 	return Text(strings.Join(out, sep))
+}
+
+// LineWriter escapes what is written to it (a log line, say) like Escape,
+// keeping each write's final newline: a writer for loggers whose messages
+// may quote what a server sent. Each Write must be whole lines (zap writes
+// an entry at a time).
+type LineWriter struct{ W io.Writer }
+
+func (l LineWriter) Write(p []byte) (int, error) {
+	s := string(p)
+	nl := strings.HasSuffix(s, "\n")
+	out := escape(strings.TrimSuffix(s, "\n"), false)
+	if nl {
+		out += "\n"
+	}
+	if _, err := io.WriteString(l.W, out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // NewJSONEncoder is json.NewEncoder(w) whose output is also safe on a

@@ -81,6 +81,7 @@ func TestSprintf(t *testing.T) {
 		{"string with width", "[%-6s]", []any{"a\tb"}, `[a\tb  ]`},
 		{"error", "err: %s", []any{errors.New("bad\x1b[31m")}, `err: bad\x1b[31m`},
 		{"bytes", "%s", []any{[]byte("x\ry")}, `x\ry`},
+		{"named byte slice", "%s", []any{json.RawMessage("{\"a\":\"\u202e\"}")}, `{"a":"\u202e"}`},
 		{"numbers unchanged", "%d %5.1f %t", []any{42, 1.25, true}, "42   1.2 true"},
 		{"Text passed as is, not escaped twice", "%s|%s", []any{Sprintf("%s", "a\nb"), Text(`\n`)}, `a\nb|\n`},
 		{"format's own newline and tab", "%s\t%s\n", []any{"a", "b"}, "a\tb\n"},
