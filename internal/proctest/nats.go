@@ -21,6 +21,10 @@ type NATSServer struct {
 	StoreDir string
 	Proc     *Proc // the current process
 	starts   int
+	// name is the server name (-n); extra are more arguments (a cluster
+	// node's routes).
+	name  string
+	extra []string
 }
 
 // StartNATS starts nats-server with JetStream storing under storeDir
@@ -48,8 +52,14 @@ func (n *NATSServer) Start() error {
 		return fmt.Errorf("nats-server address %q: %w", n.Addr, err)
 	}
 	n.starts++
-	p, err := n.h.Start(fmt.Sprintf("nats-server#%d", n.starts), n.h.Bins.NATSServer,
-		[]string{"-a", host, "-p", port, "-js", "-sd", n.StoreDir, "-n", "proctest"})
+	name, label := n.name, "nats-server"
+	if name == "" {
+		name = "proctest"
+	} else {
+		label += " " + name
+	}
+	p, err := n.h.Start(fmt.Sprintf("%s#%d", label, n.starts), n.h.Bins.NATSServer,
+		append([]string{"-a", host, "-p", port, "-js", "-sd", n.StoreDir, "-n", name}, n.extra...))
 	if err != nil {
 		return err
 	}

@@ -1,13 +1,9 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -16,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rtcsessions/rtc-sessions/internal/pipelinetest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 )
 
@@ -31,20 +28,17 @@ const (
 	killAllBurst  = 1
 	numAggregator = 3
 	partitions    = 8
-	// maxTxnEvents bounds a transaction: consecutive due deliveries of one
-	// homeserver go together, as a homeserver batches.
-	maxTxnEvents = 8
 )
 
 // bursts are the big calls' starts, out of the nats restart's quiet window.
 var bursts = []time.Duration{5 * time.Second, 12 * time.Second, 42 * time.Second, 50 * time.Second}
 
-func defaultWorkloadConfig(seed uint64) workloadConfig {
-	return workloadConfig{Seed: seed, Rooms: 40, Feed: feed, Bursts: bursts, BurstDevices: 16,
+func defaultWorkloadConfig(seed uint64) pipelinetest.WorkloadConfig {
+	return pipelinetest.WorkloadConfig{Seed: seed, Rooms: 40, Feed: feed, Bursts: bursts, BurstDevices: 16,
 		// The outage lasts from the SIGTERM to the clients' reconnection
 		// (about natsDown plus a second); a publish stamped before it may be
 		// stored up to the ingest's ack timeout (2s) after it.
-		QuietFrom: natsRestartAt - 2*time.Second, QuietTo: natsRestartAt + 12*time.Second}
+		Quiet: []pipelinetest.Window{{From: natsRestartAt - 2*time.Second, To: natsRestartAt + 12*time.Second}}}
 }
 
 // chaosSeed is RTC_CHAOS_SEED, or a new seed from the clock.
@@ -73,16 +67,15 @@ func TestChaos(t *testing.T) {
 			t.Logf("chaos seed %d failed (rerun with RTC_CHAOS_SEED=%d make chaos)", seed, seed)
 		}
 	})
-	wl := generate(defaultWorkloadConfig(seed))
+	wl := pipelinetest.Generate(defaultWorkloadConfig(seed))
 	t.Logf("workload: %d rooms, %d events (%d forwarded), %d deliveries, last short deadline at T0+%s",
-		wl.Cfg.Rooms, len(wl.Events), wl.forwardedCount(), len(wl.Deliveries), wl.LastShortDeadline)
+		wl.Cfg.Rooms, len(wl.Events), wl.ForwardedCount(), len(wl.Deliveries), wl.LastShortDeadline)
 
 	h := proctest.New(t)
 	t.Logf("binaries ready after %s", time.Since(began).Round(time.Millisecond))
 	c := &chaos{t: t, h: h, rng: rand.New(rand.NewPCG(seed, 0xc4a05)), accepted: make(chan struct{}, 1),
 		sending:      make(chan struct{}, 1),
 		hardDeadline: began.Add(225 * time.Second)}
-	c.stats.outcomes = map[string]int{}
 	c.ns = h.StartNATS("")
 	c.start()
 	t.Logf("nats-server, %d aggregators and the ingest ready after %s", numAggregator,
@@ -95,23 +88,31 @@ func TestChaos(t *testing.T) {
 		defer close(chaosDone)
 		c.run(ctx)
 	}()
-	sendErr := c.send(wl)
+	sender := &pipelinetest.Sender{URL: func() string { return c.ingestURL }, Tokens: c.tokens, T0: c.t0,
+		Deadline: c.hardDeadline, OnSending: func() { notify(c.sending) }, OnAccepted: func() { notify(c.accepted) }}
+	sendErr := sender.Send(wl)
 	cancel()
 	<-chaosDone
 	if sendErr != nil {
 		t.Fatalf("sending the workload: %v", sendErr)
 	}
+	st := sender.Stats()
 	t.Logf("workload sent at T0+%s: %d transactions, %d attempts (%d refused or failed: %v); chaos: %s",
-		time.Since(c.t0).Round(time.Millisecond), c.stats.txns, c.stats.attempts, c.stats.failedAttempts,
-		c.stats.outcomes, c.summary())
+		time.Since(c.t0).Round(time.Millisecond), st.Txns, st.Attempts, st.FailedAttempts, st.Outcomes, c.summary())
 	c.settle()
 
 	// Every expiry of the workload must have fired: wait past the last
 	// short deadline (timers fire at the deadline rounded up to the second).
 	until := c.t0.Add(wl.LastShortDeadline + 2*time.Second)
 	time.Sleep(time.Until(until))
-	v := newVerifier(t, c, wl)
-	v.run(time.Now().UnixMilli(), c.hardDeadline)
+	_, js := c.ns.Connect()
+	v := &pipelinetest.Verifier{T: t, JS: js, RTCCtl: h.Bins.RTCCtl, T0: c.t0, WL: wl}
+	v.Run(time.Now().UnixMilli(), c.hardDeadline)
+	c.logMu.Lock()
+	t.Logf("chaos timeline:\n  %s", strings.Join(c.timeline, "\n  "))
+	c.logMu.Unlock()
+	t.Logf("T0 = %d (Unix ms); nats-server outage from T0%+.3fs to T0%+.3fs", c.t0.UnixMilli(),
+		c.outage[0].Sub(c.t0).Seconds(), c.outage[1].Sub(c.t0).Seconds())
 	for _, p := range h.Procs() {
 		if p.ExitedOnItsOwn() {
 			t.Errorf("%s exited without being killed: %s", p.Name, p.State())
@@ -146,10 +147,6 @@ type chaos struct {
 	counts   struct{ aggKills, ingestKills, natsRestarts int }
 	outage   [2]time.Time // nats-server stopped, ready again
 
-	stats struct {
-		txns, attempts, failedAttempts int
-		outcomes                       map[string]int // failed attempts by answer
-	}
 	// accepted receives a value (without blocking) whenever a transaction
 	// was answered 200: its inputs are being processed right then, which is
 	// when a SIGKILL hurts most.
@@ -184,8 +181,8 @@ func (c *chaos) summary() string {
 func (c *chaos) start() {
 	c.t.Helper()
 	c.tokens = map[string]string{}
-	for i := range numHomeservers {
-		c.tokens[hsName(i)] = fmt.Sprintf("hs-token-%d-%d", i, c.rng.Uint64())
+	for i := range pipelinetest.NumHomeservers {
+		c.tokens[pipelinetest.HSName(i)] = fmt.Sprintf("hs-token-%d-%d", i, c.rng.Uint64())
 	}
 	for slot := range c.aggs {
 		c.startAggregator(slot)
@@ -252,7 +249,7 @@ func (c *chaos) plan() []action {
 	// transaction is stored: its inputs are then being applied, stored,
 	// published or acknowledged.
 	kill := func(slots ...int) func() {
-		after := uniform(c.rng, 0, 4*time.Millisecond)
+		after := pipelinetest.Uniform(c.rng, 0, 4*time.Millisecond)
 		return func() {
 			select { // a notice from before this action does not count
 			case <-c.accepted:
@@ -289,34 +286,34 @@ func (c *chaos) plan() []action {
 			}
 			acts = append(acts, action{b, kill(all...)})
 			for _, slot := range all {
-				acts = append(acts, action{b + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+				acts = append(acts, action{b + pipelinetest.Uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
 			}
 		} else {
 			slot := c.rng.IntN(numAggregator)
 			acts = append(acts, action{b, killAgg(slot)},
-				action{b + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+				action{b + pipelinetest.Uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
 		}
 		for _, stage := range []time.Duration{3 * time.Second, 6 * time.Second} { // refreshes, hang-ups
 			slot := c.rng.IntN(numAggregator)
 			acts = append(acts, action{b + stage, killAgg(slot)},
-				action{b + stage + uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
+				action{b + stage + pipelinetest.Uniform(c.rng, 300*time.Millisecond, 2*time.Second), restartAgg(slot)})
 		}
 	}
-	for at := 2 * time.Second; at < feed; at += uniform(c.rng, 1500*time.Millisecond, 4*time.Second) {
+	for at := 2 * time.Second; at < feed; at += pipelinetest.Uniform(c.rng, 1500*time.Millisecond, 4*time.Second) {
 		slot := c.rng.IntN(numAggregator)
 		acts = append(acts, action{at, killAgg(slot)},
-			action{at + uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(slot)})
+			action{at + pipelinetest.Uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(slot)})
 		if c.rng.IntN(10) < 3 { // the next owner dies too
 			other := (slot + 1 + c.rng.IntN(numAggregator-1)) % numAggregator
-			at2 := at + uniform(c.rng, 500*time.Millisecond, 2500*time.Millisecond)
+			at2 := at + pipelinetest.Uniform(c.rng, 500*time.Millisecond, 2500*time.Millisecond)
 			acts = append(acts, action{at2, killAgg(other)},
-				action{at2 + uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(other)})
+				action{at2 + pipelinetest.Uniform(c.rng, 100*time.Millisecond, 3*time.Second), restartAgg(other)})
 		}
 	}
 	for _, at := range []time.Duration{12 * time.Second, 38 * time.Second, 52 * time.Second} {
-		at += uniform(c.rng, 0, 3*time.Second)
-		down := uniform(c.rng, 200*time.Millisecond, 1500*time.Millisecond)
-		midRequest := uniform(c.rng, 0, 3*time.Millisecond)
+		at += pipelinetest.Uniform(c.rng, 0, 3*time.Second)
+		down := pipelinetest.Uniform(c.rng, 200*time.Millisecond, 1500*time.Millisecond)
+		midRequest := pipelinetest.Uniform(c.rng, 0, 3*time.Millisecond)
 		acts = append(acts, action{at, func() {
 			select { // a notice from before this action does not count
 			case <-c.sending:
@@ -398,90 +395,10 @@ func (c *chaos) settle() {
 	c.note("settled: %d aggregators ready", numAggregator)
 }
 
-// send plays the workload's deliveries as appservice transactions, one at a
-// time, each retried (same transaction id) until the ingest answers 200, as
-// a homeserver does. Consecutive due deliveries of one homeserver share a
-// transaction.
-func (c *chaos) send(wl *workload) error {
-	client := &http.Client{Timeout: 10 * time.Second}
-	t0ms := c.t0.UnixMilli()
-	txnSeq := map[string]int{}
-	ds := wl.Deliveries
-	for i := 0; i < len(ds); {
-		time.Sleep(time.Until(c.t0.Add(ds[i].At)))
-		hs := ds[i].HS
-		j := i + 1
-		for j < len(ds) && j-i < maxTxnEvents && ds[j].HS == hs && !c.t0.Add(ds[j].At).After(time.Now()) {
-			j++
-		}
-		evs := make([]json.RawMessage, 0, j-i)
-		for _, d := range ds[i:j] {
-			evs = append(evs, d.Ev.JSON(t0ms))
-		}
-		body, err := json.Marshal(map[string]any{"events": evs})
-		if err != nil {
-			return fmt.Errorf("encode transaction: %w", err)
-		}
-		txnSeq[hs]++
-		txnID := fmt.Sprintf("chaos-%d", txnSeq[hs])
-		if err := c.put(client, hs, txnID, body); err != nil {
-			return err
-		}
-		c.stats.txns++
-		i = j
-	}
-	return nil
-}
-
-// put sends one transaction until it is answered 200: a 5xx or a broken
-// connection is retried after a short pause (the ingest may be restarting,
-// NATS may be down); any other answer is a failure.
-func (c *chaos) put(client *http.Client, hs, txnID string, body []byte) error {
-	first := time.Now()
-	wait := 50 * time.Millisecond
-	for {
-		url := c.ingestURL + "/_matrix/app/v1/transactions/" + txnID
-		req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
-		if err != nil {
-			return fmt.Errorf("transaction %s/%s: %w", hs, txnID, err)
-		}
-		req.Header.Set("Authorization", "Bearer "+c.tokens[hs])
-		req.Header.Set("Content-Type", "application/json")
-		c.stats.attempts++
-		select {
-		case c.sending <- struct{}{}:
-		default:
-		}
-		resp, err := client.Do(req)
-		status, detail := 0, ""
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-			resp.Body.Close()
-			status, detail = resp.StatusCode, strings.TrimSpace(string(b))
-		} else {
-			detail = err.Error()
-		}
-		switch {
-		case status == http.StatusOK:
-			select {
-			case c.accepted <- struct{}{}:
-			default:
-			}
-			return nil
-		case status != 0 && status < 500:
-			return fmt.Errorf("transaction %s/%s answered %d: %s", hs, txnID, status, detail)
-		}
-		c.stats.failedAttempts++
-		outcome := fmt.Sprint(status)
-		if status == 0 {
-			outcome = "no answer"
-		}
-		c.stats.outcomes[outcome]++
-		if time.Now().After(c.hardDeadline) {
-			return fmt.Errorf("transaction %s/%s not accepted after %s; last answer %d %s", hs, txnID,
-				time.Since(first).Round(time.Millisecond), status, detail)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, time.Second)
+// notify sends on ch without blocking.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }

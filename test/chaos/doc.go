@@ -31,7 +31,7 @@
 // The workload keeps every input of a room out of the second before each of
 // the room's deadlines, and every deadline out of the window around the
 // nats-server restart, so the expected output does not depend on timing
-// (see workload_test.go).
+// (see internal/pipelinetest/workload.go).
 //
 // Run it with `make chaos` (verbose) or as part of `make test`; it is
 // skipped only with -short. The seed is printed first and last;
