@@ -19,8 +19,10 @@
 //     read session events, write the buckets, consume RTC_RAW, or delete
 //     or purge anything.
 //   - aggregator owns the topology: its streams, the KV buckets, the
-//     partition consumers of RTC_RAW, the timers. It may create and update
-//     (never delete or purge) streams, and read and write its buckets.
+//     partition consumers of RTC_RAW, the timers (message schedules on
+//     rtc.timer.* in RTC_TIMERS, the only user that may publish there). It
+//     may create and update (never delete or purge) streams, and read and
+//     write its buckets.
 //   - subscriber reads: RTC_EVENTS through ephemeral (ordered) consumers,
 //     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
 //     rtc_rooms (get, watch: for `rtcctl room`). It publishes nothing but those
@@ -154,12 +156,20 @@ var neverDelete = []string{
 	jsAPI + "STREAM.MSG.DELETE.>",
 }
 
+// noTimers is denied to every user but the aggregator: the timers are
+// message schedules in RTC_TIMERS, a stream where the server allows
+// roll-ups and purges by header (it forces them with schedules), so whoever
+// may publish there could cancel every room's timer or generate inputs.
+// The aggregator may publish the schedule definitions (rtc.timer.*) only;
+// rtc.fired.* is written by the server's scheduler alone.
+var noTimers = []string{events.TimerPrefix + ".>", events.FiredPrefix + ".>"}
+
 // Users returns the users of rtc-sessions with their permissions, in a
 // fixed order.
 func Users() []User {
 	rooms, sessions, workers := events.BucketRooms, events.BucketSessions, events.BucketWorkers
 	kvStreams := []string{kvStream(rooms), kvStream(sessions), kvStream(workers)}
-	ownStreams := append([]string{events.StreamRaw, events.StreamEvents, events.StreamDLQ}, kvStreams...)
+	ownStreams := append([]string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, events.StreamTimers}, kvStreams...)
 
 	ingest := User{
 		Name: UserIngest, PasswordEnv: "RTC_NATS_INGEST_PASSWORD", InboxPrefix: "_INBOX_ingest",
@@ -171,19 +181,19 @@ func Users() []User {
 			// of rtc_sessions' stream (a stream info request with a subject
 			// filter: no consumer, nothing to delete afterwards)
 			streamOps([]string{"INFO"}, kvStream(sessions)),
-		), Deny: neverDelete},
+		), Deny: concat(neverDelete, noTimers)},
 		Subscribe:      Rules{Allow: []string{inbox("_INBOX_ingest"), ReconcileSubject}},
 		AllowResponses: true,
 	}
 
 	aggregator := User{
 		Name: UserAggregator, PasswordEnv: "RTC_NATS_AGGREGATOR_PASSWORD", InboxPrefix: "_INBOX_aggregator",
-		Why: "owns the topology: consumes RTC_RAW, writes RTC_EVENTS, RTC_DLQ, timers and the KV buckets; never deletes or purges a stream",
+		Why: "owns the topology: consumes RTC_RAW, writes RTC_EVENTS, RTC_DLQ, the timers (RTC_TIMERS) and the KV buckets; never deletes or purges a stream",
 		Publish: Rules{Allow: concat(
 			[]string{
 				events.SessionPrefix + ".>", // RTC_EVENTS
 				events.DLQPrefix + ".>",     // RTC_DLQ
-				events.TimerPrefix + ".>",   // message schedules in RTC_RAW
+				events.TimerPrefix + ".*",   // message schedules in RTC_TIMERS
 				kvPfx + rooms + ".>", kvPfx + sessions + ".>", kvPfx + workers + ".>",
 			},
 			streamOps([]string{"INFO", "CREATE", "UPDATE"}, ownStreams...),
@@ -214,7 +224,9 @@ func Users() []User {
 				jsAPI + "CONSUMER.DELETE." + kvStream(sessions) + ".*",
 				jsAPI + "CONSUMER.DELETE." + kvStream(workers) + ".*",
 			},
-		), Deny: neverDelete},
+			// the fired copies of the timers are the server's to write:
+			// RTC_RAW takes them as the rooms' timer inputs
+		), Deny: concat(neverDelete, []string{events.FiredPrefix + ".>"})},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX_aggregator")}},
 	}
 
@@ -229,7 +241,7 @@ func Users() []User {
 			// filtered watch
 			kvWatch(sessions, rooms),
 			directGet(kvStream(sessions), kvStream(rooms)),
-		), Deny: concat(neverDelete, []string{jsAPI + "CONSUMER.DELETE.>"})},
+		), Deny: concat(neverDelete, []string{jsAPI + "CONSUMER.DELETE.>"}, noTimers)},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX"), events.LivePrefix + ".>"}},
 	}
 
@@ -267,8 +279,9 @@ func Users() []User {
 			// the RTC_DLQ grant): deleting messages stays denied by name on
 			// every other stream of rtc-sessions
 			[]string{jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "CONSUMER.DELETE.>"},
-			streamOps([]string{"MSG.DELETE"}, events.StreamRaw, events.StreamEvents),
+			streamOps([]string{"MSG.DELETE"}, events.StreamRaw, events.StreamEvents, events.StreamTimers),
 			streamOps([]string{"MSG.DELETE"}, kvStreams...),
+			noTimers,
 		)},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX_operator"), events.LivePrefix + ".>"}},
 	}

@@ -41,6 +41,9 @@ func TestShippedPermissions(t *testing.T) {
 	ing := srv.Connect(t, authz.UserIngest)
 	sub := srv.Connect(t, authz.UserSubscriber)
 	op := srv.Connect(t, authz.UserOperator)
+	// Every claim of docs/nats.md (authz.Claims) must be shown below.
+	shown := map[string]bool{}
+	defer checkClaimsShown(t, shown)
 
 	// What each may do. The aggregator creates the whole topology.
 	h, err := topology.Ensure(ctx, agg.JS, testTopology(), topology.ModeCreate)
@@ -50,6 +53,7 @@ func TestShippedPermissions(t *testing.T) {
 	if _, err := topology.Ensure(ctx, agg.JS, testTopology(), topology.ModeVerify); err != nil {
 		t.Fatalf("aggregator: verify topology: %v", err)
 	}
+	shown["aggregator.topology"] = true
 	room := "!r:example.org"
 	for _, kv := range []jetstream.KeyValue{h.Rooms, h.Sessions, h.Workers} {
 		key := events.Token(room) + ".sub." + "key" // sub-keys under a room key are allowed
@@ -80,6 +84,7 @@ func TestShippedPermissions(t *testing.T) {
 			t.Fatalf("aggregator: delete key in %s: %v", kv.Bucket(), err)
 		}
 	}
+	shown["aggregator.kv"] = true
 	if _, err := agg.JS.Publish(ctx, events.SessionPrefix+".a.r.c.session_started", []byte("e")); err != nil {
 		t.Fatalf("aggregator: publish a session event: %v", err)
 	}
@@ -89,11 +94,12 @@ func TestShippedPermissions(t *testing.T) {
 	}
 	timer := nats.NewMsg(events.TimerPrefix + "." + events.Token(room))
 	timer.Header.Set(jetstream.ScheduleHeader, "@at "+time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-	timer.Header.Set(jetstream.ScheduleTargetHeader, events.RawPrefix+"."+events.Token(room))
+	timer.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+events.Token(room))
 	timer.Header.Set(jetstream.MsgTTLHeader, "never")
 	if _, err := agg.JS.PublishMsg(ctx, timer); err != nil {
 		t.Fatalf("aggregator: schedule a timer: %v", err)
 	}
+	shown["aggregator.publish"], shown["aggregator.timers"] = true, true
 
 	// The ingest: EnsureRaw (both modes) and publishing raw inputs.
 	if _, err := topology.EnsureRaw(ctx, ing.JS, testTopology(), topology.ModeCreate); err != nil {
@@ -102,6 +108,7 @@ func TestShippedPermissions(t *testing.T) {
 	if _, err := topology.EnsureRaw(ctx, ing.JS, testTopology(), topology.ModeVerify); err != nil {
 		t.Fatalf("ingest: EnsureRaw verify: %v", err)
 	}
+	shown["ingest.ensure-raw"] = true
 	if _, err := ing.JS.Publish(ctx, events.RawPrefix+"."+events.Token(room), []byte("raw"), jetstream.WithMsgID("m1"),
 		jetstream.WithExpectStream(events.StreamRaw)); err != nil {
 		t.Fatalf("ingest: publish a raw input: %v", err)
@@ -117,6 +124,7 @@ func TestShippedPermissions(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("ingest: no async PubAck")
 	}
+	shown["ingest.raw"] = true
 
 	// The aggregator consumes the partition: pull, ack, unpin.
 	got := 0
@@ -143,6 +151,7 @@ func TestShippedPermissions(t *testing.T) {
 	if got == 0 {
 		t.Fatal("aggregator: fetched no input")
 	}
+	shown["aggregator.consume"] = true
 
 	// The subscriber reads session events, the live re-publish, sessions
 	// and room records; so does the operator (everything the subscriber
@@ -173,6 +182,7 @@ func TestShippedPermissions(t *testing.T) {
 	for i, r := range readers {
 		readAsSubscriber(ctx, t, r.name, r.c, lives[i])
 	}
+	shown["subscriber.read"], shown["subscriber.kv"], shown["operator.read"] = true, true, true
 
 	// The operator runs what `rtcctl workers` and `rtcctl dlq` do.
 	operatorWorkers(ctx, t, op, h)
@@ -180,6 +190,8 @@ func TestShippedPermissions(t *testing.T) {
 	// The ingest's reconciliation: the rooms of rtc_sessions, and
 	// `rtcctl reconcile` (the operator's request, the ingest's answer).
 	ingestReconcile(ctx, t, ing, op)
+	shown["operator.workers"], shown["operator.dlq"] = true, true
+	shown["ingest.reconcile"], shown["operator.reconcile"] = true, true
 
 	for _, c := range []*authztest.Client{agg, ing, sub, op} {
 		for _, v := range c.Violations() {
@@ -198,101 +210,109 @@ func TestShippedPermissions(t *testing.T) {
 
 	// What each must not do.
 	refusals := []struct {
+		claim      string // the id of the authz.Claims entry the case shows
 		user, what string
 		subject    string // the subject the server must name
 		do         func(ctx context.Context, c *authztest.Client) error
 	}{
-		{authz.UserIngest, "read session events (core subscription)", events.SessionPrefix + ".>", subscribe(events.SessionPrefix + ".>")},
-		{authz.UserIngest, "read the live re-publish", events.LivePrefix + ".>", subscribe(events.LivePrefix + ".>")},
-		{authz.UserIngest, "look up RTC_EVENTS", "$JS.API.STREAM.INFO.RTC_EVENTS", func(ctx context.Context, c *authztest.Client) error {
+		{"ingest.no-read", authz.UserIngest, "read session events (core subscription)", events.SessionPrefix + ".>", subscribe(events.SessionPrefix + ".>")},
+		{"ingest.no-read", authz.UserIngest, "read the live re-publish", events.LivePrefix + ".>", subscribe(events.LivePrefix + ".>")},
+		{"ingest.no-read", authz.UserIngest, "look up RTC_EVENTS", "$JS.API.STREAM.INFO.RTC_EVENTS", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.JS.Stream(ctx, events.StreamEvents)
 			return err
 		}},
-		{authz.UserIngest, "consume RTC_EVENTS", "$JS.API.CONSUMER.CREATE.RTC_EVENTS", orderedConsumer(events.StreamEvents)},
-		{authz.UserIngest, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
-		{authz.UserIngest, "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(events.BucketRooms)},
-		{authz.UserIngest, "reply into the operator's inbox unasked", "_INBOX_operator.", request("_INBOX_operator.forged")},
-		{authz.UserIngest, "ask itself to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
-		{authz.UserSubscriber, "ask the ingest to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
-		{authz.UserSubscriber, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
-		{authz.UserOperator, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
-		{authz.UserIngest, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
-		{authz.UserIngest, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
-		{authz.UserIngest, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+		{"ingest.no-read", authz.UserIngest, "consume RTC_EVENTS", "$JS.API.CONSUMER.CREATE.RTC_EVENTS", orderedConsumer(events.StreamEvents)},
+		{"ingest.no-write", authz.UserIngest, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
+		{"ingest.no-read", authz.UserIngest, "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(events.BucketRooms)},
+		{"ingest.no-snoop", authz.UserIngest, "reply into the operator's inbox unasked", "_INBOX_operator.", request("_INBOX_operator.forged")},
+		{"ingest.no-snoop", authz.UserIngest, "ask itself to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
+		{"subscriber.no-snoop", authz.UserSubscriber, "ask the ingest to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
+		{"subscriber.no-snoop", authz.UserSubscriber, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
+		{"operator.no-snoop", authz.UserOperator, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
+		{"ingest.no-destroy", authz.UserIngest, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"ingest.no-destroy", authz.UserIngest, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
+		{"ingest.no-destroy", authz.UserIngest, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.JS.UpdateStream(ctx, topology.RawStream(testTopology()))
 			return err
 		}},
-		{authz.UserIngest, "write rtc_rooms", "$KV.rtc_rooms.", jsPublish("$KV.rtc_rooms." + events.Token(room))},
-		{authz.UserIngest, "forge a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
-		{authz.UserIngest, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
-		{authz.UserIngest, "consume RTC_RAW", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
-		{authz.UserIngest, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
+		{"ingest.no-write", authz.UserIngest, "write rtc_rooms", "$KV.rtc_rooms.", jsPublish("$KV.rtc_rooms." + events.Token(room))},
+		{"ingest.no-write", authz.UserIngest, "forge a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
+		{"ingest.no-timers", authz.UserIngest, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
+		{"ingest.no-timers", authz.UserIngest, "forge a fired timer", events.FiredPrefix + ".", jsPublish(events.FiredPrefix + ".x")},
+		{"ingest.no-read", authz.UserIngest, "consume RTC_RAW", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{"ingest.no-snoop", authz.UserIngest, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
 
-		{authz.UserSubscriber, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
-		{authz.UserSubscriber, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
-		{authz.UserSubscriber, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
-		{authz.UserSubscriber, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
-		{authz.UserSubscriber, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
-		{authz.UserSubscriber, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
-		{authz.UserSubscriber, "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
-		{authz.UserSubscriber, "delete a consumer of RTC_RAW", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+		{"subscriber.no-publish", authz.UserSubscriber, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
+		{"subscriber.no-publish", authz.UserSubscriber, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
+		{"subscriber.no-publish", authz.UserSubscriber, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
+		{"subscriber.no-publish", authz.UserSubscriber, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete a consumer of RTC_RAW", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
 		}},
-		{authz.UserSubscriber, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
-		{authz.UserSubscriber, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
-		{authz.UserSubscriber, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
-		{authz.UserSubscriber, "snoop on the operator's inbox", "_INBOX_operator.>", subscribe("_INBOX_operator.>")},
-		{authz.UserSubscriber, "read RTC_DLQ", "$JS.API.STREAM.INFO.RTC_DLQ", func(ctx context.Context, c *authztest.Client) error {
+		{"subscriber.no-read", authz.UserSubscriber, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{"subscriber.no-snoop", authz.UserSubscriber, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
+		{"subscriber.no-snoop", authz.UserSubscriber, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
+		{"subscriber.no-snoop", authz.UserSubscriber, "snoop on the operator's inbox", "_INBOX_operator.>", subscribe("_INBOX_operator.>")},
+		{"subscriber.no-read", authz.UserSubscriber, "read RTC_DLQ", "$JS.API.STREAM.INFO.RTC_DLQ", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.JS.Stream(ctx, events.StreamDLQ)
 			return err
 		}},
-		{authz.UserSubscriber, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
-		{authz.UserSubscriber, "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(events.BucketWorkers)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
+		{"subscriber.no-read", authz.UserSubscriber, "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(events.BucketWorkers)},
 
 		// The operator: rtcctl's reads and re-drives, nothing that
 		// destroys, rewrites or forges.
-		{authz.UserOperator, "delete RTC_DLQ", "$JS.API.STREAM.DELETE.RTC_DLQ", deleteStream(events.StreamDLQ)},
-		{authz.UserOperator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
-		{authz.UserOperator, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
-		{authz.UserOperator, "purge RTC_DLQ", "$JS.API.STREAM.PURGE.RTC_DLQ", purgeStream(events.StreamDLQ)},
-		{authz.UserOperator, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
-		{authz.UserOperator, "purge the rtc_rooms bucket", "$JS.API.STREAM.PURGE.KV_rtc_rooms", purgeStream("KV_" + events.BucketRooms)},
-		{authz.UserOperator, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
-		{authz.UserOperator, "delete a message from RTC_EVENTS", "$JS.API.STREAM.MSG.DELETE.RTC_EVENTS", deleteMsg(events.StreamEvents)},
-		{authz.UserOperator, "erase an entry of rtc_sessions", "$JS.API.STREAM.MSG.DELETE.KV_rtc_sessions", deleteMsg("KV_" + events.BucketSessions)},
-		{authz.UserOperator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+		{"operator.no-destroy", authz.UserOperator, "delete RTC_DLQ", "$JS.API.STREAM.DELETE.RTC_DLQ", deleteStream(events.StreamDLQ)},
+		{"operator.no-destroy", authz.UserOperator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"operator.no-destroy", authz.UserOperator, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
+		{"operator.no-destroy", authz.UserOperator, "purge RTC_DLQ", "$JS.API.STREAM.PURGE.RTC_DLQ", purgeStream(events.StreamDLQ)},
+		{"operator.no-destroy", authz.UserOperator, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
+		{"operator.no-destroy", authz.UserOperator, "purge the rtc_rooms bucket", "$JS.API.STREAM.PURGE.KV_rtc_rooms", purgeStream("KV_" + events.BucketRooms)},
+		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
+		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_EVENTS", "$JS.API.STREAM.MSG.DELETE.RTC_EVENTS", deleteMsg(events.StreamEvents)},
+		{"operator.no-destroy", authz.UserOperator, "erase an entry of rtc_sessions", "$JS.API.STREAM.MSG.DELETE.KV_rtc_sessions", deleteMsg("KV_" + events.BucketSessions)},
+		{"operator.no-destroy", authz.UserOperator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
 		}},
-		{authz.UserOperator, "pull from a partition consumer", "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+		{"operator.no-consume", authz.UserOperator, "pull from a partition consumer", "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.NC.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW."+topology.ConsumerName(0), []byte(`{"batch":1,"no_wait":true}`))
 			return err
 		}},
-		{authz.UserOperator, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
-		{authz.UserOperator, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+		{"operator.no-consume", authz.UserOperator, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{"operator.no-consume", authz.UserOperator, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.JS.UpdateStream(ctx, topology.RawStream(testTopology()))
 			return err
 		}},
-		{authz.UserOperator, "write rtc_rooms", "$KV.rtc_rooms.", jsPublish("$KV.rtc_rooms." + events.Token(room))},
-		{authz.UserOperator, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
-		{authz.UserOperator, "write rtc_workers", "$KV.rtc_workers.", jsPublish("$KV.rtc_workers.agg-forged")},
-		{authz.UserOperator, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
-		{authz.UserOperator, "publish a dead letter", events.DLQPrefix + ".", jsPublish(events.DLQPrefix + ".0")},
-		{authz.UserOperator, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
-		{authz.UserOperator, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
-		{authz.UserOperator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
-		{authz.UserOperator, "snoop on the subscriber's inbox", "_INBOX.>", subscribe("_INBOX.>")},
+		{"operator.no-write", authz.UserOperator, "write rtc_rooms", "$KV.rtc_rooms.", jsPublish("$KV.rtc_rooms." + events.Token(room))},
+		{"operator.no-write", authz.UserOperator, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
+		{"operator.no-write", authz.UserOperator, "write rtc_workers", "$KV.rtc_workers.", jsPublish("$KV.rtc_workers.agg-forged")},
+		{"operator.no-write", authz.UserOperator, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
+		{"operator.no-write", authz.UserOperator, "publish a dead letter", events.DLQPrefix + ".", jsPublish(events.DLQPrefix + ".0")},
+		{"operator.no-timers", authz.UserOperator, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
+		{"operator.no-timers", authz.UserOperator, "forge a fired timer", events.FiredPrefix + ".", jsPublish(events.FiredPrefix + ".x")},
+		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_TIMERS", "$JS.API.STREAM.MSG.DELETE.RTC_TIMERS", deleteMsg(events.StreamTimers)},
+		{"operator.no-destroy", authz.UserOperator, "purge RTC_TIMERS", "$JS.API.STREAM.PURGE.RTC_TIMERS", purgeStream(events.StreamTimers)},
+		{"operator.no-snoop", authz.UserOperator, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
+		{"operator.no-snoop", authz.UserOperator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
+		{"operator.no-snoop", authz.UserOperator, "snoop on the subscriber's inbox", "_INBOX.>", subscribe("_INBOX.>")},
 
-		{authz.UserAggregator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
-		{authz.UserAggregator, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
-		{authz.UserAggregator, "delete the rtc_rooms bucket", "$JS.API.STREAM.DELETE.KV_rtc_rooms", deleteStream("KV_" + events.BucketRooms)},
-		{authz.UserAggregator, "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
-		{authz.UserAggregator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
+		{"aggregator.no-destroy", authz.UserAggregator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete the rtc_rooms bucket", "$JS.API.STREAM.DELETE.KV_rtc_rooms", deleteStream("KV_" + events.BucketRooms)},
+		{"aggregator.no-destroy", authz.UserAggregator, "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
 		}},
-		{authz.UserAggregator, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
-		{authz.UserAggregator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
-		{authz.UserAggregator, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
-		{authz.UserIngest, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
+		{"aggregator.no-raw", authz.UserAggregator, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
+		{"aggregator.no-raw", authz.UserAggregator, "forge a fired timer", events.FiredPrefix + ".", jsPublish(events.FiredPrefix + ".x")},
+		{"aggregator.no-destroy", authz.UserAggregator, "purge RTC_TIMERS", "$JS.API.STREAM.PURGE.RTC_TIMERS", purgeStream(events.StreamTimers)},
+		{"aggregator.no-snoop", authz.UserAggregator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
+		{"ingest.no-destroy", authz.UserIngest, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
 	}
 	for _, r := range refusals {
 		t.Run(r.user+"/"+r.what, func(t *testing.T) {
@@ -315,8 +335,10 @@ func TestShippedPermissions(t *testing.T) {
 				t.Errorf("the call returned no error despite %s", v)
 			}
 			t.Logf("refused: %s (call: %v)", v, err)
+			shown[r.claim] = true
 		})
 	}
+	headerRefusals(ctx, t, srv, agg, shown)
 	// The refusals changed nothing.
 	for _, s := range []string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, "KV_" + events.BucketRooms, "KV_" + events.BucketSessions} {
 		st, err := agg.JS.Stream(ctx, s)
@@ -606,5 +628,76 @@ func deleteMsg(stream string) func(context.Context, *authztest.Client) error {
 	return func(ctx context.Context, c *authztest.Client) error {
 		_, err := c.NC.RequestWithContext(ctx, "$JS.API.STREAM.MSG.DELETE."+stream, []byte(`{"seq":1}`))
 		return err
+	}
+}
+
+// checkClaimsShown fails the test for every claim of authz.Claims that no
+// check showed, so docs/nats.md says nothing the tests do not check.
+func checkClaimsShown(t *testing.T, shown map[string]bool) {
+	t.Helper()
+	known := map[string]bool{}
+	for _, c := range authz.Claims() {
+		known[c.ID] = true
+		if !shown[c.ID] && !t.Failed() {
+			t.Errorf("claim %s (%s %s: %s) was not shown by any check", c.ID, c.User, map[bool]string{true: "may", false: "may not"}[c.May], c.What)
+		}
+	}
+	for id := range shown {
+		if !known[id] {
+			t.Errorf("a check names claim %q, which authz.Claims does not have", id)
+		}
+	}
+}
+
+// headerRefusals: what a user allowed to publish into a stream could do
+// with headers alone (roll the stream up, make it schedule or expire
+// messages) is refused by the stream's settings, not by permissions: the
+// publish fails and the stream keeps what it held.
+func headerRefusals(ctx context.Context, t *testing.T, srv *authztest.Server, agg *authztest.Client, shown map[string]bool) {
+	t.Helper()
+	raw := events.RawPrefix + "." + events.Token("!headers:example.org")
+	session := events.SessionPrefix + ".a.r.c.member_joined"
+	for _, tc := range []struct {
+		claim, user   string
+		stream, subj  string
+		header, value string
+		target        string
+	}{
+		{"ingest.no-headers", authz.UserIngest, events.StreamRaw, raw, "Nats-Rollup", "all", ""},
+		{"ingest.no-headers", authz.UserIngest, events.StreamRaw, raw, jetstream.ScheduleHeader, "@every 1s", raw},
+		{"ingest.no-headers", authz.UserIngest, events.StreamRaw, raw, jetstream.MsgTTLHeader, "1s", ""},
+		{"operator.no-headers", authz.UserOperator, events.StreamRaw, raw, "Nats-Rollup", "all", ""},
+		{"operator.no-headers", authz.UserOperator, events.StreamRaw, raw, jetstream.ScheduleHeader, "@every 1s", raw},
+		{"operator.no-headers", authz.UserOperator, events.StreamRaw, raw, jetstream.MsgTTLHeader, "1s", ""},
+		{"aggregator.no-headers", authz.UserAggregator, events.StreamEvents, session, "Nats-Rollup", "all", ""},
+	} {
+		t.Run(tc.user+"/"+tc.header+" "+tc.value, func(t *testing.T) {
+			st, err := agg.JS.Stream(ctx, tc.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := st.CachedInfo().State.Msgs
+			if before == 0 {
+				t.Fatalf("%s is empty: nothing to lose", tc.stream)
+			}
+			c := srv.Connect(t, tc.user)
+			m := nats.NewMsg(tc.subj)
+			m.Data = []byte("hostile")
+			m.Header.Set(tc.header, tc.value)
+			if tc.target != "" {
+				m.Header.Set(jetstream.ScheduleTargetHeader, tc.target)
+			}
+			if _, err := c.JS.PublishMsg(ctx, m); err == nil {
+				t.Fatalf("%s stored a message with %s: %s", tc.stream, tc.header, tc.value)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.State.Msgs != before {
+				t.Fatalf("%s held %d messages, now %d", tc.stream, before, info.State.Msgs)
+			}
+			shown[tc.claim] = true
+		})
 	}
 }

@@ -286,3 +286,36 @@ func FuzzHelmMergeToConf(f *testing.F) {
 		}
 	})
 }
+
+// TestClaimsDocIsRendered keeps the table of what each user can and cannot
+// do in docs/nats.md equal to Claims (go test ./internal/authz -update
+// rewrites it); TestShippedPermissions checks each claim against the server.
+func TestClaimsDocIsRendered(t *testing.T) {
+	path := repoPath(ClaimsDocPath)
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := bytes.Index(doc, []byte(ClaimsBeginMarker))
+	end := bytes.Index(doc, []byte(ClaimsEndMarker))
+	if begin < 0 || end < begin {
+		t.Fatalf("%s has no generated claims table (markers %q ... %q)", ClaimsDocPath, ClaimsBeginMarker, ClaimsEndMarker)
+	}
+	want := append(append(append([]byte(nil), doc[:begin+len(ClaimsBeginMarker)]...), RenderClaims()...), doc[end:]...)
+	if *update {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		doc = want
+	}
+	if !bytes.Equal(doc, want) {
+		t.Fatalf("the table of %s differs from authz.Claims; run go test ./internal/authz -update", ClaimsDocPath)
+	}
+	ids := map[string]bool{}
+	for _, c := range Claims() {
+		if _, ok := UserByName(c.User); !ok || ids[c.ID] || c.What == "" || strings.Contains(c.What, "|") {
+			t.Errorf("claim %+v: unknown user, repeated id, empty text or a | in it", c)
+		}
+		ids[c.ID] = true
+	}
+}
