@@ -67,6 +67,9 @@ func TestExampleConfigShowsDefaults(t *testing.T) {
 	if c.Publish != d.Publish {
 		t.Errorf("configs/ingest.yaml publish %+v, defaults %+v", c.Publish, d.Publish)
 	}
+	if c.Relay != d.Relay {
+		t.Errorf("configs/ingest.yaml relay %+v, defaults %+v", c.Relay, d.Relay)
+	}
 }
 
 func TestConfigBounds(t *testing.T) {
@@ -110,5 +113,77 @@ func TestConfigBounds(t *testing.T) {
 				t.Fatalf("error %v, want one about %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRelayConfig: server_name defaults to the name, is validated, belongs
+// to one homeserver only (compared without case); relay takes rooms, never
+// or always; relay.max_rooms has a default, an environment override and
+// bounds.
+func TestRelayConfig(t *testing.T) {
+	dir := t.TempDir()
+	tok := func(name string) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(name+"-token\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	hs := func(name, server, relay string) HomeserverConfig {
+		return HomeserverConfig{Name: name, ServerName: server, Relay: relay, HSTokenFile: tok(name)}
+	}
+	tests := []struct {
+		name string
+		hss  []HomeserverConfig
+		want string // "" valid
+	}{
+		{"defaults", []HomeserverConfig{hs("hs1.example", "", ""), hs("a", "example.org", "never"), hs("b", "[::1]:8448", "always")}, ""},
+		{"relay rooms", []HomeserverConfig{hs("a", "a.example", "rooms")}, ""},
+		{"bad relay", []HomeserverConfig{hs("a", "", "sometimes")}, `relay "sometimes"`},
+		{"bad server_name", []HomeserverConfig{hs("a", "exa mple.org", "")}, "server_name"},
+		{"server_name with a user", []HomeserverConfig{hs("a", "@bot:example.org", "")}, "server_name"},
+		{"server_name of another", []HomeserverConfig{hs("example.org", "", ""), hs("b", "Example.ORG", "")}, "also example.org's"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.Homeservers = tt.hss
+			err := c.Validate()
+			if tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("error %v, want one about %s", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			hss, err := c.Secrets()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, h := range hss {
+				want := tt.hss[i].ServerName
+				if want == "" {
+					want = tt.hss[i].Name
+				}
+				if h.ServerName != want || string(h.Relay) != tt.hss[i].Relay {
+					t.Errorf("%s: server name %q relay %q, want %q %q", h.Name, h.ServerName, h.Relay, want, tt.hss[i].Relay)
+				}
+			}
+		})
+	}
+
+	if d := DefaultConfig().Relay.MaxRooms; d != DefaultRelayMaxRooms {
+		t.Errorf("default relay.max_rooms %d", d)
+	}
+	t.Setenv("RTC_INGEST_RELAY_MAX_ROOMS", "1234")
+	c, err := LoadConfig("")
+	if err != nil || c.Relay.MaxRooms != 1234 {
+		t.Fatalf("env override: %+v %v", c.Relay, err)
+	}
+	t.Setenv("RTC_INGEST_RELAY_MAX_ROOMS", "0")
+	if _, err := LoadConfig(""); err == nil || !strings.Contains(err.Error(), "relay.max_rooms") {
+		t.Fatalf("relay.max_rooms 0: %v", err)
 	}
 }
