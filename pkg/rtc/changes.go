@@ -29,6 +29,9 @@ type Changes struct {
 	// (several for one key when a session ended, started again and ended
 	// again), so that a store can delete every part it kept of them.
 	Ended map[string][]*Session
+	// LastEnded are the session keys whose entry in RoomState.LastEnded
+	// was set or collected.
+	LastEnded map[string]struct{}
 }
 
 // MemberRef names a member of a session: RoomState.Sessions[Session].Members[Member].
@@ -42,7 +45,8 @@ type SeenUserRef struct {
 
 // Empty reports whether nothing changed.
 func (c *Changes) Empty() bool {
-	return c == nil || len(c.Registers)+len(c.RoomMembers)+len(c.Slots)+len(c.Sessions)+len(c.Members)+len(c.SeenUsers) == 0
+	return c == nil || len(c.Registers)+len(c.RoomMembers)+len(c.Slots)+len(c.Sessions)+len(c.Members)+
+		len(c.SeenUsers)+len(c.LastEnded) == 0
 }
 
 // TrackChanges makes every later Apply record what it changes, until
@@ -122,6 +126,15 @@ func (st *RoomState) endedSession(sess string, s *Session) {
 	}
 }
 
+func (st *RoomState) changedLastEnded(sess string) {
+	if c := st.recorder(); c != nil {
+		if c.LastEnded == nil {
+			c.LastEnded = map[string]struct{}{}
+		}
+		c.LastEnded[sess] = struct{}{}
+	}
+}
+
 func (st *RoomState) changedMember(sess, member string) {
 	if c := st.recorder(); c != nil {
 		if c.Members == nil {
@@ -155,6 +168,7 @@ func (st *RoomState) RebuildDerived() {
 	}
 	st.heapBuilt = false
 	st.gcBuilt = false
+	st.endedBuilt = false
 	st.claims = nil
 }
 

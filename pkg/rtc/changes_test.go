@@ -42,6 +42,9 @@ func parts(t testing.TB, st *RoomState) map[string]string {
 			put("v|"+sk+"|"+string(u), true)
 		}
 	}
+	for sk, at := range st.LastEnded {
+		put("e|"+sk, at)
+	}
 	return out
 }
 
@@ -64,6 +67,9 @@ func changedParts(c *Changes) map[string]bool {
 	}
 	for v := range c.SeenUsers {
 		out["v|"+v.Session+"|"+string(v.User)] = true
+	}
+	for sk := range c.LastEnded {
+		out["e|"+sk] = true
 	}
 	for sk, ended := range c.Ended {
 		for _, s := range ended {

@@ -305,6 +305,7 @@ const (
 	fScope
 	fCreatedTS
 	fExpires
+	fCallIntent
 )
 
 // reuse returns the candidate equal to b, or a new string of b.
@@ -338,7 +339,7 @@ func fastStateMember(cfg Config, ev *events.RawEvent, prev *Register) (p Parsed,
 	}
 	s.i++
 	var seen int
-	var app, callID, device, focus, foci []byte
+	var app, callID, device, focus, foci, intent []byte
 	var created, expires int64
 	mark := func(bit int) bool {
 		if seen&bit != 0 {
@@ -355,7 +356,7 @@ func fastStateMember(cfg Config, ev *events.RawEvent, prev *Register) (p Parsed,
 		s.i++
 		var vok bool
 		switch string(k) {
-		case "application", "call_id", "device_id", "scope":
+		case "application", "call_id", "device_id", "scope", callIntentField:
 			v, simple, ok := s.str()
 			vok = ok && simple && len(v) <= MaxStringBytes
 			switch string(k) {
@@ -368,6 +369,9 @@ func fastStateMember(cfg Config, ev *events.RawEvent, prev *Register) (p Parsed,
 			case "device_id":
 				vok = vok && mark(fDeviceID) && len(v) > 0
 				device = v
+			case callIntentField:
+				vok = vok && mark(fCallIntent)
+				intent = v
 			default:
 				vok = vok && mark(fScope)
 			}
@@ -445,6 +449,9 @@ func fastStateMember(cfg Config, ev *events.RawEvent, prev *Register) (p Parsed,
 	c.Device = id.DeviceID(c.MemberKey)
 	if foci != nil {
 		c.FociPref = reuseBytes(foci, pc.FociPref)
+	}
+	if intent != nil {
+		c.CallIntent = reuse(intent, "audio", "video", pc.CallIntent)
 	}
 	var buf [128]byte
 	mid := append(buf[:0], ev.Sender...)

@@ -31,7 +31,11 @@ func seedContents(f *testing.F, add func(content []byte)) {
 	}
 	for _, c := range []string{`{}`, `[]`, `null`, `{"application":1}`, `{"memberships":[]}`,
 		`{"memberships":["junk"]}`, `{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"expires":1e400}`,
-		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"created_ts":-1}`} {
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"created_ts":-1}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"m.call.intent":"audio"}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"m.call.intent":"\u00e9"}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"m.call.intent":7}`,
+		`{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"x"},"m.call.intent":"a","m.call.intent":"b"}`} {
 		add([]byte(c))
 	}
 }

@@ -71,6 +71,7 @@ func (a *applier) collectRegisters() {
 	if a.cfg.keepRegisters {
 		return
 	}
+	a.collectEnds()
 	st := a.st
 	if !st.gcBuilt {
 		clear(st.gcQueue) // drop the strings
@@ -94,5 +95,55 @@ func (a *applier) collectRegisters() {
 		}
 		delete(st.Registers, key)
 		st.changedRegister(key)
+	}
+}
+
+// The end of the last session of each session key (RoomState.LastEnded)
+// is collected past the same horizon: an entry is dropped once its
+// ended_at is more than MaxExpiresMS + ClockSkewMS behind the room's
+// clock. A session that starts later starts no earlier than that horizon
+// before the clock (applier.session), which is after the forgotten end:
+// so collecting it changes no session event. (Without that bound, only a
+// sticky membership whose start an older event lowered could start that
+// early: every other claim that counts has a created_ts() less than
+// MaxExpiresMS before the clock, since its deadline is at most that much
+// after it.)
+
+// rememberEnd records that the session of key k ended at time at.
+func (a *applier) rememberEnd(k string, at int64) {
+	st := a.st
+	if st.LastEnded == nil {
+		st.LastEnded = map[string]int64{}
+	}
+	st.LastEnded[k] = at
+	st.changedLastEnded(k)
+	if st.endedBuilt {
+		st.endedQueue.push(gcEntry{at: at + gcHorizon(a.cfg), key: k})
+		if len(st.endedQueue) > 64 && len(st.endedQueue) > 2*len(st.LastEnded) {
+			st.endedBuilt = false // mostly stale entries: rebuild on next use
+		}
+	}
+}
+
+// collectEnds drops the ends that are past the horizon at the clock.
+func (a *applier) collectEnds() {
+	st := a.st
+	if !st.endedBuilt {
+		clear(st.endedQueue) // drop the strings
+		st.endedQueue = st.endedQueue[:0]
+		for k, at := range st.LastEnded {
+			st.endedQueue = append(st.endedQueue, gcEntry{at: at + gcHorizon(a.cfg), key: k})
+		}
+		st.endedQueue.heapify()
+		st.endedBuilt = true
+	}
+	for len(st.endedQueue) > 0 && st.endedQueue[0].at < st.Clock {
+		k := st.endedQueue[0].key
+		st.endedQueue.pop()
+		if at, ok := st.LastEnded[k]; !ok || at+gcHorizon(a.cfg) >= st.Clock {
+			continue // gone already, or a later end with its own entry
+		}
+		delete(st.LastEnded, k)
+		st.changedLastEnded(k)
 	}
 }

@@ -34,6 +34,11 @@ func runWith(t testing.TB, cfg Config, inputs ...events.RawEvent) (*RoomState, [
 				t.Fatalf("input %d: register %q (rank %d, ts %d) outlived the horizon at clock %d", i, key, reg.Rank, reg.TS, st.Clock)
 			}
 		}
+		for key, at := range st.LastEnded {
+			if at+gcHorizon(cfg) < st.Clock {
+				t.Fatalf("input %d: the end %d of session %q outlived the horizon at clock %d", i, at, key, st.Clock)
+			}
+		}
 	}
 	return st, evs
 }
@@ -130,7 +135,7 @@ func gcHistory(rng *rand.Rand, n int, lateCopies bool) []events.RawEvent {
 func TestPropertyCollectionChangesNoEvent(t *testing.T) {
 	keep := gcConfig()
 	keep.keepRegisters = true
-	collected := 0
+	collected, endsCollected := 0, 0
 	for seed := uint64(1); seed <= 200; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 21))
 		in := gcHistory(rng, 20+rng.IntN(60), true)
@@ -144,9 +149,13 @@ func TestPropertyCollectionChangesNoEvent(t *testing.T) {
 			t.Fatalf("seed %d: live sessions differ with collection:\n got  %s\n want %s", seed, got, want)
 		}
 		collected += len(stKeep.Registers) - len(stGC.Registers)
+		endsCollected += len(stKeep.LastEnded) - len(stGC.LastEnded)
 	}
 	if collected == 0 {
 		t.Fatal("no register was ever collected: the histories do not exercise collection")
+	}
+	if endsCollected == 0 {
+		t.Fatal("no session end was ever collected: the histories do not exercise its collection")
 	}
 }
 

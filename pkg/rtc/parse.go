@@ -28,6 +28,10 @@ const (
 	MaxExpiresValue = events.MaxSafeInteger
 )
 
+// callIntentField is the content field of a membership's call intent
+// (MSC4196: "audio", "video"; any string is kept).
+const callIntentField = "m.call.intent"
+
 // AppCall is the application every Element Call membership uses; its
 // call_id "" and slot id "ROOM" are the same session (research §5 case 21).
 const AppCall = "m.call"
@@ -452,6 +456,10 @@ func parseStateMemberSlow(cfg Config, ev *events.RawEvent) (Parsed, error) {
 		f.add(invalid("foci_preferred missing"))
 	}
 	f.str("scope", false)
+	// m.call.intent sits at the top level of this form, beside the
+	// session's fields (js-sdk's CallMembership reads it there and
+	// refuses a membership whose intent is not a string).
+	intent := f.str(callIntentField, false)
 	created := f.createdTS(EffectiveTime(cfg, ev))
 	expires, hasExpires := f.integer("expires", 1, MaxExpiresValue)
 	if err := f.err(); err != nil {
@@ -465,7 +473,7 @@ func parseStateMemberSlow(cfg Config, ev *events.RawEvent) (Parsed, error) {
 		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
 		MembershipID: membershipID(ev.Sender, device, created),
 		CreatedTS:    created, Deadline: expiryOf(cfg, ev, created, expires, hasExpires),
-		FocusActive: focus, FociPref: foci, Format: format, EventID: ev.EventID, TS: ev.OriginServerTS,
+		FocusActive: focus, FociPref: foci, CallIntent: intent, Format: format, EventID: ev.EventID, TS: ev.OriginServerTS,
 	}}}, nil
 }
 
@@ -618,6 +626,9 @@ func ParseStickyMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
 	af := f.object("application")
 	app := af.str("type", true)
 	f.errs = append(f.errs, af.errs...)
+	// The intent is in the application object here. js-sdk ignores one
+	// that is not a string (the membership still counts); so does this.
+	intent, _ := str(af.m, callIntentField, false)
 	slot := f.str("slot_id", true)
 	mf := &fields{m: member}
 	memberID := mf.str("id", true)
@@ -663,7 +674,7 @@ func ParseStickyMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
 	return Parsed{Kind: RegisterJoin, Claims: []Claim{{
 		App: app, CallID: NormalizeCallID(app, callID), User: ev.Sender, Device: id.DeviceID(device),
 		MemberKey: key, MembershipID: memberID, CreatedTS: EffectiveTime(cfg, ev), Deadline: deadline,
-		FociPref: foci, Format: events.FormatSticky, EventID: ev.EventID, TS: ev.OriginServerTS,
+		FociPref: foci, CallIntent: intent, Format: events.FormatSticky, EventID: ev.EventID, TS: ev.OriginServerTS,
 	}}}, nil
 }
 

@@ -567,7 +567,7 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 		if c.new == nil {
 			continue
 		}
-		s := a.session(c.id, changes, at)
+		s := a.session(c.id, changes, t, at)
 		sk := a.st.sessionKey(c.id.app, c.id.call)
 		touched[sk] = s
 		switch {
@@ -576,16 +576,21 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 		case c.old.Member.MembershipID != c.new.MembershipID:
 			a.leave(s, sk, c.old, events.ReasonReplaced, at)
 			a.join(s, sk, c.id, c.new, at)
-		case memberChanged(&c.old.Member, c.new):
+		default:
+			// The same membership: a new event of it (a refresh, a new call
+			// intent or foci), or another register's claim of it taking
+			// over. Subscribers see every change, the event id too, so
+			// that the live session names the membership's current event.
+			diff := memberChanges(&c.old.Member, c.new)
+			if diff == 0 {
+				continue
+			}
 			m := a.newMember(c.new)
 			before := c.old.Member.ExpiresAt
 			c.old.Member = *m
 			a.st.changedMember(sk, c.old.mapKey())
 			a.st.memberDeadline(sk, c.old.mapKey(), before, m.ExpiresAt)
-			a.emit(events.KindMemberUpdated, s, m, "", at, nil)
-		default:
-			c.old.Member.EventID = c.new.EventID // same membership, nothing visible changed
-			a.st.changedMember(sk, c.old.mapKey())
+			a.emitChanged(s, m, changedLists[diff], at)
 		}
 	}
 	// Then the leaves. A session that empties ends with the reason of the
@@ -616,31 +621,43 @@ func (a *applier) reconcile(ids []ident, t, at int64, cause events.Reason) {
 		})
 		delete(a.st.Sessions, k)
 		a.st.endedSession(k, s)
+		a.rememberEnd(k, at)
 	}
 }
 
-// session returns the live session of an identity, starting it when needed.
-// A new session starts at the earliest created_ts() among the members
-// joining it in this input; its first member (for the id) is the earliest
-// of them, ties broken by identity.
-func (a *applier) session(i ident, changes []change, at int64) *Session {
+// session returns the live session of an identity, starting it when needed
+// (the members are evaluated at t). A new session starts at the earliest
+// created_ts() among the members joining it in this input, but never
+// before the end of the previous session of its key (a membership restored
+// when its user rejoins the room keeps its created_ts(), from before that
+// end), nor more than the collection horizon before t (gc.go: the end of a
+// previous session is forgotten past it; only a sticky membership whose
+// start an older event lowered can start earlier). Its id hashes its key
+// and the seq of its session_started, which no other event of the room
+// ever has: an id names one session forever.
+func (a *applier) session(i ident, changes []change, t, at int64) *Session {
 	k := a.st.sessionKey(i.app, i.call)
 	if s := a.st.Sessions[k]; s != nil {
 		return s
 	}
-	var first *change
+	var start int64
+	first := true
 	for ci := range changes {
 		c := &changes[ci]
 		if c.new == nil || c.id.app != i.app || c.id.call != i.call {
 			continue
 		}
-		if first == nil || c.new.CreatedTS < first.new.CreatedTS {
-			first = c
+		if first || c.new.CreatedTS < start {
+			start, first = c.new.CreatedTS, false
 		}
 	}
+	if end, ok := a.st.LastEnded[k]; ok {
+		start = max(start, end)
+	}
+	start = max(start, t-gcHorizon(a.cfg))
 	s := &Session{
-		App: i.app, CallID: i.call, StartedAt: first.new.CreatedTS,
-		ID:      events.SessionID(a.st.RoomID, i.app, i.call, first.new.CreatedTS, first.new.User, first.new.Device),
+		App: i.app, CallID: i.call, StartedAt: start,
+		ID:      events.SessionID(a.st.RoomID, i.app, i.call, a.st.Seq+1), // the seq emit gives session_started
 		Members: map[string]*SessionMember{}, UserDevices: map[id.UserID]int{}, SeenUsers: map[id.UserID]bool{},
 	}
 	if a.st.Sessions == nil {
@@ -709,19 +726,57 @@ func (a *applier) emit(kind events.Kind, s *Session, m *events.Member, reason ev
 	})
 }
 
+// emitChanged emits the member_updated of member m of session s, with the
+// names of the fields that changed.
+func (a *applier) emitChanged(s *Session, m *events.Member, changed []string, at int64) {
+	a.emit(events.KindMemberUpdated, s, m, "", at, nil)
+	a.res.Events[len(a.res.Events)-1].Changed = changed
+}
+
 func toMember(c *Claim) events.Member {
 	return events.Member{
 		UserID: c.User, DeviceID: c.Device, MembershipID: c.MembershipID, JoinedAt: c.CreatedTS,
-		ExpiresAt: c.Deadline, FocusActive: c.FocusActive, FociPreferred: c.FociPref, Format: c.Format,
-		EventID: c.EventID,
+		ExpiresAt: c.Deadline, FocusActive: c.FocusActive, FociPreferred: c.FociPref, CallIntent: c.CallIntent,
+		Format: c.Format, EventID: c.EventID,
 	}
 }
 
-// memberChanged reports a visible change of the same membership: expiry,
-// foci or format (the event id alone is not a transition).
-func memberChanged(a *events.Member, c *Claim) bool {
-	return a.ExpiresAt != c.Deadline || a.JoinedAt != c.CreatedTS || a.Format != c.Format ||
-		string(a.FocusActive) != string(c.FocusActive) || string(a.FociPreferred) != string(c.FociPref)
+// changeNames are the member fields that can change within a membership
+// (user, device and membership id cannot), in Member's field order; bit i
+// of a change set stands for changeNames[i].
+var changeNames = [...]string{events.ChangeJoinedAt, events.ChangeExpiresAt, events.ChangeFocusActive,
+	events.ChangeFociPreferred, events.ChangeCallIntent, events.ChangeFormat, events.ChangeEventID}
+
+// changedLists holds, for every change set, its names: the lists are
+// shared by the events, so that a member_updated allocates nothing for
+// them (full slice expressions: an append copies).
+var changedLists = func() (out [1 << len(changeNames)][]string) {
+	for set := range out {
+		var l []string
+		for i, n := range changeNames {
+			if set&(1<<i) != 0 {
+				l = append(l, n)
+			}
+		}
+		out[set] = l[:len(l):len(l)]
+	}
+	return out
+}()
+
+// memberChanges is the set of fields (changeNames) in which claim c of a
+// membership differs from member a of the same membership.
+func memberChanges(a *events.Member, c *Claim) uint {
+	var set uint
+	for i, changed := range [...]bool{
+		a.JoinedAt != c.CreatedTS, a.ExpiresAt != c.Deadline,
+		string(a.FocusActive) != string(c.FocusActive), string(a.FociPreferred) != string(c.FociPref),
+		a.CallIntent != c.CallIntent, a.Format != c.Format, a.EventID != c.EventID,
+	} {
+		if changed {
+			set |= 1 << i
+		}
+	}
+	return set
 }
 
 // buildIndex derives the claim index after the state was decoded.

@@ -37,6 +37,11 @@ type RoomState struct {
 	// Redacted remembers recently redacted event ids (oldest first, bounded)
 	// so that an event whose redaction arrived first counts as redacted.
 	Redacted []id.EventID `json:"redacted,omitempty"`
+	// LastEnded holds, per session key, the ended_at of the last session of
+	// that key that ended: a session of the key never starts before it.
+	// An entry is collected past the horizon (gc.go), when no session can
+	// start that early any more.
+	LastEnded events.SortedMap[string, int64] `json:"last_ended,omitempty"`
 
 	// claims maps a member identity to the registers claiming it.
 	claims map[ident][]string
@@ -49,6 +54,10 @@ type RoomState struct {
 	// (gc.go); derived, built on first use.
 	gcQueue gcHeap
 	gcBuilt bool
+	// endedQueue orders LastEnded's entries by when they are collected;
+	// derived, built on first use.
+	endedQueue gcHeap
+	endedBuilt bool
 	// changes records what Apply changed, when tracking is on (TrackChanges).
 	changes  *Changes
 	tracking bool
@@ -173,9 +182,11 @@ type Claim struct {
 	Deadline     int64           `json:"deadline"`   // joined while now < Deadline
 	FocusActive  json.RawMessage `json:"focus_active,omitempty"`
 	FociPref     json.RawMessage `json:"foci_preferred,omitempty"`
-	Format       events.Format   `json:"format"`
-	EventID      id.EventID      `json:"event_id"`
-	TS           int64           `json:"ts"`
+	// CallIntent is the membership's m.call.intent, "" when absent.
+	CallIntent string        `json:"call_intent,omitempty"`
+	Format     events.Format `json:"format"`
+	EventID    id.EventID    `json:"event_id"`
+	TS         int64         `json:"ts"`
 }
 
 // RoomMember is the latest m.room.member of a user.
