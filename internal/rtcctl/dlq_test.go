@@ -227,3 +227,84 @@ func FuzzRedriveSubject(f *testing.F) {
 		}
 	})
 }
+
+// TestRedriveAllReportsBadEntries: `dlq redrive --all` with an entry that
+// names no room (its body does not decode and its Rtc-Orig-Subject has no
+// room token) among good ones re-drives the good ones, names the bad one
+// with its sequence and why on stderr, and exits 1; so does --dry-run,
+// which changes nothing. Given sequences, a missing one is reported the
+// same way and does not stop the others.
+func TestRedriveAllReportsBadEntries(t *testing.T) {
+	url, js := embedded(t) // 2 partitions
+	ctx := context.Background()
+	tokA, tokB := events.Token(string(roomA)), events.Token(string(roomB))
+	pA, pB := events.Partition(tokA, 2), events.Partition(tokB, 2)
+	body := func(room string, n int) []byte {
+		b, err := events.EncodeRaw(rawEvent(room, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	good1 := deadLetter(t, js, pA, "apply", "reduce: broke", 11, events.PartitionSubject(pA, tokA), body(string(roomA), 11))
+	bad := deadLetter(t, js, 0, "decode", "decode raw event: garbage", 12, "rtc.part.0.!!not-a-token", []byte("garbage"))
+	good2 := deadLetter(t, js, pB, "apply", "reduce: broke", 13, events.PartitionSubject(pB, tokB), body(string(roomB), 13))
+	seq := func(s uint64) string { return strconv.FormatUint(s, 10) }
+	raw, err := js.Stream(ctx, events.StreamRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawMsgs := func() uint64 {
+		info, err := raw.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+
+	code, out, errs := run(t, "dlq", "redrive", "--all", "--dry-run", "-s", url)
+	if code != 1 || strings.Count(out, "would re-drive") != 2 || !strings.Contains(out, "#"+seq(good1)) || !strings.Contains(out, "#"+seq(good2)) ||
+		!strings.Contains(out, "2 of 3 can be re-driven") {
+		t.Fatalf("dry run: exit %d\n%s%s", code, out, errs)
+	}
+	if !strings.Contains(errs, "RTC_DLQ #"+seq(bad)+": the input does not decode") || !strings.Contains(errs, "names no room") ||
+		!strings.Contains(errs, "not: RTC_DLQ #"+seq(bad)) {
+		t.Fatalf("dry run: the bad entry is not reported with its sequence and why:\n%s", errs)
+	}
+	if got := dlqSeqs(t, js); len(got) != 3 || rawMsgs() != 0 {
+		t.Fatalf("dry run changed something: RTC_DLQ %v, RTC_RAW %d", got, rawMsgs())
+	}
+
+	code, out, errs = run(t, "dlq", "redrive", "--all", "-s", url)
+	if code != 1 || !strings.Contains(out, "re-driven RTC_DLQ #"+seq(good1)) || !strings.Contains(out, "re-driven RTC_DLQ #"+seq(good2)) ||
+		!strings.Contains(out, "2 of 3 re-driven") {
+		t.Fatalf("redrive --all: exit %d\n%s%s", code, out, errs)
+	}
+	if !strings.Contains(errs, "RTC_DLQ #"+seq(bad)+": the input does not decode") || !strings.Contains(errs, "2 of 3 re-driven; not: RTC_DLQ #"+seq(bad)) {
+		t.Fatalf("redrive --all: stderr\n%s", errs)
+	}
+	if got := dlqSeqs(t, js); len(got) != 1 || got[0] != bad || rawMsgs() != 2 {
+		t.Fatalf("after redrive --all: RTC_DLQ %v (want only #%d), RTC_RAW %d messages (want 2)", got, bad, rawMsgs())
+	}
+	for _, room := range []id.RoomID{roomA, roomB} {
+		if _, err := raw.GetLastMsgForSubject(ctx, events.PartitionSubject(events.Partition(events.Token(string(room)), 2), events.Token(string(room)))); err != nil {
+			t.Errorf("%s not re-driven: %v", room, err)
+		}
+	}
+
+	// Given sequences: a missing one and the bad one are reported, the good
+	// one is re-driven.
+	good3 := deadLetter(t, js, pA, "apply", "reduce: broke", 14, events.PartitionSubject(pA, tokA), body(string(roomA), 14))
+	code, out, errs = run(t, "dlq", "redrive", "999", seq(bad), seq(good3), "-s", url)
+	if code != 1 || !strings.Contains(out, "re-driven RTC_DLQ #"+seq(good3)) || !strings.Contains(errs, "RTC_DLQ #999: not found") ||
+		!strings.Contains(errs, "1 of 3 re-driven; not: RTC_DLQ #999, #"+seq(bad)) {
+		t.Fatalf("redrive by sequence: exit %d\n%s%s", code, out, errs)
+	}
+	if got := dlqSeqs(t, js); len(got) != 1 || got[0] != bad {
+		t.Fatalf("after redrive by sequence: RTC_DLQ %v", got)
+	}
+	// Only good entries: exit 0.
+	if code, out, errs := run(t, "dlq", "redrive", "--all", "--reason", "apply", "-s", url); code != 0 || !strings.Contains(out, "nothing to re-drive") {
+		t.Fatalf("no apply entries left: exit %d\n%s%s", code, out, errs)
+	}
+}
