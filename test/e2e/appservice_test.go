@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -19,7 +17,7 @@ func startAppserviceStack(t *testing.T) *stack {
 	dendritetest.Require(t)
 	s := &stack{t: t}
 	s.startPipeline()
-	hsToken, asToken := randomToken(t), randomToken(t)
+	hsToken, asToken := dendritetest.RandomToken(t), dendritetest.RandomToken(t)
 	var err error
 	s.ingest, err = s.h.StartIngest(proctest.IngestConfig{Name: "as", NATSURL: s.nats.URL(), Partitions: partitions,
 		HSTokens: map[string]string{hsName: hsToken}}, "")
@@ -29,17 +27,9 @@ func startAppserviceStack(t *testing.T) *stack {
 	if err := s.ingest.WaitReady(waitTimeout); err != nil {
 		t.Fatal(err)
 	}
-	reg := writeRegistration(t, hsName, s.ingest.URL(), asToken, hsToken)
+	reg := dendritetest.WriteRegistration(t, hsName, s.ingest.URL(), asToken, hsToken)
 	s.hs = dendritetest.Start(t, dendritetest.Options{Appservices: []string{reg}})
 	return s
-}
-
-func randomToken(t *testing.T) string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // TestAppserviceCall: Dendrite pushes a call to the ingest registered as

@@ -64,7 +64,7 @@ func startFederatedStack(t *testing.T) *fedStack {
 	}
 	_, s.js = s.nats.Connect()
 
-	tokens := map[string]string{fedHS1: randomToken(t), fedHS2: randomToken(t)}
+	tokens := map[string]string{fedHS1: dendritetest.RandomToken(t), fedHS2: dendritetest.RandomToken(t)}
 	f.ingestCfg = proctest.IngestConfig{Name: "fed", NATSURL: s.nats.URL(), Partitions: partitions, HSTokens: tokens}
 	in, err := s.h.StartIngest(f.ingestCfg, "")
 	if err != nil {
@@ -75,9 +75,9 @@ func startFederatedStack(t *testing.T) *fedStack {
 	}
 	s.ingest = in
 	f.hs1 = dendritetest.Start(t, dendritetest.Options{Federation: true,
-		Appservices: []string{writeRegistration(t, fedHS1, in.URL(), randomToken(t), tokens[fedHS1])}})
+		Appservices: []string{dendritetest.WriteRegistration(t, fedHS1, in.URL(), dendritetest.RandomToken(t), tokens[fedHS1])}})
 	f.hs2 = dendritetest.Start(t, dendritetest.Options{Federation: true,
-		Appservices: []string{writeRegistration(t, fedHS2, in.URL(), randomToken(t), tokens[fedHS2])}})
+		Appservices: []string{dendritetest.WriteRegistration(t, fedHS2, in.URL(), dendritetest.RandomToken(t), tokens[fedHS2])}})
 	s.hs = f.hs1
 	t.Logf("hs1 is %s (client API %s), hs2 is %s (client API %s); the ingest's appservice listens on %s",
 		f.hs1.Name, f.hs1.URL(), f.hs2.Name, f.hs2.URL(), in.URL())

@@ -38,9 +38,9 @@ func startReconcileStack(t *testing.T) *reconcileStack {
 	dendritetest.Require(t)
 	s := &reconcileStack{stack: &stack{t: t}, listenAddr: testutil.FreePort(t)}
 	s.startPipeline()
-	hsToken, asToken := randomToken(t), randomToken(t)
+	hsToken, asToken := dendritetest.RandomToken(t), dendritetest.RandomToken(t)
 	dir := t.TempDir()
-	reg := writeRegistration(t, hsName, "http://"+s.listenAddr, asToken, hsToken)
+	reg := dendritetest.WriteRegistration(t, hsName, "http://"+s.listenAddr, asToken, hsToken)
 	s.hs = dendritetest.Start(t, dendritetest.Options{Appservices: []string{reg}})
 
 	// The appservice's sender user acts through the as_token; it is the

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -398,29 +397,6 @@ func countRaw(evs []events.RawEvent, eid id.EventID) map[events.Source]int {
 		}
 	}
 	return out
-}
-
-// writeRegistration writes an appservice registration for the ingest: every
-// room's events (rooms namespace .*) pushed to url with hsToken; the
-// homeserver accepts asToken from the ingest (reconciliation).
-func writeRegistration(t *testing.T, name, url, asToken, hsToken string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name+"-registration.yaml")
-	yaml := fmt.Sprintf(`id: rtc-sessions
-url: %q
-as_token: %q
-hs_token: %q
-sender_localpart: rtcwatch
-rate_limited: false
-namespaces:
-  users: [{exclusive: true, regex: '@rtcwatch_.*'}]
-  rooms: [{exclusive: false, regex: '.*'}]
-  aliases: []
-`, url, asToken, hsToken)
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // twoPersonCall is the session events of a call that alice starts, bob
