@@ -13,6 +13,8 @@
 //	T.s.<h>        split: one slot
 //	T.x.<h>        split: one live session's own fields
 //	T.v.<hs>.<hu>  split: one user a live session has seen
+//	T.e.<h>        split: when the last session of a session key ended
+//	               (rtc.RoomState.LastEnded)
 //
 // A live session's members are not stored: they follow from the registers
 // (rtc.RoomState.RebuildMembers) and are rebuilt when a room is loaded.
@@ -54,6 +56,7 @@ const (
 	kindSlot       = "s"
 	kindSession    = "x"
 	kindSeenUser   = "v"
+	kindLastEnded  = "e"
 	kindRedo       = "redo"
 )
 
@@ -74,6 +77,7 @@ func seenUserKey(room, sess string, u id.UserID) string {
 	return room + "." + kindSeenUser + "." + hashTok(sess) + "." + hashTok(string(u))
 }
 func redoChunkKey(room string, i int) string { return room + "." + kindRedo + "." + strconv.Itoa(i) }
+func lastEndedKey(room, sess string) string  { return room + "." + kindLastEnded + "." + hashTok(sess) }
 
 // PartsFilter is the KV key filter of every part of a room (not its header).
 func PartsFilter(room string) string { return room + ".>" }

@@ -164,6 +164,13 @@ type (
 		Session string    `json:"session"`
 		User    id.UserID `json:"user"`
 	}
+	// lastEndedPart is the end of the last session of a session key.
+	// (A worker of an older build refuses a room that has one: it does
+	// not know the kind. Upgrades stop every older worker first.)
+	lastEndedPart struct {
+		Key string `json:"key"`
+		At  int64  `json:"at"`
+	}
 )
 
 // compressedPrefix marks an s2-compressed value. msgpack never starts with

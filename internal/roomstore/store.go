@@ -253,6 +253,14 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 			}
 		case kindSeenUser:
 			later = append(later, k)
+		case kindLastEnded:
+			var p lastEndedPart
+			if err = events.Unmarshal(v, &p); err == nil {
+				if st.LastEnded == nil {
+					st.LastEnded = map[string]int64{}
+				}
+				st.LastEnded[p.Key] = p.At
+			}
 		default:
 			err = errors.New("unknown part kind")
 		}
@@ -429,6 +437,10 @@ func allChanges(st *rtc.RoomState) *rtc.Changes {
 			c.SeenUsers[rtc.SeenUserRef{Session: sk, User: u}] = struct{}{}
 		}
 	}
+	c.LastEnded = make(map[string]struct{}, len(st.LastEnded))
+	for sk := range st.LastEnded {
+		c.LastEnded[sk] = struct{}{}
+	}
 	return c
 }
 
@@ -485,6 +497,13 @@ func partsOf(room string, st *rtc.RoomState, c *rtc.Changes) ([]Part, error) {
 					StartedAt: s.StartedAt, Peak: s.Peak, Joins: s.Joins})
 			} else {
 				del(sessionPartKey(room, sk))
+			}
+		}
+		for sk := range c.LastEnded {
+			if at, ok := st.LastEnded[sk]; ok {
+				put(lastEndedKey(room, sk), &lastEndedPart{Key: sk, At: at})
+			} else {
+				del(lastEndedKey(room, sk))
 			}
 		}
 		// Session members are not stored: they follow from the registers

@@ -138,6 +138,7 @@ func same(t *testing.T, got, want *rtc.RoomState, what string) {
 	diff("registers", got.Registers, want.Registers)
 	diff("room members", got.RoomMembers, want.RoomMembers)
 	diff("slots", got.Slots, want.Slots)
+	diff("last ended", got.LastEnded, want.LastEnded)
 	for k, s := range want.Sessions {
 		g := got.Sessions[k]
 		if g == nil {

@@ -152,6 +152,7 @@ func appendClaim(b []byte, c *rtc.Claim) []byte {
 	w.Int("deadline", c.Deadline)
 	w.Bytes("focus_active", c.FocusActive)
 	w.Bytes("foci_preferred", c.FociPref)
+	w.Str("call_intent", c.CallIntent)
 	w.Str("format", string(c.Format))
 	w.Str("event_id", string(c.EventID))
 	w.Int("ts", c.TS)
@@ -195,6 +196,13 @@ func (p *sessionPart) AppendMsgpack(b []byte) []byte {
 	w.Int("started_at", p.StartedAt)
 	w.Int("peak", int64(p.Peak))
 	w.Int("joins", int64(p.Joins))
+	return w.End()
+}
+
+func (p *lastEndedPart) AppendMsgpack(b []byte) []byte {
+	w := wire.Begin(b)
+	w.Str("key", p.Key)
+	w.Int("at", p.At)
 	return w.End()
 }
 

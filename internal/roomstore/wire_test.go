@@ -23,6 +23,7 @@ type (
 	plainSlotPart       slotPart
 	plainSessionPart    sessionPart
 	plainSeenUserPart   seenUserPart
+	plainLastEndedPart  lastEndedPart
 )
 
 func reflectiveEncode(t *testing.T, v any) []byte {
@@ -84,7 +85,7 @@ func (g gen) register() *rtc.Register {
 		r.Claims = append(r.Claims, rtc.Claim{App: g.str(), CallID: g.str(), User: id.UserID(g.str()),
 			Device: id.DeviceID(g.str()), MemberKey: g.str(), MembershipID: g.str(), CreatedTS: g.i64(),
 			Deadline: g.i64(), FocusActive: json.RawMessage(g.bytes()), FociPref: json.RawMessage(g.bytes()),
-			Format: events.Format(g.str()), EventID: id.EventID(g.str()), TS: g.i64()})
+			CallIntent: g.str(), Format: events.Format(g.str()), EventID: id.EventID(g.str()), TS: g.i64()})
 	}
 	return r
 }
@@ -141,5 +142,8 @@ func TestHandWrittenRecordsMatchReflection(t *testing.T) {
 
 		su := seenUserPart{Session: g.str(), User: id.UserID(g.str())}
 		check("seen user part", &su, (*plainSeenUserPart)(&su))
+
+		le := lastEndedPart{Key: g.str(), At: g.i64()}
+		check("last ended part", &le, (*plainLastEndedPart)(&le))
 	}
 }
