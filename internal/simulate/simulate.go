@@ -82,7 +82,7 @@ func (e *Engine) Advance(t int64) {
 		if next == 0 {
 			return
 		}
-		e.apply(e.rooms[room], &events.RawEvent{V: events.SchemaVersion, Kind: events.InputTimer,
+		e.apply(e.rooms[room], &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
 			Source: events.SourceTimer, RoomID: room, Deadline: next, ReceivedAt: next})
 	}
 }
