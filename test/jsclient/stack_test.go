@@ -177,8 +177,9 @@ type eventView struct {
 	Participants int             `json:"participants"`
 	Users        int             `json:"users"`
 	Summary      *events.Summary `json:"summary"`
-	// Changed is what a member_updated says changed, when the schema has it.
-	Changed json.RawMessage `json:"changed"`
+	// Changed names, on member_updated, the member fields that changed
+	// (session events of version 2).
+	Changed []string `json:"changed"`
 }
 
 // liveSessions runs `rtcctl sessions --json` (the binary operators use)
@@ -279,7 +280,7 @@ func describe(evs []eventView) string {
 			fmt.Fprintf(&b, " reason %s", e.Reason)
 		}
 		if len(e.Changed) > 0 {
-			fmt.Fprintf(&b, " changed %s", e.Changed)
+			fmt.Fprintf(&b, " changed %v", e.Changed)
 		}
 		if e.Summary != nil {
 			fmt.Fprintf(&b, " summary %+v", *e.Summary)
