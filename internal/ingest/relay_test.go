@@ -1,10 +1,13 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
@@ -287,4 +290,57 @@ func TestAppserviceRelayRule(t *testing.T) {
 	put(tokHS2, "2", roomMemberEvent("$bob-join", room, bob, bob, "join"), callEvent("$alice-leave", room, alice, alice, leave))
 	assertStored(t, rawContents(t, e.url), map[string]string{"$alice-join": "hs1", "$carol-join": "hs2",
 		"$bob-join": "hs2", "$alice-leave": "hs2"})
+}
+
+// TestRelayDemoFederationNotRefused: the demo file played as federation
+// delivers it (each event from the homeserver of every sender seen in its
+// room so far, the sender's own included), with the homeservers named by
+// their server names, is stored whole: the default rule refuses no copy of
+// real federation traffic in rooms the homeservers share.
+func TestRelayDemoFederationNotRefused(t *testing.T) {
+	e := newEnv(t)
+	tokens := map[string]string{"hs1.example": "tok-1", "hs2.example": "tok-2", "hs3.example": "tok-3"}
+	var hss []Homeserver
+	for name, tok := range tokens {
+		hss = append(hss, Homeserver{Name: name, HSToken: tok, ServerName: name})
+	}
+	e.pub.SetRelay(NewRelay(relayHomeservers(hss), 0, e.m, e.log))
+	srv := httptest.NewServer(NewAppservice(hss, e.pub, e.m, e.log, AppserviceOptions{}).Handler())
+	t.Cleanup(srv.Close)
+	f, err := os.Open("../../configs/demo/sample.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := Push(context.Background(), f, PushOptions{URL: srv.URL, Tokens: tokens, RetryFor: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	var relayed float64
+	for name := range tokens {
+		relayed += testutil.ToFloat64(e.m.Duplicates.WithLabelValues(name, "appservice"))
+		for _, reason := range refuseReasons {
+			if n := testutil.ToFloat64(e.m.Refused.WithLabelValues(name, "appservice", reason)); n != 0 {
+				t.Errorf("%s: %v events refused (%s)", name, n, reason)
+			}
+		}
+	}
+	if relayed == 0 {
+		t.Error("no event arrived from two homeservers: the file exercises no relay")
+	}
+	want := map[string]bool{}
+	b, err := os.ReadFile("../../configs/demo/sample.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if ev, err := Prepare([]byte(line), "", 1, "x", events.SourceAppservice); err == nil {
+			want[string(ev.EventID)] = true
+		}
+	}
+	for _, ev := range rawContents(t, e.url) {
+		delete(want, string(ev.EventID))
+	}
+	if len(want) > 0 {
+		t.Errorf("%d forwarded events of the file not stored: %v", len(want), want)
+	}
 }
