@@ -309,8 +309,10 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 	}
 	var st Stats
 	publish := func(evs []events.RawEvent) error {
-		a.rooms.Note(hs.name, evs, a.now())
 		s, err := a.pub.Publish(ctx, hs.name, events.SourceAppservice, evs)
+		// Only what the relay rule let through: refused events must not
+		// make their rooms reconciliation candidates.
+		a.rooms.Note(hs.name, evs[:len(evs)-s.Refused], a.now())
 		st.Stored += s.Stored
 		st.Duplicates += s.Duplicates
 		return err

@@ -91,7 +91,8 @@ type Stats struct {
 // ErrUnavailable unless all were acknowledged; some may have been stored
 // anyway, which a retry de-duplicates. A batch larger than MaxInFlight is
 // published as slots free up. Events the relay rule refuses are dropped
-// first (Stats.Refused); evs' array is reused for the rest.
+// first (Stats.Refused): on return evs[:len(evs)-Stats.Refused] holds the
+// others, in order (evs' array is reused).
 func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.Source, evs []events.RawEvent) (Stats, error) {
 	var st Stats
 	n := len(evs)

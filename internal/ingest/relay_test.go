@@ -269,7 +269,10 @@ func TestAppserviceRelayRule(t *testing.T) {
 	e := newEnv(t)
 	hss := []Homeserver{{Name: "hs1", HSToken: tokHS1, ServerName: "hs1.test"}, {Name: "hs2", HSToken: tokHS2, ServerName: "hs2.test"}}
 	e.pub.SetRelay(NewRelay(relayHomeservers(hss), 0, e.m, e.log))
-	srv := httptest.NewServer(NewAppservice(hss, e.pub, e.m, e.log, AppserviceOptions{}).Handler())
+	as := NewAppservice(hss, e.pub, e.m, e.log, AppserviceOptions{})
+	tracker := NewRoomTracker(time.Hour, 100)
+	as.SetRoomTracker(tracker)
+	srv := httptest.NewServer(as.Handler())
 	t.Cleanup(srv.Close)
 	put := func(tok, id string, evs ...string) {
 		t.Helper()
@@ -281,10 +284,19 @@ func TestAppserviceRelayRule(t *testing.T) {
 	put(tokHS1, "1", callEvent("$alice-join", room, alice, alice, joinC))
 	put(tokHS2, "1", callEvent("$forged-leave", room, alice, alice, leave),
 		callEvent("$forged-clear", room, mallory, alice, leave),
-		callEvent("$carol-join", room, carol, carol, joinC))
+		callEvent("$carol-join", room, carol, carol, joinC),
+		callEvent("$forged-elsewhere", "!elsewhere:hs1.test", alice, alice, leave))
 	assertStored(t, rawContents(t, e.url), map[string]string{"$alice-join": "hs1", "$carol-join": "hs2"})
-	if got := testutil.ToFloat64(e.m.Refused.WithLabelValues("hs2", "appservice", RefuseUnknownRoom)); got != 2 {
-		t.Errorf("refused{hs2,appservice,%s} = %v, want 2", RefuseUnknownRoom, got)
+	if got := testutil.ToFloat64(e.m.Refused.WithLabelValues("hs2", "appservice", RefuseUnknownRoom)); got != 3 {
+		t.Errorf("refused{hs2,appservice,%s} = %v, want 3", RefuseUnknownRoom, got)
+	}
+	// Refused events make no room a reconciliation candidate.
+	var recent []string
+	for _, r := range tracker.Recent(time.Now()) {
+		recent = append(recent, fmt.Sprintf("%s%v", r.room, r.hs))
+	}
+	if want := "!call:hs1.test[hs1 hs2]"; strings.Join(recent, " ") != want {
+		t.Errorf("rooms tracked for reconciliation: %v, want %s", recent, want)
 	}
 
 	put(tokHS2, "2", roomMemberEvent("$bob-join", room, bob, bob, "join"), callEvent("$alice-leave", room, alice, alice, leave))

@@ -246,12 +246,16 @@ func (s *SyncSource) Once(ctx context.Context) error {
 			timeline = append(timeline, prepareBatch(r.Sticky.Events, string(room), now, s.opts.Homeserver, events.SourceSync, s.m, log)...)
 		}
 	}
-	s.rooms.Note(s.opts.Homeserver, state, s.now())
-	s.rooms.Note(s.opts.Homeserver, timeline, s.now())
-	if _, err := s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSyncState, state); err != nil {
+	// The rooms tracked for reconciliation are those of what the relay
+	// rule let through.
+	st, err := s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSyncState, state)
+	s.rooms.Note(s.opts.Homeserver, state[:len(state)-st.Refused], s.now())
+	if err != nil {
 		return fmt.Errorf("sync: store room state: %w", err)
 	}
-	if _, err := s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSync, timeline); err != nil {
+	st, err = s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSync, timeline)
+	s.rooms.Note(s.opts.Homeserver, timeline[:len(timeline)-st.Refused], s.now())
+	if err != nil {
 		return fmt.Errorf("sync: store timeline: %w", err)
 	}
 	if err := s.store.Save(resp.NextBatch); err != nil {
