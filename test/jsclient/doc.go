@@ -71,4 +71,23 @@
 //     longer receives the room's events); other clients' views are.
 //   - Call intent: the live member's call intent is compared only when the
 //     project reports one (the CallIntent scenario requires it to).
+//   - Refreshes: js-sdk re-sends its membership (same created_ts, expires
+//     grown by one period) and emits memberships_changed because the content
+//     changed; the project emits member_updated for each refresh (the same
+//     membership_id and joined_at, a new event_id and expires_at).
+//   - A restored membership (the user left the room in a call and joined it
+//     again): js-sdk counts the unchanged membership event again, with its
+//     original createdTs(); the project's member keeps joined_at =
+//     created_ts() too, but the session it restores is a new one (a new
+//     session_id) whose started_at is not before the previous session's
+//     ended_at, so that started_at can be later than its members' joined_at.
+//
+// What js-sdk does against Dendrite (observed, not asserted): Dendrite
+// advertises no delayed events (MSC4140) and js-sdk then sends no delayed
+// leave, so a crashed client is cleaned up only by expiry; the
+// RTC-transports endpoint (MSC4143) answers 404 and js-sdk goes on with the
+// foci it was given. When its user leaves the room in a call, js-sdk's
+// MembershipManager notices its own membership missing and "re-joins" by
+// sending identical content, for which Dendrite returns the existing event:
+// nothing new reaches the project.
 package jsclient
