@@ -111,6 +111,10 @@ func NewRelay(hss []RelayHomeserver, maxRooms int, m *Metrics, log *zap.Logger) 
 		}
 		r.hss[h.Name] = &relayHS{mode: mode, rooms: map[id.RoomID]*list.Element{}, order: list.New(), max: maxRooms}
 		names = append(names, h.Name)
+		// Once at start, unsampled: a server_name that is not the one in
+		// the homeserver's user ids makes the rule pass its users' relays.
+		log.Info("homeserver speaks for its own users", zap.String("homeserver", h.Name),
+			zap.String("server_name", h.ServerName), zap.String("relay", string(mode)))
 	}
 	m.initRelay(names)
 	return r
