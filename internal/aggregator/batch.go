@@ -22,7 +22,7 @@ import (
 
 // Headers of a message in RTC_DLQ; the body is the original input.
 const (
-	HeaderDLQReason   = "Rtc-Dlq-Reason"   // decode, apply, store or room_state
+	HeaderDLQReason   = "Rtc-Dlq-Reason"   // decode, apply, store, room_state, or an inputCheck reason
 	HeaderDLQError    = "Rtc-Dlq-Error"    // the error text (one line)
 	HeaderDLQPart     = "Rtc-Partition"    // the partition number
 	HeaderDLQSeq      = "Rtc-Stream-Seq"   // the input's RTC_RAW sequence
@@ -165,6 +165,14 @@ func (r *partRunner) runBatch(msgs []jetstream.Msg) {
 			continue
 		}
 		in.raw = raw
+		// The room is the subject's, and a timer counts only from the
+		// timer path (inputcheck.go).
+		if reason, err := inputCheck(r.p, in.subject, &in.raw); err != nil {
+			if r.deadLetter(in, reason, err) != nil {
+				return
+			}
+			continue
+		}
 		key := events.RoomKey(raw.RoomID)
 		w := byRoom[key]
 		if w == nil {
@@ -383,7 +391,7 @@ func (r *partRunner) applyRoom(w *roomWork) error {
 		if w.single && len(applied) == 1 {
 			break
 		}
-		res, err := r.apply(rm.State, in)
+		res, err := r.applyBounded(rm.State, armed, in) // a timer moves the clock at most to the room's own deadline
 		if err != nil {
 			// The state may be half-changed: drop it, and reload and
 			// re-apply the earlier inputs on the next round.
@@ -418,6 +426,9 @@ func (r *partRunner) applyRoom(w *roomWork) error {
 	// which then arms the deadline of that moment. Refreshes move deadlines
 	// later all the time: re-arming on each cost a message schedule for
 	// about every other input.
+	if timerLost(armed, rm.State.Clock) {
+		armed = 0 // its schedule is gone: arm the next deadline (inputcheck.go)
+	}
 	next, timerAt := rm.State.NextDeadline(), armed
 	arm := next != 0 && (armed == 0 || next < armed)
 	if arm {

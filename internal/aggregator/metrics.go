@@ -100,7 +100,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.Inputs.WithLabelValues(string(kind), r)
 		}
 	}
-	for _, r := range []string{"decode", "apply", "store", "room_state"} {
+	for _, r := range append([]string{"decode", "apply", "store", "room_state"}, inputReasons...) {
 		m.DLQ.WithLabelValues(r)
 	}
 	for _, c := range []string{"transient", "poison"} {
