@@ -405,7 +405,7 @@ func (st *RoomState) LiveSession(app, callID string) (events.LiveSession, bool) 
 
 func (st *RoomState) liveSession(s *Session) events.LiveSession {
 	ls := events.LiveSession{
-		V: events.SchemaVersion, SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,
+		V: events.LiveSessionVersion, SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,
 		StartedAt: s.StartedAt, Members: make([]events.Member, 0, len(s.Members)),
 		Participants: len(s.Members), Users: s.users(), Seq: st.Seq, UpdatedAt: st.Clock,
 	}
