@@ -15,6 +15,11 @@
 //     users refuse what each must not do, with the pipeline running.
 //   - TestAggregatorWaitsForNATS: the aggregator outlives a NATS outage at
 //     start instead of exiting.
+//   - TestRtcctlPrintsHostileTextSafely, TestRtcctlRedriveReportsBadEntries,
+//     TestRtcctlSimulateSkipsLongLines: the real rtcctl binary (built by
+//     internal/proctest) shows a homeserver's hostile ids escaped on the
+//     operator's terminal, re-drives every good DLQ entry and reports the
+//     bad ones, and simulates past an over-long replay line.
 //
 // Every permission of every NATS user is tested in internal/authz, and the
 // ingest's peak memory under a full-size flood in internal/ingest
