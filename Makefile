@@ -5,7 +5,7 @@ GOBIN         ?= $(shell $(GO) env GOPATH)/bin
 PKGS          := ./...
 FUZZTIME      ?= 20s
 
-.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean chaos k8s-validate e2e
+.PHONY: all build test unit lint vet staticcheck fmt-check bench fuzz demo tools clean chaos cluster k8s-validate e2e
 
 all: build
 
@@ -74,6 +74,14 @@ fuzz:
 ##        RTC_EVENTS compared with `rtcctl simulate`. RTC_CHAOS_SEED=N replays a seed's workload.
 chaos:
 	$(GO) test -race -count=1 -timeout 6m -run 'TestChaos|TestWorkload' -v ./test/chaos/
+
+## cluster: only the cluster test (test/cluster, part of `make test` too): three nats-server
+##        processes in a cluster, aggregators and the ingest started together on it (replicas 3),
+##        a seeded random workload while stream leaders, an aggregator and a node for 20 s are
+##        SIGKILLed; then RTC_EVENTS compared with `rtcctl simulate` and checked for per-room seq
+##        order. RTC_CLUSTER_SEED=N replays a seed's workload.
+cluster:
+	$(GO) test -race -count=1 -timeout 8m -run 'TestCluster' -v ./test/cluster/
 
 ## demo: build, start aggregator + ingest on a temp embedded NATS, play a sample call through real
 ##       appservice transactions and show the session events (scripts/demo.sh)

@@ -26,7 +26,7 @@ import (
 type Options struct {
 	// What names the work in logs and errors, e.g. "topology (create mode)".
 	What string
-	// AttemptTimeout bounds one attempt (default 15s), so that a request
+	// AttemptTimeout bounds one attempt (default 10s), so that a request
 	// the server never answers costs one attempt, not the start.
 	AttemptTimeout time.Duration
 	// MinWait and MaxWait bound the wait between attempts (defaults 500ms
@@ -40,7 +40,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.AttemptTimeout <= 0 {
-		o.AttemptTimeout = 15 * time.Second
+		o.AttemptTimeout = 10 * time.Second
 	}
 	if o.MinWait <= 0 {
 		o.MinWait = 500 * time.Millisecond
