@@ -106,6 +106,31 @@ func (v *Verifier) FirstStoredAfter(stream string, at time.Time) (time.Duration,
 	return 0, false
 }
 
+// LongestGap is the longest time without a new message in stream (as
+// FirstStoredAfter) within [at, at+within], counting from at.
+func (v *Verifier) LongestGap(stream string, at time.Time, within time.Duration) time.Duration {
+	ts := v.rawStored
+	if stream == events.StreamEvents {
+		ts = v.eventsStored
+	}
+	end := at.Add(within)
+	prev, gap := at, time.Duration(0)
+	for _, x := range ts {
+		if !x.After(prev) {
+			continue
+		}
+		if x.After(end) {
+			x = end
+		}
+		gap = max(gap, x.Sub(prev))
+		if x.Equal(end) {
+			return gap
+		}
+		prev = x
+	}
+	return max(gap, end.Sub(prev))
+}
+
 // readStream returns the messages of a stream under prefix, in order.
 func (v *Verifier) readStream(name, prefix string) []storedMsg {
 	v.T.Helper()
