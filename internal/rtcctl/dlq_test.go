@@ -308,3 +308,15 @@ func TestRedriveAllReportsBadEntries(t *testing.T) {
 		t.Fatalf("no apply entries left: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+func TestClipText(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{{"abc", 3, "abc"}, {"abcd", 3, "abc…"}, {"ab\u202ed", 3, "ab…"}, {"aé", 2, "a…"}} {
+		if got := clipText(tc.in, tc.n); got != tc.want {
+			t.Errorf("clipText(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
