@@ -15,6 +15,11 @@
 //     users refuse what each must not do, with the pipeline running.
 //   - TestAggregatorWaitsForNATS: the aggregator outlives a NATS outage at
 //     start instead of exiting.
+//   - TestInputPublishersCannotRewrite: with the ingest's and the operator's
+//     credentials, no roll-up or message schedule on RTC_RAW (its inputs and
+//     armed timers stay), no input for another room than its subject's, no
+//     timer input outside the timer path (each goes to RTC_DLQ with its
+//     reason, and the room's clock stays).
 //   - TestRtcctlPrintsHostileTextSafely, TestRtcctlRedriveReportsBadEntries,
 //     TestRtcctlSimulateSkipsLongLines: the real rtcctl binary (built by
 //     internal/proctest) shows a homeserver's hostile ids escaped on the
