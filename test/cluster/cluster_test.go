@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rtcsessions/rtc-sessions/internal/pipelinetest"
@@ -45,6 +47,11 @@ const (
 
 var bursts = []time.Duration{11 * time.Second, eventsLeaderAt, longOutageAt, 48 * time.Second}
 
+// stepDownWindows are when the RTC_EVENTS leader is asked to step down
+// again and again (out of the node kills' outages).
+var stepDownWindows = []pipelinetest.Window{{From: 13 * time.Second, To: 22 * time.Second},
+	{From: 44 * time.Second, To: 56 * time.Second}}
+
 // workloadConfig keeps deadlines out of a window around each node kill: a
 // client of the killed node reconnects to another and flushes what it
 // buffered meanwhile, so an input stamped before a deadline could be stored
@@ -55,7 +62,7 @@ func workloadConfig(seed uint64) pipelinetest.WorkloadConfig {
 	for _, at := range []time.Duration{rawLeaderAt, eventsLeaderAt, longOutageAt} {
 		quiet = append(quiet, pipelinetest.Window{From: at - 2*time.Second, To: at + 5*time.Second})
 	}
-	return pipelinetest.WorkloadConfig{Seed: seed, Rooms: 60, Feed: feed, Bursts: bursts, BurstDevices: 20,
+	return pipelinetest.WorkloadConfig{Seed: seed, Rooms: 100, Feed: feed, Bursts: bursts, BurstDevices: 20,
 		Quiet: quiet}
 }
 
@@ -98,15 +105,20 @@ func TestCluster(t *testing.T) {
 		t.Logf("timeline:\n  %s", strings.Join(c.timeline, "\n  "))
 	})
 	c.cluster = h.StartNATSCluster(nodes)
-	_, c.js = c.cluster.Connect()
+	c.nc, c.js = c.cluster.Connect()
 	t.Logf("%d-node nats cluster ready after %s", nodes, time.Since(began).Round(time.Millisecond))
 	c.startTogether()
 
 	c.t0 = time.Now().Add(500 * time.Millisecond).Truncate(time.Millisecond)
 	faultsDone := make(chan struct{})
+	var faults sync.WaitGroup
+	faults.Go(c.runFaults)
+	for _, w := range stepDownWindows {
+		faults.Go(func() { c.stepDowns(w.From, w.To) })
+	}
 	go func() {
 		defer close(faultsDone)
-		c.runFaults()
+		faults.Wait()
 	}()
 	sender := &pipelinetest.Sender{URL: c.ing.URL, Tokens: c.tokens, T0: c.t0, Deadline: c.hardDeadline,
 		OnAccepted: func() {
@@ -147,6 +159,7 @@ type run struct {
 	t0           time.Time
 	hardDeadline time.Time
 	cluster      *proctest.NATSCluster
+	nc           *nats.Conn
 	js           jetstream.JetStream
 
 	aggs   [numAggregator]*proctest.Aggregator
@@ -332,6 +345,47 @@ func (c *run) runFaults() {
 	}
 	at(longOutageAt)
 	c.killLeader(events.StreamEvents, pipelinetest.Uniform(c.rng, 0, 20*time.Millisecond), longDown)
+}
+
+// stepDowns asks the RTC_EVENTS leader to step down every 1.5-3 s within
+// [from, to), each right after a transaction was stored: as in a rolling
+// upgrade, when each server hands its leaderships over before it stops.
+// An election then happens while the aggregators publish, many times per
+// run, which a SIGKILL alone rarely hits.
+func (c *run) stepDowns(from, to time.Duration) {
+	time.Sleep(time.Until(c.t0.Add(from)))
+	for time.Until(c.t0.Add(to)) > 0 {
+		c.waitAccepted(pipelinetest.Uniform(c.rng, 0, 5*time.Millisecond))
+		name, err := c.leader(events.StreamEvents)
+		if err != nil {
+			c.t.Error(err)
+			return
+		}
+		at := time.Now()
+		var resp struct {
+			Success bool `json:"success"`
+			Error   *struct {
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		msg, err := c.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+events.StreamEvents, nil, 5*time.Second)
+		if err == nil {
+			err = json.Unmarshal(msg.Data, &resp)
+		}
+		if err == nil && !resp.Success && resp.Error != nil {
+			err = errors.New(resp.Error.Description)
+		}
+		what := fmt.Sprintf("step-down of %s (the %s leader)", name, events.StreamEvents)
+		if err != nil {
+			c.note("%s: %v", what, err) // a leader still being elected refuses it: not a failure
+		} else {
+			c.mu.Lock()
+			c.faults = append(c.faults, fault{at: at, what: what})
+			c.mu.Unlock()
+			c.note("%s", what)
+		}
+		time.Sleep(pipelinetest.Uniform(c.rng, 1500*time.Millisecond, 3*time.Second))
+	}
 }
 
 // settle waits until every process is ready again after the faults. A
