@@ -701,3 +701,50 @@ func headerRefusals(ctx context.Context, t *testing.T, srv *authztest.Server, ag
 		})
 	}
 }
+
+// TestIngestCreatesRawFirst: on a fresh server the ingest may create RTC_RAW
+// before the aggregator starts (topology.EnsureRaw): the stream sources
+// RTC_TIMERS, which does not exist yet and which the ingest may not create.
+// Once the aggregator has created the rest, a timer it schedules reaches
+// the room's partition, all under the shipped permissions.
+func TestIngestCreatesRawFirst(t *testing.T) {
+	srv := authztest.Start(t)
+	ctx := ctxT(t)
+	ing := srv.Connect(t, authz.UserIngest)
+	agg := srv.Connect(t, authz.UserAggregator)
+	if _, err := topology.EnsureRaw(ctx, ing.JS, testTopology(), topology.ModeCreate); err != nil {
+		t.Fatalf("ingest: create RTC_RAW first: %v (violations %q)", err, ing.Violations())
+	}
+	h, err := topology.Ensure(ctx, agg.JS, testTopology(), topology.ModeCreate)
+	if err != nil {
+		t.Fatalf("aggregator: ensure after the ingest: %v (violations %q)", err, agg.Violations())
+	}
+	tok := events.Token("!first:example.org")
+	timer := nats.NewMsg(events.TimerPrefix + "." + tok)
+	timer.Data = []byte("fired")
+	timer.Header.Set(jetstream.ScheduleHeader, "@at "+time.Now().UTC().Format(time.RFC3339))
+	timer.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+tok)
+	timer.Header.Set(jetstream.MsgTTLHeader, "never")
+	if _, err := agg.JS.PublishMsg(ctx, timer); err != nil {
+		t.Fatalf("aggregator: schedule a timer: %v", err)
+	}
+	subj := events.PartitionSubject(events.Partition(tok, testTopology().Partitions), tok) + "." + events.TimerPathToken
+	for {
+		m, err := h.Raw.GetLastMsgForSubject(ctx, subj)
+		if err == nil {
+			if string(m.Data) != "fired" {
+				t.Fatalf("%s: %q", subj, m.Data)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the timer did not reach %s: %v", subj, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range []*authztest.Client{ing, agg} {
+		if v := c.Violations(); len(v) > 0 {
+			t.Errorf("permission violations: %q", v)
+		}
+	}
+}
