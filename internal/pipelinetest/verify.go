@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -134,47 +135,66 @@ func (v *Verifier) LongestGap(stream string, at time.Time, within time.Duration)
 // readStream returns the messages of a stream under prefix, in order.
 func (v *Verifier) readStream(name, prefix string) []storedMsg {
 	v.T.Helper()
+	// On a cluster a read can fail for a moment (a leader being elected,
+	// a node catching up after a restart): read again from the start.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := v.readStreamOnce(name, prefix)
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			v.T.Fatalf("stream %s: %v", name, err)
+		}
+		v.T.Logf("stream %s: %v; reading again", name, err)
+		time.Sleep(time.Second)
+	}
+}
+
+func (v *Verifier) readStreamOnce(name, prefix string) ([]storedMsg, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := v.JS.Stream(ctx, name)
 	if err != nil {
-		v.T.Fatalf("stream %s: %v", name, err)
+		return nil, err
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		v.T.Fatalf("stream %s info: %v", name, err)
+		return nil, fmt.Errorf("info: %w", err)
 	}
 	if info.State.Msgs == 0 {
-		return nil
+		return nil, nil
 	}
 	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + ">"}})
 	if err != nil {
-		v.T.Fatalf("stream %s: ordered consumer: %v", name, err)
+		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
 	var out []storedMsg
 	for {
-		batch, err := oc.FetchNoWait(500)
+		// Not FetchNoWait: a consumer just created on a cluster may have
+		// nothing to deliver yet, which is not the end of the stream.
+		batch, err := oc.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			v.T.Fatalf("stream %s: fetch: %v", name, err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
 			md, err := m.Metadata()
 			if err != nil {
-				v.T.Fatalf("stream %s: metadata: %v", name, err)
+				return nil, fmt.Errorf("metadata: %w", err)
 			}
 			out = append(out, storedMsg{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data(), hdr: m.Headers(),
 				stored: md.Timestamp})
 			if md.NumPending == 0 {
-				return out
+				return out, nil
 			}
 		}
-		if err := batch.Error(); err != nil {
-			v.T.Fatalf("stream %s: fetch: %v", name, err)
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		if n == 0 {
-			return out
+			return out, nil
 		}
 	}
 }
