@@ -8,6 +8,7 @@
 //	aggregator ──▶ KV rtc_rooms (state + outbox), KV rtc_sessions (live sessions)
 //	aggregator ──▶ rtc.session.<app>.<room>.<call>.<kind> [RTC_EVENTS] ──RePublish──▶ rtc.live.>
 //	aggregator ──▶ rtc.dlq.<N> [RTC_DLQ] for inputs it cannot decode, apply or trust
+//	RTC_EVENTS session_ended ──source + transform──▶ rtc.history.<roomTok>.<appTok>.<callTok> [RTC_HISTORY]
 //	workers ◀──▶ KV rtc_workers (heartbeats with per-key TTL)
 //
 // Trust: RTC_RAW, which the ingest and operators publish to, allows no
@@ -31,6 +32,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -74,7 +76,14 @@ type Config struct {
 	// MaxAckPending bounds the inputs of a partition delivered and not yet
 	// acknowledged: a worker processes them in batches (BatchSize <= it).
 	MaxAckPending int
+	// HistoryMaxAge is how long RTC_HISTORY keeps an ended session; 0
+	// means DefaultHistoryMaxAge (a configuration written before the
+	// history index existed leaves it unset).
+	HistoryMaxAge time.Duration
 }
+
+// DefaultHistoryMaxAge is RTC_HISTORY's retention when none is configured.
+const DefaultHistoryMaxAge = 365 * 24 * time.Hour
 
 // DefaultConfig is the configuration of a single-node deployment.
 func DefaultConfig() Config {
@@ -92,6 +101,7 @@ func DefaultConfig() Config {
 		MaxAckPending: 4096,
 
 		SessionMarkerTTL: time.Hour,
+		HistoryMaxAge:    DefaultHistoryMaxAge,
 	}
 }
 
@@ -115,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionMarkerTTL != 0 && c.SessionMarkerTTL < time.Second {
 		errs = append(errs, fmt.Errorf("session marker ttl %s: want 0 (keep) or at least 1s", c.SessionMarkerTTL))
+	}
+	if c.HistoryMaxAge < 0 || (c.HistoryMaxAge > 0 && c.HistoryMaxAge < time.Hour) {
+		errs = append(errs, fmt.Errorf("history max age %s: want 0 (the default, %s) or at least 1h", c.HistoryMaxAge, DefaultHistoryMaxAge))
 	}
 	if c.MaxAckPending < 1 || c.MaxAckPending > 65536 {
 		errs = append(errs, fmt.Errorf("max ack pending %d: must be between 1 and 65536", c.MaxAckPending))
@@ -206,6 +219,57 @@ func EventsStream(c Config) jetstream.StreamConfig {
 	}
 }
 
+// The history index: RTC_HISTORY holds a copy of every session_ended event
+// (with its summary) under a subject that starts with the room, so the
+// history of one room is a subject-filtered read that the server answers
+// from its per-subject index, however many rooms and months the stream
+// holds. It is derived from RTC_EVENTS by the server (a source with a
+// subject transform): nothing publishes to it, and a new RTC_HISTORY fills
+// itself with every session_ended RTC_EVENTS still keeps.
+const (
+	StreamHistory = "RTC_HISTORY"
+	HistoryPrefix = "rtc.history" // rtc.history.<roomTok>.<appTok>.<callTok>
+)
+
+// HistoryFilter is the subject filter over RTC_HISTORY of a room and an
+// application ("" for every one).
+func HistoryFilter(room id.RoomID, app string) string {
+	parts := []string{HistoryPrefix, "*", "*", "*"}
+	if room != "" {
+		parts[1] = events.Token(string(room))
+	}
+	if app != "" {
+		parts[2] = events.Token(app)
+	}
+	return strings.Join(parts, ".")
+}
+
+// HistoryStream is RTC_HISTORY: RTC_EVENTS' session_ended events
+// (rtc.session.<appTok>.<roomTok>.<callTok>.session_ended) sourced onto
+// rtc.history.<roomTok>.<appTok>.<callTok>, kept for HistoryMaxAge.
+func HistoryStream(c Config) jetstream.StreamConfig {
+	age := c.HistoryMaxAge
+	if age == 0 {
+		age = DefaultHistoryMaxAge
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamHistory,
+		Description: "rtc-sessions: ended sessions with their summaries, by room (sourced from RTC_EVENTS)",
+		Sources: []*jetstream.StreamSource{{
+			Name: events.StreamEvents,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{
+				Source:      events.SessionFilter(events.SessionPrefix, "", "", events.KindSessionEnded),
+				Destination: HistoryPrefix + ".{{wildcard(2)}}.{{wildcard(1)}}.{{wildcard(3)}}",
+			}},
+		}},
+		DenyDelete: true,
+		DenyPurge:  true,
+		MaxAge:     age,
+		Storage:    jetstream.FileStorage,
+		Replicas:   c.Replicas,
+	}
+}
+
 // DLQStream is RTC_DLQ: inputs that could not be decoded or applied, with
 // the reason in headers.
 func DLQStream(c Config) jetstream.StreamConfig {
@@ -280,6 +344,7 @@ func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 // Handles are the objects a service works with after Ensure.
 type Handles struct {
 	Raw, Events, DLQ, Timers jetstream.Stream
+	History                  jetstream.Stream
 	Rooms, Sessions, Workers jetstream.KeyValue
 }
 
@@ -309,7 +374,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, mode Mode) (*
 	streams := []struct {
 		cfg jetstream.StreamConfig
 		dst *jetstream.Stream
-	}{{TimersStream(c), &h.Timers}, {RawStream(c), &h.Raw}, {EventsStream(c), &h.Events}, {DLQStream(c), &h.DLQ}}
+	}{{TimersStream(c), &h.Timers}, {RawStream(c), &h.Raw}, {EventsStream(c), &h.Events}, {DLQStream(c), &h.DLQ}, {HistoryStream(c), &h.History}}
 	for _, s := range streams {
 		if mode == ModeVerify {
 			*s.dst, err = js.Stream(ctx, s.cfg.Name)
