@@ -171,7 +171,7 @@ func TestWorkersShareAndFailover(t *testing.T) {
 	killed := make(chan struct{})
 	w1 := e.startWorker("w1", hooks{})
 	var w2w atomic.Pointer[Worker]
-	w2 := e.startWorker("w2", hooks{afterCommit: func(int, uint64) {
+	w2 := e.startWorker("w2", hooks{afterCommit: func(int, id.RoomID, uint64) {
 		if stores.Add(1) == 40 {
 			kill.do(func() { w2w.Load().kill(); close(killed) })
 		}

@@ -550,7 +550,7 @@ func (r *partRunner) commitAll(works []*roomWork) error {
 			}
 			w.stage, w.storeFails, w.casFails = stageEffects, 0, 0
 			if f := r.d.hooks.afterCommit; f != nil {
-				f(r.p, w.rm.LastIn)
+				f(r.p, w.roomID, w.rm.LastIn)
 			}
 		case jsutil.IsRevisionMismatch(err):
 			// Another worker wrote the room (a hand-off), or a write of ours
@@ -574,64 +574,49 @@ func (r *partRunner) commitAll(works []*roomWork) error {
 	return failed
 }
 
-// effectsAll carries out the effects of the rooms committed in this round.
-// A room whose effects fail is reloaded on the next round: its redo record
-// carries them out again.
+// effectsAll carries out the effects of the rooms committed in this round
+// (publishEffects). A room whose effects fail is reloaded on the next round:
+// its redo record carries them out again.
 func (r *partRunner) effectsAll(works []*roomWork) error {
-	type span struct {
-		w           *roomWork
-		from, parts int
-		n           int
-	}
-	var spans []span
-	var msgs []*nats.Msg
 	var failed error
+	var jobs []*effectJob
+	var owners []*roomWork
 	for _, w := range works {
 		if w.stage != stageEffects {
 			continue
 		}
-		ms, nParts, err := effectMsgs(w.rm, w.commit.Redo, w.arm, w.peakBefore, r.d.sessionMarkerTTL)
+		j, err := newEffectJob(w.rm, w.commit.Redo, w.arm, w.peakBefore, r.d.sessionMarkerTTL)
 		if err != nil { // an encoding error: the redo on reload will fail the same way
 			failed = err
 			r.reloadLater(w)
 			continue
 		}
-		spans = append(spans, span{w: w, from: len(msgs), parts: nParts, n: len(ms)})
-		msgs = append(msgs, ms...)
+		jobs = append(jobs, j)
+		owners = append(owners, w)
 	}
-	var res []jsutil.Result
-	if len(msgs) > 0 {
-		start := time.Now()
-		ctx, cancel := r.opCtx()
-		res, _ = jsutil.PublishAll(ctx, r.d.js, msgs)
-		cancel()
-		r.d.m.PublishSeconds.Observe(time.Since(start).Seconds())
+	if len(jobs) == 0 {
+		return failed
 	}
-	for _, sp := range spans {
-		ok := true
-		for i := sp.from; i < sp.from+sp.n; i++ {
-			if res[i].Err != nil {
-				ok, failed = false, res[i].Err
-				continue
-			}
-			if i-sp.from < sp.parts {
-				sp.w.rm.PartWritten(sp.w.commit.Redo.Parts[i-sp.from].Key, res[i].Ack.Sequence)
-			}
-		}
-		if !ok {
-			r.reloadLater(sp.w)
+	start := time.Now()
+	r.publishEffects(jobs)
+	r.d.m.PublishSeconds.Observe(time.Since(start).Seconds())
+	for i, j := range jobs {
+		w := owners[i]
+		if j.err != nil {
+			failed = j.err
+			r.reloadLater(w)
 			continue
 		}
-		if sp.w.arm {
+		if w.arm {
 			r.d.m.TimersArmed.Inc()
 		}
-		sp.w.commit, sp.w.rm.Redo = nil, nil
+		w.commit, w.rm.Redo = nil, nil
 		// Inputs of the room not yet applied (isolating a failure commits
 		// one at a time) make it go round again.
-		sp.w.stage = stageDone
-		for _, in := range sp.w.inputs {
+		w.stage = stageDone
+		for _, in := range w.inputs {
 			if in.result == "" {
-				sp.w.stage = stageApply
+				w.stage = stageApply
 			}
 		}
 	}
@@ -648,54 +633,15 @@ func (r *partRunner) reloadLater(w *roomWork) {
 	}
 }
 
-// carryOut publishes a commit's effects and waits for them (the redo of a
+// carryOut carries out a commit's effects and waits for them (the redo of a
 // room taken over).
 func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool) error {
-	msgs, nParts, err := effectMsgs(rm, redo, arm, nil, r.d.sessionMarkerTTL)
+	j, err := newEffectJob(rm, redo, arm, nil, r.d.sessionMarkerTTL)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := r.opCtx()
-	res, err := jsutil.PublishAll(ctx, r.d.js, msgs)
-	cancel()
-	for i := 0; i < nParts; i++ {
-		if res[i].Err == nil {
-			rm.PartWritten(redo.Parts[i].Key, res[i].Ack.Sequence)
-		}
-	}
-	return err
-}
-
-// effectMsgs are a commit's effects, in the order they must be stored: the
-// split parts (revision-checked), the session events (Nats-Msg-Id = event
-// id), the live sessions (members before the session's own key) and, with
-// arm, the room's timer. nParts is the number of part writes at the front.
-func effectMsgs(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int, markerTTL time.Duration) (msgs []*nats.Msg, nParts int, err error) {
-	if err := redo.DecodeOutbox(); err != nil {
-		return nil, 0, err
-	}
-	msgs = rm.PartMsgs(redo)
-	nParts = len(msgs)
-	for i := range redo.Outbox { // published as encoded in the redo record
-		ev := &redo.Outbox[i]
-		m := nats.NewMsg(ev.Subject())
-		m.Data = redo.Events[i]
-		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		msgs = append(msgs, m)
-	}
-	sess, err := sessionWrites(rm.State, redo.Outbox, peakBefore, markerTTL)
-	if err != nil {
-		return nil, 0, err
-	}
-	msgs = append(msgs, sess...)
-	if arm && rm.TimerAt != 0 {
-		m, err := TimerMsg(rm.State.RoomID, rm.TimerAt)
-		if err != nil {
-			return nil, 0, err
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs, nParts, nil
+	r.publishEffects([]*effectJob{j})
+	return j.err
 }
 
 // sessionWrites are the rtc_sessions writes of an outbox. For each session

@@ -31,9 +31,9 @@ func TestBatchOnItsOwn(t *testing.T) {
 	defer cancel()
 	live, kill := context.WithCancel(context.Background())
 	defer kill()
-	d := partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(100),
+	d := e.withStreams(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(100),
 		cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), store: roomstore.Options{},
-		m: NewMetrics(nil), log: zap.NewNop(), live: live}
+		m: NewMetrics(nil), log: zap.NewNop(), live: live})
 	for p := 0; p < e.topo.Partitions; p++ {
 		r := newPartRunner(d, p)
 		cons, err := e.h.Raw.Consumer(ctx, topology.ConsumerName(p))
@@ -111,8 +111,8 @@ func TestCatchUpReadsWhatWasDelivered(t *testing.T) {
 	}
 	live, kill := context.WithCancel(ctx)
 	defer kill()
-	r := newPartRunner(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(10),
-		cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}, part)
+	r := newPartRunner(e.withStreams(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(10),
+		cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}), part)
 	// Acquired with nothing acknowledged and all three delivered (to the
 	// dead owner); the first batch is the redelivery of the first input.
 	r.setAckFloor(&jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Stream: 0},
@@ -145,11 +145,25 @@ func TestCatchUpReadsWhatWasDelivered(t *testing.T) {
 		gap  bool
 		want []uint64
 	}{{true, []uint64{seqs[0].seq, seqs[1].seq}}, {false, nil}} {
-		r := newPartRunner(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(10),
-			cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}, part)
+		r := newPartRunner(e.withStreams(partDeps{js: e.js, raw: e.h.Raw, rooms: e.h.Rooms, cache: newRoomCache(10),
+			cfg: DefaultConfig().Worker, reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}), part)
 		r.setAckFloor(&jetstream.ConsumerInfo{})
 		if got := caughtUp(r, []uint64{seqs[2].seq}, tc.gap); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Fatalf("gap %v: caught up %v, want %v", tc.gap, got, tc.want)
 		}
 	}
+}
+
+// withStreams gives a runner built by hand the streams its effects look up
+// (the Worker fills them in partDeps).
+func (e *env) withStreams(d partDeps) partDeps {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, kvStreamName(events.BucketSessions))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d.eventsStream, d.sessions, d.timers = e.h.Events, s, e.h.Timers
+	return d
 }

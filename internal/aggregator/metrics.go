@@ -30,6 +30,7 @@ type Metrics struct {
 	BatchInputs      prometheus.Histogram   // inputs per batch
 	CatchUp          prometheus.Counter     // inputs read directly from RTC_RAW after a hand-off
 	Redos            prometheus.Counter     // commits of a previous owner carried out on load
+	EffectConflicts  *prometheus.CounterVec // conditional effect writes that found another state (live_session, event_order, fenced)
 	DeadPinsReleased prometheus.Counter     // pins of dead workers released on take-over
 	LogSampledOut    prometheus.Counter     // rejection log lines dropped by sampling
 }
@@ -49,6 +50,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events (or array entries) the reducer did not count as memberships, by reason."}, []string{"reason"}),
 		CASConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "cas_conflicts_total",
 			Help: "Room record writes that lost a revision check and were retried."}),
+		EffectConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "effect_conflicts_total",
+			Help: "Conditional effect writes that found another state than expected, by kind: live_session (a key's revision was not the one this worker knew), event_order (the room's last event in RTC_EVENTS was not the one before), fenced (a newer owner had written the room: the older commit was not carried out)."},
+			[]string{"kind"}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
 			Help: "Time to publish an outbox (events, live sessions, timer) and receive every ack.", Buckets: latency}),
 		ProcessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_seconds",
@@ -113,7 +117,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.CacheLookups.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.PublishSeconds, m.ProcessSeconds,
+		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.EffectConflicts, m.PublishSeconds, m.ProcessSeconds,
 			m.ConsumerLag, m.OwnedPartitions, m.LiveWorkers, m.LiveSessions, m.LiveMembers, m.TimerLateness,
 			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos, m.DeadPinsReleased, m.LogSampledOut)
 	}

@@ -34,6 +34,9 @@ type partDeps struct {
 	store   roomstore.Options
 	m       *Metrics
 	log     *zap.Logger
+	// The streams the effects' conditional writes look up (effects.go):
+	// RTC_EVENTS, rtc_sessions' KV stream, and RTC_TIMERS.
+	eventsStream, sessions, timers jetstream.Stream
 	// rejectLog is the worker's sampled logger for rejected memberships.
 	rejectLog *zap.Logger
 	hooks     hooks

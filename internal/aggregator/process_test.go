@@ -73,7 +73,7 @@ var httpListeningRe = regexp.MustCompile(`"msg":"http listening"[^\n]*"addr":"([
 // test topology, configured only through RTC_AGG_* variables (the way the
 // Kubernetes Deployment does it). Its stderr (JSON logs) goes to the test
 // log when the test fails; it is SIGKILLed at cleanup if still running.
-func (e *env) startProc(bin, id string) *aggProc {
+func (e *env) startProc(bin, id string, env ...string) *aggProc {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin)
@@ -102,6 +102,7 @@ func (e *env) startProc(bin, id string) *aggProc {
 	set("LOG_FORMAT", "json")
 	set("LOG_LEVEL", "info")
 	set("SHUTDOWN_GRACE", "5s")
+	cmd.Env = append(cmd.Env, env...)
 	p := &aggProc{id: id, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = p.stderr

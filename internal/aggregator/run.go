@@ -106,7 +106,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return err
 	}
 	w := NewWorker(nc, js, h, WorkerOptions{ID: cfg.Worker.ID, Topology: cfg.Topology.Topology(),
-		Worker: cfg.Worker, Reducer: cfg.Reducer, Log: log, Metrics: NewMetrics(reg), Grace: cfg.ShutdownGrace})
+		Worker: cfg.Worker, Reducer: cfg.Reducer, Log: log, Metrics: NewMetrics(reg), Grace: cfg.ShutdownGrace,
+		hooks: faultHooks(os.Getenv, log)})
 	// The worker's own check first, then the start-up one goes: /readyz is
 	// never ready between the topology and the worker's registration.
 	health.AddCheck("partitions", w.Ready)

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
@@ -44,7 +45,7 @@ type WorkerOptions struct {
 type hooks struct {
 	// afterCommit runs after a room's header was committed and before its
 	// effects (parts, session events, live sessions, timer) are published.
-	afterCommit func(partition int, lastIn uint64)
+	afterCommit func(partition int, room id.RoomID, lastIn uint64)
 	// beforeApply runs in apply just before the reducer, under apply's
 	// recover: a panic there is handled exactly like a reducer panic.
 	beforeApply func(in *events.RawEvent, seq uint64)
@@ -62,6 +63,10 @@ type Worker struct {
 	log   *zap.Logger
 	m     *Metrics
 	cache *roomCache
+	// sessionsStream is rtc_sessions' stream (KV_rtc_sessions): the fenced
+	// live-session writes look up a key's latest message with its headers,
+	// which the KV API does not show.
+	sessionsStream jetstream.Stream
 	// batchSlots bounds the partitions processing a batch at once
 	// (WorkerConfig.ConcurrentBatches).
 	batchSlots chan struct{}
@@ -156,6 +161,13 @@ func Owner(live []string, partition int) string { return assign.Owner(live, part
 // flight, and unpins each partition. It returns after the hand-off, or when
 // Grace is exceeded.
 func (w *Worker) Run(ctx context.Context) error {
+	var err error
+	if w.sessionsStream, err = w.js.Stream(ctx, kvStreamName(events.BucketSessions)); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("look up the stream of bucket %s: %w", events.BucketSessions, err)
+	}
 	if err := w.register(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: nothing to hand off
@@ -216,7 +228,8 @@ func (w *Worker) kill() {
 
 // partDeps is what the worker's partition runners work with.
 func (w *Worker) partDeps() partDeps {
-	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, cache: w.cache, cfg: w.opts.Worker,
+	return partDeps{js: w.js, raw: w.h.Raw, rooms: w.h.Rooms, eventsStream: w.h.Events,
+		sessions: w.sessionsStream, timers: w.h.Timers, cache: w.cache, cfg: w.opts.Worker,
 		reducer: w.opts.Reducer, m: w.m, log: w.log, rejectLog: w.rejectLog, hooks: w.opts.hooks, live: w.procCtx,
 		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second,
 		sessionMarkerTTL: w.opts.Topology.SessionMarkerTTL, batchSlots: w.batchSlots}
@@ -603,3 +616,6 @@ func (w *Worker) countLive(ctx context.Context) {
 		sleepCtx(ctx, time.Second)
 	}
 }
+
+// kvStreamName is the stream behind a KV bucket.
+func kvStreamName(bucket string) string { return "KV_" + bucket }

@@ -70,6 +70,15 @@ type Room struct {
 	// commit, which may not have been carried out (nil: none, or known done).
 	Redo *Redo
 
+	// Where the room's effects stand, as far as this worker knows; not
+	// stored (a loaded room learns them on first use). KeyRevs: the last
+	// revision of each live-session key and timer subject of the room this
+	// worker wrote or looked up (absent: unknown). EventsSeq: the stream
+	// sequence of the room's last event in RTC_EVENTS, when EventsSeqKnown.
+	KeyRevs        map[string]uint64
+	EventsSeq      uint64
+	EventsSeqKnown bool
+
 	// parts are the encoded parts of an inline room, kept so that a commit
 	// encodes only the parts its inputs changed (nil: to be built from the
 	// state, or a split room); partBytes is their total size.

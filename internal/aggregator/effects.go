@@ -1,0 +1,410 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
+)
+
+// HeaderRoomRev stamps every live-session and timer write with the rtc_rooms
+// revision of the commit it carries out. A worker that finds a newer stamp on
+// a key it is about to overwrite has lost the room (see fencedWrites).
+const HeaderRoomRev = "Rtc-Room-Rev"
+
+// errFenced: a newer owner of the room has written past this worker's commit;
+// the room is reloaded and nothing of the older commit is written.
+var errFenced = errors.New("room written by a newer owner")
+
+// effectJob is one commit's effects, to be carried out: the commit just
+// stored, or the redo record of a room taken over.
+type effectJob struct {
+	rm         *roomstore.Room
+	redo       *roomstore.Redo
+	arm        bool           // publish the room's timer schedule
+	peakBefore map[string]int // nil: a redo (see sessionWrites)
+
+	parts   []*nats.Msg // revision-checked writes of the room's split parts
+	writes  []*nats.Msg // live sessions and the timer: fenced (HeaderRoomRev)
+	events  []*nats.Msg // the session events, in per-room seq order
+	seqs    []uint64    // their per-room seq
+	nextEv  int         // events[:nextEv] are stored
+	retries int         // fenced-write and event-chain mismatches so far
+	err     error       // the effects failed (transient, or fenced)
+}
+
+// maxEffectRounds bounds the rounds of revision mismatches one set of effects
+// may go through before it is retried as a whole (the room reloaded).
+const maxEffectRounds = 5
+
+// newEffectJob builds the messages of a commit's effects.
+func newEffectJob(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int, markerTTL time.Duration) (*effectJob, error) {
+	if err := redo.DecodeOutbox(); err != nil {
+		return nil, err
+	}
+	j := &effectJob{rm: rm, redo: redo, arm: arm, peakBefore: peakBefore}
+	j.parts = rm.PartMsgs(redo)
+	sess, err := sessionWrites(rm.State, redo.Outbox, peakBefore, markerTTL)
+	if err != nil {
+		return nil, err
+	}
+	j.writes = sess
+	if arm && rm.TimerAt != 0 {
+		m, err := TimerMsg(rm.State.RoomID, rm.TimerAt)
+		if err != nil {
+			return nil, err
+		}
+		j.writes = append(j.writes, m)
+	}
+	stamp := strconv.FormatUint(rm.Rev, 10)
+	for _, m := range j.writes {
+		m.Header.Set(HeaderRoomRev, stamp)
+	}
+	for i := range redo.Outbox { // published as encoded in the redo record
+		ev := &redo.Outbox[i]
+		m := nats.NewMsg(ev.Subject())
+		m.Data = redo.Events[i]
+		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
+		j.events = append(j.events, m)
+		j.seqs = append(j.seqs, ev.Seq)
+	}
+	return j, nil
+}
+
+// publishEffects carries out the effects of several rooms' commits, in the
+// order the promises to subscribers need:
+//
+//  1. the split parts of rtc_rooms, the live sessions of rtc_sessions and the
+//     room's timer, all at once. Each live-session and timer write is
+//     conditional on the key's revision as this worker last knew it, and is
+//     stamped with the commit's room revision: a key whose latest value
+//     carries a newer stamp was written by the room's next owner, and this
+//     worker stops (fencing: a stalled worker never overwrites a newer live
+//     session).
+//  2. the session events, one at a time per room and all rooms at once:
+//     each is conditional on the room's last event in RTC_EVENTS being the
+//     one before it (Nats-Expected-Last-Subject-Sequence over the room's
+//     subjects), so the server stores a room's events in seq order, also
+//     when a publish fails during a leader election and is retried.
+//
+// Live sessions go before the events, so that once a subscriber has seen a
+// session_ended, rtc_sessions no longer shows the session.
+//
+// A job whose effects failed has err set; the caller reloads the room, whose
+// redo record carries them out again.
+func (r *partRunner) publishEffects(jobs []*effectJob) {
+	r.publishWrites(jobs)
+	r.publishEvents(jobs)
+}
+
+// publishWrites is stage 1 of publishEffects.
+func (r *partRunner) publishWrites(jobs []*effectJob) {
+	for round := 0; ; round++ {
+		var todo []*effectJob
+		for _, j := range jobs {
+			if j.err == nil && (len(j.parts) > 0 || len(j.writes) > 0) {
+				todo = append(todo, j)
+			}
+		}
+		if len(todo) == 0 {
+			return
+		}
+		r.resolveRevs(todo)
+		var msgs []*nats.Msg
+		type span struct {
+			j                *effectJob
+			from, nParts, nW int
+		}
+		var spans []span
+		for _, j := range todo {
+			if j.err != nil {
+				continue
+			}
+			sp := span{j: j, from: len(msgs), nParts: len(j.parts), nW: len(j.writes)}
+			msgs = append(msgs, j.parts...)
+			for _, m := range j.writes {
+				msgs = append(msgs, jsutil.ExpectRevision(m, j.rm.KeyRevs[m.Subject]))
+			}
+			spans = append(spans, sp)
+		}
+		if len(msgs) == 0 {
+			return
+		}
+		ctx, cancel := r.opCtx()
+		res, _ := jsutil.PublishAll(ctx, r.d.js, msgs)
+		cancel()
+		for _, sp := range spans {
+			j := sp.j
+			var parts []*nats.Msg
+			var writes []*nats.Msg
+			for i := 0; i < sp.nParts; i++ {
+				rr := res[sp.from+i]
+				if rr.Err != nil {
+					parts = append(parts, j.parts[i])
+					if j.err == nil {
+						j.err = rr.Err
+					}
+					continue
+				}
+				j.rm.PartWritten(j.redo.Parts[i].Key, rr.Ack.Sequence)
+			}
+			for i := 0; i < sp.nW; i++ {
+				m, rr := j.writes[i], res[sp.from+sp.nParts+i]
+				switch {
+				case rr.Err == nil:
+					j.rm.KeyRevs[m.Subject] = rr.Ack.Sequence
+					if jsutil.IsKVDelete(m) && strings.HasPrefix(m.Subject, sessionsKVPrefix) {
+						// A purged key need not be remembered: the next
+						// write looks it up.
+						delete(j.rm.KeyRevs, m.Subject)
+					}
+				case jsutil.IsRevisionMismatch(rr.Err):
+					delete(j.rm.KeyRevs, m.Subject) // unknown: look it up
+					writes = append(writes, m)
+				default:
+					writes = append(writes, m)
+					if j.err == nil {
+						j.err = rr.Err
+					}
+				}
+			}
+			if len(parts) > 0 {
+				continue // a part's revision check failed: reload the room
+			}
+			j.parts, j.writes = nil, writes
+			if len(writes) > 0 && j.err == nil {
+				j.retries++
+				r.d.m.EffectConflicts.WithLabelValues("live_session").Inc()
+				if j.retries >= maxEffectRounds {
+					j.err = fmt.Errorf("live sessions of room %s: %d rounds of revision conflicts", j.rm.Key, j.retries)
+				}
+			}
+		}
+	}
+}
+
+// sessionsKVPrefix is the subject prefix of rtc_sessions' keys.
+var sessionsKVPrefix = jsutil.KVSubject(events.BucketSessions, "")
+
+// resolveRevs looks up the current revision of every fenced write's subject
+// that the job's room does not know (a room just loaded, or a conflict),
+// several at a time. A subject whose latest message is stamped with a newer
+// room revision than the job's fences the job.
+func (r *partRunner) resolveRevs(jobs []*effectJob) {
+	type lookup struct {
+		j    *effectJob
+		subj string
+		rev  uint64
+		err  error
+	}
+	var ls []*lookup
+	for _, j := range jobs {
+		if j.rm.KeyRevs == nil {
+			j.rm.KeyRevs = map[string]uint64{}
+		}
+		for _, m := range j.writes {
+			if _, ok := j.rm.KeyRevs[m.Subject]; !ok {
+				ls = append(ls, &lookup{j: j, subj: m.Subject})
+			}
+		}
+	}
+	if len(ls) == 0 {
+		return
+	}
+	// Absent keys need one more check: an expired marker leaves nothing to
+	// compare stamps with, so the room's header revision decides.
+	var roomCheck sync.Map
+	parallel(len(ls), 16, func(i int) {
+		l := ls[i]
+		l.rev, l.err = r.currentRev(l.j, l.subj, &roomCheck)
+	})
+	for _, l := range ls {
+		switch {
+		case l.err == nil:
+			l.j.rm.KeyRevs[l.subj] = l.rev
+		case l.j.err == nil:
+			l.j.err = l.err
+			if errors.Is(l.err, errFenced) {
+				r.d.m.EffectConflicts.WithLabelValues("fenced").Inc()
+				r.log.Warn("a newer owner wrote the room: its older commit is not carried out",
+					zap.String("room", l.j.rm.Key), zap.Uint64("room_rev", l.j.rm.Rev), zap.String("subject", l.subj))
+			}
+		}
+	}
+}
+
+// currentRev is the revision (stream sequence of the latest message) of a
+// fenced subject, or errFenced when that message was written for a newer
+// commit of the room than the job's.
+func (r *partRunner) currentRev(j *effectJob, subj string, roomCheck *sync.Map) (uint64, error) {
+	stream := r.d.timers
+	if strings.HasPrefix(subj, sessionsKVPrefix) {
+		stream = r.d.sessions
+	}
+	ctx, cancel := r.opCtx()
+	defer cancel()
+	m, err := stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if stream == r.d.timers {
+			return 0, nil // fired or never armed: a stale timer is a no-op
+		}
+		type checked struct{ err error }
+		if v, ok := roomCheck.Load(j); ok {
+			return 0, v.(checked).err
+		}
+		err := r.stillOwner(ctx, j)
+		roomCheck.Store(j, checked{err})
+		return 0, err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up %s: %w", subj, err)
+	}
+	if stamp, _ := strconv.ParseUint(m.Header.Get(HeaderRoomRev), 10, 64); stamp > j.rm.Rev {
+		return 0, fmt.Errorf("%s stamped with room revision %d, this commit is %d: %w", subj, stamp, j.rm.Rev, errFenced)
+	}
+	return m.Sequence, nil
+}
+
+// stillOwner checks that the room's header is still at the job's revision:
+// nobody committed the room after it.
+func (r *partRunner) stillOwner(ctx context.Context, j *effectJob) error {
+	e, err := r.d.rooms.Get(ctx, j.rm.Key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read room %s: %w", j.rm.Key, err)
+	case e.Revision() != j.rm.Rev:
+		return fmt.Errorf("room %s at revision %d, this commit is %d: %w", j.rm.Key, e.Revision(), j.rm.Rev, errFenced)
+	}
+	return nil
+}
+
+// publishEvents is stage 2 of publishEffects: every room's events in seq
+// order, each conditional on the room's previous event being the last one
+// stored for the room.
+func (r *partRunner) publishEvents(jobs []*effectJob) {
+	for {
+		var wave []*effectJob
+		var lookups []*effectJob
+		for _, j := range jobs {
+			if j.err != nil || j.nextEv >= len(j.events) {
+				continue
+			}
+			if !j.rm.EventsSeqKnown {
+				lookups = append(lookups, j)
+			}
+			wave = append(wave, j)
+		}
+		if len(wave) == 0 {
+			return
+		}
+		parallel(len(lookups), 16, func(i int) { r.lastEvent(lookups[i]) })
+		msgs := make([]*nats.Msg, 0, len(wave))
+		var sent []*effectJob
+		for _, j := range wave {
+			if j.err != nil || j.nextEv >= len(j.events) {
+				continue
+			}
+			m := j.events[j.nextEv]
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(j.rm.EventsSeq, 10))
+			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, roomEventsFilter(j))
+			msgs = append(msgs, m)
+			sent = append(sent, j)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		ctx, cancel := r.opCtx()
+		res, _ := jsutil.PublishAll(ctx, r.d.js, msgs)
+		cancel()
+		for i, j := range sent {
+			switch rr := res[i]; {
+			case rr.Err == nil:
+				j.rm.EventsSeq = rr.Ack.Sequence
+				j.nextEv++
+			case jsutil.IsRevisionMismatch(rr.Err):
+				// Stored already (a retry after a lost ack, the previous
+				// owner's redo) or the room's position is unknown: look at
+				// what the stream holds.
+				j.rm.EventsSeqKnown = false
+				r.d.m.EffectConflicts.WithLabelValues("event_order").Inc()
+				if j.retries++; j.retries >= maxEffectRounds {
+					j.err = fmt.Errorf("events of room %s: %d rounds of order conflicts: %w", j.rm.Key, j.retries, rr.Err)
+				}
+			default:
+				j.err = rr.Err
+			}
+		}
+	}
+}
+
+// roomEventsFilter is the subject filter over all of a room's events.
+func roomEventsFilter(j *effectJob) string {
+	return events.SessionFilter(events.SessionPrefix, "", j.rm.State.RoomID, "")
+}
+
+// lastEvent learns where the room stands in RTC_EVENTS: the stream sequence
+// of its last event, and the events of the job that are stored already (a
+// room's events are stored in seq order, so every event at or below the last
+// stored seq is).
+func (r *partRunner) lastEvent(j *effectJob) {
+	ctx, cancel := r.opCtx()
+	defer cancel()
+	m, err := r.d.eventsStream.GetLastMsgForSubject(ctx, roomEventsFilter(j))
+	var lastSeq uint64
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		j.rm.EventsSeq = 0
+	case err != nil:
+		j.err = fmt.Errorf("look up the last event of room %s: %w", j.rm.Key, err)
+		return
+	default:
+		ev, err := events.DecodeSessionEvent(m.Data)
+		if err != nil {
+			j.err = fmt.Errorf("last event of room %s (stream seq %d): %w", j.rm.Key, m.Sequence, err)
+			return
+		}
+		j.rm.EventsSeq, lastSeq = m.Sequence, ev.Seq
+	}
+	j.rm.EventsSeqKnown = true
+	for j.nextEv < len(j.events) && j.seqs[j.nextEv] <= lastSeq {
+		j.nextEv++
+	}
+	if j.nextEv < len(j.events) && lastSeq != 0 && j.seqs[j.nextEv] != lastSeq+1 {
+		// Not expected: the events before this commit's are not in the
+		// stream (aged out, or removed by hand). Store these after them.
+		r.log.Warn("room events do not follow the room's last stored event",
+			zap.String("room", j.rm.Key), zap.Uint64("last_stored_seq", lastSeq), zap.Uint64("next_seq", j.seqs[j.nextEv]))
+	}
+}
+
+// parallel runs f(0..n-1) with at most width at once.
+func parallel(n, width int, f func(i int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	sem := make(chan struct{}, width)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f(i)
+		}()
+	}
+	wg.Wait()
+}
