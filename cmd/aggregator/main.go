@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,58 +18,54 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
-	"github.com/rtcsessions/rtc-sessions/internal/version"
 )
 
-func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "aggregator:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+const description = `Compute MatrixRTC sessions from RTC_RAW and publish them to RTC_EVENTS and
+the rtc_sessions bucket. With no NATS url configured it starts an embedded
+nats-server.
+
+The configuration is YAML (configs/aggregator.yaml), overridden by RTC_AGG_*
+variables (the YAML path in upper case: RTC_AGG_NATS_URLS for nats.urls).
+Long flags may also be written with one dash (-config FILE). Exit status:
+0 ok, 1 error, 2 usage or configuration error.`
+
+type cli struct {
+	Config  string             `name:"config" placeholder:"FILE" env:"RTC_AGG_CONFIG" help:"YAML configuration file (default: built-in defaults)."`
+	Version config.VersionFlag `name:"version" help:"Print the version, commit and Go version, and exit."`
 }
 
-var errUsage = errors.New("usage")
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
 
-func run(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
-	path := fs.String("config", "", "YAML configuration file (default: built-in defaults; env RTC_AGG_* overrides)")
-	showVersion := fs.Bool("version", false, "print the version, commit and Go version, and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+// run is the aggregator's command line; it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var c cli
+	if _, code, ok := config.Parse("aggregator", description, &c, args, stdout, stderr); !ok {
+		return code
 	}
-	if *showVersion {
-		_, err := fmt.Fprintln(stdout, version.Line("aggregator"))
-		return err
-	}
-
 	cfg := aggregator.DefaultConfig()
-	if err := config.Load(*path, aggregator.EnvPrefix, &cfg); err != nil {
-		return err
+	if err := config.Load(c.Config, aggregator.EnvPrefix, &cfg); err != nil {
+		fmt.Fprintln(stderr, "aggregator:", err)
+		return config.ExitUsage
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		fmt.Fprintf(stderr, "aggregator: invalid configuration:\n%v\n", err)
+		return config.ExitUsage
 	}
 	log, err := telemetry.NewLogger(cfg.Log)
 	if err != nil {
-		return err
+		fmt.Fprintln(stderr, "aggregator:", err)
+		return config.ExitUsage
 	}
 	defer func() { _ = log.Sync() }()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	err = aggregator.Run(ctx, cfg, log, telemetry.NewRegistry())
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err := aggregator.Run(ctx, cfg, log, telemetry.NewRegistry()); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("aggregator failed", zap.Error(err))
-		return err
+		fmt.Fprintln(stderr, "aggregator:", err)
+		return config.ExitError
 	}
-	return nil
+	return config.ExitOK
 }
