@@ -23,7 +23,9 @@ import (
 var ErrNotFound = errors.New("not found")
 
 type sessionsCmd struct {
-	JSON bool `name:"json" help:"Print the events.LiveSession values as JSON."`
+	Room RoomID `name:"room" placeholder:"ROOM_ID" help:"Only the sessions of this room (a room id, !opaque:server)."`
+	App  string `name:"app" help:"Only the sessions of this application (m.call, ...)."`
+	JSON bool   `name:"json" help:"Print the events.LiveSession values as JSON."`
 }
 
 func (c *sessionsCmd) Run(e *runEnv) error {
@@ -36,6 +38,7 @@ func (c *sessionsCmd) Run(e *runEnv) error {
 	if err != nil {
 		return err
 	}
+	sessions = filterSessions(sessions, id.RoomID(c.Room), c.App)
 	if c.JSON {
 		if sessions == nil {
 			sessions = []events.LiveSession{}
@@ -43,7 +46,7 @@ func (c *sessionsCmd) Run(e *runEnv) error {
 		return writeJSON(e.stdout, sessions)
 	}
 	if len(sessions) == 0 {
-		fmt.Fprintln(e.stdout, "no live sessions")
+		fmt.Fprintln(e.stdout, "no live sessions"+c.filterText())
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -58,6 +61,31 @@ func (c *sessionsCmd) Run(e *runEnv) error {
 			fmtMS(s.StartedAt), fmtDur(t.Sub(time.UnixMilli(s.StartedAt))), s.Participants, s.Users, strings.Join(members, ","))
 	}
 	return tw.Flush()
+}
+
+// filterSessions keeps the sessions of room and app ("": any).
+func filterSessions(in []events.LiveSession, room id.RoomID, app string) []events.LiveSession {
+	out := in[:0]
+	for _, s := range in {
+		if (room == "" || s.RoomID == room) && (app == "" || s.Application == app) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (c *sessionsCmd) filterText() string {
+	var f []string
+	if c.Room != "" {
+		f = append(f, "in room "+string(safetext.Escape(string(c.Room))))
+	}
+	if c.App != "" {
+		f = append(f, "of application "+string(safetext.Escape(c.App)))
+	}
+	if len(f) == 0 {
+		return ""
+	}
+	return " " + strings.Join(f, " ")
 }
 
 // writeJSON prints v indented, exactly (safetext.NewJSONEncoder: what
@@ -102,7 +130,7 @@ var errStop = errors.New("enough events")
 type tailCmd struct {
 	Since string `name:"since" placeholder:"TIME" help:"Start at this time: RFC 3339, or a duration back from now (10m). Default: only new events."`
 	All   bool   `name:"all" help:"Start at the beginning of the stream."`
-	Room  string `name:"room" placeholder:"ROOM_ID" help:"Only this room."`
+	Room  RoomID `name:"room" placeholder:"ROOM_ID" help:"Only this room (a room id, !opaque:server)."`
 	App   string `name:"app" help:"Only this application (m.call, ...)."`
 	Kind  string `name:"kind" help:"Only this kind (session_started, member_joined, member_updated, member_left, session_ended)."`
 	Max   int    `name:"max" placeholder:"N" help:"Stop after N events (0: follow until interrupted)."`
@@ -201,14 +229,11 @@ func fmtDur(d time.Duration) string {
 }
 
 type roomCmd struct {
-	Room string `arg:"" name:"room-id" help:"The room (!room:server)."`
+	Room RoomID `arg:"" name:"room-id" help:"The room (a room id, !opaque:server)."`
 	JSON bool   `name:"json" help:"Print the whole record as JSON (keys made readable)."`
 }
 
 func (c *roomCmd) Run(e *runEnv) error {
-	if !strings.HasPrefix(c.Room, "!") {
-		return fmt.Errorf("%w: room %q: want a room id (!room:server)", ErrUsage, c.Room)
-	}
 	room := id.RoomID(c.Room)
 	nc, js, err := e.connect(e.ctx)
 	if err != nil {

@@ -218,6 +218,31 @@ func (e *runEnv) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 	if t.Token != "" {
 		extra = append(extra, nats.Token(t.Token))
 	}
+	// A refusal arrives as an asynchronous error, not as the answer to the
+	// request: it ends the command at once (the context passed on to the
+	// command is cancelled with it), instead of the request's timeout.
+	who := describeUser(t)
+	pctx, cancel := context.WithCancelCause(ctx)
+	e.perm = &permWatch{cancel: cancel}
+	e.ctx = pctx
+	extra = append(extra, nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if p := parseViolation(err, who, t.Config.InboxPrefix); p != nil {
+			if !benignViolation(p) {
+				e.perm.report(p)
+			}
+			return
+		}
+		subj := ""
+		if sub != nil {
+			subj = sub.Subject
+		}
+		log.Warn("nats async error", zap.String("subject", subj), zap.Error(err))
+	}))
+	// The nats client waits its whole timeout for a server that never
+	// greets (an HTTP port): find that out quickly first.
+	if err := probeAll(ctx, t.Config.URLs, e.conn.Timeout); err != nil {
+		return nil, nil, err
+	}
 	nc, err := natsconn.Connect(ctx, t.Config, log, extra...)
 	if err != nil {
 		if t.Context != "" {

@@ -68,7 +68,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dlq"}, "expected one of"},
 		{[]string{"dlq", "purge"}, "unexpected argument purge"},
 		{[]string{"room"}, "expected \"<room-id>\""},
-		{[]string{"room", "not-a-room"}, "want a room id"},
+		{[]string{"room", "not-a-room"}, "is not a room id"},
 		{[]string{"tail", "--kind", "nope"}, "--kind"},
 		{[]string{"sessions", "--password", "pw"}, "--password needs --user"},
 	}

@@ -1,10 +1,10 @@
 package rtcctl
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,13 +21,10 @@ type reconcileCmd struct {
 	Homeserver string        `name:"homeserver" placeholder:"NAME" help:"Read the room from this configured homeserver only (default: the ones that delivered its call events first, then the others, until one can read it)."`
 	Wait       time.Duration `name:"wait" default:"60s" help:"How long to wait for the ingest's answer (its state reads are rate-limited)."`
 	JSON       bool          `name:"json" help:"Print the ingest's reply as JSON."`
-	Room       string        `arg:"" name:"room" help:"The room id (!room:server)."`
+	Room       RoomID        `arg:"" name:"room" help:"The room id (!opaque:server)."`
 }
 
 func (c *reconcileCmd) Run(e *runEnv) error {
-	if !strings.HasPrefix(c.Room, "!") {
-		return fmt.Errorf("%w: room %q: want a room id (!room:server)", ErrUsage, c.Room)
-	}
 	req, err := json.Marshal(ctlapi.ReconcileRequest{RoomID: id.RoomID(c.Room), Homeserver: c.Homeserver})
 	if err != nil {
 		return fmt.Errorf("encode the request: %w", err)
@@ -37,7 +34,9 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 		return err
 	}
 	defer nc.Close()
-	msg, err := nc.Request(ctlapi.ReconcileSubject, req, c.Wait)
+	rctx, cancel := context.WithTimeout(e.ctx, c.Wait)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, ctlapi.ReconcileSubject, req)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("no ingest serves %s (is one running with reconcile.on_demand, and may this user send it?): %w",

@@ -38,6 +38,8 @@ type CLI struct {
 	// Reconcile asks the ingest to re-read a room's call state now.
 	Reconcile reconcileCmd `cmd:"" help:"Ask the ingest to re-read a room's current call state from its homeservers now (reconciliation)."`
 	Simulate  simulateCmd  `cmd:"" help:"Run the session reducer offline over a JSON-lines file of Matrix events."`
+	Token     tokenCmd     `cmd:"" help:"Print a room's subject token, its partition, and the subjects and keys to use with the nats CLI."`
+	Decode    decodeCmd    `cmd:"" help:"Decode a payload from standard input (a session event, a live session or member, an input of RTC_RAW) to JSON."`
 	Help      helpCmd      `cmd:"" help:"Show help for a command."`
 	Ver       versionCmd   `cmd:"" name:"version" help:"Print the version, commit and Go version."`
 }
@@ -54,8 +56,10 @@ Connection flags and environment variables are those of the nats CLI:
 // runEnv is what every command's Run receives.
 type runEnv struct {
 	ctx            context.Context
+	in             io.Reader // nil: os.Stdin
 	stdout, stderr io.Writer
 	conn           *ConnFlags
+	perm           *permWatch // set by connect
 }
 
 type exitCode int
@@ -68,7 +72,12 @@ func (c codeError) Error() string { return fmt.Sprintf("exit status %d", int(c))
 var now = time.Now // replaced in tests
 
 // Main runs rtcctl and returns the process exit status.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return mainIO(ctx, args, nil, stdout, stderr)
+}
+
+// mainIO is Main reading standard input from stdin (nil: os.Stdin).
+func mainIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	// kong ends help and --version through its Exit hook: turn that into a
 	// return instead of an os.Exit.
 	defer func() {
@@ -81,7 +90,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (code in
 		}
 	}()
 	var cli CLI
-	env := &runEnv{ctx: ctx, stdout: stdout, stderr: stderr, conn: &cli.ConnFlags}
+	env := &runEnv{ctx: ctx, in: stdin, stdout: stdout, stderr: stderr, conn: &cli.ConnFlags}
 	parser, err := kong.New(&cli,
 		kong.Name("rtcctl"),
 		kong.Description(description),
@@ -105,6 +114,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (code in
 		return 2
 	}
 	err = kctx.Run()
+	if p := env.perm.get(); p != nil {
+		// The refusal is the cause of whatever the command returned (a
+		// cancelled request, a timeout).
+		safetext.Fprintf(stderr, "rtcctl: %s\n", p.denied())
+		if p.Hint != "" {
+			safetext.Fprintf(stderr, "  hint: %s\n", p.Hint)
+		}
+		return 1
+	}
 	var ce codeError
 	switch {
 	case err == nil, errors.Is(err, context.Canceled) && ctx.Err() != nil:
