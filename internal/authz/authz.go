@@ -27,6 +27,9 @@
 //     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
 //     rtc_rooms (get, watch: for `rtcctl room`). It publishes nothing but those
 //     JetStream API requests.
+//   - api is the HTTP API (cmd/rtcapi): the subscriber's reads of
+//     RTC_EVENTS and rtc_sessions, and RTC_HISTORY (ended sessions by room)
+//     through ordered consumers; not rtc_rooms, not rtc.live.>. Read-only.
 //   - operator is for people running rtcctl against production: everything
 //     the subscriber may do, plus exactly what `rtcctl workers` and `rtcctl
 //     dlq ls/show/redrive` need: look up RTC_RAW and its partition
@@ -48,6 +51,7 @@ import (
 	"strings"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -61,6 +65,7 @@ const (
 	UserAggregator = "aggregator"
 	UserSubscriber = "subscriber"
 	UserOperator   = "operator"
+	UserAPI        = "api"
 )
 
 // Rules is an allow list and a deny list of subjects.
@@ -169,7 +174,7 @@ var noTimers = []string{events.TimerPrefix + ".>", events.FiredPrefix + ".>"}
 func Users() []User {
 	rooms, sessions, workers := events.BucketRooms, events.BucketSessions, events.BucketWorkers
 	kvStreams := []string{kvStream(rooms), kvStream(sessions), kvStream(workers)}
-	ownStreams := append([]string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, events.StreamTimers}, kvStreams...)
+	ownStreams := append([]string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, events.StreamTimers, topology.StreamHistory}, kvStreams...)
 
 	ingest := User{
 		Name: UserIngest, PasswordEnv: "RTC_NATS_INGEST_PASSWORD", InboxPrefix: "_INBOX_ingest",
@@ -279,13 +284,27 @@ func Users() []User {
 			// the RTC_DLQ grant): deleting messages stays denied by name on
 			// every other stream of rtc-sessions
 			[]string{jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "CONSUMER.DELETE.>"},
-			streamOps([]string{"MSG.DELETE"}, events.StreamRaw, events.StreamEvents, events.StreamTimers),
+			streamOps([]string{"MSG.DELETE"}, events.StreamRaw, events.StreamEvents, events.StreamTimers, topology.StreamHistory),
 			streamOps([]string{"MSG.DELETE"}, kvStreams...),
 			noTimers,
 		)},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX_operator"), events.LivePrefix + ".>"}},
 	}
-	return []User{ingest, aggregator, subscriber, operator}
+	// The HTTP API: read-only, like the subscriber, but only what it
+	// serves (session events, live sessions, the history index), with an
+	// inbox of its own.
+	api := User{
+		Name: UserAPI, PasswordEnv: "RTC_NATS_API_PASSWORD", InboxPrefix: "_INBOX_api",
+		Why: "the HTTP API (rtcapi), read-only: RTC_EVENTS and RTC_HISTORY through ordered consumers, rtc_sessions",
+		Publish: Rules{Allow: concat(
+			streamOps([]string{"INFO"}, events.StreamEvents, topology.StreamHistory, kvStream(sessions)),
+			orderedConsumers(events.StreamEvents, topology.StreamHistory),
+			kvWatch(sessions),
+			directGet(kvStream(sessions)),
+		), Deny: concat(neverDelete, []string{jsAPI + "CONSUMER.DELETE.>"}, noTimers)},
+		Subscribe: Rules{Allow: []string{inbox("_INBOX_api")}},
+	}
+	return []User{ingest, aggregator, subscriber, operator, api}
 }
 
 // UserByName returns the user called name.

@@ -58,6 +58,11 @@ func Claims() []Claim {
 		{"operator.no-timers", UserOperator, false, "publish on `rtc.timer.>` or `rtc.fired.>` (the timers)"},
 		{"operator.no-headers", UserOperator, false, "roll up, schedule or expire anything with headers on a re-driven input (RTC_RAW refuses them)"},
 		{"operator.no-snoop", UserOperator, false, "read another user's inbox, serve reconciliations"},
+
+		{"api.read", UserAPI, true, "read RTC_EVENTS and RTC_HISTORY through ephemeral (ordered) consumers; get and watch `rtc_sessions` (through `_INBOX_api`)"},
+		{"api.no-publish", UserAPI, false, "publish anything but those API requests: raw inputs, session events, timers, KV writes"},
+		{"api.no-destroy", UserAPI, false, "delete or purge a stream, bucket, consumer or message"},
+		{"api.no-read", UserAPI, false, "read RTC_RAW, RTC_DLQ, `rtc_rooms`, `rtc_workers` or `rtc.live.>`"},
 	}
 }
 

@@ -339,6 +339,7 @@ func TestShippedPermissions(t *testing.T) {
 		})
 	}
 	headerRefusals(ctx, t, srv, agg, shown)
+	apiGrants(ctx, t, srv, agg, shown)
 	// The refusals changed nothing.
 	for _, s := range []string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, "KV_" + events.BucketRooms, "KV_" + events.BucketSessions} {
 		st, err := agg.JS.Stream(ctx, s)
