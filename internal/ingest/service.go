@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
@@ -83,37 +83,60 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 	})
 
+	// Every goroutine runs in one group: the first to fail (a listener that
+	// cannot bind, the reconciler's subscription) stops the others and is
+	// what Run returns; a start interrupted by it returns it too, not the
+	// interruption.
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := telemetry.Serve(ctx, cfg.MetricsAddr, telemetry.Handler(reg, health), log.Named("metrics"), nil); err != nil {
-			errc <- err
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return telemetry.Serve(gctx, cfg.MetricsAddr, telemetry.Handler(reg, health), log.Named("metrics"), nil)
+	})
+	var nc *nats.Conn
+	defer func() {
+		if nc != nil {
+			nc.Close()
 		}
 	}()
-	defer wg.Wait()
-	defer cancel()
-
-	nc, err := ConnectNATS(ctx, cfg.NATS, log)
+	err = func() (err error) {
+		nc, err = ConnectNATS(gctx, cfg.NATS, log)
+		if err != nil {
+			return err
+		}
+		pub, err := NewPublisher(nc, cfg.Publish.PublisherConfig(), m, log.Named("publish"))
+		if err != nil {
+			return err
+		}
+		health.AddCheck("nats", pub.Ready)
+		pub.SetRelay(NewRelay(relayHomeservers(hss), cfg.Relay.MaxRooms, m, log.Named("relay")))
+		if err := EnsureRaw(gctx, pub, cfg, log, func(err error) { lastErr.Store(&err) }); err != nil {
+			return err
+		}
+		close(ready)
+		log.Info("RTC_RAW ready", zap.Int("partitions", cfg.Topology.Partitions), zap.String("mode", cfg.Topology.Mode))
+		return startSources(gctx, g, cfg, hss, nc, pub, m, log, bound)
+	}()
 	if err != nil {
+		cancel()
+		if gerr := g.Wait(); gerr != nil && parent.Err() == nil {
+			return gerr
+		}
 		return err
 	}
-	defer nc.Close()
-	pub, err := NewPublisher(nc, cfg.Publish.PublisherConfig(), m, log.Named("publish"))
-	if err != nil {
-		return err
+	err = g.Wait()
+	if parent.Err() != nil {
+		log.Info("ingest stopping")
+		return nil
 	}
-	health.AddCheck("nats", pub.Ready)
-	pub.SetRelay(NewRelay(relayHomeservers(hss), cfg.Relay.MaxRooms, m, log.Named("relay")))
-	if err := EnsureRaw(ctx, pub, cfg, log, func(err error) { lastErr.Store(&err) }); err != nil {
-		return err
-	}
-	close(ready)
-	log.Info("RTC_RAW ready", zap.Int("partitions", cfg.Topology.Partitions), zap.String("mode", cfg.Topology.Mode))
+	return err
+}
 
+// startSources starts, in g, the appservice listener, the sync sources and
+// the reconciler of the configured homeservers.
+func startSources(ctx context.Context, g *errgroup.Group, cfg Config, hss []Homeserver, nc *nats.Conn, pub *Publisher,
+	m *Metrics, log *zap.Logger, bound chan<- string) error {
 	tracker := NewRoomTracker(cfg.Reconcile.RecentWindow, cfg.Reconcile.MaxRecentRooms)
 	var asHS []Homeserver
 	for _, h := range hss {
@@ -124,13 +147,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	if len(asHS) > 0 {
 		as := NewAppservice(asHS, pub, m, log.Named("appservice"), cfg.Appservice.Options())
 		as.SetRoomTracker(tracker)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			if err := telemetry.Serve(ctx, cfg.Appservice.ListenAddr, as.Handler(), log.Named("appservice"), bound); err != nil {
-				errc <- fmt.Errorf("appservice listener: %w", err)
+				return fmt.Errorf("appservice listener: %w", err)
 			}
-		}()
+			return nil
+		})
 		names := make([]string, len(asHS))
 		for i, h := range asHS {
 			names[i] = h.Name
@@ -146,6 +168,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 		opts := SyncOptions{Homeserver: h.Name, URL: h.URL, UserID: id.UserID(h.Sync.UserID), DeviceID: id.DeviceID(h.Sync.DeviceID),
 			Timeout: cfg.Sync.Timeout, BackoffMin: cfg.Sync.BackoffMin, BackoffMax: cfg.Sync.BackoffMax}
+		var err error
 		if h.Sync.AccessTokenFile != "" {
 			if opts.Token, err = config.ReadSecretFile(h.Sync.AccessTokenFile); err != nil {
 				return fmt.Errorf("homeserver %s: sync access_token_file: %w", h.Name, err)
@@ -159,31 +182,21 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 		src.SetRoomTracker(tracker)
 		syncs[h.Name] = src
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = src.Run(ctx)
-		}()
+		g.Go(func() error {
+			// The source retries everything but the end of ctx itself.
+			if err := src.Run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("sync %s: %w", h.Name, err)
+			}
+			return nil
+		})
 	}
 	if readers := stateReaders(cfg, hss, syncs, log); len(readers) > 0 {
 		rec := NewReconciler(readers, pub, pub.JetStream(), tracker, m, log.Named("reconcile"), cfg.Reconcile.Options())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := rec.Run(ctx, nc); err != nil {
-				errc <- err
-			}
-		}()
+		g.Go(func() error { return rec.Run(ctx, nc) })
 	} else {
 		log.Info("reconciliation off: no homeserver has as_token_file or a sync bot")
 	}
-	select {
-	case <-ctx.Done():
-		log.Info("ingest stopping")
-		return nil
-	case err := <-errc:
-		return err
-	}
+	return nil
 }
 
 // relayHomeservers is what the relay rule needs of the homeservers.

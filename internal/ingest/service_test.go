@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +77,55 @@ func TestRunStartsBeforeNATS(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not stop")
+	}
+}
+
+// TestRunReturnsAFailingSourcesError: when one of the service's goroutines
+// fails (a listener that cannot bind), Run stops the others and returns
+// that error, also while it is still waiting for NATS.
+func TestRunReturnsAFailingSourcesError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	e := newEnv(t)
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "hs1")
+	_ = os.WriteFile(tok, []byte(tokHS1), 0o600)
+	tests := []struct {
+		name     string
+		natsURL  string
+		metrics  string
+		listen   string
+		wantText string
+	}{
+		// Nothing answers on the NATS url: the service would wait for it
+		// for ever; the metrics listener's failure ends the wait.
+		{"metrics listener, nats not up", "nats://" + testutil.FreePort(t), busy.Addr().String(), "127.0.0.1:0", "listen " + busy.Addr().String()},
+		{"appservice listener", e.url, "127.0.0.1:0", busy.Addr().String(), "appservice listener: listen " + busy.Addr().String()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.NATS.URLs = []string{tc.natsURL}
+			cfg.Topology.Partitions = 4
+			cfg.MetricsAddr = tc.metrics
+			cfg.Appservice.ListenAddr = tc.listen
+			cfg.Homeservers = []HomeserverConfig{{Name: "hs1", HSTokenFile: tok}}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- Run(context.Background(), cfg, zaptest.NewLogger(t), prometheus.NewRegistry(), nil) }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.wantText) {
+					t.Fatalf("Run: %v, want an error with %q", err, tc.wantText)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("Run did not return the failure")
+			}
+		})
 	}
 }
