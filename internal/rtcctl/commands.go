@@ -358,10 +358,7 @@ func PrintRoom(w io.Writer, room id.RoomID, rec *roomstore.Room) {
 		if kind == "" {
 			kind = fmt.Sprint(r.Kind)
 		}
-		why := ""
-		if r.WhyCode != "" {
-			why = string(r.WhyCode) + ": " + r.Why
-		}
+		why := WhyNotCounted(st, r)
 		safetext.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k), kind, r.Sender, r.EventID, fmtMS(r.TS),
 			strings.Join(claims, "; "), why)
 	}

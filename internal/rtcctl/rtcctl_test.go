@@ -269,6 +269,9 @@ func TestRoom(t *testing.T) {
 			Claims: []rtc.Claim{{App: "m.call", User: "@alice:hs1.test", Device: "AD", MemberKey: "AD", CreatedTS: 1700000000000,
 				Deadline: 1700014400000, Format: events.FormatSession, EventID: "$e1", TS: 1700000000000}}},
 		"org.matrix.msc3401.call.member|_@bob:hs1.test_BD_m.call": {EventID: "$e2", Sender: "@bob:hs1.test", TS: 1700000001000, Kind: rtc.RegisterLeave},
+		"org.matrix.msc3401.call.member|_@dave:hs1.test_DD_m.call": {EventID: "$e4", Sender: "@dave:hs1.test", TS: 1700000000000, Kind: rtc.RegisterJoin,
+			Claims: []rtc.Claim{{App: "m.call", User: "@dave:hs1.test", Device: "DD", MemberKey: "DD", CreatedTS: 1700000000000,
+				Deadline: 1700000001000, Format: events.FormatSession, EventID: "$e4", TS: 1700000000000}}},
 		"s\x00org.matrix.msc3401.call.member\x00_@carol:hs1.test_CD_m.call": {EventID: "$e3", Sender: "@mallory:hs1.test", TS: 1700000001000,
 			Kind: rtc.RegisterInvalid, WhyCode: rtc.RejectForeignStateKey, Why: "state key names @carol:hs1.test, sender is @mallory:hs1.test"},
 	}
@@ -291,7 +294,8 @@ func TestRoom(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	for _, want := range []string{"room !a:hs1.test", "seq 2", "RTC_RAW #7", "sessions (1)", "m.call call=\"\"  id sess-1",
-		"devices 1  users 1  peak 2  joins 2", "@alice:hs1.test/AD  joined 2023-11-14T22:13:20.000Z", "registers (3)", "leave",
+		"devices 1  users 1  peak 2  joins 2", "@alice:hs1.test/AD  joined 2023-11-14T22:13:20.000Z", "registers (4)", "leave",
+		"expired at 2023-11-14T22:13:21.000Z", "a leave (no membership)",
 		"s|org.matrix.msc3401.call.member|_@carol:hs1.test_CD_m.call", "foreign_state_key: state key names @carol:hs1.test",
 		"until 2023-11-15T02:13:20.000Z", "room members (1)", "@bob:hs1.test  leave"} {
 		if !strings.Contains(out, want) {
