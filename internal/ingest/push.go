@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/rtcsessions/rtc-sessions/internal/startup"
 )
 
 // PushOptions configure Push, a stand-in for homeservers: it sends a
@@ -132,41 +136,38 @@ func Push(ctx context.Context, r io.Reader, opts PushOptions) error {
 
 func sendTxn(ctx context.Context, opts PushOptions, hs, txnID string, body []byte) (int, error) {
 	deadline := opts.Now().Add(opts.RetryFor)
-	wait := 200 * time.Millisecond
-	for {
+	code := 0
+	err := startup.Retry(ctx, 200*time.Millisecond, 5*time.Second, func() error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPut,
 			strings.TrimRight(opts.URL, "/")+"/_matrix/app/v1/transactions/"+txnID, bytes.NewReader(body))
 		if err != nil {
-			return 0, err
+			return backoff.Permanent(err)
 		}
 		req.Header.Set("Authorization", "Bearer "+opts.Tokens[hs])
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := opts.Client.Do(req)
-		code := 0
+		code = 0
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			code = resp.StatusCode
 			if code == http.StatusOK {
-				return code, nil
+				return nil
 			}
 			if code < 500 && code != http.StatusTooManyRequests { // 429: the ingest's body budget is full, retry
-				return code, fmt.Errorf("transaction %s refused: HTTP %d", txnID, code)
+				return backoff.Permanent(fmt.Errorf("transaction %s refused: HTTP %d", txnID, code))
 			}
+			err = fmt.Errorf("HTTP %d", code)
 		}
 		if opts.Now().After(deadline) {
-			if err == nil {
-				err = fmt.Errorf("HTTP %d", code)
-			}
-			return code, fmt.Errorf("transaction %s not accepted: %w", txnID, err)
+			return backoff.Permanent(fmt.Errorf("transaction %s not accepted: %w", txnID, err))
 		}
-		select {
-		case <-ctx.Done():
-			return code, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
+		return err
+	}, nil)
+	if err != nil && ctx.Err() != nil {
+		return code, ctx.Err()
 	}
+	return code, err
 }
 
 // rebase shifts the event's timestamps (origin_server_ts, received_at and the

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -25,23 +26,27 @@ import (
 // until ctx ends: the ingest may start before NATS (or the aggregator's
 // embedded server) is up.
 func ConnectNATS(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*nats.Conn, error) {
-	wait := 250 * time.Millisecond
-	for {
-		nc, err := natsutil.Connect(ctx, c, log)
-		if err == nil {
-			return nc, nil
+	var nc *nats.Conn
+	var last error
+	err := startup.Retry(ctx, 250*time.Millisecond, 5*time.Second, func() (err error) {
+		nc, err = natsutil.Connect(ctx, c, log)
+		if err != nil {
+			last = err
+			if errors.Is(err, topology.ErrServerTooOld) {
+				return backoff.Permanent(err)
+			}
 		}
-		if errors.Is(err, topology.ErrServerTooOld) {
-			return nil, err
-		}
+		return err
+	}, func(err error, wait time.Duration) {
 		log.Warn("nats not reachable yet, retrying", zap.Duration("wait", wait), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to nats: %w (last error: %w)", ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
+	})
+	switch {
+	case err == nil:
+		return nc, nil
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("connect to nats: %w (last error: %w)", ctx.Err(), last)
 	}
+	return nil, err
 }
 
 // EnsureRaw creates (or verifies) RTC_RAW, retrying (startup.Ensure) until

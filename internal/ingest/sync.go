@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/startup"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -167,27 +167,18 @@ type syncRoom struct {
 
 // Run syncs until ctx ends, backing off exponentially (capped) on errors.
 func (s *SyncSource) Run(ctx context.Context) error {
-	backoff := s.opts.BackoffMin
+	// Each Retry ends at the first /sync that succeeds, so the wait starts
+	// again from the minimum after one does.
 	for ctx.Err() == nil {
-		err := s.login(ctx)
-		if err == nil {
-			err = s.Once(ctx)
-		}
-		if err == nil {
-			backoff = s.opts.BackoffMin
-			continue
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		s.m.SyncErrors.WithLabelValues(s.opts.Homeserver).Inc()
-		wait := backoff + time.Duration(rand.Int64N(int64(backoff)/4+1))
-		s.log.Warn("sync failed, backing off", zap.Duration("wait", wait), zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, s.opts.BackoffMax)
+		_ = startup.Retry(ctx, s.opts.BackoffMin, s.opts.BackoffMax, func() error {
+			if err := s.login(ctx); err != nil {
+				return err
+			}
+			return s.Once(ctx)
+		}, func(err error, wait time.Duration) {
+			s.m.SyncErrors.WithLabelValues(s.opts.Homeserver).Inc()
+			s.log.Warn("sync failed, backing off", zap.Duration("wait", wait), zap.Error(err))
+		})
 	}
 	return ctx.Err()
 }

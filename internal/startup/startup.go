@@ -12,9 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -56,32 +56,64 @@ func (o Options) withDefaults() Options {
 // o.AttemptTimeout; failures are logged as warnings with the error.
 func Ensure(ctx context.Context, log *zap.Logger, o Options, attempt func(context.Context) error) error {
 	o = o.withDefaults()
-	wait := o.MinWait
-	for n := 1; ; n++ {
+	n := 0
+	var last error
+	err := Retry(ctx, o.MinWait, o.MaxWait, func() error {
+		n++
 		actx, cancel := context.WithTimeout(ctx, o.AttemptTimeout)
 		err := attempt(actx)
 		cancel()
-		switch {
-		case err == nil:
-			return nil
-		case ctx.Err() != nil:
-			return fmt.Errorf("%s: %w (last error: %w)", o.What, ctx.Err(), err)
-		case Permanent(err):
-			return fmt.Errorf("%s: %w", o.What, err)
+		if err != nil {
+			last = err
+			if Permanent(err) {
+				return backoff.Permanent(err)
+			}
 		}
-		sleep := wait/2 + rand.N(wait/2+1)
+		return err
+	}, func(err error, wait time.Duration) {
 		log.Warn("not ready yet; retrying", zap.String("what", o.What), zap.Int("attempt", n),
-			zap.Duration("wait", sleep), zap.Error(err))
+			zap.Duration("wait", wait), zap.Error(err))
 		if o.OnRetry != nil {
-			o.OnRetry(n, err, sleep)
+			o.OnRetry(n, err, wait)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (last error: %w)", o.What, ctx.Err(), err)
-		case <-time.After(sleep):
-		}
-		wait = min(2*wait, o.MaxWait)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w (last error: %w)", o.What, ctx.Err(), last)
+	default:
+		return fmt.Errorf("%s: %w", o.What, err)
 	}
+}
+
+// Backoff is the services' wait between attempts: it starts at minWait,
+// doubles per failed attempt up to maxWait, and each wait is drawn at random
+// from the upper half of that bound, so that replicas started together
+// drift apart. (backoff's randomization spreads a wait by a factor around
+// its interval: an interval of 3/4 of the bound with a factor of 1/3 is
+// the range [bound/2, bound].)
+func Backoff(minWait, maxWait time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     minWait * 3 / 4,
+		RandomizationFactor: 1.0 / 3,
+		Multiplier:          2,
+		MaxInterval:         max(minWait, maxWait) * 3 / 4,
+	}
+}
+
+// Retry calls op until it returns nil, an error wrapped by
+// backoff.Permanent (returned unwrapped) or ctx ends (ctx's error), waiting
+// Backoff(minWait, maxWait) between attempts, with no total deadline
+// (backoff's default gives up after 15 minutes). notify, when not nil,
+// learns each failure and the wait that follows it.
+func Retry(ctx context.Context, minWait, maxWait time.Duration, op func() error, notify func(err error, wait time.Duration)) error {
+	opts := []backoff.RetryOption{backoff.WithBackOff(Backoff(minWait, maxWait)), backoff.WithMaxElapsedTime(0)}
+	if notify != nil {
+		opts = append(opts, backoff.WithNotify(notify))
+	}
+	_, err := backoff.Retry(ctx, func() (struct{}, error) { return struct{}{}, op() }, opts...)
+	return err
 }
 
 // permanentAPIErrors are JetStream API errors that mean the configuration

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -151,5 +152,78 @@ func TestEnsureHasNoTotalDeadline(t *testing.T) {
 	})
 	if err != nil || calls < 20 {
 		t.Fatalf("Ensure = %v after %d attempts; want success after at least 20", err, calls)
+	}
+}
+
+// TestBackoff: each wait is within the upper half of its bound, which
+// doubles from the minimum to the maximum; both halves are used.
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct{ minWait, maxWait time.Duration }{
+		{500 * time.Millisecond, 10 * time.Second},
+		{250 * time.Millisecond, 5 * time.Second},
+		{time.Second, time.Second},
+	} {
+		var low, high bool
+		for range 200 {
+			b := Backoff(tc.minWait, tc.maxWait)
+			for i := range 8 {
+				bound := min(tc.minWait<<i, tc.maxWait)
+				w := b.NextBackOff()
+				if w < bound/2 || w > bound {
+					t.Fatalf("%v..%v: wait %d = %s, want within [%s, %s]", tc.minWait, tc.maxWait, i+1, w, bound/2, bound)
+				}
+				low = low || w < bound*3/4
+				high = high || w > bound*3/4
+			}
+		}
+		if !low || !high {
+			t.Errorf("%v..%v: the waits are not spread over the upper half (low %v, high %v)", tc.minWait, tc.maxWait, low, high)
+		}
+	}
+}
+
+func TestRetry(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name      string
+		failures  int  // transient failures before the outcome
+		permanent bool // the outcome is a permanent failure
+		cancelAt  int  // cancel ctx in this attempt (0: never)
+		want      error
+		calls     int
+	}{
+		{"success at once", 0, false, 0, nil, 1},
+		{"success after failures", 3, false, 0, nil, 4},
+		{"permanent failure, unwrapped", 2, true, 0, boom, 3},
+		{"context ends", 100, false, 4, context.Canceled, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			calls, notified := 0, 0
+			err := Retry(ctx, time.Millisecond, 2*time.Millisecond, func() error {
+				calls++
+				if calls == tc.cancelAt {
+					cancel()
+				}
+				switch {
+				case calls <= tc.failures:
+					return fmt.Errorf("transient %d", calls)
+				case tc.permanent:
+					return backoff.Permanent(boom)
+				}
+				return nil
+			}, func(error, time.Duration) { notified++ })
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) || calls != tc.calls {
+				t.Fatalf("Retry = %v after %d calls; want %v after %d", err, calls, tc.want, tc.calls)
+			}
+			if tc.permanent && err != boom {
+				t.Errorf("the permanent error is returned wrapped: %#v", err)
+			}
+			if want := min(calls-1, tc.failures); tc.cancelAt == 0 && notified != want {
+				t.Errorf("notified %d times, want %d", notified, want)
+			}
+		})
 	}
 }
