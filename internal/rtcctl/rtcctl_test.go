@@ -146,6 +146,46 @@ func TestSessions(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got) != 2 || got[1].Participants != 2 {
 		t.Fatalf("json: %d %s", code, out)
 	}
+	// --room and --app select sessions; the table and --json agree.
+	filters := []struct {
+		args     []string
+		sessions []string // session ids
+		empty    string
+	}{
+		{[]string{"--room", string(roomA)}, []string{"s2"}, ""},
+		{[]string{"--room", string(roomB)}, []string{"s1"}, ""},
+		{[]string{"--app", "m.call"}, []string{"s1"}, ""},
+		{[]string{"--app", "io.example.game", "--room", string(roomA)}, []string{"s2"}, ""},
+		{[]string{"--app", "m.call", "--room", string(roomA)}, nil, "no live sessions in room !a:hs1.test of application m.call"},
+		{[]string{"--room", "!none:hs1.test"}, nil, "no live sessions in room !none:hs1.test"},
+	}
+	for _, f := range filters {
+		code, out, errs := run(t, append([]string{"sessions", "--json", "--nats", url}, f.args...)...)
+		var got []events.LiveSession
+		if code != 0 || json.Unmarshal([]byte(out), &got) != nil {
+			t.Fatalf("%v --json: exit %d %s%s", f.args, code, out, errs)
+		}
+		var ids []string
+		for _, s := range got {
+			ids = append(ids, s.SessionID)
+		}
+		if strings.Join(ids, ",") != strings.Join(f.sessions, ",") {
+			t.Errorf("%v: sessions %v, want %v", f.args, ids, f.sessions)
+		}
+		code, out, errs = run(t, append([]string{"sessions", "--nats", url}, f.args...)...)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		switch {
+		case code != 0:
+			t.Errorf("%v: exit %d %s", f.args, code, errs)
+		case f.empty != "" && strings.TrimSpace(out) != f.empty:
+			t.Errorf("%v: %q, want %q", f.args, out, f.empty)
+		case f.empty == "" && len(lines) != 1+len(f.sessions):
+			t.Errorf("%v: table\n%s", f.args, out)
+		}
+	}
+	if code, _, errs := run(t, "sessions", "--room", "gaming", "--nats", url); code != 2 || !strings.Contains(errs, "is not a room id") {
+		t.Errorf("--room gaming: exit %d %s", code, errs)
+	}
 }
 
 func TestSessionsWithoutAggregator(t *testing.T) {
