@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Binaries are the programs the benchmark runs as separate processes.
@@ -245,19 +245,16 @@ func (a *aggregatorProc) ownedPartitions() (n int, ok bool) {
 		return 0, false
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, found := strings.CutPrefix(line, "rtc_aggregator_owned_partitions "); found {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				return int(v), true
-			}
-		}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, false
 	}
-	return 0, false
+	mf := families["rtc_aggregator_owned_partitions"]
+	if mf == nil || len(mf.GetMetric()) == 0 {
+		return 0, false
+	}
+	return int(mf.GetMetric()[0].GetGauge().GetValue()), true
 }
 
 // cpuTime is the user+system CPU time a process has used so far
