@@ -9,9 +9,16 @@ import "maunium.net/go/mautrix/id"
 // ReconcileSubject is where `rtcctl reconcile` sends its requests (NATS
 // request/reply, JSON ReconcileRequest → ReconcileReply). Ingest replicas
 // subscribe in the queue group ReconcileQueue: one of them answers.
+//
+// An ingest that does not reconcile on demand (reconcile.on_demand false,
+// or no homeserver it can read room state from) still answers, in the queue
+// group ReconcileOffQueue, with Off set: rtcctl then names the reason
+// instead of finding no responder. Its own queue group keeps every request
+// going to one replica that does reconcile, if any.
 const (
-	ReconcileSubject = "rtc.ctl.ingest.reconcile"
-	ReconcileQueue   = "rtc-ingest"
+	ReconcileSubject  = "rtc.ctl.ingest.reconcile"
+	ReconcileQueue    = "rtc-ingest"
+	ReconcileOffQueue = "rtc-ingest-off"
 )
 
 // ReconcileRequest asks the ingest to reconcile one room now.
@@ -30,6 +37,9 @@ type ReconcileReply struct {
 	// succeeded unless every one failed.
 	Attempts []ReconcileResult `json:"attempts"`
 	Error    string            `json:"error,omitempty"` // a bad request, or no homeserver could read the room
+	// Off, set by an ingest that does not reconcile on demand, says why
+	// (Error says it too); the request did nothing.
+	Off string `json:"off,omitempty"`
 }
 
 // ReconcileResult is what reading one room from one homeserver did.

@@ -55,7 +55,7 @@ type Reconciler struct {
 	m       *Metrics
 	log     *zap.Logger
 	opts    ReconcileOptions
-	limit   *rateLimiter
+	limit   *rate.Limiter
 	now     func() time.Time
 	cursor  int // rotation of capped passes
 }
@@ -80,10 +80,17 @@ func NewReconciler(readers []*StateReader, pub *Publisher, js jetstream.JetStrea
 // Run does the start pass (if configured), serves on-demand requests on nc
 // (if configured) and does a pass every Interval (if not 0), until ctx ends.
 func (r *Reconciler) Run(ctx context.Context, nc *nats.Conn) error {
-	if r.opts.OnDemand && nc != nil {
+	switch {
+	case r.opts.OnDemand && nc != nil:
 		sub, err := nc.QueueSubscribe(ctlapi.ReconcileSubject, ctlapi.ReconcileQueue, func(msg *nats.Msg) { r.serve(ctx, msg) })
 		if err != nil {
 			return fmt.Errorf("reconcile: subscribe %s: %w", ctlapi.ReconcileSubject, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	case nc != nil:
+		sub, err := SubscribeReconcileOff(nc, "reconcile.on_demand is false", r.log)
+		if err != nil {
+			return err
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
@@ -300,7 +307,7 @@ func (r *Reconciler) reconcileRoom(ctx context.Context, c roomRef, only string) 
 // readAndPublish reads one room's state from one homeserver and publishes it.
 func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room id.RoomID) (ctlapi.ReconcileResult, error) {
 	res := ctlapi.ReconcileResult{Homeserver: rd.Homeserver}
-	if err := r.limit.wait(ctx); err != nil {
+	if err := r.limit.Wait(ctx); err != nil {
 		return res, &ReconcileError{Reason: ReconcileUnreachable, Err: fmt.Errorf("rate limit wait: %w", err)}
 	}
 	raws, err := rd.RoomState(ctx, room)
@@ -363,6 +370,29 @@ func (r *Reconciler) serve(ctx context.Context, msg *nats.Msg) {
 	if err := msg.Respond(b); err != nil {
 		r.log.Warn("reconcile: cannot answer the request", zap.Error(err))
 	}
+}
+
+// SubscribeReconcileOff answers rtcctl's reconcile requests, in the queue
+// group ctlapi.ReconcileOffQueue, with why this ingest does not reconcile on
+// demand (reason), so that the operator reads the cause and not "no
+// responders". The caller unsubscribes.
+func SubscribeReconcileOff(nc *nats.Conn, reason string, log *zap.Logger) (*nats.Subscription, error) {
+	sub, err := nc.QueueSubscribe(ctlapi.ReconcileSubject, ctlapi.ReconcileOffQueue, func(msg *nats.Msg) {
+		var req ctlapi.ReconcileRequest
+		_ = json.Unmarshal(msg.Data, &req) // the room is only echoed
+		b, err := json.Marshal(ctlapi.ReconcileReply{RoomID: req.RoomID, Attempts: []ctlapi.ReconcileResult{}, Off: reason,
+			Error: "reconciliation on demand is off in this ingest: " + reason})
+		if err != nil {
+			return
+		}
+		if err := msg.Respond(b); err != nil {
+			log.Warn("reconcile: cannot answer the request", zap.Error(err))
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: subscribe %s: %w", ctlapi.ReconcileSubject, err)
+	}
+	return sub, nil
 }
 
 // RoomTracker remembers the rooms the sources saw call state events in,
@@ -465,41 +495,11 @@ func (t *RoomTracker) Recent(now time.Time) []roomRef {
 	return out
 }
 
-// rateLimiter spaces requests at least 1/rate apart (0: no limit).
-type rateLimiter struct {
-	mu   sync.Mutex
-	gap  time.Duration
-	next time.Time
-}
-
-func newRateLimiter(perSecond float64) *rateLimiter {
-	l := &rateLimiter{}
-	if perSecond > 0 {
-		l.gap = time.Duration(float64(time.Second) / perSecond)
+// newRateLimiter spaces requests at least 1/perSecond apart, without
+// bursts (0: no limit).
+func newRateLimiter(perSecond float64) *rate.Limiter {
+	if perSecond <= 0 {
+		return rate.NewLimiter(rate.Inf, 1)
 	}
-	return l
-}
-
-func (l *rateLimiter) wait(ctx context.Context) error {
-	if l.gap == 0 {
-		return ctx.Err()
-	}
-	l.mu.Lock()
-	now := time.Now()
-	at := l.next
-	if at.Before(now) {
-		at = now
-	}
-	l.next = at.Add(l.gap)
-	l.mu.Unlock()
-	if d := time.Until(at); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return ctx.Err()
+	return rate.NewLimiter(rate.Limit(perSecond), 1)
 }

@@ -200,6 +200,13 @@ func startSources(ctx context.Context, g *errgroup.Group, cfg Config, hss []Home
 		g.Go(func() error { return rec.Run(ctx, nc) })
 	} else {
 		log.Info("reconciliation off: no homeserver has as_token_file or a sync bot")
+		if cfg.Reconcile.OnDemand {
+			sub, err := SubscribeReconcileOff(nc, "no homeserver has as_token_file (with url) or a sync bot to read room state with", log.Named("reconcile"))
+			if err != nil {
+				return err
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+		}
 	}
 	return nil
 }

@@ -34,19 +34,13 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 		return err
 	}
 	defer nc.Close()
-	rctx, cancel := context.WithTimeout(e.ctx, c.Wait)
-	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, ctlapi.ReconcileSubject, req)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("no ingest serves %s (is one running with reconcile.on_demand, and may this user send it?): %w",
-			ctlapi.ReconcileSubject, err)
-	case err != nil:
+	reply, err := requestReconcile(e.ctx, nc, req, c.Wait)
+	if err != nil {
 		return fmt.Errorf("reconcile %s: %w", c.Room, err)
 	}
-	var reply ctlapi.ReconcileReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return fmt.Errorf("reconcile %s: the ingest's reply: %w", c.Room, err)
+	if reply.Off != "" && !c.JSON {
+		return fmt.Errorf("reconcile %s: the ingest does not reconcile on demand: %s (docs/ingest.md, \"Reconciliation\", says what it needs)",
+			c.Room, reply.Off)
 	}
 	if c.JSON {
 		if err := writeJSON(e.stdout, reply); err != nil {
@@ -59,6 +53,61 @@ func (c *reconcileCmd) Run(e *runEnv) error {
 		return fmt.Errorf("reconcile %s: %s", c.Room, reply.Error)
 	}
 	return nil
+}
+
+// offGrace is how long rtcctl waits, after an ingest that does not
+// reconcile answered, for one that does (another replica, configured
+// otherwise) before it reports the first answer.
+const offGrace = 2 * time.Second
+
+// requestReconcile sends the request and waits up to wait for the answer:
+// the answer of an ingest that reconciled, else, after offGrace, that of
+// one that does not reconcile on demand (it says why). Several ingests may
+// answer (one per queue group), so the replies are read from an inbox of
+// rtcctl's own rather than by nats.Conn.Request, which takes the first.
+func requestReconcile(ctx context.Context, nc *nats.Conn, req []byte, wait time.Duration) (ctlapi.ReconcileReply, error) {
+	var none ctlapi.ReconcileReply
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return none, fmt.Errorf("subscribe to the reply inbox: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(ctlapi.ReconcileSubject, inbox, req); err != nil {
+		return none, fmt.Errorf("send the request: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	var off *ctlapi.ReconcileReply
+	for {
+		until := deadline
+		if off != nil {
+			until = time.Now().Add(min(offGrace, time.Until(deadline)))
+		}
+		mctx, cancel := context.WithDeadline(ctx, until)
+		msg, err := sub.NextMsgWithContext(mctx)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return none, context.Cause(ctx)
+		case err != nil && off != nil:
+			return *off, nil
+		case errors.Is(err, nats.ErrNoResponders): // the server's answer when nobody subscribes
+			return none, fmt.Errorf("no ingest serves %s: none runs against this NATS server and account (an ingest "+
+				"answers even when it does not reconcile): %w", ctlapi.ReconcileSubject, nats.ErrNoResponders)
+		case err != nil:
+			return none, fmt.Errorf("no answer from the ingest within --wait %s: %w", wait, err)
+		}
+		var reply ctlapi.ReconcileReply
+		if err := json.Unmarshal(msg.Data, &reply); err != nil {
+			return none, fmt.Errorf("the ingest's reply: %w", err)
+		}
+		if reply.Off == "" {
+			return reply, nil
+		}
+		if off == nil {
+			off = &reply
+		}
+	}
 }
 
 // PrintReconcile prints the ingest's reply to a reconcile request, one line

@@ -68,6 +68,16 @@ func TestReconcile(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// An ingest that cannot reconcile (no homeserver it can read state
+	// from) answers too, in a queue group of its own: the one that can
+	// still gets the request, and its answer wins.
+	offSub, err := ingest.SubscribeReconcileOff(nc, "no homeserver has as_token_file (with url) or a sync bot to read room state with", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	code, out, errOut := run(t, "--server", url, "reconcile", string(roomA))
 	if want := string(roomA) + ": reconciled from hs1: 2 state events, 2 new in RTC_RAW, 0 already there\n"; code != 0 || out != want {
 		t.Fatalf("status %d, stdout %q (want %q), stderr %q", code, out, want, errOut)
@@ -94,5 +104,35 @@ func TestReconcile(t *testing.T) {
 	}
 	if code, _, _ := run(t, "--server", url, "reconcile", "not-a-room"); code != 2 {
 		t.Fatalf("bad room id: status %d, want 2", code)
+	}
+
+	// Only ingests that do not reconcile on demand: their reason, at once.
+	cancel()
+	<-done
+	done <- nil
+	start := time.Now()
+	code, out, errOut = run(t, "--server", url, "reconcile", string(roomA))
+	if code != 1 || out != "" || !strings.Contains(errOut, "the ingest does not reconcile on demand: no homeserver has as_token_file") ||
+		strings.Contains(errOut, "no ingest serves") || time.Since(start) > 5*time.Second {
+		t.Fatalf("no reader: status %d after %s, stdout %q, stderr %q", code, time.Since(start), out, errOut)
+	}
+	_ = offSub.Unsubscribe()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	off := ingest.NewReconciler([]*ingest.StateReader{rd}, pub, js, ingest.NewRoomTracker(time.Hour, 10), ingest.NewMetrics(nil), log,
+		ingest.ReconcileOptions{MaxRoomsPerPass: 10, RequestsPerSecond: 100, OnDemand: false})
+	go func() { _ = off.Run(ctx2, nc) }()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		code, out, errOut = run(t, "--server", url, "reconcile", "--json", string(roomA))
+		if !strings.Contains(errOut, "no ingest serves") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	reply = ctlapi.ReconcileReply{}
+	if err := json.Unmarshal([]byte(out), &reply); code != 1 || err != nil || reply.Off != "reconcile.on_demand is false" ||
+		!strings.Contains(errOut, "reconcile.on_demand is false") {
+		t.Fatalf("on_demand false: status %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
