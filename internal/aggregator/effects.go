@@ -164,13 +164,9 @@ func (r *partRunner) publishWrites(jobs []*effectJob) {
 				switch {
 				case rr.Err == nil:
 					j.rm.KeyRevs[m.Subject] = rr.Ack.Sequence
-					if jsutil.IsKVDelete(m) && strings.HasPrefix(m.Subject, sessionsKVPrefix) {
-						// A purged key need not be remembered: the next
-						// write looks it up.
-						delete(j.rm.KeyRevs, m.Subject)
-					}
 				case jsutil.IsRevisionMismatch(rr.Err):
 					delete(j.rm.KeyRevs, m.Subject) // unknown: look it up
+					j.rm.Fresh = false
 					writes = append(writes, m)
 				default:
 					writes = append(writes, m)
@@ -215,6 +211,10 @@ func (r *partRunner) resolveRevs(jobs []*effectJob) {
 		}
 		for _, m := range j.writes {
 			if _, ok := j.rm.KeyRevs[m.Subject]; !ok {
+				if j.rm.Fresh {
+					j.rm.KeyRevs[m.Subject] = 0 // a room never stored has no keys yet
+					continue
+				}
 				ls = append(ls, &lookup{j: j, subj: m.Subject})
 			}
 		}
@@ -335,6 +335,7 @@ func (r *partRunner) publishEvents(jobs []*effectJob) {
 				j.rm.EventsSeq = rr.Ack.Sequence
 				j.nextEv++
 			case jsutil.IsRevisionMismatch(rr.Err):
+				j.rm.Fresh = false
 				// Stored already (a retry after a lost ack, the previous
 				// owner's redo) or the room's position is unknown: look at
 				// what the stream holds.

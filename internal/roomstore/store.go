@@ -75,9 +75,12 @@ type Room struct {
 	// revision of each live-session key and timer subject of the room this
 	// worker wrote or looked up (absent: unknown). EventsSeq: the stream
 	// sequence of the room's last event in RTC_EVENTS, when EventsSeqKnown.
+	// Fresh: the room was never stored, so none of its keys and events exist
+	// yet (an unknown key is absent: no need to look it up).
 	KeyRevs        map[string]uint64
 	EventsSeq      uint64
 	EventsSeqKnown bool
+	Fresh          bool
 
 	// parts are the encoded parts of an inline room, kept so that a commit
 	// encodes only the parts its inputs changed (nil: to be built from the
@@ -90,7 +93,8 @@ type Room struct {
 func New(room id.RoomID) *Room {
 	st := rtc.NewRoomState(room)
 	st.TrackChanges()
-	return &Room{Key: events.RoomKey(room), State: st, PartRevs: map[string]uint64{}}
+	return &Room{Key: events.RoomKey(room), State: st, PartRevs: map[string]uint64{},
+		EventsSeqKnown: true, Fresh: true}
 }
 
 // Load reads a room from the rtc_rooms bucket: its header, and its parts if
