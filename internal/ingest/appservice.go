@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"maunium.net/go/mautrix"
 
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -379,8 +380,8 @@ func (a *Appservice) overBudget(w http.ResponseWriter, log *zap.Logger) int {
 	log.Warn("transaction body budget exhausted, asking the homeserver to retry", zap.Int64("budget_bytes", a.opts.BodyBudget))
 	ms := a.opts.RetryAfter.Milliseconds()
 	w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
-	return writeMatrixError(w, http.StatusTooManyRequests, matrixError{ErrCode: errLimitExceeded,
-		Error: "too many transaction bytes in flight, retry later", RetryAfterMS: ms})
+	return writeMatrixError(w, http.StatusTooManyRequests, mautrix.RespError{ErrCode: errLimitExceeded,
+		Err: "too many transaction bytes in flight, retry later", ExtraData: map[string]any{"retry_after_ms": ms}})
 }
 
 // badTransaction answers a transaction that could not be read or decoded.
@@ -501,19 +502,16 @@ func writeOK(w http.ResponseWriter) int {
 	return http.StatusOK
 }
 
-// matrixError is the Matrix standard error body.
-type matrixError struct {
-	ErrCode      string `json:"errcode"`
-	Error        string `json:"error"`
-	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
-}
-
 func writeError(w http.ResponseWriter, status int, errcode, msg string) int {
-	return writeMatrixError(w, status, matrixError{ErrCode: errcode, Error: msg})
+	return writeMatrixError(w, status, mautrix.RespError{ErrCode: errcode, Err: msg})
 }
 
-func writeMatrixError(w http.ResponseWriter, status int, e matrixError) int {
-	b, _ := json.Marshal(e) // cannot fail: strings and an integer
+// writeMatrixError writes the Matrix standard error body,
+// {"errcode":...,"error":...} and e's extra fields. (RespError.Write would
+// also add CORS headers when mautrix's exhttp is configured so, and a
+// newline.)
+func writeMatrixError(w http.ResponseWriter, status int, e mautrix.RespError) int {
+	b, _ := e.MarshalJSON() // cannot fail: strings and integers
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)

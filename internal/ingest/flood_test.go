@@ -185,6 +185,13 @@ func (h hugeArrayBody) writeTo(w io.Writer) (int64, error) {
 	return cw.n, cw.err
 }
 
+// matrixError is the Matrix error body as a homeserver reads it.
+type matrixError struct {
+	ErrCode      string `json:"errcode"`
+	Error        string `json:"error"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+}
+
 // putStreamed sends a generated body with its Content-Length and returns
 // the status and Matrix error body (or the transport error).
 func putStreamed(ctx context.Context, url, token string, length int64, gen func(io.Writer) (int64, error)) (int, matrixError, error) {

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -36,8 +36,9 @@ type Publisher struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	cfg   PublisherConfig
-	sem   chan struct{}
-	bytes *byteSem
+	sem   *semaphore.Weighted // publishes awaiting their PubAck
+	bytes *semaphore.Weighted // their encoded bytes
+	maxB  int64               // MaxInFlightBytes: a larger message waits for all of it
 	m     *Metrics
 	log   *zap.Logger
 	relay *Relay // the cross-homeserver rule; nil: every event is published
@@ -64,8 +65,8 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig, m *Metrics, log *zap.Logge
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	return &Publisher{nc: nc, js: js, cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight),
-		bytes: newByteSem(cfg.MaxInFlightBytes), m: m, log: log}, nil
+	return &Publisher{nc: nc, js: js, cfg: cfg, sem: semaphore.NewWeighted(int64(cfg.MaxInFlight)),
+		bytes: semaphore.NewWeighted(cfg.MaxInFlightBytes), maxB: cfg.MaxInFlightBytes, m: m, log: log}, nil
 }
 
 // JetStream is the publisher's JetStream context (for topology.EnsureRaw).
@@ -133,13 +134,11 @@ func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.S
 	starts := make([]time.Time, len(msgs))
 	res, _ := jsutil.PublishAllFlow(ctx, p.js, msgs, jsutil.Flow{
 		Acquire: func(ctx context.Context, i int) error {
-			select {
-			case p.sem <- struct{}{}:
-			case <-ctx.Done():
-				return fmt.Errorf("waiting for a publish slot: %w", ctx.Err())
+			if err := p.sem.Acquire(ctx, 1); err != nil {
+				return fmt.Errorf("waiting for a publish slot: %w", err)
 			}
-			if err := p.bytes.acquire(ctx, int64(len(msgs[i].Data))); err != nil {
-				<-p.sem
+			if err := p.bytes.Acquire(ctx, p.weight(msgs[i].Data)); err != nil {
+				p.sem.Release(1)
 				return fmt.Errorf("waiting for publish bytes: %w", err)
 			}
 			p.m.InFlight.Inc()
@@ -150,7 +149,9 @@ func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.S
 			if r.Err == nil {
 				p.m.PublishTime.WithLabelValues(homeserver).Observe(time.Since(starts[i]).Seconds())
 			}
-			p.done(int64(len(msgs[i].Data)))
+			p.sem.Release(1)
+			p.bytes.Release(p.weight(msgs[i].Data))
+			p.m.InFlight.Dec()
 		},
 	})
 	var failed error
@@ -174,49 +175,8 @@ func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.S
 	return st, failed
 }
 
-func (p *Publisher) done(size int64) {
-	<-p.sem
-	p.bytes.release(size)
-	p.m.InFlight.Dec()
-}
-
-// byteSem is a weighted semaphore over bytes: encoded messages waiting for
-// their PubAck stay in the NATS client's memory, so their total is bounded
-// as well as their number.
-type byteSem struct {
-	mu    sync.Mutex
-	limit int64
-	used  int64
-	wake  chan struct{} // closed (and replaced) by every release
-}
-
-func newByteSem(limit int64) *byteSem { return &byteSem{limit: limit, wake: make(chan struct{})} }
-
-// acquire waits until n bytes are free; a message larger than the whole
-// limit waits for all of it.
-func (s *byteSem) acquire(ctx context.Context, n int64) error {
-	n = min(n, s.limit)
-	for {
-		s.mu.Lock()
-		if s.used+n <= s.limit {
-			s.used += n
-			s.mu.Unlock()
-			return nil
-		}
-		wake := s.wake
-		s.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (s *byteSem) release(n int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.used -= min(n, s.limit)
-	close(s.wake)
-	s.wake = make(chan struct{})
-}
+// weight is what a message takes of the byte budget: encoded messages
+// waiting for their PubAck stay in the NATS client's memory, so their total
+// is bounded as well as their number; a message larger than the whole budget
+// waits for all of it.
+func (p *Publisher) weight(data []byte) int64 { return min(int64(len(data)), p.maxB) }
