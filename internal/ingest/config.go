@@ -150,7 +150,8 @@ func DefaultConfig() Config {
 			// 64 MiB of bodies in flight: a new transaction holds about one
 			// 1 MiB chunk of prepared events, a known id at most its own
 			// size, so the ingest stays well under a 256 MiB pod limit
-			// (issue 7's flood: 41 MiB peak RSS, TestIngestProcessMemoryFlood).
+			// (measured under a hostile flood of concurrent 10 MiB
+			// transactions: 41 MiB peak RSS, TestIngestProcessMemoryFlood).
 			BodyBudgetBytes: 64 << 20, RetryAfter: time.Second,
 			MaxEvents: 10000, MaxJSONDepth: 32, MaxArrayLen: 10000, TxnCacheSize: 256},
 		Publish: PublishConfig{MaxInFlight: 1024, MaxInFlightBytes: 8 << 20, AckTimeout: 5 * time.Second},

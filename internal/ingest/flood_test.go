@@ -226,12 +226,13 @@ type floodConfig struct {
 	maxBody, budget        int64
 }
 
-// issue7Flood is issue 7's reproduction at full size. Under the race
+// memoryFlood is the flood that once ran the ingest out of memory (a pod
+// OOM-killed), at full size. Under the race
 // detector (which makes decoding tens of times slower) the same flood runs at
 // a tenth of the size against a budget scaled alike, so that 429s, retries
 // and exactly-once storage are still exercised there; the memory figures
 // that matter come from the full-size run without it.
-func issue7Flood() floodConfig {
+func memoryFlood() floodConfig {
 	if raceEnabled {
 		return floodConfig{txns: 24, bodyBytes: 1 << 20, hugeN: 2_000_000, maxBody: 1<<20 + 4096, budget: 6 << 20}
 	}
@@ -248,7 +249,7 @@ type floodResult struct {
 	Elapsed                                           time.Duration
 }
 
-// runFlood plays issue 7's flood (floodClients) against an in-process
+// runFlood plays the memory flood (floodClients) against an in-process
 // ingest appservice with the production settings (or fc's bounds) behind a
 // real listener, sampling this process's heap meanwhile.
 func runFlood(tb testing.TB, e *env, fc floodConfig) floodResult {
@@ -273,7 +274,7 @@ func runFlood(tb testing.TB, e *env, fc floodConfig) floodResult {
 	return res
 }
 
-// floodClients is the hostile homeserver of issue 7: fc.txns concurrent
+// floodClients is a hostile homeserver: fc.txns concurrent
 // transactions of fc.bodyBytes each, plus one body holding an array of
 // fc.hugeN elements, sent to the appservice at base and retried as a
 // homeserver does after a 429 (waiting retry_after_ms), a 503 or a broken
@@ -339,7 +340,7 @@ func floodClients(tb testing.TB, base string, fc floodConfig) floodResult {
 	return res
 }
 
-// TestAppserviceMemoryFlood is issue 7's OOM reproduction: 24 concurrent
+// TestAppserviceMemoryFlood reproduces an OOM kill: 24 concurrent
 // 10 MiB transactions plus one body holding a 2-million-element array
 // against one ingest. Over budget the ingest answers 429, the retries go
 // through, every valid event is stored exactly once, the huge array is
@@ -347,7 +348,7 @@ func floodClients(tb testing.TB, base string, fc floodConfig) floodResult {
 // (the figure includes the embedded NATS server of this process).
 func TestAppserviceMemoryFlood(t *testing.T) {
 	e := newEnv(t)
-	fc := issue7Flood()
+	fc := memoryFlood()
 	res := runFlood(t, e, fc)
 	t.Logf("flood: %d transactions of %d KiB + a %d-element array in %s: %d answered 429, %d answered 503, %d broken connections; "+
 		"heap baseline %.1f MiB, peak %.1f MiB (%d samples); process peak RSS %.1f MiB",
@@ -433,7 +434,7 @@ func BenchmarkAppserviceFlood(b *testing.B) {
 		b.StopTimer()
 		e := newEnv(b)
 		b.StartTimer()
-		res := runFlood(b, e, issue7Flood())
+		res := runFlood(b, e, memoryFlood())
 		b.ReportMetric(res.PeakHeapMiB, "peak-heap-MiB")
 		b.ReportMetric(res.PeakRSSMiB, "peak-rss-MiB")
 		b.ReportMetric(float64(res.TooMany429), "429s")
@@ -442,7 +443,7 @@ func BenchmarkAppserviceFlood(b *testing.B) {
 
 // TestIngestProcessMemoryFlood is the same flood against the real
 // `ingest serve` binary (built without -race, default configuration) and a
-// nats-server process, measuring what issue 7 measured: the ingest
+// nats-server process, measuring what matters for the pod: the ingest
 // process's peak RSS (VmHWM), which must stay within the 256 MiB pod limit.
 func TestIngestProcessMemoryFlood(t *testing.T) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
@@ -460,7 +461,7 @@ func TestIngestProcessMemoryFlood(t *testing.T) {
 	}
 	pid := strconv.Itoa(in.Pid())
 	before := procStatusMiB(pid, "VmRSS")
-	fc := issue7Flood()
+	fc := memoryFlood()
 	fc.maxBody, fc.budget = 0, 0 // the binary runs the defaults
 	res := floodClients(t, in.URL(), fc)
 	peak := procStatusMiB(pid, "VmHWM")
