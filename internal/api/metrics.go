@@ -20,7 +20,7 @@ func newMetrics(reg *prometheus.Registry, live *liveMirror) *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rtcapi_http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rtcapi_http_request_duration_seconds",
-			Help: "Time to answer a request (for /v1/events: until the stream ended), by route.",
+			Help:    "Time to answer a request (for /v1/events: until the stream ended), by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}}, []string{"route"}),
 		sseClients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rtcapi_sse_clients", Help: "Open event streams (GET /v1/events)."}),
 		sseEvents:  prometheus.NewCounter(prometheus.CounterOpts{Name: "rtcapi_sse_events_total", Help: "Session events sent on event streams."}),
