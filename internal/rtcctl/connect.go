@@ -240,10 +240,11 @@ func (e *runEnv) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 	}))
 	// The nats client waits its whole timeout for a server that never
 	// greets (an HTTP port): find that out quickly first.
-	if err := probeAll(ctx, t.Config.URLs, e.conn.Timeout); err != nil {
-		return nil, nil, err
+	var nc *nats.Conn
+	err = probeAll(ctx, t.Config.URLs, e.conn.Timeout)
+	if err == nil {
+		nc, err = natsconn.Connect(ctx, t.Config, log, extra...)
 	}
-	nc, err := natsconn.Connect(ctx, t.Config, log, extra...)
 	if err != nil {
 		if t.Context != "" {
 			return nil, nil, fmt.Errorf("nats context %q: %w", t.Context, err)

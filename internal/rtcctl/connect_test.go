@@ -226,7 +226,7 @@ accounts { A { jetstream: enabled, users: [{user: ops, password: "s3cret-pw",
 	}
 	// Without its inbox prefix the user gets no replies.
 	code, _, errs = run(t, "sessions", "--context", "noinbox", "--timeout", "1s")
-	if code != 1 || !strings.Contains(errs, "Permissions Violation for Subscription to") {
+	if code != 1 || !strings.Contains(errs, `user "ops" may not subscribe to _INBOX.`) || !strings.Contains(errs, "--inbox-prefix") {
 		t.Errorf("no inbox prefix: exit %d %s", code, errs)
 	}
 	// The same with flags instead of a context, the prefix from NATS_INBOX_PREFIX.
