@@ -14,8 +14,8 @@
 //   - ingest publishes raw inputs (rtc.raw.>) and may look up or create
 //     RTC_RAW; for reconciliation it lists the subjects of rtc_sessions' stream
 //     (the rooms with live sessions) and serves `rtcctl reconcile` requests on
-//     rtc.ctl.ingest.reconcile, answering them (allow_responses: only to
-//     the reply subject of a request it received). Nothing else: it cannot
+//     rtc.ctl.ingest.reconcile, answering them into the operator's inbox
+//     (_INBOX_operator.>, not allow_responses: see Users). Nothing else: it cannot
 //     read session events, write the buckets, consume RTC_RAW, or delete
 //     or purge anything.
 //   - aggregator owns the topology: its streams, the KV buckets, the
@@ -186,9 +186,14 @@ func Users() []User {
 			// of rtc_sessions' stream (a stream info request with a subject
 			// filter: no consumer, nothing to delete afterwards)
 			streamOps([]string{"INFO"}, kvStream(sessions)),
+			// answers to `rtcctl reconcile`, which the operator sends with
+			// its own inbox prefix. Not allow_responses: nats-server lets a
+			// response through to whatever reply subject the request
+			// named, past the deny list, so an operator could have had the
+			// ingest publish into RTC_EVENTS, RTC_DLQ or RTC_TIMERS.
+			[]string{inbox("_INBOX_operator")},
 		), Deny: concat(neverDelete, noTimers)},
-		Subscribe:      Rules{Allow: []string{inbox("_INBOX_ingest"), ReconcileSubject}},
-		AllowResponses: true,
+		Subscribe: Rules{Allow: []string{inbox("_INBOX_ingest"), ReconcileSubject}},
 	}
 
 	aggregator := User{

@@ -23,13 +23,14 @@ func Claims() []Claim {
 	return []Claim{
 		{"ingest.raw", UserIngest, true, "publish raw inputs on `rtc.raw.<roomTok>` (RTC_RAW)"},
 		{"ingest.ensure-raw", UserIngest, true, "look up RTC_RAW, and create it when missing (`topology.EnsureRaw`)"},
-		{"ingest.reconcile", UserIngest, true, "list the subjects of `rtc_sessions`' stream; receive `rtcctl reconcile` requests on `rtc.ctl.ingest.reconcile` and answer them"},
+		{"ingest.reconcile", UserIngest, true, "list the subjects of `rtc_sessions`' stream; receive `rtcctl reconcile` requests on `rtc.ctl.ingest.reconcile` and answer them into the operator's inbox (`_INBOX_operator.>`)"},
 		{"ingest.no-read", UserIngest, false, "read session events (`RTC_EVENTS`, `rtc.live.>`), `rtc_rooms` or `rtc_sessions`' values, or consume RTC_RAW"},
 		{"ingest.no-write", UserIngest, false, "publish session events or write a KV bucket"},
 		{"ingest.no-timers", UserIngest, false, "publish on `rtc.timer.>` or `rtc.fired.>` (the timers)"},
 		{"ingest.no-headers", UserIngest, false, "roll up, schedule or expire anything with headers on its inputs (`Nats-Rollup`, `Nats-Schedule`, `Nats-TTL`: RTC_RAW refuses them)"},
 		{"ingest.no-destroy", UserIngest, false, "delete, purge or update a stream, or delete a stored message"},
-		{"ingest.no-snoop", UserIngest, false, "read another user's inbox, answer what it was not asked, or send a reconcile request"},
+		{"ingest.no-snoop", UserIngest, false, "read another user's inbox, or send a reconcile request"},
+		{"ingest.no-relay", UserIngest, false, "answer a reconcile request anywhere but in the operator's inbox (a reply subject naming a stream's subject gets no answer: no `allow_responses`)"},
 
 		{"aggregator.topology", UserAggregator, true, "create, update and look up its streams (RTC_RAW, RTC_EVENTS, RTC_DLQ, RTC_TIMERS), its buckets and the partition consumers of RTC_RAW"},
 		{"aggregator.publish", UserAggregator, true, "publish session events (`rtc.session.>`) and dead letters (`rtc.dlq.>`)"},

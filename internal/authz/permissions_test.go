@@ -224,7 +224,6 @@ func TestShippedPermissions(t *testing.T) {
 		{"ingest.no-read", authz.UserIngest, "consume RTC_EVENTS", "$JS.API.CONSUMER.CREATE.RTC_EVENTS", orderedConsumer(events.StreamEvents)},
 		{"ingest.no-write", authz.UserIngest, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
 		{"ingest.no-read", authz.UserIngest, "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(events.BucketRooms)},
-		{"ingest.no-snoop", authz.UserIngest, "reply into the operator's inbox unasked", "_INBOX_operator.", request("_INBOX_operator.forged")},
 		{"ingest.no-snoop", authz.UserIngest, "ask itself to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
 		{"subscriber.no-snoop", authz.UserSubscriber, "ask the ingest to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
 		{"subscriber.no-snoop", authz.UserSubscriber, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
@@ -339,6 +338,7 @@ func TestShippedPermissions(t *testing.T) {
 		})
 	}
 	headerRefusals(ctx, t, srv, agg, shown)
+	ingestNoRelay(ctx, t, srv, agg, shown)
 	apiGrants(ctx, t, srv, agg, shown)
 	// The refusals changed nothing.
 	for _, s := range []string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, "KV_" + events.BucketRooms, "KV_" + events.BucketSessions} {
@@ -748,4 +748,45 @@ func TestIngestCreatesRawFirst(t *testing.T) {
 			t.Errorf("permission violations: %q", v)
 		}
 	}
+}
+
+// ingestNoRelay: an operator's reconcile request whose reply subject is a
+// stream's subject (here RTC_EVENTS') does not make the ingest publish
+// there: the server refuses the ingest's answer, and RTC_EVENTS holds what
+// it held. With allow_responses the answer went through, past the deny list.
+func ingestNoRelay(ctx context.Context, t *testing.T, srv *authztest.Server, agg *authztest.Client, shown map[string]bool) {
+	t.Helper()
+	t.Run("ingest/answer a reconcile request into RTC_EVENTS", func(t *testing.T) {
+		ing, op := srv.Connect(t, authz.UserIngest), srv.Connect(t, authz.UserOperator)
+		st, err := agg.JS.Stream(ctx, events.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := st.CachedInfo().State.Msgs
+		sub, err := ing.NC.QueueSubscribe(authz.ReconcileSubject, "rtc-ingest", func(m *nats.Msg) { _ = m.Respond([]byte(`{"room_id":"!r:example.org"}`)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		if err := ing.NC.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		target := events.SessionPrefix + ".a.r.c.session_ended"
+		if err := op.NC.PublishRequest(authz.ReconcileSubject, target, []byte(`{"room_id":"!r:example.org"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := ing.WaitViolation(target, 5*time.Second); !ok {
+			t.Fatalf("the ingest's answer to %s was not refused (violations %q)", target, ing.Violations())
+		} else {
+			t.Logf("refused: %s", v)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != before {
+			t.Fatalf("RTC_EVENTS held %d messages, now %d", before, info.State.Msgs)
+		}
+		shown["ingest.no-relay"] = true
+	})
 }
