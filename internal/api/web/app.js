@@ -178,10 +178,14 @@
     return e;
   }
 
+  // sample records the counts now; a burst of events within 250 ms makes
+  // one sample, so that a burst does not push the older samples out.
   function sample() {
     let participants = 0;
     for (const s of sessions.values()) participants += s.members.size;
-    samples.push({ t: Date.now(), calls: sessions.size, participants });
+    const now = Date.now(), last = samples[samples.length - 1];
+    if (last && now - last.t < 250 && samples.length > 1) samples.pop();
+    samples.push({ t: now, calls: sessions.size, participants });
     if (samples.length > SAMPLES_MAX) samples.shift();
   }
 
@@ -212,11 +216,14 @@
       nodes.push(svg("path", { class: key, d, "data-series": key }));
     }
     c.replaceChildren(...nodes);
+    c.dataset.max = String(maxV);
   }
 
   function render() {
     renderCalls();
     renderHistory();
+    sample();
+    renderChart();
   }
 
   function connect() {
