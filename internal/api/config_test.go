@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
-
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -38,7 +37,9 @@ func TestConfigValidate(t *testing.T) {
 			c.Log.Format = "xml"
 		}, []string{`listen "nowhere"`, `"dash": used twice`, "file is required", `name "bad name!"`, `room "#alias:hs"`,
 			`cors.allowed_origins "dash.example.org"`, "sse.heartbeat", "sse.max_clients", "history.default_limit", "log format"}},
-		{"origins", func(c *Config) { c.CORS.AllowedOrigins = []string{"*", "https://a.example.org", "http://localhost:3000"} }, nil},
+		{"origins", func(c *Config) {
+			c.CORS.AllowedOrigins = []string{"*", "https://a.example.org", "http://localhost:3000"}
+		}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
