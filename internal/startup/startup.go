@@ -129,13 +129,15 @@ var permanentAPIErrors = map[jetstream.ErrorCode]bool{
 
 // Permanent reports whether err is a configuration conflict that retrying
 // cannot resolve: RTC_RAW with another partition count, a server too old, a
-// configuration JetStream refuses, or a connection closed for good.
+// stream whose settings let a publisher rewrite it (topology.ErrUnsafeStream:
+// its message says what to do), a configuration JetStream refuses, or a
+// connection closed for good.
 // Everything else (timeouts, no responders, a cluster without a leader or
 // without enough peers yet, a missing object in verify mode that another
 // service or a job is about to create) is worth another attempt.
 func Permanent(err error) bool {
 	if errors.Is(err, topology.ErrPartitionMismatch) || errors.Is(err, topology.ErrServerTooOld) ||
-		errors.Is(err, nats.ErrConnectionClosed) {
+		errors.Is(err, topology.ErrUnsafeStream) || errors.Is(err, nats.ErrConnectionClosed) {
 		return true
 	}
 	var apiErr *jetstream.APIError

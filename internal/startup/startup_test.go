@@ -27,6 +27,7 @@ func TestPermanent(t *testing.T) {
 	}{
 		{"partition mismatch", fmt.Errorf("ensure: %w: RTC_RAW has 8 partitions", topology.ErrPartitionMismatch), true},
 		{"server too old", fmt.Errorf("connect: %w", topology.ErrServerTooOld), true},
+		{"unsafe stream", fmt.Errorf("%w: stream RTC_RAW: allow_msg_schedules", topology.ErrUnsafeStream), true},
 		{"connection closed", fmt.Errorf("ensure stream RTC_RAW: %w", nats.ErrConnectionClosed), true},
 		{"replicas on a single server", fmt.Errorf("ensure stream RTC_RAW: %w",
 			apiErr(10074, "replicas > 1 not supported in non-clustered mode")), true},
