@@ -205,7 +205,11 @@ func startSources(ctx context.Context, g *errgroup.Group, cfg Config, hss []Home
 			if err != nil {
 				return err
 			}
-			defer func() { _ = sub.Unsubscribe() }()
+			g.Go(func() error {
+				<-ctx.Done()
+				_ = sub.Unsubscribe()
+				return nil
+			})
 		}
 	}
 	return nil
