@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -11,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 )
 
@@ -68,6 +71,23 @@ func TestRunStartsBeforeNATS(t *testing.T) {
 		t.Fatalf("transaction: %d", code)
 	}
 	assertStored(t, rawContents(t, ns.ClientURL()), map[string]string{"$run1": "hs2"})
+
+	// No homeserver it can read room state from: it still answers
+	// rtcctl reconcile, with why it does not reconcile.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request(ctlapi.ReconcileSubject, []byte(`{"room_id":"!r:hs2.test"}`), 5*time.Second)
+	if err != nil {
+		t.Fatalf("reconcile request: %v", err)
+	}
+	var reply ctlapi.ReconcileReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.RoomID != "!r:hs2.test" ||
+		!strings.Contains(reply.Off, "no homeserver has as_token_file") || reply.Error == "" {
+		t.Fatalf("reconcile reply %+v (%v)", reply, err)
+	}
 
 	cancel()
 	select {
