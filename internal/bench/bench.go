@@ -133,6 +133,8 @@ func Scenarios() []Scenario {
 			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runCall},
 		{Name: "takeover", Figures: []string{figTakeover1, figTakeover2}, Targets: []string{tgtTakeover1, tgtTakeover2},
 			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runTakeover},
+		{Name: "history", Figures: []string{figHistory}, Targets: []string{tgtHistory},
+			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runHistory},
 	}
 }
 
