@@ -45,6 +45,23 @@ func apiGrants(ctx context.Context, t *testing.T, srv *authztest.Server, agg *au
 			}
 		}
 	}
+	// The subscriber and the operator read the history index too (rtcctl
+	// history).
+	for _, user := range []string{authz.UserSubscriber, authz.UserOperator} {
+		c := srv.Connect(t, user)
+		oc, err := c.JS.OrderedConsumer(ctx, topology.StreamHistory, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		if err != nil {
+			t.Fatalf("%s: ordered consumer on %s: %v", user, topology.StreamHistory, err)
+		}
+		if m, err := oc.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || string(m.Data()) != "ended" {
+			t.Fatalf("%s: read %s: %v", user, topology.StreamHistory, err)
+		}
+		for _, v := range c.Violations() {
+			if !strings.Contains(v, "$JS.API.CONSUMER.DELETE.") {
+				t.Fatalf("%s: permission violation on an allowed path: %s", user, v)
+			}
+		}
+	}
 	kv, err := api.JS.KeyValue(ctx, events.BucketSessions)
 	if err != nil {
 		t.Fatalf("api: bind rtc_sessions: %v", err)

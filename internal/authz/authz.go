@@ -23,7 +23,7 @@
 //     rtc.timer.* in RTC_TIMERS, the only user that may publish there). It
 //     may create and update (never delete or purge) streams, and read and
 //     write its buckets.
-//   - subscriber reads: RTC_EVENTS through ephemeral (ordered) consumers,
+//   - subscriber reads: RTC_EVENTS and RTC_HISTORY through ephemeral (ordered) consumers,
 //     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
 //     rtc_rooms (get, watch: for `rtcctl room`). It publishes nothing but those
 //     JetStream API requests.
@@ -242,10 +242,10 @@ func Users() []User {
 
 	subscriber := User{
 		Name: UserSubscriber, PasswordEnv: "RTC_NATS_SUBSCRIBER_PASSWORD", InboxPrefix: "_INBOX",
-		Why: "read-only (rtcctl, consumers of session events): RTC_EVENTS, rtc.live.>, rtc_sessions, rtc_rooms",
+		Why: "read-only (rtcctl, consumers of session events): RTC_EVENTS, RTC_HISTORY, rtc.live.>, rtc_sessions, rtc_rooms",
 		Publish: Rules{Allow: concat(
-			streamOps([]string{"INFO"}, events.StreamEvents, kvStream(sessions), kvStream(rooms)),
-			orderedConsumers(events.StreamEvents),
+			streamOps([]string{"INFO"}, events.StreamEvents, kvStream(sessions), kvStream(rooms), topology.StreamHistory),
+			orderedConsumers(events.StreamEvents, topology.StreamHistory),
 			// watching rtc_sessions; rtc_rooms too, because a large room's
 			// record is split into parts that `rtcctl room` reads with a
 			// filtered watch
