@@ -51,7 +51,7 @@ func protocolFloor(b *testing.B, e *env, inputs []events.RawEvent) float64 {
 	defer cancel()
 	parts := e.topo.Partitions
 	cfg := topology.RawStream(e.topo)
-	cfg.Name, cfg.Subjects = "FLOOR", []string{"floor.raw.*"}
+	cfg.Name, cfg.Subjects, cfg.Sources = "FLOOR", []string{"floor.raw.*"}, nil // not the timers
 	cfg.SubjectTransform = &jetstream.SubjectTransformConfig{Source: "floor.raw.*",
 		Destination: fmt.Sprintf("floor.part.{{partition(%d,1)}}.{{wildcard(1)}}", parts)}
 	s, err := e.js.CreateStream(ctx, cfg)
