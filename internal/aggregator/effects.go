@@ -409,3 +409,73 @@ func parallel(n, width int, f func(i int)) {
 	}
 	wg.Wait()
 }
+
+// effectsAll carries out the effects of the rooms committed in this round
+// (publishEffects). A room whose effects fail is reloaded on the next round:
+// its redo record carries them out again.
+func (r *partRunner) effectsAll(works []*roomWork) error {
+	var failed error
+	var jobs []*effectJob
+	var owners []*roomWork
+	for _, w := range works {
+		if w.stage != stageEffects {
+			continue
+		}
+		j, err := newEffectJob(w.rm, w.commit.Redo, w.arm, w.peakBefore, r.d.sessionMarkerTTL)
+		if err != nil { // an encoding error: the redo on reload will fail the same way
+			failed = err
+			r.reloadLater(w)
+			continue
+		}
+		jobs = append(jobs, j)
+		owners = append(owners, w)
+	}
+	if len(jobs) == 0 {
+		return failed
+	}
+	start := time.Now()
+	r.publishEffects(jobs)
+	r.d.m.PublishSeconds.Observe(time.Since(start).Seconds())
+	for i, j := range jobs {
+		w := owners[i]
+		if j.err != nil {
+			failed = j.err
+			r.reloadLater(w)
+			continue
+		}
+		if w.arm {
+			r.d.m.TimersArmed.Inc()
+		}
+		w.commit, w.rm.Redo = nil, nil
+		// Inputs of the room not yet applied (isolating a failure commits
+		// one at a time) make it go round again.
+		w.stage = stageDone
+		for _, in := range w.inputs {
+			if in.result == "" {
+				w.stage = stageApply
+			}
+		}
+	}
+	return failed
+}
+
+func (r *partRunner) reloadLater(w *roomWork) {
+	r.d.cache.drop(w.key)
+	w.rm, w.commit, w.stage = nil, nil, stageReload
+	for _, in := range w.inputs {
+		if in.result == "" {
+			w.stage = stageApply // reload, then apply the rest
+		}
+	}
+}
+
+// carryOut carries out a commit's effects and waits for them (the redo of a
+// room taken over).
+func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool) error {
+	j, err := newEffectJob(rm, redo, arm, nil, r.d.sessionMarkerTTL)
+	if err != nil {
+		return err
+	}
+	r.publishEffects([]*effectJob{j})
+	return j.err
+}

@@ -3,7 +3,6 @@ package aggregator
 import (
 	"context"
 	"errors"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -409,68 +408,6 @@ func (r *partRunner) watchPin(cons jetstream.Consumer) {
 		r.d.m.DeadPinsReleased.Inc()
 		r.log.Info("released the pin of a worker that is gone", zap.String("pin", pinned))
 	}
-}
-
-// catchUp returns the inputs of the partition that precede the batch and
-// were never processed here: those delivered to a previous owner that
-// died before acknowledging them. Without this, a redelivery could come
-// after a later input of the same room, which would then be applied first.
-// It is needed only when someone else may have received inputs since this
-// runner's last delivery: the first batch after acquiring the partition,
-// or a delivery whose consumer sequence does not follow the last one.
-// With gap false (every delivery of the batch followed the previous one,
-// or the consumer's last delivery at acquisition, in consumer sequence),
-// nothing after catchUpTo can be missing: it reads only that far, instead
-// of reading every input of the batch again.
-func (r *partRunner) catchUp(batch []*input, gap bool) ([]*input, error) {
-	var maxSeq uint64
-	have := map[uint64]bool{}
-	for _, in := range batch {
-		maxSeq = max(maxSeq, in.seq)
-		have[in.seq] = true
-	}
-	var out []*input
-	filter := events.PartitionFilter(r.p)
-	upTo := r.catchUpTo
-	if gap {
-		upTo = max(maxSeq, r.catchUpTo)
-	}
-	for seq := r.nextSeq; seq <= upTo; {
-		ctx, cancel := r.opCtx()
-		m, err := r.d.raw.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if m.Sequence > upTo {
-			break
-		}
-		if !have[m.Sequence] {
-			in := &input{seq: m.Sequence, subject: m.Subject, data: m.Data}
-			out = append(out, in)
-			r.d.m.CatchUp.Inc()
-		}
-		seq = m.Sequence + 1
-	}
-	return out, nil
-}
-
-// sortInputs orders inputs by stream sequence and drops repeated ones (a
-// redelivery of an input that is in the batch already).
-func sortInputs(ins []*input) []*input {
-	sort.Slice(ins, func(i, j int) bool { return ins[i].seq < ins[j].seq })
-	out := ins[:0]
-	for i, in := range ins {
-		if i > 0 && in.seq == ins[i-1].seq {
-			in.dupOf = ins[i-1]
-			continue
-		}
-		out = append(out, in)
-	}
-	return out
 }
 
 // TimerMsg is the message schedule of a room's durable timer: published on

@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -244,11 +245,7 @@ func randomSuffix() string {
 func (w *Worker) workerSubject() string { return "$KV." + events.BucketWorkers + "." + w.id }
 
 // heartbeat is the value of a worker's key in rtc_workers.
-type heartbeat struct {
-	Started string `json:"started"`
-	// Pins are the pin ids the worker holds, by partition.
-	Pins map[string]string `json:"pins,omitempty"`
-}
+type heartbeat = ctlapi.Heartbeat
 
 func (w *Worker) heartbeatValue() []byte {
 	hb := heartbeat{Started: w.started.UTC().Format(time.RFC3339), Pins: map[string]string{}}

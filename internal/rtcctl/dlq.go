@@ -15,24 +15,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// Headers of a message in RTC_DLQ, as the aggregator writes them
-// (internal/aggregator HeaderDLQ*; the rtcctl tests publish with the
-// aggregator's constants, so a rename there fails here). The body is the
-// original input.
+// Headers of a message in RTC_DLQ (declared in ctlapi, where the
+// aggregator takes them from).
 const (
-	HeaderDLQReason   = "Rtc-Dlq-Reason"
-	HeaderDLQError    = "Rtc-Dlq-Error"
-	HeaderDLQPart     = "Rtc-Partition"
-	HeaderDLQSeq      = "Rtc-Stream-Seq"
-	HeaderDLQSubject  = "Rtc-Orig-Subject"
-	HeaderDLQAttempts = "Rtc-Attempts"
-
-	// HeaderRedrivenFrom marks an input re-driven by rtcctl: "RTC_DLQ #<seq>".
-	HeaderRedrivenFrom = "Rtc-Redriven-From"
+	HeaderDLQReason    = ctlapi.HeaderDLQReason
+	HeaderDLQError     = ctlapi.HeaderDLQError
+	HeaderDLQPart      = ctlapi.HeaderDLQPart
+	HeaderDLQSeq       = ctlapi.HeaderDLQSeq
+	HeaderDLQSubject   = ctlapi.HeaderDLQSubject
+	HeaderDLQAttempts  = ctlapi.HeaderDLQAttempts
+	HeaderRedrivenFrom = ctlapi.HeaderRedrivenFrom
 )
 
 type dlqCmd struct {

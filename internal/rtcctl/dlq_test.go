@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -23,12 +23,12 @@ func deadLetter(t *testing.T, js jetstream.JetStream, partition int, reason, err
 	t.Helper()
 	m := nats.NewMsg(events.DLQPrefix + "." + strconv.Itoa(partition))
 	m.Data = body
-	m.Header.Set(aggregator.HeaderDLQReason, reason)
-	m.Header.Set(aggregator.HeaderDLQError, errText)
-	m.Header.Set(aggregator.HeaderDLQPart, strconv.Itoa(partition))
-	m.Header.Set(aggregator.HeaderDLQSeq, strconv.FormatUint(origSeq, 10))
-	m.Header.Set(aggregator.HeaderDLQSubject, origSubject)
-	m.Header.Set(aggregator.HeaderDLQAttempts, "5")
+	m.Header.Set(ctlapi.HeaderDLQReason, reason)
+	m.Header.Set(ctlapi.HeaderDLQError, errText)
+	m.Header.Set(ctlapi.HeaderDLQPart, strconv.Itoa(partition))
+	m.Header.Set(ctlapi.HeaderDLQSeq, strconv.FormatUint(origSeq, 10))
+	m.Header.Set(ctlapi.HeaderDLQSubject, origSubject)
+	m.Header.Set(ctlapi.HeaderDLQAttempts, "5")
 	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+strconv.FormatUint(origSeq, 10))
 	ack, err := js.PublishMsg(context.Background(), m)
 	if err != nil {
@@ -105,7 +105,7 @@ func TestDLQ(t *testing.T) {
 		t.Fatalf("ls --json: %d %v\n%s", code, err, out)
 	}
 	if entries[0].Input == nil || entries[0].Input.EventID != in.EventID || entries[1].Input != nil || entries[1].DecodeError == "" ||
-		entries[0].Headers[aggregator.HeaderDLQReason][0] != "apply" {
+		entries[0].Headers[ctlapi.HeaderDLQReason][0] != "apply" {
 		t.Errorf("ls --json: %+v", entries)
 	}
 
@@ -208,7 +208,7 @@ func FuzzRedriveSubject(f *testing.F) {
 	f.Add([]byte{}, "rtc.part.1.a b")
 	f.Fuzz(func(t *testing.T, body []byte, orig string) {
 		h := nats.Header{}
-		h.Set(aggregator.HeaderDLQSubject, orig)
+		h.Set(ctlapi.HeaderDLQSubject, orig)
 		d := newDLQEntry(1, time.Time{}, "rtc.dlq.0", h, body)
 		subj, err := d.RedriveSubject()
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -56,12 +57,8 @@ type WorkersView struct {
 	Partitions []PartitionView `json:"partitions"`
 }
 
-// heartbeat is the value of a worker's key in rtc_workers (written by
-// internal/aggregator's Worker).
-type heartbeat struct {
-	Started string            `json:"started"`
-	Pins    map[string]string `json:"pins,omitempty"`
-}
+// heartbeat is the value of a worker's key in rtc_workers.
+type heartbeat = ctlapi.Heartbeat
 
 // Workers reads the live workers and the state of every partition consumer.
 func Workers(e *runEnv, js jetstream.JetStream) (*WorkersView, error) {

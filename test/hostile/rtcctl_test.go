@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
@@ -193,12 +193,12 @@ func TestRtcctlRedriveReportsBadEntries(t *testing.T) {
 		t.Helper()
 		m := nats.NewMsg(events.DLQPrefix + ".0")
 		m.Data = body
-		m.Header.Set(aggregator.HeaderDLQReason, reason)
-		m.Header.Set(aggregator.HeaderDLQError, "test: "+reason)
-		m.Header.Set(aggregator.HeaderDLQPart, "0")
-		m.Header.Set(aggregator.HeaderDLQSeq, "1")
-		m.Header.Set(aggregator.HeaderDLQSubject, origSubject)
-		m.Header.Set(aggregator.HeaderDLQAttempts, "5")
+		m.Header.Set(ctlapi.HeaderDLQReason, reason)
+		m.Header.Set(ctlapi.HeaderDLQError, "test: "+reason)
+		m.Header.Set(ctlapi.HeaderDLQPart, "0")
+		m.Header.Set(ctlapi.HeaderDLQSeq, "1")
+		m.Header.Set(ctlapi.HeaderDLQSubject, origSubject)
+		m.Header.Set(ctlapi.HeaderDLQAttempts, "5")
 		ack, err := agg.JS.PublishMsg(ctx, m)
 		if err != nil {
 			t.Fatal(err)
