@@ -439,6 +439,9 @@ func (v *Verifier) progress() (state string, idle bool, stored int, err error) {
 	consumers := 0
 	lister := raw.ListConsumers(ctx)
 	for ci := range lister.Info() {
+		if ci.Config.Durable == "" {
+			continue // not a partition's: an ordered consumer of readStream, say
+		}
 		consumers++
 		if ci.NumPending > 0 || ci.NumAckPending > 0 {
 			busy = append(busy, fmt.Sprintf("%s: %d pending, %d unacked", ci.Name, ci.NumPending, ci.NumAckPending))
