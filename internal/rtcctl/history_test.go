@@ -1,13 +1,17 @@
 package rtcctl
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/testutil"
+	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -30,10 +34,12 @@ func TestHistory(t *testing.T) {
 		ended(roomB, "m.call", "", 1, 1700000100000, 5_000, 1, 1, 1),
 		ended(roomA, "io.example.game", "table-1", 4, 1700000200000, 3_600_000, 5, 5, 7),
 	)
+	waitIndexed(t, js, 3) // the server copies session_ended events into RTC_HISTORY
 	time.Sleep(20 * time.Millisecond)
 	mid := time.Now()
 	time.Sleep(20 * time.Millisecond)
 	publish(t, js, ended(roomA, "m.call", "", 7, 1700000300000, 1_000, 2, 2, 2))
+	waitIndexed(t, js, 4)
 
 	tests := []struct {
 		name  string
@@ -82,5 +88,39 @@ func TestHistory(t *testing.T) {
 		if code, _, _ := run(t, append([]string{"history", "-s", url}, bad...)...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", bad, code)
 		}
+	}
+}
+
+// waitIndexed waits until RTC_HISTORY holds n sessions.
+func waitIndexed(t *testing.T, js jetstream.JetStream, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := js.Stream(context.Background(), topology.StreamHistory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.CachedInfo().State.Msgs >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("RTC_HISTORY holds %d sessions, want %d", s.CachedInfo().State.Msgs, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHistoryWithoutIndex: against a topology without RTC_HISTORY (created
+// by an older aggregator) history scans RTC_EVENTS, and says so.
+func TestHistoryWithoutIndex(t *testing.T) {
+	ns := testutil.NATS(t, "", -1)
+	_, js := testutil.JetStream(t, ns)
+	if _, err := js.CreateStream(context.Background(), topology.EventsStream(topology.DefaultConfig())); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, ended(roomA, "m.call", "", 3, 1700000000000, 90_000, 3, 2, 4), ended(roomB, "m.call", "", 1, 1700000100000, 5_000, 1, 1, 1))
+	code, out, errs := run(t, "history", "-s", ns.ClientURL(), "--room", string(roomA))
+	if code != 0 || !strings.Contains(errs, "no RTC_HISTORY") || !strings.Contains(out, "1m30s") || strings.Contains(out, "!b:hs2.test") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
 }

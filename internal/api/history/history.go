@@ -168,3 +168,76 @@ read:
 	}
 	return p, nil
 }
+
+// CaughtUp waits up to within until RTC_HISTORY holds every session_ended
+// event of RTC_EVENTS that q selects (the server copies them a few
+// milliseconds after RTC_EVENTS stored them), so that a read right after a
+// session ended finds it. It reports whether the index caught up. The
+// newest matching event is found with a consumer that starts at the last
+// match, which the server finds from its subject index.
+func CaughtUp(ctx context.Context, js jetstream.JetStream, q Query, within time.Duration) (bool, error) {
+	filters := make([]string, 0, len(q.Rooms)+1)
+	if len(q.Rooms) == 0 {
+		filters = append(filters, events.SessionFilter(events.SessionPrefix, q.App, "", events.KindSessionEnded))
+	}
+	for _, r := range q.Rooms {
+		filters = append(filters, events.SessionFilter(events.SessionPrefix, q.App, r, events.KindSessionEnded))
+	}
+	cfg := jetstream.ConsumerConfig{FilterSubjects: filters, AckPolicy: jetstream.AckNonePolicy,
+		DeliverPolicy: jetstream.DeliverLastPolicy, InactiveThreshold: 30 * time.Second, MemoryStorage: true, Replicas: 1}
+	if len(filters) == 1 {
+		cfg.FilterSubject, cfg.FilterSubjects = filters[0], nil
+	}
+	cons, err := js.CreateConsumer(ctx, events.StreamEvents, cfg)
+	if err != nil {
+		return false, fmt.Errorf("history: find the newest session_ended in %s: %w", events.StreamEvents, err)
+	}
+	// It starts at the newest match (and delivers whatever matches after it).
+	var newest uint64
+	pending := cons.CachedInfo().NumPending
+	for pending > 0 {
+		batch, err := cons.Fetch(int(min(pending, 512)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return false, fmt.Errorf("history: read %s: %w", events.StreamEvents, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return false, fmt.Errorf("history: read %s: %w", events.StreamEvents, err)
+			}
+			pending = md.NumPending
+			newest = max(newest, md.Sequence.Stream)
+		}
+		if got == 0 {
+			break
+		}
+	}
+	if newest == 0 {
+		return true, nil
+	}
+	deadline := time.Now().Add(within)
+	for {
+		s, err := js.Stream(ctx, topology.StreamHistory)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return false, ErrNoIndex
+		}
+		if err != nil {
+			return false, fmt.Errorf("history: look up %s: %w", topology.StreamHistory, err)
+		}
+		for _, src := range s.CachedInfo().Sources {
+			if src != nil && src.Name == events.StreamEvents && src.Seq >= newest {
+				return true, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
