@@ -35,6 +35,11 @@ type Delivery struct {
 // decode stops the subscription with an error (wrapping ErrUnsupportedVersion
 // for a newer schema): an old subscriber fails loudly instead of misreading.
 func Subscribe(ctx context.Context, js jetstream.JetStream, o SubscribeOptions, handle func(Delivery) error) error {
+	// The iterator blocks in Next until stopped; the goroutine that stops it
+	// on ctx must also end when handle ends the subscription: cancelling
+	// this context on return ends it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SessionFilter(SessionPrefix, o.Application, o.Room, o.Kind)},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
@@ -56,7 +61,9 @@ func Subscribe(ctx context.Context, js jetstream.JetStream, o SubscribeOptions, 
 		return fmt.Errorf("subscribe to %s: %w", StreamEvents, err)
 	}
 	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
+	stopped := make(chan struct{})
+	defer func() { cancel(); <-stopped }()
+	go func() { defer close(stopped); <-ctx.Done(); it.Stop() }()
 	for {
 		m, err := it.Next()
 		if err != nil {
