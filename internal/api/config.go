@@ -24,13 +24,17 @@ const EnvPrefix = "RTC_API"
 type Config struct {
 	Log  telemetry.LogConfig `yaml:"log"`
 	NATS natsutil.ConnConfig `yaml:"nats"`
-	// Listen is the HTTP address of the API, the live-calls page, /metrics,
-	// /healthz and /readyz.
-	Listen  string        `yaml:"listen"`
-	Auth    AuthConfig    `yaml:"auth"`
-	CORS    CORSConfig    `yaml:"cors"`
-	SSE     SSEConfig     `yaml:"sse"`
-	History HistoryConfig `yaml:"history"`
+	// Listen is the HTTP address of the API, the live-calls page, /healthz
+	// and /readyz, and of /metrics unless MetricsListen is set.
+	Listen string `yaml:"listen"`
+	// MetricsListen, when set, serves /metrics, /healthz and /readyz on a
+	// second address (kept off the public one: a pod's metrics port), and
+	// /metrics no longer on Listen.
+	MetricsListen string        `yaml:"metrics_listen"`
+	Auth          AuthConfig    `yaml:"auth"`
+	CORS          CORSConfig    `yaml:"cors"`
+	SSE           SSEConfig     `yaml:"sse"`
+	History       HistoryConfig `yaml:"history"`
 	// ShutdownGrace bounds the graceful shutdown on SIGTERM: requests in
 	// flight finish, event streams are closed (clients reconnect to
 	// another replica with Last-Event-ID).
@@ -117,6 +121,13 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		add(fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			add(fmt.Errorf("metrics_listen %q: %w", c.MetricsListen, err))
+		} else if c.MetricsListen == c.Listen {
+			add(fmt.Errorf("metrics_listen %q: the same as listen; leave it empty to serve /metrics there", c.MetricsListen))
+		}
 	}
 	if !c.Auth.AllowAnonymous && len(c.Auth.Tokens) == 0 {
 		add(errors.New("auth: no tokens and allow_anonymous false: nobody could read anything; add auth.tokens or set auth.allow_anonymous"))

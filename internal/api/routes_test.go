@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sort"
 	"strings"
@@ -55,5 +57,27 @@ func TestRoutesInOpenAPI(t *testing.T) {
 	}
 	if len(served) < 6 {
 		t.Errorf("only %d routes", len(served))
+	}
+
+	// With metrics_listen, /metrics is served there and not on the API's
+	// address; the probes on both.
+	cfg.MetricsListen = "127.0.0.1:0"
+	s2, err := New(cfg, nc, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		h    http.Handler
+		path string
+		code int
+	}{
+		{s2.Handler(), "/metrics", 404}, {s2.OpsHandler(), "/metrics", 200}, {s2.OpsHandler(), "/healthz", 200},
+		{s2.Handler(), "/healthz", 200}, {s.Handler(), "/metrics", 200},
+	} {
+		rec := httptest.NewRecorder()
+		tc.h.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
+		if rec.Code != tc.code {
+			t.Errorf("%s: %d, want %d", tc.path, rec.Code, tc.code)
+		}
 	}
 }

@@ -148,15 +148,7 @@ func (s *Server) buildHandler() http.Handler {
 			rt.h(w, r, scope)
 		}))
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Ready(); err != nil {
-			s.writeError(w, r, http.StatusServiceUnavailable, "not_ready", err.Error())
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
+	s.addOps(mux, s.cfg.MetricsListen == "")
 	sub, err := fs.Sub(webFS, "web")
 	if err != nil {
 		panic(err) // the embedded directory is part of the binary
@@ -181,6 +173,28 @@ func (s *Server) buildHandler() http.Handler {
 		static.ServeHTTP(w, r)
 	}))
 	return s.cors(mux)
+}
+
+// addOps adds /healthz, /readyz and, with metrics, /metrics.
+func (s *Server) addOps(mux *http.ServeMux, metrics bool) {
+	if metrics {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Ready(); err != nil {
+			s.writeError(w, r, http.StatusServiceUnavailable, "not_ready", err.Error())
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+}
+
+// OpsHandler serves /metrics, /healthz and /readyz (for metrics_listen).
+func (s *Server) OpsHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.addOps(mux, true)
+	return mux
 }
 
 // cors answers preflight requests and marks responses for the configured
@@ -396,6 +410,19 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	s.Start(ctx)
 	h := s.Handler()
 	handler.Store(&h)
+	if cfg.MetricsListen != "" {
+		opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopOps()
+		opsDone := make(chan error, 1)
+		go func() {
+			err := telemetry.Serve(opsCtx, cfg.MetricsListen, s.OpsHandler(), log, nil)
+			if err != nil && opsCtx.Err() == nil {
+				log.Error("metrics listener failed", zap.String("addr", cfg.MetricsListen), zap.Error(err))
+			}
+			opsDone <- err
+		}()
+		defer func() { stopOps(); <-opsDone }()
+	}
 
 	select {
 	case err := <-errc:
