@@ -67,6 +67,10 @@ func streamRules(name string) []streamRule {
 		return []streamRule{ruleNoSchedules, ruleNoTTL, ruleNoRollup, ruleDenyPurge, ruleDenyDelete}
 	case events.StreamDLQ:
 		return []streamRule{ruleNoSchedules, ruleNoRollup, ruleDenyPurge}
+	case StreamHistory:
+		// Only sourced from RTC_EVENTS; nobody publishes to it, and the
+		// history it keeps must not be rewritten either.
+		return []streamRule{ruleNoSchedules, ruleNoTTL, ruleNoRollup, ruleDenyPurge, ruleDenyDelete}
 	case events.StreamTimers:
 		return []streamRule{
 			{"allow_msg_schedules", func(s jetstream.StreamConfig, _ Config) bool { return !s.AllowMsgSchedules },
