@@ -25,8 +25,10 @@
 //     write its buckets.
 //   - subscriber reads: RTC_EVENTS and RTC_HISTORY through ephemeral (ordered) consumers,
 //     the rtc.live.> re-publish, the rtc_sessions bucket (watch, get), and
-//     rtc_rooms (get, watch: for `rtcctl room`). It publishes nothing but those
-//     JetStream API requests.
+//     rtc_rooms (get, watch: for `rtcctl room`), with any NATS client (nats.js,
+//     nats.py and the nats CLI also ask for the account info, the stream
+//     names and consumer info). It publishes nothing but those JetStream API
+//     requests.
 //   - api is the HTTP API (cmd/rtcapi): the subscriber's reads of
 //     RTC_EVENTS and rtc_sessions, and RTC_HISTORY (ended sessions by room)
 //     through ordered consumers; not rtc_rooms, not rtc.live.>. Read-only.
@@ -152,6 +154,22 @@ func kvWatch(buckets ...string) []string {
 
 func inbox(prefix string) string { return prefix + ".>" }
 
+// clientExtras are grants on event streams and KV buckets' streams that
+// orderedConsumers and kvWatch leave out and clients other than nats.go
+// use: the consumer-create subject without a name, flow control replies of
+// push consumers on the event streams, and the info of a KV watch's
+// consumer.
+func clientExtras(eventStreams, kvStreams []string) []string {
+	var out []string
+	for _, s := range eventStreams {
+		out = append(out, jsAPI+"CONSUMER.CREATE."+s, "$JS.FC."+s+".>")
+	}
+	for _, s := range kvStreams {
+		out = append(out, jsAPI+"CONSUMER.CREATE."+s, jsAPI+"CONSUMER.INFO."+s+".*")
+	}
+	return out
+}
+
 // neverDelete is denied to every user on top of its allow list, so that a
 // later, wider allow (say $JS.API.>) still cannot delete or purge a stream
 // or erase stored messages: deny wins over allow in nats-server.
@@ -251,6 +269,17 @@ func Users() []User {
 			// filtered watch
 			kvWatch(sessions, rooms),
 			directGet(kvStream(sessions), kvStream(rooms)),
+			// what the NATS clients of other languages ask besides (nats.js
+			// 2 and 3, nats.py, the nats CLI; docs/events.md): the account
+			// info and the stream names (finding a stream by subject), the
+			// consumer-create subject without a name (ephemeral consumers of
+			// the older JetStream API), the info of a KV watch's consumer,
+			// and flow control of push consumers on the event streams.
+			// Deleting a consumer stays denied: the clients delete their
+			// ordered consumers on a reset and ignore a refusal, and the
+			// server removes them after their inactivity threshold.
+			[]string{jsAPI + "INFO", jsAPI + "STREAM.NAMES"},
+			clientExtras([]string{events.StreamEvents, topology.StreamHistory}, []string{kvStream(sessions), kvStream(rooms)}),
 		), Deny: concat(neverDelete, []string{jsAPI + "CONSUMER.DELETE.>"}, noTimers)},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX"), events.LivePrefix + ".>"}},
 	}

@@ -42,7 +42,7 @@ func Claims() []Claim {
 		{"aggregator.no-headers", UserAggregator, false, "roll up RTC_EVENTS with a header (it refuses `Nats-Rollup`)"},
 		{"aggregator.no-snoop", UserAggregator, false, "read another user's inbox"},
 
-		{"subscriber.read", UserSubscriber, true, "read RTC_EVENTS and RTC_HISTORY through ephemeral (ordered) consumers; subscribe to `rtc.live.>`"},
+		{"subscriber.read", UserSubscriber, true, "read RTC_EVENTS and RTC_HISTORY through ephemeral (ordered) consumers, with nats.go, nats.js, nats.py or the nats CLI (also the account info, the stream names, consumer info); subscribe to `rtc.live.>`"},
 		{"subscriber.kv", UserSubscriber, true, "get and watch `rtc_sessions` and `rtc_rooms`"},
 		{"subscriber.no-publish", UserSubscriber, false, "publish anything but those API requests: raw inputs, session events, timers, KV writes"},
 		{"subscriber.no-destroy", UserSubscriber, false, "delete or purge a stream, bucket, consumer or message"},

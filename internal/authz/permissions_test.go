@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -262,6 +263,19 @@ func TestShippedPermissions(t *testing.T) {
 		}},
 		{"subscriber.no-destroy", authz.UserSubscriber, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
 		{"subscriber.no-read", authz.UserSubscriber, "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(events.BucketWorkers)},
+		// What the grants for other clients (docs/events.md) do not open:
+		// deleting consumers, changing or creating streams, the unnamed
+		// consumer create on the streams it may not read.
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete a consumer of RTC_EVENTS", "$JS.API.CONSUMER.DELETE.RTC_EVENTS", func(ctx context.Context, c *authztest.Client) error {
+			return c.JS.DeleteConsumer(ctx, events.StreamEvents, "someone-elses")
+		}},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete a consumer of rtc_sessions", "$JS.API.CONSUMER.DELETE.KV_rtc_sessions", func(ctx context.Context, c *authztest.Client) error {
+			return c.JS.DeleteConsumer(ctx, "KV_"+events.BucketSessions, "someone-elses")
+		}},
+		{"subscriber.no-publish", authz.UserSubscriber, "change RTC_EVENTS' configuration", "$JS.API.STREAM.UPDATE.RTC_EVENTS", request("$JS.API.STREAM.UPDATE.RTC_EVENTS")},
+		{"subscriber.no-publish", authz.UserSubscriber, "create a stream", "$JS.API.STREAM.CREATE.MINE", request("$JS.API.STREAM.CREATE.MINE")},
+		{"subscriber.no-read", authz.UserSubscriber, "read raw inputs through an unnamed consumer", "$JS.API.CONSUMER.CREATE.RTC_RAW", request("$JS.API.CONSUMER.CREATE.RTC_RAW")},
+		{"subscriber.no-read", authz.UserSubscriber, "list the streams' configurations", "$JS.API.STREAM.LIST", request("$JS.API.STREAM.LIST")},
 
 		// The operator: rtcctl's reads and re-drives, nothing that
 		// destroys, rewrites or forges.
@@ -509,12 +523,48 @@ func readAsSubscriber(ctx context.Context, t *testing.T, user string, c *authzte
 		// its connection, as rtcctl does.
 		_ = w.Stop()
 	}
+	asOtherClients(ctx, t, user, c)
 	rkv, err := c.JS.KeyValue(ctx, events.BucketRooms)
 	if err != nil {
 		t.Fatalf("%s: bind rtc_rooms: %v", user, err)
 	}
 	if e, err := rkv.Get(ctx, "r1"); err != nil || string(e.Value()) != "rec" {
 		t.Fatalf("%s: get a room record: %v", user, err)
+	}
+}
+
+// asOtherClients asks what NATS clients other than nats.go ask for before
+// or while they read RTC_EVENTS and watch rtc_sessions (nats.js, nats.py, the
+// nats CLI): the account info, the stream names, an ephemeral consumer
+// through the consumer-create subject without a name, the info of a KV
+// watch's consumer. test/nodeconsumer runs nats.js itself.
+func asOtherClients(ctx context.Context, t *testing.T, user string, c *authztest.Client) {
+	t.Helper()
+	ask := func(subject, body string) map[string]any {
+		t.Helper()
+		m, err := c.NC.RequestWithContext(ctx, subject, []byte(body))
+		if err != nil {
+			t.Fatalf("%s: %s: %v", user, subject, err)
+		}
+		var resp map[string]any
+		if err := json.Unmarshal(m.Data, &resp); err != nil || resp["error"] != nil {
+			t.Fatalf("%s: %s: %s (%v)", user, subject, m.Data, err)
+		}
+		return resp
+	}
+	ask("$JS.API.INFO", "")
+	if names := ask("$JS.API.STREAM.NAMES", `{"subject":"rtc.session.>"}`); fmt.Sprint(names["streams"]) != "["+events.StreamEvents+"]" {
+		t.Fatalf("%s: streams of rtc.session.>: %v", user, names["streams"])
+	}
+	created := ask("$JS.API.CONSUMER.CREATE."+events.StreamEvents, `{"stream_name":"RTC_EVENTS","config":{"deliver_policy":"all","ack_policy":"none","mem_storage":true,"inactive_threshold":5000000000,"num_replicas":1}}`)
+	name, _ := created["name"].(string)
+	if name == "" {
+		t.Fatalf("%s: unnamed consumer create: %v", user, created)
+	}
+	kvc := ask("$JS.API.CONSUMER.CREATE.KV_"+events.BucketSessions, `{"stream_name":"KV_rtc_sessions","config":{"deliver_policy":"last_per_subject","filter_subject":"$KV.rtc_sessions.>","ack_policy":"none","mem_storage":true,"inactive_threshold":5000000000,"num_replicas":1}}`)
+	kvName, _ := kvc["name"].(string)
+	if info := ask("$JS.API.CONSUMER.INFO.KV_"+events.BucketSessions+"."+kvName, ""); info["name"] != kvName {
+		t.Fatalf("%s: consumer info on KV_rtc_sessions: %v", user, info)
 	}
 }
 
