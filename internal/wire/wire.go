@@ -1,10 +1,22 @@
 // Package wire appends msgpack by hand for the values the aggregator encodes
 // on every input (session events, live sessions, room records). It writes
-// byte for byte what events.Marshal's reflective encoder writes for the same
-// struct (json tag names as map keys in field order, every empty field left
-// out, integers in their shortest form), so that a hand-written encoder can
-// replace the reflective one without changing a stored byte: the tests of
-// each type compare the two on random values.
+// byte for byte what a reflective msgpack encoder writes for the same
+// struct (json tag names as map keys in field order, integers in their
+// shortest form), so that a hand-written encoder can replace the reflective
+// one without changing a stored byte: the tests of each type compare the two
+// on random values. Two forms of a struct:
+//
+//   - Begin: every empty field left out, as events.Marshal's reflective
+//     encoder writes (the aggregator's own records);
+//   - BeginAll: every field present, empty ones with their zero value, as
+//     the same encoder writes without omitempty (the public messages of
+//     pkg/events, whose readers in other languages must not have to guess
+//     a missing field's value).
+//
+// JSON appends a JSON text as the msgpack value it stands for (maps with
+// their keys in the order of the text, integers in their shortest form,
+// other numbers as float64), so that a message carries nested JSON as msgpack
+// maps and arrays rather than as bytes holding text.
 //
 // Why by hand: the reflective encoder decides field by field whether a value
 // is empty through reflect.Value.Interface, which allocates, and encodes into
@@ -13,8 +25,13 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
 	"math"
+	"strconv"
 )
 
 // msgpack type codes (the subset written here).
@@ -28,6 +45,7 @@ const (
 	bin8        = 0xc4
 	bin16       = 0xc5
 	bin32       = 0xc6
+	float64Code = 0xcb
 	uint8Code   = 0xcc
 	uint16Code  = 0xcd
 	uint32Code  = 0xce
@@ -151,13 +169,18 @@ func AppendMapLen(b []byte, n int) []byte {
 // ends: one byte is reserved at Begin (a fixmap, up to 15 entries), and a
 // map of more entries is moved to make room for its longer header.
 type Map struct {
-	B  []byte
-	at int
-	n  int
+	B   []byte
+	at  int
+	n   int
+	all bool // every entry is written, also an empty one
 }
 
-// Begin starts a map at the end of b.
+// Begin starts a map at the end of b that leaves empty fields out.
 func Begin(b []byte) Map { return Map{B: append(b, fixMapLow), at: len(b)} }
+
+// BeginAll starts a map at the end of b that writes every field, an empty
+// one with its zero value (nil for nil bytes, lists and JSON).
+func BeginAll(b []byte) Map { return Map{B: append(b, fixMapLow), at: len(b), all: true} }
 
 // End writes the map's header and returns the buffer.
 func (m *Map) End() []byte {
@@ -166,11 +189,7 @@ func (m *Map) End() []byte {
 		return m.B
 	}
 	// A longer header than the byte reserved: shift the entries.
-	hdr := AppendMapLen(nil, m.n)
-	extra := len(hdr) - 1
-	m.B = append(m.B, hdr[:extra]...)
-	copy(m.B[m.at+len(hdr):], m.B[m.at+1:len(m.B)-extra])
-	copy(m.B[m.at:], hdr)
+	m.B = putHeader(m.B, m.at, AppendMapLen(nil, m.n))
 	return m.B
 }
 
@@ -180,9 +199,15 @@ func (m *Map) Key(k string) {
 	m.n++
 }
 
+// Nil appends the entry with the value nil.
+func (m *Map) Nil(k string) {
+	m.Key(k)
+	m.B = append(m.B, nilCode)
+}
+
 // Str appends the entry unless v is empty.
 func (m *Map) Str(k, v string) {
-	if v != "" {
+	if v != "" || m.all {
 		m.Key(k)
 		m.B = AppendString(m.B, v)
 	}
@@ -190,7 +215,7 @@ func (m *Map) Str(k, v string) {
 
 // Int appends the entry unless v is 0.
 func (m *Map) Int(k string, v int64) {
-	if v != 0 {
+	if v != 0 || m.all {
 		m.Key(k)
 		m.B = AppendInt(m.B, v)
 	}
@@ -198,7 +223,7 @@ func (m *Map) Int(k string, v int64) {
 
 // Uint appends the entry unless v is 0.
 func (m *Map) Uint(k string, v uint64) {
-	if v != 0 {
+	if v != 0 || m.all {
 		m.Key(k)
 		m.B = AppendUint(m.B, v)
 	}
@@ -206,7 +231,7 @@ func (m *Map) Uint(k string, v uint64) {
 
 // Bool appends the entry unless v is false.
 func (m *Map) Bool(k string, v bool) {
-	if v {
+	if v || m.all {
 		m.Key(k)
 		m.B = AppendBool(m.B, v)
 	}
@@ -214,7 +239,11 @@ func (m *Map) Bool(k string, v bool) {
 
 // Strs appends the entry, an array of strings, unless v is empty.
 func (m *Map) Strs(k string, v []string) {
-	if len(v) > 0 {
+	if m.all && v == nil {
+		m.Nil(k)
+		return
+	}
+	if len(v) > 0 || m.all {
 		m.Key(k)
 		m.B = AppendArrayLen(m.B, len(v))
 		for _, s := range v {
@@ -225,8 +254,120 @@ func (m *Map) Strs(k string, v []string) {
 
 // Bytes appends the entry unless v is empty.
 func (m *Map) Bytes(k string, v []byte) {
-	if len(v) > 0 {
+	if len(v) > 0 || m.all {
 		m.Key(k)
 		m.B = AppendBytes(m.B, v)
 	}
+}
+
+// JSON appends the entry, the JSON text v as msgpack (AppendJSON), unless v
+// is empty; in a map that writes every field, an empty v is nil. A v that is
+// not JSON is written as nil too: the encoders that call this hold JSON
+// their parser compacted, and an encoder of a message cannot fail.
+func (m *Map) JSON(k string, v []byte) {
+	if len(v) == 0 {
+		if m.all {
+			m.Nil(k)
+		}
+		return
+	}
+	m.Key(k)
+	b, err := AppendJSON(m.B, v)
+	if err != nil {
+		b = append(m.B, nilCode)
+	}
+	m.B = b
+}
+
+// AppendJSON appends the JSON text v as the msgpack value it stands for:
+// objects as maps with their keys in the order of the text, arrays as
+// arrays, integers that fit 64 bits in their shortest form, other numbers as
+// float64, strings, booleans and null as themselves. The order is kept so
+// that a reader that turns the value back into JSON text gets the text it
+// was made from (for compact JSON that needs no escapes beyond quotes and
+// backslashes, byte for byte): the aggregator compares the nested JSON of a
+// membership with the stored one to tell what changed. On error b is
+// returned unchanged.
+func AppendJSON(b []byte, v []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	out, err := appendJSONValue(b, dec)
+	if err != nil {
+		return b, fmt.Errorf("nested JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return b, fmt.Errorf("nested JSON: more than one value")
+	}
+	return out, nil
+}
+
+func appendJSONValue(b []byte, dec *json.Decoder) ([]byte, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t := tok.(type) {
+	case nil:
+		return append(b, nilCode), nil
+	case bool:
+		return AppendBool(b, t), nil
+	case string:
+		return AppendString(b, t), nil
+	case json.Number:
+		if n, err := strconv.ParseInt(string(t), 10, 64); err == nil {
+			return AppendInt(b, n), nil
+		}
+		if n, err := strconv.ParseUint(string(t), 10, 64); err == nil {
+			return AppendUint(b, n), nil
+		}
+		f, err := strconv.ParseFloat(string(t), 64)
+		if err != nil {
+			return nil, fmt.Errorf("number %s: %w", t, err)
+		}
+		return AppendFloat(b, f), nil
+	case json.Delim:
+		isMap := t == '{'
+		at, n := len(b), 0
+		b = append(b, 0) // the header, written when the length is known
+		for dec.More() {
+			if isMap {
+				k, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				b = AppendString(b, k.(string))
+			}
+			if b, err = appendJSONValue(b, dec); err != nil {
+				return nil, err
+			}
+			n++
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return nil, err
+		}
+		if isMap {
+			return putHeader(b, at, AppendMapLen(nil, n)), nil
+		}
+		return putHeader(b, at, AppendArrayLen(nil, n)), nil
+	}
+	return nil, fmt.Errorf("unexpected token %v", tok)
+}
+
+// putHeader writes hdr at b[at], where one byte was reserved, moving what
+// follows when hdr is longer.
+func putHeader(b []byte, at int, hdr []byte) []byte {
+	if len(hdr) == 1 {
+		b[at] = hdr[0]
+		return b
+	}
+	extra := len(hdr) - 1
+	b = append(b, hdr[:extra]...)
+	copy(b[at+len(hdr):], b[at+1:len(b)-extra])
+	copy(b[at:], hdr)
+	return b
+}
+
+// AppendFloat appends f as a msgpack float64.
+func AppendFloat(b []byte, f float64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, float64Code), math.Float64bits(f))
 }

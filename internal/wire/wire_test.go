@@ -2,10 +2,15 @@ package wire_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -158,4 +163,226 @@ func TestWideMapMatchesTheReflectiveEncoder(t *testing.T) {
 			t.Fatalf("case %d (%d fields, %d strings):\n got % x\nwant % x", i, filled, len(s.L1), got, want)
 		}
 	}
+}
+
+// reflectiveAll is the reflective encoding of v with events.Marshal's
+// settings but no field left out: what BeginAll must write.
+func reflectiveAll(t *testing.T, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetCustomStructTag("json")
+	enc.SetSortMapKeys(true)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// sampleAll is sample without omitempty, and with nested JSON (as the
+// generic value it decodes to) and a list of strings.
+type sampleAll struct {
+	S string   `json:"s"`
+	I int64    `json:"i"`
+	U uint64   `json:"u"`
+	B bool     `json:"b"`
+	Y []byte   `json:"y"`
+	L []string `json:"l"`
+	J any      `json:"j"`
+}
+
+func TestMapAllMatchesTheReflectiveEncoder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 19))
+	for i := range 2000 {
+		var s sampleAll
+		if rng.IntN(2) == 0 {
+			s.S = strings.Repeat("a", rng.IntN(300))
+		}
+		if rng.IntN(2) == 0 {
+			s.I = -(rng.Int64() >> rng.IntN(64))
+		}
+		if rng.IntN(2) == 0 {
+			s.U = rng.Uint64() >> rng.IntN(64)
+		}
+		s.B = rng.IntN(2) == 0
+		switch rng.IntN(3) {
+		case 0:
+			s.Y = []byte{}
+		case 1:
+			s.Y = bytes.Repeat([]byte{1}, rng.IntN(300))
+		}
+		switch rng.IntN(3) {
+		case 0:
+			s.L = []string{}
+		case 1:
+			s.L = []string{"x", strings.Repeat("y", rng.IntN(40))}
+		}
+		var text []byte
+		if rng.IntN(4) > 0 {
+			text = randomJSON(rng, 3)
+			s.J = genericJSON(t, text)
+		}
+		w := wire.BeginAll([]byte("prefix"))
+		w.Str("s", s.S)
+		w.Int("i", s.I)
+		w.Uint("u", s.U)
+		w.Bool("b", s.B)
+		w.Bytes("y", s.Y)
+		w.Strs("l", s.L)
+		w.JSON("j", text)
+		got, want := w.End(), append([]byte("prefix"), reflectiveAll(t, &s)...)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d %+v (json %s):\n got % x\nwant % x", i, s, text, got, want)
+		}
+	}
+}
+
+// A nested JSON text that is not JSON is nil, not a broken message.
+func TestJSONNotJSON(t *testing.T) {
+	for _, text := range []string{"{", "[1,", "1 2", "nul"} {
+		w := wire.BeginAll(nil)
+		w.JSON("j", []byte(text))
+		if got, want := w.End(), []byte{0x81, 0xa1, 'j', 0xc0}; !bytes.Equal(got, want) {
+			t.Errorf("%q: % x, want % x", text, got, want)
+		}
+	}
+}
+
+// genericJSON decodes text as the reflective reference sees nested JSON:
+// objects as orderedMap (their keys in the order of the text), integers that
+// fit 64 bits as int64 or uint64, other numbers as float64.
+func genericJSON(t *testing.T, text []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.UseNumber()
+	v, err := OrderedJSON(dec)
+	if err != nil {
+		t.Fatalf("%s: %v", text, err)
+	}
+	return v
+}
+
+// OrderedMap is a JSON object for the reference encoder: a msgpack map with
+// the entries in this order, each value encoded reflectively.
+type OrderedMap []OrderedEntry
+
+// OrderedEntry is one entry of an OrderedMap.
+type OrderedEntry struct {
+	K string
+	V any
+}
+
+// EncodeMsgpack implements msgpack.CustomEncoder.
+func (m OrderedMap) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if err := enc.EncodeMapLen(len(m)); err != nil {
+		return err
+	}
+	for _, e := range m {
+		if err := enc.EncodeString(e.K); err != nil {
+			return err
+		}
+		if err := enc.Encode(e.V); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OrderedJSON reads one JSON value of dec (UseNumber) as the reference sees
+// it (see genericJSON).
+func OrderedJSON(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t := tok.(type) {
+	case json.Number:
+		if n, err := strconv.ParseInt(string(t), 10, 64); err == nil {
+			return n, nil
+		}
+		if n, err := strconv.ParseUint(string(t), 10, 64); err == nil {
+			return n, nil
+		}
+		return strconv.ParseFloat(string(t), 64)
+	case json.Delim:
+		if t == '{' {
+			m := OrderedMap{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				v, err := OrderedJSON(dec)
+				if err != nil {
+					return nil, err
+				}
+				m = append(m, OrderedEntry{k.(string), v})
+			}
+			_, err := dec.Token()
+			return m, err
+		}
+		a := []any{}
+		for dec.More() {
+			v, err := OrderedJSON(dec)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		_, err := dec.Token()
+		return a, err
+	}
+	return tok, nil
+}
+
+// randomJSON is a random JSON value of up to depth levels, written with
+// spaces and keys in no particular order.
+func randomJSON(rng *rand.Rand, depth int) []byte {
+	var b bytes.Buffer
+	var gen func(d int)
+	gen = func(d int) {
+		k := rng.IntN(9)
+		if d == 0 && k >= 7 {
+			k = rng.IntN(7)
+		}
+		switch k {
+		case 0:
+			b.WriteString("null")
+		case 1:
+			b.WriteString([]string{"true", "false"}[rng.IntN(2)])
+		case 2:
+			fmt.Fprintf(&b, "%d", rng.Int64()>>rng.IntN(64)-rng.Int64N(1<<20))
+		case 3:
+			fmt.Fprintf(&b, "%d", rng.Uint64())
+		case 4:
+			fmt.Fprintf(&b, "%g", rng.NormFloat64()*1e6)
+		case 5:
+			b.WriteString([]string{"1e3", "-0.5", "123456789012345678901234567890", "0"}[rng.IntN(4)])
+		case 6:
+			s, _ := json.Marshal(strings.Repeat("é\"", rng.IntN(40)))
+			b.Write(s)
+		case 7:
+			b.WriteString("[ ")
+			for i := range rng.IntN(18) {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				gen(d - 1)
+			}
+			b.WriteString("]")
+		case 8:
+			b.WriteString("{")
+			for i := range rng.IntN(18) {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, "%q: ", []string{"type", "livekit_service_url", "focus_selection", "b", "a", "zz", ""}[rng.IntN(7)]+strconv.Itoa(i))
+				gen(d - 1)
+			}
+			b.WriteString("}")
+		}
+	}
+	gen(depth)
+	return b.Bytes()
 }

@@ -16,7 +16,11 @@ var ErrUnsupportedVersion = errors.New("unsupported schema version")
 
 // Marshal encodes v as msgpack, using the json struct tags for field names so
 // that the msgpack and JSON forms of a message have the same keys. Encoding
-// is deterministic: equal values give equal bytes.
+// is deterministic: equal values give equal bytes. The public messages
+// (SessionEvent, LiveSession, LiveMember and what they hold) are written
+// with every field, an empty one with its zero value, and a member's
+// nested JSON as msgpack maps and arrays (wire.go); any other struct is
+// written with its empty fields left out.
 func Marshal(v any) ([]byte, error) {
 	if a, ok := v.(msgpackAppender); ok { // hand-written, same bytes (wire.go)
 		size := 256
@@ -112,14 +116,16 @@ func EncodeSessionEvent(e *SessionEvent) ([]byte, error) {
 }
 
 // DecodeSessionEvent decodes a message of RTC_EVENTS: of SchemaVersion, or
-// of version 1 (stored before it, also in the redo records of rooms: it
-// has no call intent and no changed list, which decode empty).
+// of an older version down to OldestSchemaVersion (stored before it, also
+// in the redo records of rooms). Version 1 has no call intent and no changed
+// list, which decode empty; versions 1 and 2 leave empty fields out and hold
+// a member's nested JSON as bytes: they decode to the same values.
 func DecodeSessionEvent(data []byte) (SessionEvent, error) {
 	var e SessionEvent
 	if err := Unmarshal(data, &e); err != nil {
 		return SessionEvent{}, fmt.Errorf("decode session event: %w", err)
 	}
-	if e.V != SchemaVersion && e.V != 1 {
+	if e.V < OldestSchemaVersion || e.V > SchemaVersion {
 		return SessionEvent{}, fmt.Errorf("decode session event: %w %d", ErrUnsupportedVersion, e.V)
 	}
 	return e, nil

@@ -2,9 +2,11 @@ package events
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 )
@@ -248,5 +250,21 @@ func TestSortedMapRoundTrip(t *testing.T) {
 	var empty holder
 	if err := Unmarshal(b, &empty); err != nil || empty.M != nil || empty.N != nil {
 		t.Fatalf("nil maps: %+v %v", empty, err)
+	}
+}
+
+func TestSessionEventMsg(t *testing.T) {
+	for _, c := range []struct{ v, want int }{{0, SchemaVersion}, {1, 1}, {SchemaVersion, SchemaVersion}} {
+		ev := SessionEvent{V: c.v, ID: "i1", Kind: KindSessionEnded, RoomID: "!r:x", Application: "m.call"}
+		m := SessionEventMsg(&ev, []byte{1})
+		if m.Subject != ev.Subject() || m.Header.Get("Nats-Msg-Id") != "i1" ||
+			m.Header.Get(HeaderSchemaVersion) != strconv.Itoa(c.want) || string(m.Data) != "\x01" {
+			t.Errorf("v %d: %s %v % x", c.v, m.Subject, m.Header, m.Data)
+		}
+	}
+	var m nats.Msg
+	SetLiveSessionHeader(&m)
+	if m.Header.Get(HeaderSchemaVersion) != strconv.Itoa(LiveSessionVersion) {
+		t.Errorf("live session header %v", m.Header)
 	}
 }

@@ -29,9 +29,11 @@ import (
 //
 // Version 3 has the same layout; its members carry CallIntent, and a
 // member's value names the membership's current event (every new event of
-// a membership is written). Values of versions 1 and 2 are still read
-// (a bucket holds both while the aggregators are upgraded).
-const LiveSessionVersion = 3
+// a membership is written). Version 4 writes every field (an empty one with
+// its zero value) and a member's nested JSON as msgpack maps and arrays.
+// Values of versions 1 to 3 are still read (a bucket holds several while
+// the aggregators are upgraded).
+const LiveSessionVersion = 4
 
 // liveSessionVersionKnown reports whether a value of rtc_sessions with
 // version v can be read: this version, or an older one.

@@ -7,11 +7,24 @@ import (
 )
 
 // SchemaVersion is the version of the session events (RTC_EVENTS) this
-// package encodes. Version 2 added Member.CallIntent and
-// SessionEvent.Changed, and a member_updated for every new event of a
-// membership (see the package documentation); DecodeSessionEvent reads
-// versions 1 and 2 and refuses others with ErrUnsupportedVersion.
-const SchemaVersion = 2
+// package encodes. Version 3 writes every field (an empty one with its zero
+// value) and the nested JSON of a member as msgpack maps and arrays;
+// version 2 added Member.CallIntent and SessionEvent.Changed, and a
+// member_updated for every new event of a membership (see the package
+// documentation). DecodeSessionEvent reads versions 1 to 3 and refuses
+// others with ErrUnsupportedVersion.
+const SchemaVersion = 3
+
+// OldestSchemaVersion is the oldest session event version the decoders
+// read: events of every version since are still stored (RTC_EVENTS'
+// history, the redo records of rooms in rtc_rooms).
+const OldestSchemaVersion = 1
+
+// HeaderSchemaVersion is the message header that carries a message's
+// schema version ("v" of its body) on RTC_EVENTS and rtc.live.>, and on
+// the values of rtc_sessions: a reader can pick its decoder, or skip a
+// version it does not know, without decoding the body.
+const HeaderSchemaVersion = "Rtc-Schema-Version"
 
 // RawVersion is the version of the inputs on RTC_RAW (RawEvent). It did not
 // change with the session events' version 2: an ingest and an aggregator

@@ -2,19 +2,27 @@ package events
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/wire"
 )
 
-// Hand-written msgpack encoders of the values the aggregator writes per
-// input. Each writes exactly what the reflective encoder of Marshal writes
-// for the same value (internal/wire; wire_test.go compares the two on random
-// values), so stored bytes and deterministic ids do not change. Decoding
-// stays reflective: it is not on the hot path, and it accepts fields in any
-// order.
+// Hand-written msgpack encoders of the public messages, which the
+// aggregator writes per input. Every field is written, an empty one with its
+// zero value (wire.BeginAll), so that a reader in any language finds every
+// documented field; a nested JSON value (focus_active, foci_preferred) is
+// written as the msgpack map or array it stands for. Each encoder writes
+// exactly what a reflective msgpack encoder writes for the same value with
+// no field left out and the nested JSON decoded to generic values
+// (wire_test.go compares the two on random values). Decoding stays
+// reflective, except Member's nested JSON (Member.DecodeMsgpack): it is not
+// on the hot path, and it accepts fields in any order.
 
 // msgpackAppender is a value with a hand-written encoder: Marshal uses it
 // instead of reflection.
@@ -61,25 +69,18 @@ func (lm *LiveMember) MsgpackSize() int { return 16 + lm.Member.MsgpackSize() }
 
 // AppendMsgpack appends the member as Marshal encodes it.
 func (m *Member) AppendMsgpack(b []byte) []byte {
-	w := wire.Begin(b)
+	w := wire.BeginAll(b)
 	w.Str("user_id", string(m.UserID))
 	w.Str("device_id", string(m.DeviceID))
 	w.Str("membership_id", m.MembershipID)
 	w.Int("joined_at", m.JoinedAt)
 	w.Int("expires_at", m.ExpiresAt)
-	w.Bytes("focus_active", m.FocusActive)
-	w.Bytes("foci_preferred", m.FociPreferred)
+	w.JSON("focus_active", m.FocusActive)
+	w.JSON("foci_preferred", m.FociPreferred)
 	w.Str("call_intent", m.CallIntent)
 	w.Str("format", string(m.Format))
 	w.Str("event_id", string(m.EventID))
 	return w.End()
-}
-
-// isEmpty reports whether every field is empty: such a member, held by
-// value in a struct, is left out as the reflective encoder leaves it out.
-func (m *Member) isEmpty() bool {
-	return m.UserID == "" && m.DeviceID == "" && m.MembershipID == "" && m.JoinedAt == 0 && m.ExpiresAt == 0 &&
-		len(m.FocusActive) == 0 && len(m.FociPreferred) == 0 && m.CallIntent == "" && m.Format == "" && m.EventID == ""
 }
 
 // EncodeMsgpack makes the reflective encoder use AppendMsgpack wherever a
@@ -89,7 +90,7 @@ func (m Member) EncodeMsgpack(enc *msgpack.Encoder) error { return writeTo(enc, 
 
 // AppendMsgpack appends the summary as Marshal encodes it.
 func (s *Summary) AppendMsgpack(b []byte) []byte {
-	w := wire.Begin(b)
+	w := wire.BeginAll(b)
 	w.Int("started_at", s.StartedAt)
 	w.Int("ended_at", s.EndedAt)
 	w.Int("duration_ms", s.DurationMS)
@@ -104,7 +105,7 @@ func (s Summary) EncodeMsgpack(enc *msgpack.Encoder) error { return writeTo(enc,
 
 // AppendMsgpack appends the session event as Marshal encodes it.
 func (e *SessionEvent) AppendMsgpack(b []byte) []byte {
-	w := wire.Begin(b)
+	w := wire.BeginAll(b)
 	w.Int("v", int64(e.V))
 	w.Str("id", e.ID)
 	w.Uint("seq", e.Seq)
@@ -117,6 +118,8 @@ func (e *SessionEvent) AppendMsgpack(b []byte) []byte {
 	if e.Member != nil {
 		w.Key("member")
 		w.B = e.Member.AppendMsgpack(w.B)
+	} else {
+		w.Nil("member")
 	}
 	w.Strs("changed", e.Changed)
 	w.Str("reason", string(e.Reason))
@@ -125,6 +128,8 @@ func (e *SessionEvent) AppendMsgpack(b []byte) []byte {
 	if e.Summary != nil {
 		w.Key("summary")
 		w.B = e.Summary.AppendMsgpack(w.B)
+	} else {
+		w.Nil("summary")
 	}
 	return w.End()
 }
@@ -136,19 +141,21 @@ func (e SessionEvent) EncodeMsgpack(enc *msgpack.Encoder) error {
 
 // AppendMsgpack appends the live session as Marshal encodes it.
 func (s *LiveSession) AppendMsgpack(b []byte) []byte {
-	w := wire.Begin(b)
+	w := wire.BeginAll(b)
 	w.Int("v", int64(s.V))
 	w.Str("session_id", s.SessionID)
 	w.Str("room_id", string(s.RoomID))
 	w.Str("application", s.Application)
 	w.Str("call_id", s.CallID)
 	w.Int("started_at", s.StartedAt)
-	if len(s.Members) > 0 {
+	if s.Members != nil {
 		w.Key("members")
 		w.B = wire.AppendArrayLen(w.B, len(s.Members))
 		for i := range s.Members {
 			w.B = s.Members[i].AppendMsgpack(w.B)
 		}
+	} else {
+		w.Nil("members")
 	}
 	w.Int("participants", int64(s.Participants))
 	w.Int("users", int64(s.Users))
@@ -165,18 +172,158 @@ func (s LiveSession) EncodeMsgpack(enc *msgpack.Encoder) error {
 
 // AppendMsgpack appends the live member as Marshal encodes it.
 func (lm *LiveMember) AppendMsgpack(b []byte) []byte {
-	w := wire.Begin(b)
+	w := wire.BeginAll(b)
 	w.Int("v", int64(lm.V))
-	if !lm.Member.isEmpty() {
-		w.Key("member")
-		w.B = lm.Member.AppendMsgpack(w.B)
-	}
+	w.Key("member")
+	w.B = lm.Member.AppendMsgpack(w.B)
 	return w.End()
 }
 
 // EncodeMsgpack: see Member.EncodeMsgpack.
 func (lm LiveMember) EncodeMsgpack(enc *msgpack.Encoder) error {
 	return writeTo(enc, lm.AppendMsgpack(nil))
+}
+
+// memberFields is Member as it is decoded: the nested JSON as the msgpack
+// value it was written as (a map or array since schema version 3, bytes
+// holding the JSON text before), which DecodeMsgpack turns into JSON text.
+type memberFields struct {
+	UserID        id.UserID          `json:"user_id" msgpack:"user_id"`
+	DeviceID      id.DeviceID        `json:"device_id" msgpack:"device_id"`
+	MembershipID  string             `json:"membership_id" msgpack:"membership_id"`
+	JoinedAt      int64              `json:"joined_at" msgpack:"joined_at"`
+	ExpiresAt     int64              `json:"expires_at" msgpack:"expires_at"`
+	FocusActive   msgpack.RawMessage `json:"focus_active" msgpack:"focus_active"`
+	FociPreferred msgpack.RawMessage `json:"foci_preferred" msgpack:"foci_preferred"`
+	CallIntent    string             `json:"call_intent" msgpack:"call_intent"`
+	Format        Format             `json:"format" msgpack:"format"`
+	EventID       id.EventID         `json:"event_id" msgpack:"event_id"`
+}
+
+// DecodeMsgpack implements msgpack.CustomDecoder: a member of any version.
+func (m *Member) DecodeMsgpack(dec *msgpack.Decoder) error {
+	var f memberFields
+	if err := dec.Decode(&f); err != nil {
+		return err
+	}
+	fa, err := nestedJSON(f.FocusActive)
+	if err != nil {
+		return fmt.Errorf("focus_active: %w", err)
+	}
+	fp, err := nestedJSON(f.FociPreferred)
+	if err != nil {
+		return fmt.Errorf("foci_preferred: %w", err)
+	}
+	*m = Member{UserID: f.UserID, DeviceID: f.DeviceID, MembershipID: f.MembershipID, JoinedAt: f.JoinedAt,
+		ExpiresAt: f.ExpiresAt, FocusActive: fa, FociPreferred: fp, CallIntent: f.CallIntent, Format: f.Format,
+		EventID: f.EventID}
+	return nil
+}
+
+// nestedJSON turns the msgpack encoding of a nested JSON value back into
+// compact JSON text: bytes or a string (schema versions 1 and 2) hold the
+// text itself; nil is no value; anything else is the value, written with
+// its maps' keys in their order (wire.AppendJSON keeps the text's order, so
+// the text comes back as it was).
+func nestedJSON(raw msgpack.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	switch c := raw[0]; {
+	case c == msgpcode.Nil:
+		return nil, nil
+	case msgpcode.IsBin(c) || msgpcode.IsString(c):
+		var b []byte
+		if err := msgpack.Unmarshal(raw, &b); err != nil {
+			return nil, err
+		}
+		if len(b) == 0 {
+			return nil, nil
+		}
+		return json.RawMessage(b), nil
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(raw))
+	var buf bytes.Buffer
+	if err := msgpackToJSON(&buf, dec, 0); err != nil {
+		return nil, err
+	}
+	return json.RawMessage(buf.Bytes()), nil
+}
+
+// maxNesting bounds the depth msgpackToJSON follows: deeper is not JSON a
+// membership carries, and a bound keeps a hostile value from exhausting the
+// stack.
+const maxNesting = 64
+
+// msgpackToJSON writes the next msgpack value of dec as JSON to w, maps
+// with their keys in their order.
+func msgpackToJSON(w *bytes.Buffer, dec *msgpack.Decoder, depth int) error {
+	if depth > maxNesting {
+		return errors.New("nested JSON too deep")
+	}
+	c, err := dec.PeekCode()
+	if err != nil {
+		return err
+	}
+	switch {
+	case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
+		n, err := dec.DecodeMapLen()
+		if err != nil {
+			return err
+		}
+		w.WriteByte('{')
+		for i := range n {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			k, err := dec.DecodeString()
+			if err != nil {
+				return err
+			}
+			if err := writeJSONScalar(w, k); err != nil {
+				return err
+			}
+			w.WriteByte(':')
+			if err := msgpackToJSON(w, dec, depth+1); err != nil {
+				return err
+			}
+		}
+		w.WriteByte('}')
+		return nil
+	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+		n, err := dec.DecodeArrayLen()
+		if err != nil {
+			return err
+		}
+		w.WriteByte('[')
+		for i := range n {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if err := msgpackToJSON(w, dec, depth+1); err != nil {
+				return err
+			}
+		}
+		w.WriteByte(']')
+		return nil
+	}
+	v, err := dec.DecodeInterfaceLoose()
+	if err != nil {
+		return err
+	}
+	return writeJSONScalar(w, v)
+}
+
+// writeJSONScalar writes v as JSON without HTML escapes (a JSON text from
+// a Matrix event has none of its own).
+func writeJSONScalar(w *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	w.Truncate(w.Len() - 1) // Encode's newline
+	return nil
 }
 
 func writeTo(enc *msgpack.Encoder, b []byte) error {

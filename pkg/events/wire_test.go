@@ -5,30 +5,136 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/vmihailenco/msgpack/v5"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 )
 
-// Types without the hand-written encoders: the reflective encoder encodes
-// them field by field, as it encoded the originals before wire.go.
+// The reference encoding of the public messages: a reflective msgpack
+// encoder with Marshal's settings but no field left out, of mirror types
+// without the hand-written encoders whose nested JSON is the generic value
+// it decodes to (integers that fit 64 bits as int64 or uint64, other
+// numbers as float64).
 type (
-	plainMember       Member
-	plainSummary      Summary
-	plainSessionEvent SessionEvent
-	plainLiveSession  LiveSession
-	plainLiveMember   LiveMember
+	refMember struct {
+		UserID        id.UserID   `json:"user_id"`
+		DeviceID      id.DeviceID `json:"device_id"`
+		MembershipID  string      `json:"membership_id"`
+		JoinedAt      int64       `json:"joined_at"`
+		ExpiresAt     int64       `json:"expires_at"`
+		FocusActive   any         `json:"focus_active"`
+		FociPreferred any         `json:"foci_preferred"`
+		CallIntent    string      `json:"call_intent"`
+		Format        Format      `json:"format"`
+		EventID       id.EventID  `json:"event_id"`
+	}
+	refSessionEvent struct {
+		V            int           `json:"v"`
+		ID           string        `json:"id"`
+		Seq          uint64        `json:"seq"`
+		Kind         Kind          `json:"kind"`
+		SessionID    string        `json:"session_id"`
+		RoomID       id.RoomID     `json:"room_id"`
+		Application  string        `json:"application"`
+		CallID       string        `json:"call_id"`
+		At           int64         `json:"at"`
+		Member       *refMember    `json:"member"`
+		Changed      []string      `json:"changed"`
+		Reason       Reason        `json:"reason"`
+		Participants int           `json:"participants"`
+		Users        int           `json:"users"`
+		Summary      *plainSummary `json:"summary"`
+	}
+	plainSummary   Summary
+	refLiveSession struct {
+		V             int         `json:"v"`
+		SessionID     string      `json:"session_id"`
+		RoomID        id.RoomID   `json:"room_id"`
+		Application   string      `json:"application"`
+		CallID        string      `json:"call_id"`
+		StartedAt     int64       `json:"started_at"`
+		Members       []refMember `json:"members"`
+		Participants  int         `json:"participants"`
+		Users         int         `json:"users"`
+		Seq           uint64      `json:"seq"`
+		UpdatedAt     int64       `json:"updated_at"`
+		MembersInKeys bool        `json:"members_in_keys"`
+	}
+	refLiveMember struct {
+		V      int       `json:"v"`
+		Member refMember `json:"member"`
+	}
 )
 
-// reflectiveEncode is the reflective encoding of v.
+// genericJSON is the nested JSON as the reference writes it: the msgpack
+// value wire.AppendJSON makes of it (whose tests compare it with the
+// reflective encoding of the JSON's generic value), or nil.
+func genericJSON(t *testing.T, raw json.RawMessage) any {
+	t.Helper()
+	if len(raw) == 0 {
+		return nil
+	}
+	b, err := wire.AppendJSON(nil, raw)
+	if err != nil {
+		t.Fatalf("%s: %v", raw, err)
+	}
+	return msgpack.RawMessage(b)
+}
+
+func toRefMember(t *testing.T, m *Member) *refMember {
+	if m == nil {
+		return nil
+	}
+	return &refMember{UserID: m.UserID, DeviceID: m.DeviceID, MembershipID: m.MembershipID, JoinedAt: m.JoinedAt,
+		ExpiresAt: m.ExpiresAt, FocusActive: genericJSON(t, m.FocusActive), FociPreferred: genericJSON(t, m.FociPreferred),
+		CallIntent: m.CallIntent, Format: m.Format, EventID: m.EventID}
+}
+
+func toRef(t *testing.T, v any) any {
+	switch v := v.(type) {
+	case *Member:
+		return toRefMember(t, v)
+	case *Summary:
+		return (*plainSummary)(v)
+	case *SessionEvent:
+		return &refSessionEvent{V: v.V, ID: v.ID, Seq: v.Seq, Kind: v.Kind, SessionID: v.SessionID, RoomID: v.RoomID,
+			Application: v.Application, CallID: v.CallID, At: v.At, Member: toRefMember(t, v.Member), Changed: v.Changed,
+			Reason: v.Reason, Participants: v.Participants, Users: v.Users, Summary: (*plainSummary)(v.Summary)}
+	case *LiveSession:
+		r := &refLiveSession{V: v.V, SessionID: v.SessionID, RoomID: v.RoomID, Application: v.Application,
+			CallID: v.CallID, StartedAt: v.StartedAt, Participants: v.Participants, Users: v.Users, Seq: v.Seq,
+			UpdatedAt: v.UpdatedAt, MembersInKeys: v.MembersInKeys}
+		if v.Members != nil {
+			r.Members = []refMember{}
+			for i := range v.Members {
+				r.Members = append(r.Members, *toRefMember(t, &v.Members[i]))
+			}
+		}
+		return r
+	case *LiveMember:
+		return &refLiveMember{V: v.V, Member: *toRefMember(t, &v.Member)}
+	}
+	t.Fatalf("no reference type for %T", v)
+	return nil
+}
+
+// reflectiveEncode is the reference encoding of v (see refMember).
 func reflectiveEncode(t *testing.T, v any) []byte {
 	t.Helper()
-	b, err := MarshalReflective(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetCustomStructTag("json")
+	enc.SetSortMapKeys(true)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return buf.Bytes()
 }
 
 type gen struct{ *rand.Rand }
@@ -54,11 +160,15 @@ func (g gen) i64() int64 {
 }
 
 func (g gen) raw() json.RawMessage {
-	switch g.IntN(3) {
+	switch g.IntN(5) {
 	case 0:
 		return nil
 	case 1:
 		return json.RawMessage{}
+	case 2:
+		return json.RawMessage(`[{"type":"livekit","livekit_alias":"!r:x","n":[1,-2,3.5,1e300,18446744073709551615]},{"type":"x"}]`)
+	case 3:
+		return json.RawMessage(`{"z":{"b":null,"a":[true,false,"<&>"]},"focus_selection":"oldest_membership","type":"livekit"}`)
 	}
 	return json.RawMessage(`{"type":"livekit","livekit_service_url":"` + strings.Repeat("u", g.IntN(300)) + `"}`)
 }
@@ -94,18 +204,22 @@ func (g gen) summary() *Summary {
 
 func TestHandWrittenEncodersMatchReflection(t *testing.T) {
 	g := gen{rand.New(rand.NewPCG(3, 5))}
-	check := func(name string, fast msgpackAppender, plain any) {
+	check := func(name string, fast msgpackAppender) {
 		t.Helper()
 		got, err := Marshal(fast)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := reflectiveEncode(t, plain); !bytes.Equal(got, want) {
+		if want := reflectiveEncode(t, toRef(t, fast)); !bytes.Equal(got, want) {
 			t.Fatalf("%s %+v:\n got % x\nwant % x", name, fast, got, want)
 		}
 		// Nested in a value the reflective encoder walks, the hand-written
 		// encoder is used through EncodeMsgpack: same bytes again.
-		if nested := reflectiveEncode(t, []any{fast}); !bytes.Equal(nested[1:], got) {
+		nested, err := MarshalReflective([]any{fast})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(nested[1:], got) {
 			t.Fatalf("%s nested:\n got % x\nwant % x", name, nested[1:], got)
 		}
 	}
@@ -114,10 +228,10 @@ func TestHandWrittenEncodersMatchReflection(t *testing.T) {
 		if g.IntN(10) == 0 {
 			m = Member{}
 		}
-		check("member", &m, (*plainMember)(&m))
+		check("member", &m)
 
 		if s := g.summary(); s != nil {
-			check("summary", s, (*plainSummary)(s))
+			check("summary", s)
 		}
 
 		ev := SessionEvent{V: int(g.i64()), ID: g.str(), Seq: uint64(g.i64()), Kind: Kind(g.str()), SessionID: g.str(),
@@ -127,7 +241,7 @@ func TestHandWrittenEncodersMatchReflection(t *testing.T) {
 			mm := g.member()
 			ev.Member = &mm
 		}
-		check("session event", &ev, (*plainSessionEvent)(&ev))
+		check("session event", &ev)
 
 		ls := LiveSession{V: int(g.i64()), SessionID: g.str(), RoomID: id.RoomID(g.str()), Application: g.str(),
 			CallID: g.str(), StartedAt: g.i64(), Participants: int(g.i64()), Users: int(g.i64()), Seq: uint64(g.i64()),
@@ -140,13 +254,13 @@ func TestHandWrittenEncodersMatchReflection(t *testing.T) {
 				ls.Members = append(ls.Members, g.member())
 			}
 		}
-		check("live session", &ls, (*plainLiveSession)(&ls))
+		check("live session", &ls)
 
 		lm := LiveMember{V: int(g.i64()), Member: g.member()}
 		if g.IntN(4) == 0 {
 			lm.Member = Member{}
 		}
-		check("live member", &lm, (*plainLiveMember)(&lm))
+		check("live member", &lm)
 	}
 }
 
@@ -156,7 +270,6 @@ func TestHandWrittenEncodingsDecode(t *testing.T) {
 	g := gen{rand.New(rand.NewPCG(9, 9))}
 	for range 500 {
 		m := g.member()
-		m.FocusActive, m.FociPreferred = nil, nil
 		ev := SessionEvent{ID: g.str(), Seq: uint64(g.Int64N(1 << 40)), Kind: KindMemberJoined, RoomID: "!r:x",
 			Member: &m, Summary: g.summary(), Changed: g.changed()}
 		b, err := EncodeSessionEvent(&ev)
@@ -169,6 +282,14 @@ func TestHandWrittenEncodingsDecode(t *testing.T) {
 		}
 		if b2, _ := EncodeSessionEvent(&back); !bytes.Equal(b, b2) {
 			t.Fatalf("session event does not round-trip:\n% x\n% x", b, b2)
+		}
+		for _, f := range [][2]json.RawMessage{{m.FocusActive, back.Member.FocusActive}, {m.FociPreferred, back.Member.FociPreferred}} {
+			// Compact JSON comes back byte for byte, except a number that
+			// is not written as JSON.stringify or Go write it (1e300).
+			exact := !bytes.Contains(f[0], []byte("1e300"))
+			if !sameJSON(t, f[0], f[1]) || exact && !bytes.Equal(f[0], f[1]) {
+				t.Fatalf("nested JSON %s came back as %s", f[0], f[1])
+			}
 		}
 	}
 }
@@ -259,7 +380,7 @@ func TestOlderVersionsDecode(t *testing.T) {
 		FocusActive: json.RawMessage(`{"type":"livekit"}`), Format: FormatSession, EventID: "$e"}
 	same := func(a, b Member) bool { ab, _ := Marshal(&a); bb, _ := Marshal(&b); return bytes.Equal(ab, bb) }
 
-	for _, v := range []int{1, SchemaVersion, 99} {
+	for _, v := range []int{1, 2, SchemaVersion, 99} {
 		b, _ := MarshalReflective(&sessionEventV1{V: v, ID: "i", Seq: 3, Kind: KindMemberUpdated, SessionID: "s",
 			RoomID: "!r:x", Application: "m.call", At: 7, Member: &m1, Participants: 1, Users: 1})
 		ev, err := DecodeSessionEvent(b)
@@ -314,5 +435,60 @@ func TestOlderVersionsDecode(t *testing.T) {
 	lb, _ := EncodeLiveMember(&nm)
 	if m, err := DecodeLiveMember(lb); err != nil || m.CallIntent != "audio" {
 		t.Fatalf("live member: %+v, %v", m, err)
+	}
+}
+
+// sameJSON reports whether a and b are the same JSON value (an empty text
+// is no value).
+func sameJSON(t *testing.T, a, b json.RawMessage) bool {
+	t.Helper()
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatal(err)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// Every field is in the encoding of a session event of version 3, an empty
+// one with its zero value, and a member's nested JSON is a msgpack map (or
+// array), not bytes.
+func TestEveryFieldIsEncoded(t *testing.T) {
+	b, err := EncodeSessionEvent(&SessionEvent{Kind: KindMemberJoined, RoomID: "!r:x",
+		Member: &Member{FocusActive: json.RawMessage(`{"type":"livekit"}`), FociPreferred: json.RawMessage(`[{"type":"livekit"}]`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := msgpack.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"v", "id", "seq", "kind", "session_id", "room_id", "application", "call_id", "at", "member",
+		"changed", "reason", "participants", "users", "summary"}
+	if len(got) != len(want) {
+		t.Errorf("%d fields, want %d: %v", len(got), len(want), got)
+	}
+	for _, k := range want {
+		if _, ok := got[k]; !ok {
+			t.Errorf("no %q in %v", k, got)
+		}
+	}
+	if got["call_id"] != "" || got["participants"] != int8(0) || got["summary"] != nil || got["changed"] != nil {
+		t.Errorf("zero values: call_id %#v participants %#v summary %#v changed %#v", got["call_id"], got["participants"], got["summary"], got["changed"])
+	}
+	m := got["member"].(map[string]any)
+	if fa, ok := m["focus_active"].(map[string]any); !ok || fa["type"] != "livekit" {
+		t.Errorf("focus_active %#v, want a map", m["focus_active"])
+	}
+	if fp, ok := m["foci_preferred"].([]any); !ok || len(fp) != 1 {
+		t.Errorf("foci_preferred %#v, want an array", m["foci_preferred"])
+	}
+	if m["call_intent"] != "" || m["joined_at"] != int8(0) {
+		t.Errorf("member zero values: %#v", m)
 	}
 }
