@@ -6,6 +6,7 @@ package simulate
 
 import (
 	"bufio"
+	"container/heap"
 	"context"
 	"errors"
 	"flag"
@@ -30,6 +31,10 @@ type Engine struct {
 	cfg   rtc.Config
 	rooms map[id.RoomID]*rtc.RoomState
 	now   int64
+	// due holds each room's next deadline, pushed whenever a room changes
+	// (entries of a deadline that has changed since are skipped), so that
+	// finding the due timers does not scan every room for every input.
+	due deadlines
 	// Emit receives every session event in order.
 	Emit func(events.SessionEvent)
 	// Note receives why an input (or part of it) did not count.
@@ -50,10 +55,11 @@ func (e *Engine) Apply(in *events.RawEvent) {
 		st = rtc.NewRoomState(in.RoomID)
 		e.rooms[in.RoomID] = st
 	}
-	e.apply(st, in)
+	e.apply(in.RoomID, st, in)
 }
 
-func (e *Engine) apply(st *rtc.RoomState, in *events.RawEvent) {
+func (e *Engine) apply(room id.RoomID, st *rtc.RoomState, in *events.RawEvent) {
+	before := st.NextDeadline()
 	res := rtc.Apply(e.cfg, st, in)
 	for _, r := range res.Rejections {
 		e.Note(r.EventID, r.Reason)
@@ -61,30 +67,47 @@ func (e *Engine) apply(st *rtc.RoomState, in *events.RawEvent) {
 	for _, ev := range res.Events {
 		e.Emit(ev)
 	}
+	if d := st.NextDeadline(); d != 0 && d != before {
+		heap.Push(&e.due, dueRoom{at: d, room: room})
+	}
 }
 
 // Advance moves the global clock to t and fires every timer due by then, in
 // deadline order (ties by room id).
 func (e *Engine) Advance(t int64) {
 	e.now = max(e.now, t)
-	for {
-		var room id.RoomID
-		var next int64
-		for r, st := range e.rooms {
-			d := st.NextDeadline()
-			if d == 0 || d > e.now {
-				continue
-			}
-			if next == 0 || d < next || (d == next && r < room) {
-				room, next = r, d
-			}
+	for len(e.due) > 0 && e.due[0].at <= e.now {
+		next := heap.Pop(&e.due).(dueRoom)
+		st := e.rooms[next.room]
+		if st.NextDeadline() != next.at {
+			continue // the room has changed since: its current deadline has its own entry
 		}
-		if next == 0 {
-			return
-		}
-		e.apply(e.rooms[room], &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
-			Source: events.SourceTimer, RoomID: room, Deadline: next, ReceivedAt: next})
+		e.apply(next.room, st, &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
+			Source: events.SourceTimer, RoomID: next.room, Deadline: next.at, ReceivedAt: next.at})
 	}
+}
+
+// dueRoom is a room's next deadline.
+type dueRoom struct {
+	at   int64
+	room id.RoomID
+}
+
+// deadlines is a min-heap of rooms' deadlines, ties by room id
+// (container/heap).
+type deadlines []dueRoom
+
+func (h deadlines) Len() int { return len(h) }
+func (h deadlines) Less(i, j int) bool {
+	return h[i].at < h[j].at || (h[i].at == h[j].at && h[i].room < h[j].room)
+}
+func (h deadlines) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *deadlines) Push(x any)   { *h = append(*h, x.(dueRoom)) }
+func (h *deadlines) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // LiveSessions lists every room's live sessions, by room id.
@@ -287,8 +310,10 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		in = f
 	}
-	// Exact JSON (the events' own strings), safe on a terminal.
-	enc := safetext.NewJSONEncoder(stdout)
+	// Exact JSON (the events' own strings), safe on a terminal; buffered,
+	// since a file of events gives about one line out per line in.
+	out := bufio.NewWriterSize(stdout, 64*1024)
+	enc := safetext.NewJSONEncoder(out)
 	eng := NewEngine(rtc.DefaultConfig())
 	var line int
 	var encErr error
@@ -327,6 +352,9 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 				encErr = err
 			}
 		}
+	}
+	if err := out.Flush(); err != nil && encErr == nil {
+		encErr = err
 	}
 	if encErr != nil {
 		fmt.Fprintf(stderr, "simulate: write: %v\n", encErr)
