@@ -113,8 +113,10 @@ func TestCluster(t *testing.T) {
 	faultsDone := make(chan struct{})
 	var faults sync.WaitGroup
 	faults.Go(c.runFaults)
-	for _, w := range stepDownWindows {
-		faults.Go(func() { c.stepDowns(w.From, w.To) })
+	for i, w := range stepDownWindows {
+		// Each goroutine draws from its own generator.
+		rng := rand.New(rand.NewPCG(seed, 0x5d0+uint64(i)))
+		faults.Go(func() { c.stepDowns(rng, w.From, w.To) })
 	}
 	go func() {
 		defer close(faultsDone)
@@ -155,7 +157,7 @@ func TestCluster(t *testing.T) {
 type run struct {
 	t            *testing.T
 	h            *proctest.Harness
-	rng          *rand.Rand
+	rng          *rand.Rand // the setup's and runFaults'
 	t0           time.Time
 	hardDeadline time.Time
 	cluster      *proctest.NATSCluster
@@ -352,10 +354,10 @@ func (c *run) runFaults() {
 // upgrade, when each server hands its leaderships over before it stops.
 // An election then happens while the aggregators publish, many times per
 // run, which a SIGKILL alone rarely hits.
-func (c *run) stepDowns(from, to time.Duration) {
+func (c *run) stepDowns(rng *rand.Rand, from, to time.Duration) {
 	time.Sleep(time.Until(c.t0.Add(from)))
 	for time.Until(c.t0.Add(to)) > 0 {
-		c.waitAccepted(pipelinetest.Uniform(c.rng, 0, 5*time.Millisecond))
+		c.waitAccepted(pipelinetest.Uniform(rng, 0, 5*time.Millisecond))
 		name, err := c.leader(events.StreamEvents)
 		if err != nil {
 			c.t.Error(err)
@@ -384,7 +386,7 @@ func (c *run) stepDowns(from, to time.Duration) {
 			c.mu.Unlock()
 			c.note("%s", what)
 		}
-		time.Sleep(pipelinetest.Uniform(c.rng, 1500*time.Millisecond, 3*time.Second))
+		time.Sleep(pipelinetest.Uniform(rng, 1500*time.Millisecond, 3*time.Second))
 	}
 }
 
