@@ -1,4 +1,4 @@
-# One image with the three binaries; it has no default command: the
+# One image with the four binaries; it has no default command: the
 # manifests name the binary (`command: [/usr/local/bin/aggregator, ...]`), and
 # `docker run IMAGE ingest serve`, `docker run IMAGE rtcctl sessions` run the
 # binary named first. An unknown name fails with "executable file not found";
@@ -22,7 +22,7 @@ RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags="-s -w -X github.com/rtcsessions/rtc-sessions/internal/version.version=${VERSION} -X github.com/rtcsessions/rtc-sessions/internal/version.commit=${COMMIT}" \
-      -o /out/ ./cmd/aggregator ./cmd/ingest ./cmd/rtcctl \
+      -o /out/ ./cmd/aggregator ./cmd/ingest ./cmd/rtcctl ./cmd/rtcapi \
  && /out/rtcctl --version
 
 FROM gcr.io/distroless/static-debian12:nonroot
@@ -31,7 +31,7 @@ ARG COMMIT=unknown
 ARG CREATED=""
 ARG SOURCE=https://github.com/rtcsessions/rtc-sessions
 LABEL org.opencontainers.image.title="rtc-sessions" \
-      org.opencontainers.image.description="Authoritative MatrixRTC call sessions on NATS JetStream: aggregator, ingest, rtcctl" \
+      org.opencontainers.image.description="Authoritative MatrixRTC call sessions on NATS JetStream: aggregator, ingest, rtcctl, rtcapi" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}" \
       org.opencontainers.image.created="${CREATED}" \

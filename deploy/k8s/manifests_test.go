@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/api"
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 )
@@ -55,6 +56,23 @@ func TestIngestConfigLoads(t *testing.T) {
 	}
 	if err == nil && cfg.Topology.Partitions != agg.Topology.Partitions {
 		t.Fatalf("ingest partitions %d != aggregator partitions %d", cfg.Topology.Partitions, agg.Topology.Partitions)
+	}
+}
+
+// TestAPIConfigLoads: rtcapi's cluster configuration loads and validates,
+// and every token file it names is in the mounted Secret's directory.
+func TestAPIConfigLoads(t *testing.T) {
+	cfg, err := api.LoadConfig("base/config/rtcapi.yaml")
+	if err != nil {
+		onlyMissingSecrets(t, err)
+	}
+	if len(cfg.NATS.URLs) == 0 || cfg.Auth.AllowAnonymous || len(cfg.Auth.Tokens) == 0 {
+		t.Fatalf("the cluster config must use the NATS cluster, tokens and no anonymous access: %+v", cfg)
+	}
+	for _, tok := range cfg.Auth.Tokens {
+		if !strings.HasPrefix(tok.File, "/run/secrets/rtc-api/") {
+			t.Errorf("token %s: file %s is not in the Secret rtc-api-tokens (mounted at /run/secrets/rtc-api)", tok.Name, tok.File)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/api"
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
@@ -163,6 +164,7 @@ func TestEachPodMountsOnlyItsOwnSecrets(t *testing.T) {
 		{"base/aggregator.yaml", []string{"rtc-nats-aggregator"}},
 		{"base/ingest.yaml", []string{"rtc-ingest-tokens", "rtc-nats-ingest"}},
 		{"components/ingest-sync/ingest-sync.yaml", []string{"rtc-ingest-sync-tokens", "rtc-nats-ingest"}},
+		{"base/rtcapi.yaml", []string{"rtc-api-tokens", "rtc-nats-api"}},
 	}
 	for _, tc := range tests {
 		p := deployment(t, tc.file)
@@ -198,6 +200,10 @@ func TestNATSClientConfig(t *testing.T) {
 	if err != nil && sync.NATS.User == "" {
 		t.Fatal(err)
 	}
+	apiCfg, err := api.LoadConfig("base/config/rtcapi.yaml")
+	if err != nil && apiCfg.NATS.User == "" {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		deploy, user, secret string
 		nats                 natsutil.ConnConfig
@@ -205,6 +211,7 @@ func TestNATSClientConfig(t *testing.T) {
 		{"base/aggregator.yaml", authz.UserAggregator, "rtc-nats-aggregator", agg.NATS},
 		{"base/ingest.yaml", authz.UserIngest, "rtc-nats-ingest", ing.NATS},
 		{"components/ingest-sync/ingest-sync.yaml", authz.UserIngest, "rtc-nats-ingest", sync.NATS},
+		{"base/rtcapi.yaml", authz.UserAPI, "rtc-nats-api", apiCfg.NATS},
 	}
 	for _, tc := range tests {
 		u, ok := authz.UserByName(tc.user)

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
+	"github.com/rtcsessions/rtc-sessions/internal/api"
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 )
@@ -113,6 +114,9 @@ func TestOverlayEnvironmentIsReal(t *testing.T) {
 			case "rtc-ingest", "rtc-ingest-sync":
 				c := ingest.DefaultConfig()
 				prefix, dst = ingest.EnvPrefix, &c
+			case "rtc-api":
+				c := api.DefaultConfig()
+				prefix, dst = api.EnvPrefix, &c
 			default:
 				t.Fatalf("%s: unexpected Deployment %s", file, deploy)
 			}

@@ -46,6 +46,7 @@ var components = []string{"ingest-sync", "monitoring", "keda"}
 // externalSecrets are created by the operator (README.md), never rendered.
 var externalSecrets = map[string]bool{
 	"rtc-nats-aggregator": true, "rtc-nats-ingest": true, "rtc-ingest-tokens": true, "rtc-ingest-sync-tokens": true,
+	"rtc-nats-api": true, "rtc-api-tokens": true,
 }
 
 // externalConfigMaps likewise.
@@ -237,7 +238,8 @@ func (c *check) metadata() {
 	}
 	for _, want := range []string{"Deployment/rtc-aggregator", "Deployment/rtc-ingest", "Service/rtc-ingest",
 		"PodDisruptionBudget/rtc-aggregator", "PodDisruptionBudget/rtc-ingest", "HorizontalPodAutoscaler/rtc-ingest",
-		"NetworkPolicy/rtc-aggregator", "NetworkPolicy/rtc-ingest"} {
+		"NetworkPolicy/rtc-aggregator", "NetworkPolicy/rtc-ingest",
+		"Deployment/rtc-api", "Service/rtc-api", "PodDisruptionBudget/rtc-api", "HorizontalPodAutoscaler/rtc-api", "NetworkPolicy/rtc-api"} {
 		if !seen[want] {
 			t.Errorf("no %s", want)
 		}
@@ -565,9 +567,18 @@ func (c *check) configs() {
 	for name, dc := range c.deploymentConfigs() {
 		prefix := "RTC_INGEST_"
 		listenEnv, listenPath := prefix+"METRICS_ADDR", []string{"metrics_addr"}
-		if name == "rtc-aggregator" {
+		switch name {
+		case "rtc-aggregator":
 			prefix = "RTC_AGG_"
 			listenEnv, listenPath = prefix+"HTTP_LISTEN", []string{"http", "listen"}
+		case "rtc-api":
+			prefix = "RTC_API_"
+			listenEnv, listenPath = prefix+"METRICS_LISTEN", []string{"metrics_listen"}
+			// The API on the pod address, on the port the Service targets.
+			api := dc.value(prefix+"LISTEN", "listen")
+			if host, port, err := net.SplitHostPort(api); err != nil || host != "0.0.0.0" || port != strconv.Itoa(int(containerPort(dc.deploy, "http"))) {
+				t.Errorf("%s: listen %q: want 0.0.0.0:<container port \"http\" %d>", name, api, containerPort(dc.deploy, "http"))
+			}
 		}
 		// Metrics and probes on the pod address, on the port the pod names.
 		listen := dc.value(listenEnv, listenPath...)
@@ -575,11 +586,13 @@ func (c *check) configs() {
 		if err != nil || host != "0.0.0.0" || port != strconv.Itoa(int(containerPort(dc.deploy, "metrics"))) {
 			t.Errorf("%s: metrics listen %q: want 0.0.0.0:<container port \"metrics\" %d>", name, listen, containerPort(dc.deploy, "metrics"))
 		}
-		if got := dc.value(prefix+"TOPOLOGY_REPLICAS", "topology", "replicas"); got != wantReplicas {
-			t.Errorf("%s: topology.replicas %s, want %s in %s", name, got, wantReplicas, c.overlay)
-		}
-		if got := dc.value(prefix+"TOPOLOGY_PARTITIONS", "topology", "partitions"); got != strconv.Itoa(c.partitions) {
-			t.Errorf("%s: topology.partitions %s, want %d", name, got, c.partitions)
+		if name != "rtc-api" { // rtcapi creates no stream: it reads what the aggregator made
+			if got := dc.value(prefix+"TOPOLOGY_REPLICAS", "topology", "replicas"); got != wantReplicas {
+				t.Errorf("%s: topology.replicas %s, want %s in %s", name, got, wantReplicas, c.overlay)
+			}
+			if got := dc.value(prefix+"TOPOLOGY_PARTITIONS", "topology", "partitions"); got != strconv.Itoa(c.partitions) {
+				t.Errorf("%s: topology.partitions %s, want %d", name, got, c.partitions)
+			}
 		}
 		urls := strings.Split(dc.value(prefix+"NATS_URLS", "nats", "urls"), ",")
 		for _, u := range urls {
