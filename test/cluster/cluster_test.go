@@ -421,20 +421,25 @@ func (c *run) settle() {
 
 // reportStalls logs, for each fault, how long after it the next input and
 // the next session event were stored, and the longest pause of each
-// stream in the 15 s after it.
+// stream until the next fault (at most 15 s).
 func (c *run) reportStalls(v *pipelinetest.Verifier) {
 	c.mu.Lock()
 	faults := slices.Clone(c.faults)
 	c.mu.Unlock()
+	slices.SortFunc(faults, func(a, b fault) int { return a.at.Compare(b.at) })
 	var lines []string
-	for _, f := range faults {
+	for i, f := range faults {
+		within := 15 * time.Second
+		if i+1 < len(faults) {
+			within = min(within, faults[i+1].at.Sub(f.at))
+		}
 		line := fmt.Sprintf("T0%+.3fs %s:", f.at.Sub(c.t0).Seconds(), f.what)
 		for _, s := range []string{events.StreamRaw, events.StreamEvents} {
 			next, ok := v.FirstStoredAfter(s, f.at)
-			gap := v.LongestGap(s, f.at, 15*time.Second)
+			gap := v.LongestGap(s, f.at, within)
 			if ok {
-				line += fmt.Sprintf(" %s next stored after %s (longest pause in 15 s: %s);", s,
-					next.Round(time.Millisecond), gap.Round(time.Millisecond))
+				line += fmt.Sprintf(" %s next stored after %s (longest pause in the next %s: %s);", s,
+					next.Round(time.Millisecond), within.Round(100*time.Millisecond), gap.Round(time.Millisecond))
 			} else {
 				line += fmt.Sprintf(" %s: nothing stored after it;", s)
 			}
