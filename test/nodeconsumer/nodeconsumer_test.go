@@ -357,7 +357,10 @@ func startPipeline(t *testing.T, srv *authztest.Server) string {
 	bound := make(chan string, 1)
 	ingDone := make(chan error, 1)
 	wg.Add(1)
-	go func() { defer wg.Done(); ingDone <- ingest.Run(ctx, icfg, zap.NewNop(), prometheus.NewRegistry(), bound) }()
+	go func() {
+		defer wg.Done()
+		ingDone <- ingest.Run(ctx, icfg, zap.NewNop(), prometheus.NewRegistry(), bound)
+	}()
 
 	var addr string
 	select {
