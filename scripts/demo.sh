@@ -6,7 +6,10 @@
 #   ingest push: plays configs/demo/sample.jsonl as those homeservers would,
 #                as real appservice transactions, shifted to now, at its own pace
 #   rtcctl tail: shows the session events as they happen
+#   rtcapi     (the HTTP API and the live-calls page; its URL is printed)
 #
+# HOLD=N keeps everything running N seconds more at the end, to look at the
+# live-calls page.
 # Everything listens on 127.0.0.1 on free ports; everything started here is
 # stopped (by pid) and the temp dir removed on exit.
 set -euo pipefail
@@ -16,6 +19,7 @@ GO=${GO:-go}
 BIN=${BIN:-bin}
 SAMPLE=${SAMPLE:-configs/demo/sample.jsonl}
 SPEED=${SPEED:-1}
+HOLD=${HOLD:-0}
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -30,11 +34,13 @@ freeport() {
 	done
 }
 
-# http_get PORT PATH: a tiny HTTP/1.0 GET with bash only (no curl needed).
+# http_get PORT PATH [TOKEN]: a tiny HTTP/1.0 GET with bash only (no curl
+# needed), with a bearer token when given.
 http_get() {
-	local body
+	local body auth=""
+	[ -n "${3:-}" ] && auth="Authorization: Bearer $3"$'\r\n'
 	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-	printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+	printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s\r\n' "$2" "$auth" >&3
 	body=$(cat <&3)
 	exec 3<&-
 	printf '%s\n' "$body"
@@ -52,9 +58,9 @@ wait_ready() { # NAME PORT LOG
 	return 1
 }
 
-say "building aggregator, ingest and rtcctl into $BIN/"
+say "building aggregator, ingest, rtcctl and rtcapi into $BIN/"
 mkdir -p "$BIN"
-$GO build -o "$BIN/" ./cmd/aggregator ./cmd/ingest ./cmd/rtcctl
+$GO build -o "$BIN/" ./cmd/aggregator ./cmd/ingest ./cmd/rtcctl ./cmd/rtcapi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rtc-demo.XXXXXX")
 PIDS=()
@@ -74,6 +80,7 @@ NATS_PORT=$(freeport)
 AGG_HTTP=$(freeport)
 AS_PORT=$(freeport)
 INGEST_HTTP=$(freeport)
+API_PORT=$(freeport)
 NATS_URL=nats://127.0.0.1:$NATS_PORT
 
 say "starting the aggregator (embedded NATS on $NATS_URL, data in $TMP/nats)"
@@ -89,6 +96,24 @@ RTC_INGEST_NATS_URLS=$NATS_URL RTC_INGEST_APPSERVICE_LISTEN_ADDR=127.0.0.1:$AS_P
 	"$BIN/ingest" --config configs/demo/ingest.yaml >"$TMP/ingest.log" 2>&1 &
 PIDS+=($!)
 wait_ready ingest "$INGEST_HTTP" "$TMP/ingest.log"
+
+say "starting rtcapi (the HTTP API and the live-calls page)"
+API_TOKEN=demo-$RANDOM$RANDOM$RANDOM
+printf '%s\n' "$API_TOKEN" >"$TMP/api-token"
+cat >"$TMP/rtcapi.yaml" <<EOF
+log: {format: console, level: warn}
+nats: {urls: [$NATS_URL]}
+listen: 127.0.0.1:$API_PORT
+auth:
+  tokens:
+    - {name: demo, file: $TMP/api-token}
+EOF
+"$BIN/rtcapi" -config "$TMP/rtcapi.yaml" >"$TMP/rtcapi.log" 2>&1 &
+PIDS+=($!)
+wait_ready rtcapi "$API_PORT" "$TMP/rtcapi.log"
+API_URL="http://127.0.0.1:$API_PORT/#token=$API_TOKEN"
+printf 'live calls: %s\n' "$API_URL"
+printf 'the API:    curl -H "Authorization: Bearer %s" http://127.0.0.1:%s/v1/sessions\n' "$API_TOKEN" "$API_PORT"
 
 say "rtcctl tail: session events as they happen"
 "$BIN/rtcctl" tail --nats "$NATS_URL" &
@@ -110,5 +135,13 @@ say "rtcctl room '!gaming:hs2.example': what the aggregator holds for that room"
 
 say "ingest metrics (per homeserver; duplicates are events two homeservers both delivered)"
 http_get "$INGEST_HTTP" /metrics | grep -E '^rtc_ingest_events_(forwarded|filtered|duplicate|rejected)_total' || true
+
+say "rtcapi: GET /v1/rooms/!gaming:hs2.example/history (the ended sessions, newest first)"
+http_get "$API_PORT" '/v1/rooms/%21gaming%3Ahs2.example/history?limit=3' "$API_TOKEN" | sed -n '1p;/^{/,$p' || true
+
+if [ "$HOLD" -gt 0 ]; then
+	say "holding for ${HOLD}s: the live-calls page is at $API_URL"
+	sleep "$HOLD"
+fi
 
 say "done: stopping everything started by the demo"
