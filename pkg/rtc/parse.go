@@ -10,6 +10,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/jsonscan"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -114,13 +115,13 @@ func (f *fields) str(k string, required bool) string {
 }
 
 func (f *fields) integer(k string, lo, hi int64) (int64, bool) {
-	v, ok, err := integer(f.m, k, lo, hi)
+	v, ok, err := intValue(rawOf(f.m, k), k, lo, hi)
 	f.add(err)
 	return v, ok
 }
 
 func (f *fields) createdTS(eff int64) int64 {
-	v, err := createdTS(f.m, eff)
+	v, err := createdTS(rawOf(f.m, "created_ts"), eff)
 	f.add(err)
 	return v
 }
@@ -229,50 +230,55 @@ func has(m map[string]json.RawMessage, k string) bool {
 	return ok && !bytes.Equal(bytes.TrimSpace(v), []byte("null"))
 }
 
-// str reads a string field. required=false returns "" for an absent field.
-func str(m map[string]json.RawMessage, k string, required bool) (string, error) {
+// rawOf is the raw value of field k, nil when absent or null.
+func rawOf(m map[string]json.RawMessage, k string) []byte {
 	if !has(m, k) {
-		if required {
-			return "", invalid("%s missing", k)
-		}
-		return "", nil
+		return nil
 	}
-	var s string
-	if err := json.Unmarshal(m[k], &s); err != nil {
-		return "", invalid("%s must be a string", k)
-	}
-	if len(s) > MaxStringBytes {
-		return "", tooLarge("%s longer than %d bytes", k, MaxStringBytes)
-	}
-	return s, nil
+	return bytes.TrimSpace(m[k])
 }
 
-// integer reads an integer field (ms) in [lo, hi]. JSON numbers with an
-// exponent or a fraction equal to an integer are accepted; strings and
-// fractional numbers are not (research §5 cases 3-4), and numbers outside
-// the range are rejected as out of range.
-func integer(m map[string]json.RawMessage, k string, lo, hi int64) (v int64, present bool, err error) {
-	if !has(m, k) {
+// str reads a string field (strValue). required=false returns "" for an
+// absent field.
+func str(m map[string]json.RawMessage, k string, required bool) (string, error) {
+	v, err := strValue(rawOf(m, k), k, required)
+	return string(v), err
+}
+
+// intValue is the rule of an integer field k (ms) in [lo, hi], given its
+// raw value (nil: absent or null). JSON numbers with an exponent or a
+// fraction equal to an integer are accepted; strings and fractional numbers
+// are not (research §5 cases 3-4), and numbers outside the range are
+// rejected as out of range.
+func intValue(raw []byte, k string, lo, hi int64) (v int64, present bool, err error) {
+	if raw == nil {
 		return 0, false, nil
 	}
-	raw := bytes.TrimSpace(m[k])
-	if len(raw) == 0 || raw[0] == '"' { // encoding/json would accept "123" as a json.Number
-		return 0, true, invalid("%s must be a number", k)
+	var f float64
+	if n, ok := jsonscan.PlainInt(raw); ok {
+		f = float64(n)
+	} else {
+		if len(raw) == 0 || raw[0] == '"' { // encoding/json would accept "123" as a json.Number
+			return 0, true, invalid("%s must be a number", k)
+		}
+		var n json.Number
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&n); err != nil {
+			return 0, true, invalid("%s must be a number", k)
+		}
+		var err error
+		f, err = n.Float64()
+		switch {
+		case math.IsInf(f, 1):
+			return 0, true, outOfRange("%s too large", k)
+		case math.IsInf(f, -1):
+			return 0, true, outOfRange("%s must not be negative", k)
+		case err != nil || f != math.Trunc(f):
+			return 0, true, invalid("%s must be an integer", k)
+		}
 	}
-	var n json.Number
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&n); err != nil {
-		return 0, true, invalid("%s must be a number", k)
-	}
-	f, err := n.Float64()
 	switch {
-	case math.IsInf(f, 1):
-		return 0, true, outOfRange("%s too large", k)
-	case math.IsInf(f, -1):
-		return 0, true, outOfRange("%s must not be negative", k)
-	case err != nil || f != math.Trunc(f):
-		return 0, true, invalid("%s must be an integer", k)
 	case f < float64(lo) && lo == 0:
 		return 0, true, outOfRange("%s must not be negative", k)
 	case f < float64(lo):
@@ -281,36 +287,6 @@ func integer(m map[string]json.RawMessage, k string, lo, hi int64) (v int64, pre
 		return 0, true, outOfRange("%s too large", k)
 	}
 	return int64(f), true, nil
-}
-
-// typedObject checks a focus/transport object: a JSON object with a string
-// "type". It returns the compacted bytes.
-func typedObject(raw json.RawMessage, what string) (json.RawMessage, error) {
-	var o map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &o); err != nil || o == nil {
-		return nil, invalid("%s must be an object", what)
-	}
-	if _, err := str(o, "type", true); err != nil {
-		return nil, invalid("%s.type must be a string", what)
-	}
-	return compact(raw), nil
-}
-
-// typedArray checks an array of typed objects, bounded by MaxFoci.
-func typedArray(raw json.RawMessage, what string) (json.RawMessage, error) {
-	var arr []json.RawMessage
-	if err := json.Unmarshal(raw, &arr); err != nil {
-		return nil, invalid("%s must be an array", what)
-	}
-	if len(arr) > MaxFoci {
-		return nil, tooLarge("%s has %d entries, limit %d", what, len(arr), MaxFoci)
-	}
-	for i, e := range arr {
-		if _, err := typedObject(e, fmt.Sprintf("%s[%d]", what, i)); err != nil {
-			return nil, err
-		}
-	}
-	return compact(raw), nil
 }
 
 func compact(raw json.RawMessage) json.RawMessage {
@@ -381,9 +357,9 @@ func expiryOf(cfg Config, ev *events.RawEvent, created int64, expires int64, pre
 // createdTS returns created_ts() = created_ts ?? origin_server_ts, clamped to
 // the event's effective time, so that a membership never starts after the
 // event that announced it, nor after the service received it (beyond the
-// skew allowance).
-func createdTS(m map[string]json.RawMessage, eff int64) (int64, error) {
-	c, ok, err := integer(m, "created_ts", 0, MaxTimestamp)
+// skew allowance). raw is created_ts's raw value (nil: absent or null).
+func createdTS(raw []byte, eff int64) (int64, error) {
+	c, ok, err := intValue(raw, "created_ts", 0, MaxTimestamp)
 	if err != nil {
 		return 0, err
 	}
@@ -404,85 +380,34 @@ func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
 // parseStateMember is ParseStateMember reusing the strings and bytes of
 // prev (the register the event replaces) where they are equal.
 func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, error) {
-	if p, ok := fastStateMember(cfg, ev, prev); ok {
-		return p, nil
-	}
-	return parseStateMemberSlow(cfg, ev)
-}
-
-// parseStateMemberSlow is the general path of ParseStateMember: every form,
-// every error.
-func parseStateMemberSlow(cfg Config, ev *events.RawEvent) (Parsed, error) {
 	if err := checkTimes(ev); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}
-	m, err := object(ev.Content)
-	if err != nil {
-		return Parsed{Kind: RegisterInvalid}, err
+	if len(ev.Content) > MaxContentBytes {
+		return Parsed{Kind: RegisterInvalid}, tooLarge("content of %d bytes exceeds %d", len(ev.Content), MaxContentBytes)
 	}
-	if has(m, "memberships") && !has(m, "application") {
+	c, ok := readContent(ev.Content)
+	if !ok {
+		return Parsed{Kind: RegisterInvalid}, invalid("content is not a JSON object")
+	}
+	if c.has(cfMemberships) && !c.has(cfApplication) {
 		if ev.Type != events.TypeCallMember.Type {
 			return Parsed{Kind: RegisterInvalid}, invalid("memberships array in %s", ev.Type)
 		}
-		return parseLegacy(cfg, ev, m)
+		return parseLegacy(cfg, ev, c.raw[cfMemberships], prev)
 	}
-	if !has(m, "application") {
+	if !c.has(cfApplication) {
 		return Parsed{Kind: RegisterLeave}, nil
 	}
-	format := events.FormatSession
-	if ev.Type == events.TypeRTCMember.Type {
-		format = events.FormatSeed
-	}
-	f := &fields{m: m}
-	app := f.str("application", true)
-	callID := f.str("call_id", true)
-	device := f.str("device_id", true)
-	if has(m, "device_id") && device == "" {
-		f.add(invalid("device_id empty"))
-	}
-	if has(m, "application") && app == "" {
-		f.add(invalid("application empty"))
-	}
-	var focus json.RawMessage
-	if !has(m, "focus_active") {
-		f.add(invalid("focus_active missing"))
-	} else {
-		var err error
-		focus, err = typedObject(m["focus_active"], "focus_active")
-		f.add(err)
-	}
-	foci := f.typedArray("foci_preferred")
-	if foci == nil && format == events.FormatSeed {
-		f.add(invalid("foci_preferred missing"))
-	}
-	f.str("scope", false)
-	// m.call.intent sits at the top level of this form, beside the
-	// session's fields (js-sdk's CallMembership reads it there and
-	// refuses a membership whose intent is not a string).
-	intent := f.str(callIntentField, false)
-	created := f.createdTS(EffectiveTime(cfg, ev))
-	expires, hasExpires := f.integer("expires", 1, MaxExpiresValue)
-	if err := f.err(); err != nil {
-		return Parsed{Kind: RegisterInvalid}, err
-	}
-	if key := ParseStateKeyUser(*ev.StateKey); key != "" && key != ev.Sender {
-		return Parsed{Kind: RegisterInvalid}, coded(RejectForeignStateKey, "state key names %s but the sender is %s", key, ev.Sender)
-	}
-	callID = NormalizeCallID(app, callID)
-	return Parsed{Kind: RegisterJoin, Claims: []Claim{{
-		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
-		MembershipID: membershipID(ev.Sender, device, created),
-		CreatedTS:    created, Deadline: expiryOf(cfg, ev, created, expires, hasExpires),
-		FocusActive: focus, FociPref: foci, CallIntent: intent, Format: format, EventID: ev.EventID, TS: ev.OriginServerTS,
-	}}}, nil
+	return parseSessionForm(cfg, ev, &c, prev)
 }
 
 // parseLegacy expands a legacy memberships array (js-sdk v28-v35). Entries
 // count only for the room call (call_id "" and scope m.room, research §5
 // case 24) and only until created_ts()+expires (or expires_ts).
-func parseLegacy(cfg Config, ev *events.RawEvent, m map[string]json.RawMessage) (Parsed, error) {
+func parseLegacy(cfg Config, ev *events.RawEvent, memberships []byte, prev *Register) (Parsed, error) {
 	var entries []json.RawMessage
-	if err := json.Unmarshal(m["memberships"], &entries); err != nil {
+	if err := json.Unmarshal(memberships, &entries); err != nil {
 		return Parsed{Kind: RegisterInvalid}, invalid("memberships must be an array")
 	}
 	if len(entries) > MaxMemberships {
@@ -494,7 +419,7 @@ func parseLegacy(cfg Config, ev *events.RawEvent, m map[string]json.RawMessage) 
 	p := Parsed{Kind: RegisterLeave}
 	seen := map[string]bool{}
 	for i, raw := range entries {
-		c, err := parseLegacyEntry(cfg, ev, raw)
+		c, err := parseLegacyEntry(cfg, ev, raw, prev)
 		if err != nil {
 			p.Rejected = append(p.Rejected, fmt.Sprintf("memberships[%d]: %v", i, err))
 			p.RejectedCodes = append(p.RejectedCodes, CodeOf(err))
@@ -515,7 +440,7 @@ func parseLegacy(cfg Config, ev *events.RawEvent, m map[string]json.RawMessage) 
 	return p, nil
 }
 
-func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage) (Claim, error) {
+func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage, prev *Register) (Claim, error) {
 	m, err := object(raw)
 	if err != nil {
 		return Claim{}, err
@@ -544,11 +469,8 @@ func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage) (Cla
 	if !hasExpires { // expires wins when both are present (research §5 case 25)
 		deadline = min(expiresTS, created+cfg.MaxExpiresMS, receivedAt(ev)+cfg.MaxExpiresMS)
 	}
-	return Claim{
-		App: app, CallID: callID, User: ev.Sender, Device: id.DeviceID(device), MemberKey: device,
-		MembershipID: membershipID(ev.Sender, device, created), CreatedTS: created, Deadline: deadline,
-		FociPref: foci, Format: events.FormatLegacy, EventID: ev.EventID, TS: ev.OriginServerTS,
-	}, nil
+	return buildClaim(ev, &claimParts{app: []byte(app), callID: []byte(callID), device: []byte(device),
+		foci: foci, created: created, deadline: deadline, format: events.FormatLegacy}, prev), nil
 }
 
 // StickyKey returns the MSC4354 sticky key of a sticky member event

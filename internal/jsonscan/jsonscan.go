@@ -1,0 +1,235 @@
+// Package jsonscan is a validating one-pass JSON scanner that accepts
+// exactly what encoding/json accepts (the same grammar, the same nesting
+// limit, any byte of 0x20 and above inside strings) without building maps
+// or using reflection: the parsers of inputs read on every event (a call
+// membership's content, a line of a Matrix event file) find their fields'
+// values with it and decode only those, with encoding/json where a value is
+// not plain.
+package jsonscan
+
+// MaxDepth is encoding/json's limit on open objects and arrays.
+const MaxDepth = 10000
+
+// Scanner reads B from offset I.
+type Scanner struct {
+	B []byte
+	I int
+	// Spaced is set once white space between tokens was skipped: bytes
+	// scanned since then differ from their compacted form.
+	Spaced bool
+}
+
+// Space skips white space.
+func (s *Scanner) Space() {
+	for s.I < len(s.B) {
+		switch s.B[s.I] {
+		case ' ', '\t', '\n', '\r':
+			s.I++
+			s.Spaced = true
+		default:
+			return
+		}
+	}
+}
+
+// EOF reports that the input is consumed.
+func (s *Scanner) EOF() bool { return s.I >= len(s.B) }
+
+// Peek returns the next byte, or 0 at the end.
+func (s *Scanner) Peek() byte {
+	if s.I < len(s.B) {
+		return s.B[s.I]
+	}
+	return 0
+}
+
+// NoSpace reports that no insignificant white space follows (white space
+// would make compacted bytes differ from the raw ones).
+func (s *Scanner) NoSpace() bool {
+	switch s.Peek() {
+	case ' ', '\t', '\n', '\r':
+		return false
+	}
+	return true
+}
+
+// Str scans a string and returns its bytes between the quotes. simple is
+// false when it holds an escape or a non-ASCII byte (its value then differs
+// from its bytes, or may).
+func (s *Scanner) Str() (val []byte, simple, ok bool) {
+	if s.Peek() != '"' {
+		return nil, false, false
+	}
+	s.I++
+	start := s.I
+	simple = true
+	for s.I < len(s.B) {
+		c := s.B[s.I]
+		switch {
+		case c == '"':
+			val = s.B[start:s.I]
+			s.I++
+			return val, simple, true
+		case c < 0x20:
+			return nil, false, false
+		case c == '\\':
+			simple = false
+			s.I++
+			if s.EOF() {
+				return nil, false, false
+			}
+			switch s.B[s.I] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.I++
+			case 'u':
+				if s.I+4 >= len(s.B) {
+					return nil, false, false
+				}
+				for _, h := range s.B[s.I+1 : s.I+5] {
+					if !isHex(h) {
+						return nil, false, false
+					}
+				}
+				s.I += 5
+			default:
+				return nil, false, false
+			}
+		case c >= 0x80:
+			simple = false
+			s.I++
+		default:
+			s.I++
+		}
+	}
+	return nil, false, false
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// Number scans a JSON number and returns its bytes.
+func (s *Scanner) Number() ([]byte, bool) {
+	start := s.I
+	if s.Peek() == '-' {
+		s.I++
+	}
+	switch c := s.Peek(); {
+	case c == '0':
+		s.I++
+	case '1' <= c && c <= '9':
+		for isDigit(s.Peek()) {
+			s.I++
+		}
+	default:
+		return nil, false
+	}
+	if s.Peek() == '.' {
+		s.I++
+		if !isDigit(s.Peek()) {
+			return nil, false
+		}
+		for isDigit(s.Peek()) {
+			s.I++
+		}
+	}
+	if c := s.Peek(); c == 'e' || c == 'E' {
+		s.I++
+		if c := s.Peek(); c == '+' || c == '-' {
+			s.I++
+		}
+		if !isDigit(s.Peek()) {
+			return nil, false
+		}
+		for isDigit(s.Peek()) {
+			s.I++
+		}
+	}
+	return s.B[start:s.I], true
+}
+
+// Literal scans lit.
+func (s *Scanner) Literal(lit string) bool {
+	if len(s.B)-s.I < len(lit) || string(s.B[s.I:s.I+len(lit)]) != lit {
+		return false
+	}
+	s.I += len(lit)
+	return true
+}
+
+// Value scans (and validates) any value, not the white space after it; it
+// is at depth (1 for a top-level value) in the nesting encoding/json limits
+// to MaxDepth.
+func (s *Scanner) Value(depth int) bool {
+	switch c := s.Peek(); c {
+	case '"':
+		_, _, ok := s.Str()
+		return ok
+	case '{', '[':
+		if depth > MaxDepth {
+			return false
+		}
+		end := byte(']')
+		if c == '{' {
+			end = '}'
+		}
+		s.I++
+		s.Space()
+		if s.Peek() == end {
+			s.I++
+			return true
+		}
+		for {
+			if c == '{' {
+				if _, _, ok := s.Str(); !ok {
+					return false
+				}
+				s.Space()
+				if s.Peek() != ':' {
+					return false
+				}
+				s.I++
+				s.Space()
+			}
+			if !s.Value(depth + 1) {
+				return false
+			}
+			s.Space()
+			switch s.Peek() {
+			case ',':
+				s.I++
+				s.Space()
+			case end:
+				s.I++
+				return true
+			default:
+				return false
+			}
+		}
+	case 't':
+		return s.Literal("true")
+	case 'f':
+		return s.Literal("false")
+	case 'n':
+		return s.Literal("null")
+	}
+	_, ok := s.Number()
+	return ok
+}
+
+// PlainInt reads a number's bytes that are a plain decimal integer of at
+// most 15 digits (exact in a float64, as encoding/json reads it); anything
+// else (sign, fraction, exponent, more digits) is not plain.
+func PlainInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 15 || (b[0] == '0' && len(b) > 1) {
+		return 0, false
+	}
+	var v int64
+	for _, c := range b {
+		if !isDigit(c) {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
+}
