@@ -79,16 +79,17 @@ func (c *tokenCmd) Run(e *runEnv) error {
 	_ = tw.Flush()
 	safetext.Fprintf(e.stdout, "\nwith the nats CLI:\n")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	const dec = " --translate 'rtcctl decode'"
 	for _, l := range [][2]string{
-		{"inputs published", fmt.Sprintf("nats sub '%s'", s.Raw)},
-		{"inputs stored (RTC_RAW)", fmt.Sprintf("nats stream view RTC_RAW --subject '%s'", s.Stored)},
-		{"session events (RTC_EVENTS)", fmt.Sprintf("nats stream view RTC_EVENTS --subject '%s'", s.Events)},
-		{"session events as they happen", fmt.Sprintf("nats sub '%s'", s.Live)},
-		{"live sessions", fmt.Sprintf("nats kv ls rtc_sessions | grep '.%s.'", s.Token)},
-		{"a live session's value", "nats kv get rtc_sessions KEY --raw | rtcctl decode"},
-		{"the aggregator's state", fmt.Sprintf("nats kv get rtc_rooms '%s'   (or: rtcctl room)", s.RoomKey)},
+		{"inputs as published", fmt.Sprintf("nats sub '%s'%s", s.Raw, dec)},
+		{"inputs stored (RTC_RAW)", fmt.Sprintf("nats stream view RTC_RAW --subject '%s'%s", s.Stored, dec)},
+		{"session events (RTC_EVENTS)", fmt.Sprintf("nats stream view RTC_EVENTS --subject '%s'%s", s.Events, dec)},
+		{"session events as they happen", fmt.Sprintf("nats sub '%s'%s", s.Live, dec)},
+		{"live sessions (keys)", fmt.Sprintf("nats kv ls rtc_sessions | grep -F '.%s.'", s.Token)},
+		{"a live session or member", "nats kv get rtc_sessions KEY --raw | rtcctl decode"},
+		{"the aggregator's state", fmt.Sprintf("nats kv get rtc_rooms '%s'   (readable: rtcctl room)", s.RoomKey)},
 		{"its timer (RTC_TIMERS)", fmt.Sprintf("nats stream view RTC_TIMERS --subject '%s'", s.Timer)},
-		{"dead letters of its partition", fmt.Sprintf("nats stream view RTC_DLQ --subject '%s'   (or: rtcctl dlq ls)", s.DLQ)},
+		{"dead letters of its partition", fmt.Sprintf("nats stream view RTC_DLQ --subject '%s'%s   (or: rtcctl dlq ls)", s.DLQ, dec)},
 	} {
 		safetext.Fprintf(tw, "  %s\t%s\n", l[0], l[1])
 	}

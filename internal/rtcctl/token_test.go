@@ -51,8 +51,8 @@ func TestToken(t *testing.T) {
 
 	// The text: token, partition, and nats CLI commands; no server needed.
 	code, out, errs = run(t, "token", string(room), "-s", "nats://127.0.0.1:1")
-	for _, w := range []string{"token      " + s.Token, "of 32 (the default count", "nats sub '" + s.Raw + "'",
-		"nats stream view RTC_EVENTS --subject '" + s.Events + "'", "nats kv get rtc_rooms '" + s.Token + "'"} {
+	for _, w := range []string{"token      " + s.Token, "of 32 (the default count", "nats sub '" + s.Raw + "' --translate 'rtcctl decode'",
+		"nats stream view RTC_EVENTS --subject '" + s.Events + "' --translate 'rtcctl decode'", "nats kv get rtc_rooms '" + s.Token + "'", "nats kv ls rtc_sessions | grep -F '." + s.Token + ".'"} {
 		if code != 0 || !strings.Contains(out, w) {
 			t.Errorf("token: exit %d, lacks %q:\n%s%s", code, w, out, errs)
 		}
