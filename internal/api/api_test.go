@@ -126,10 +126,13 @@ func TestAPI(t *testing.T) {
 	}
 	p.join(roomA, idU(alice), "A1")
 	p.join(roomB, idU(bob), "B1")
-	a := p.waitSessions(roomA, "alice's call", func(s []events.LiveSession) bool { return len(s) == 1 && s[0].Participants == 1 })
+	first := p.waitSessions(roomA, "alice's call", func(s []events.LiveSession) bool { return len(s) == 1 && s[0].Participants == 1 })
 	p.waitSessions(roomB, "bob's call", func(s []events.LiveSession) bool { return len(s) == 1 })
 	p.join(roomA, idU(carol), "C1")
-	a = p.waitSessions(roomA, "carol joined", func(s []events.LiveSession) bool { return len(s) == 1 && s[0].Participants == 2 })
+	a := p.waitSessions(roomA, "carol joined", func(s []events.LiveSession) bool { return len(s) == 1 && s[0].Participants == 2 })
+	if a[0].SessionID != first[0].SessionID {
+		t.Errorf("carol's join started another session: %s, then %s", first[0].SessionID, a[0].SessionID)
+	}
 	if a[0].RoomID != roomA || a[0].Application != "m.call" || len(a[0].Members) != 2 || a[0].Members[0].UserID != idU(alice) {
 		t.Fatalf("room A's session: %+v", a[0])
 	}
