@@ -1,7 +1,7 @@
 // Command rtcbench is the operator-grade benchmark of rtc-sessions: it builds
 // a standalone nats-server and cmd/aggregator, runs them as processes with
 // JetStream file storage on 127.0.0.1 and prints one table in which every
-// figure of issue 10 stands next to a baseline measured in the same run.
+// figure stands next to a baseline measured in the same run.
 // Run it from the module root (make bench does). See internal/bench.
 package main
 

@@ -1,4 +1,4 @@
-// Package bench is the operator-grade benchmark of rtc-sessions (issue 10):
+// Package bench is the operator-grade benchmark of rtc-sessions:
 // it builds a standalone nats-server (the version go.mod requires) and
 // cmd/aggregator, runs them as separate processes on 127.0.0.1 with
 // JetStream file storage, as in production, and prints one table in which
@@ -54,7 +54,7 @@ type Options struct {
 	TakeoverRate int // inputs/s while aggregators are killed
 }
 
-// DefaultOptions are the full figures of issue 10.
+// DefaultOptions are the full figures (the README's table).
 func DefaultOptions() Options {
 	return Options{
 		Partitions: 32, RawMsgs: 100_000, PipelineRooms: 2000, PipelineDevices: 10,

@@ -115,7 +115,7 @@ func TestLargeRoomStepAllocations(t *testing.T) {
 // BenchmarkApplyLargeRoom, but with event ids built ahead so that only the
 // input's fields are set per step) in a room of 10, 1,000 and 10,000
 // members; the larger rooms report their cost relative to the 10-member
-// room measured in the same run (issue 10: at most 3x at 10,000), in wall
+// room measured in the same run (the target: at most 3x at 10,000), in wall
 // time and in process CPU time (which a loaded machine distorts less).
 func BenchmarkApplyStep(b *testing.B) {
 	perStep, cpuPerStep := map[int]float64{}, map[int]float64{}
@@ -154,7 +154,7 @@ func BenchmarkApplyStep(b *testing.B) {
 
 // TestApplyStepAllocationBound: one step of BenchmarkApplyLargeRoom in a
 // room of 1,000 members, input construction included exactly as there,
-// costs at most 20 allocations (issue 10; 118 before the fast path).
+// costs at most 20 allocations (the target; 118 before the fast path).
 func TestApplyStepAllocationBound(t *testing.T) {
 	const n = 1000
 	st, updates := roomWithMembers(t, room, n)

@@ -120,7 +120,7 @@ func TestMembershipBounds(t *testing.T) {
 	}
 }
 
-// TestForgedClockRoomKeepsWorking is issue 7's reproduction at the reducer:
+// TestForgedClockRoomKeepsWorking is the forged-clock reproduction at the reducer:
 // events dated 2100 neither end nor pin anyone, and later joins still work.
 func TestForgedClockRoomKeepsWorking(t *testing.T) {
 	r := func(e events.RawEvent, at int64) events.RawEvent { return withRecv(e, at) }

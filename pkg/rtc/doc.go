@@ -4,7 +4,7 @@
 // input and returns the session events the input causes, deterministically,
 // so that replaying the same inputs reproduces the same outputs byte for byte.
 //
-// The semantics are those of DESIGN.md §3. In short: each state key (or
+// The semantics are those the README's table and docs/aggregator.md state. In short: each state key (or
 // sticky key) is a last-writer-wins register holding the latest event by
 // (effective time, event_id), where the effective time is origin_server_ts
 // unless the sender's clock is ahead of the receive time by more than the

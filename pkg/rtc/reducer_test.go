@@ -25,7 +25,7 @@ func withKey(e events.RawEvent, key string) events.RawEvent {
 	return e
 }
 
-// TestDecisions covers every decision of DESIGN.md §3 and the edge cases of
+// TestDecisions covers every decision of the semantics (docs/aggregator.md and the README's table) and the edge cases of
 // research §5 that apply to a server-side reducer (case numbers in names).
 func TestDecisions(t *testing.T) {
 	tests := []struct {

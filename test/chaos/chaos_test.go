@@ -53,7 +53,7 @@ func chaosSeed(t *testing.T) uint64 {
 	return uint64(time.Now().UnixNano()) % 1_000_000_000
 }
 
-// TestChaos is the chaos test of issue 10. See the package comment.
+// TestChaos is the chaos test of the whole pipeline. See the package comment.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos test: about two minutes of real processes; skipped with -short")

@@ -1,4 +1,4 @@
-// Package chaos holds the chaos test of the whole pipeline (issue 10).
+// Package chaos holds the chaos test of the whole pipeline.
 //
 // TestChaos builds the real binaries (internal/proctest), starts a
 // standalone nats-server with file storage, three cmd/aggregator processes

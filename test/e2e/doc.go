@@ -12,14 +12,14 @@
 // On failure each test prints the tail of Dendrite's log and of every
 // process's output.
 //
-//   - TestSyncSource*: the sync source (issue 9, item 3): a bot account on
+//   - TestSyncSource*: the sync source: a bot account on
 //     one Dendrite without an appservice; a join and a hang-up, a redaction
 //     (which Dendrite never pushes to appservices), an ingest restart that
 //     resumes from the persisted sync token, and a gappy sync (limited
 //     timeline, whose state block must be forwarded).
 //   - TestAppserviceCall: the same Dendrite pushing to the ingest registered
-//     as its appservice (the start of issue 9, item 2).
-//   - TestFederated (issue 9, item 2): two federating Dendrites, each with
+//     as its appservice (the first step towards TestFederated).
+//   - TestFederated: two federating Dendrites, each with
 //     the ingest registered as its appservice (one ingest process for both),
 //     two aggregator processes, one stack shared by the scenarios, each in
 //     rooms of its own: the session form (join, refresh with created_ts,
@@ -34,7 +34,7 @@
 //     exact session events (kinds, members, formats, reasons, counts, seq
 //     gapless from 1, ended summaries) and the live sessions (rtc_sessions);
 //     rejections are read with `rtcctl room --json`.
-//   - TestReconcile* (issue 9, item 4): reconciliation against Dendrite: a
+//   - TestReconcile*: reconciliation against Dendrite: a
 //     leave sent while the ingest was down and never pushed (repaired by the
 //     pass at start) and a redaction Dendrite never pushes to appservices
 //     (repaired by `rtcctl reconcile`), with the exact session events; and

@@ -17,7 +17,7 @@ import (
 
 // TestFederated acts out Element Call between users of two federating
 // Dendrites, each pushing to the same ingest as its appservice, with two
-// aggregators behind it (issue 9, item 2). The scenarios share the stack,
+// aggregators behind it. The scenarios share the stack,
 // each in rooms of its own, and run in order: the last one restarts the
 // ingest and kills an aggregator.
 func TestFederated(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package hostile holds the end-to-end reproductions of issue 7's holes:
+// Package hostile holds the end-to-end reproductions of the holes a hostile homeserver or publisher could use:
 // a hostile homeserver, a hostile pod and a careless operator against the
 // real ingest and the real aggregator, run together in process over real
 // HTTP and an embedded nats-server (loopback only). Each test sends what a

@@ -68,7 +68,7 @@ func wantMatrixError(t *testing.T, r txnResult, errcode string, withRetry bool) 
 }
 
 // TestMatrixErrorBodies: every answer of the real appservice listener
-// other than 200 is a Matrix error body (issue 7 hole 4: they were
+// other than 200 is a Matrix error body (they were
 // {"ErrCode","Err"}), with the status and errcode a homeserver expects:
 // a token problem, an unknown path or method, a malformed or oversized
 // transaction, a full body budget (429, retried: nothing lost) and NATS

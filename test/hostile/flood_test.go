@@ -73,7 +73,7 @@ func putLikeHomeserver(ctx context.Context, addr, tok, txnID, body string, on429
 	}
 }
 
-// testMemoryFlood: issue 7 hole 2 at a small scale, through to session
+// testMemoryFlood: a memory flood at a small scale, through to session
 // events. Many homeservers' large transactions at once against an ingest
 // whose body budget holds two of them: the bodies in flight never exceed
 // the budget, the ones beyond it are answered 429 and stored on retry, an

@@ -13,7 +13,7 @@ import (
 )
 
 // TestHostileHomeserver runs one pipeline (nats-server, aggregator, ingest)
-// and reproduces, one room each, what issue 7 found a hostile homeserver
+// and reproduces, one room each, what a hostile homeserver was found to
 // could do through the appservice API. The subtests share the pipeline and
 // run one after the other (they compare metrics before and after).
 func TestHostileHomeserver(t *testing.T) {
@@ -27,7 +27,7 @@ func TestHostileHomeserver(t *testing.T) {
 	t.Run("memory flood", s.testMemoryFlood)
 }
 
-// testForgedClock: issue 7 hole 1. A homeserver's clock, forged in an
+// testForgedClock: forged clocks. A homeserver's clock, forged in an
 // event, must neither end a live session early, nor keep the room's
 // logical clock in the future (a later join produced nothing), nor make a
 // membership live beyond the cap past the time the ingest received it.

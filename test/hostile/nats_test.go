@@ -31,7 +31,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// TestHostilePodOnNATS: issue 7 hole 3 against the running pipeline. With
+// TestHostilePodOnNATS: a compromised pod's NATS credentials against the running pipeline. With
 // the shipped NATS users (the aggregator and the ingest each log in as
 // their own), a pod that reaches NATS cannot bypass the hs_token: without
 // credentials it cannot connect, with the read-only subscriber's it cannot
