@@ -29,6 +29,8 @@ func TestDependencies(t *testing.T) {
 		module + "/internal/wire":            true, // pkg/events' hand-written msgpack
 		module + "/internal/ctlapi":          true, // the rtcctl reconcile request and reply
 		module + "/internal/rtcctl/safetext": true, // escaping for the terminal
+		module + "/internal/api/history":     true, // the RTC_HISTORY index that history reads
+		module + "/internal/jsonscan":        true, // pkg/rtc's JSON scanner (simulate)
 	}
 	var mine []string
 	for _, pkg := range strings.Fields(string(out)) {
@@ -69,6 +71,9 @@ func TestBinary(t *testing.T) {
 		{[]string{"help", "sessions"}, 0, "Usage: rtcctl sessions", ""},
 		{[]string{"frobnicate"}, 2, "", "Usage: rtcctl <command>"},
 		{[]string{}, 2, "", "Usage: rtcctl <command>"},
+		{[]string{"tail", "--room", "gaming"}, 2, "", `"gaming" is not a room id`},
+		{[]string{"token", "!a:hs1.test"}, 0, "room       !a:hs1.test\ntoken      IWE6aHMxLnRlc3Q\n", ""},
+		{[]string{"decode"}, 1, "", "nothing on standard input"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
