@@ -170,6 +170,7 @@ func ReadLines(r io.Reader, f func(line int, ev *events.RawEvent), bad func(line
 // silently, as the ingest does. The error is a read error of r only.
 func Read(r io.Reader, maxLine int, f func(line int, ev *events.RawEvent), bad func(line int, err error)) (Counts, error) {
 	var c Counts
+	dec := newDecoder()
 	br := bufio.NewReaderSize(r, 64*1024)
 	var buf []byte
 	for {
@@ -188,7 +189,7 @@ func Read(r io.Reader, maxLine int, f func(line int, ev *events.RawEvent), bad f
 			bad(c.Lines, fmt.Errorf("%w: %d bytes, more than %d", ErrLineTooLong, size, maxLine))
 		case len(trimSpace(line)) == 0:
 		default:
-			ev, perr := events.ParseClientEvent(line, "", 0)
+			ev, perr := dec.decode(line)
 			switch {
 			case perr != nil:
 				c.Malformed++
