@@ -222,6 +222,7 @@ func (e *runEnv) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 	// request: it ends the command at once (the context passed on to the
 	// command is cancelled with it), instead of the request's timeout.
 	who := describeUser(t)
+	e.who = who
 	pctx, cancel := context.WithCancelCause(ctx)
 	e.perm = &permWatch{cancel: cancel}
 	e.ctx = pctx

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // PermissionError is a publish or subscription the server refused. The
@@ -233,4 +234,24 @@ func probeAll(ctx context.Context, urls []string, timeout time.Duration) error {
 		}
 	}
 	return firstErr
+}
+
+// explain is a hint for an error a wrong setup causes ("" for none): the
+// server's own words name the symptom, not what to check.
+func explain(err error, who string) string {
+	if who == "" {
+		who = "the user"
+	}
+	low := strings.ToLower(err.Error())
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(low, "authorization violation"):
+		return fmt.Sprintf("the server refused %s: check the password, creds or nkey, and that they belong to this server", who)
+	case errors.Is(err, nats.ErrAuthExpired) || strings.Contains(low, "authentication expired"):
+		return fmt.Sprintf("the credentials of %s have expired", who)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, nats.ErrNoResponders):
+		return fmt.Sprintf("JetStream is not enabled for %s on this server (nothing answers its JetStream API): "+
+			"is this the rtc-sessions NATS server, and the user one of its accounts (docs/nats.md)?", who)
+	}
+	return ""
 }

@@ -93,7 +93,7 @@ func requestReconcile(ctx context.Context, nc *nats.Conn, req []byte, wait time.
 			return *off, nil
 		case errors.Is(err, nats.ErrNoResponders): // the server's answer when nobody subscribes
 			return none, fmt.Errorf("no ingest serves %s: none runs against this NATS server and account (an ingest "+
-				"answers even when it does not reconcile): %w", ctlapi.ReconcileSubject, nats.ErrNoResponders)
+				"answers even when it does not reconcile): %v", ctlapi.ReconcileSubject, nats.ErrNoResponders)
 		case err != nil:
 			return none, fmt.Errorf("no answer from the ingest within --wait %s: %w", wait, err)
 		}

@@ -60,6 +60,7 @@ type runEnv struct {
 	stdout, stderr io.Writer
 	conn           *ConnFlags
 	perm           *permWatch // set by connect
+	who            string     // the user connect authenticated as, for messages
 }
 
 type exitCode int
@@ -137,6 +138,9 @@ func mainIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		// Errors quote what the server and the homeservers sent (a DLQ
 		// header, an ingest's reply): escaped like every output line.
 		safetext.Fprintf(stderr, "rtcctl: %s\n", err)
+		if hint := explain(err, env.who); hint != "" {
+			safetext.Fprintf(stderr, "  hint: %s\n", hint)
+		}
 		return 1
 	}
 }
