@@ -148,18 +148,22 @@ func describeUser(t connTarget) string {
 	}
 }
 
-// probeWait is how long a probe waits for a server's first line: a NATS
-// server sends its INFO line as soon as it accepts a connection.
-const probeWait = 1500 * time.Millisecond
+// probeWait is how long a probe waits for a server's first line before it
+// also tries HTTP: a NATS server sends its INFO line as soon as it accepts a
+// connection.
+const probeWait = time.Second
 
 // ErrNotNATS is returned when the server at a URL does not speak NATS.
 var ErrNotNATS = errors.New("nothing speaking NATS")
 
 // probeNATS checks, before the nats client waits its whole timeout for a
 // greeting that never comes, that something speaking NATS listens at u: it
-// connects, reads the first line (a NATS server's INFO), and if none comes
-// sends an HTTP request, which an HTTP port (nats-server's monitoring port,
-// a web server) answers. TLS-first and websocket URLs are not probed.
+// connects and reads the first line (a NATS server's INFO); if none comes
+// within probeWait it sends an HTTP request, which an HTTP port
+// (nats-server's monitoring port, a service's metrics port) answers at
+// once, and waits for the rest of the timeout for either answer (a NATS
+// server slower than probeWait still greets). A refused connection is
+// reported at once. TLS-first and websocket URLs are not probed.
 func probeNATS(ctx context.Context, raw string, timeout time.Duration) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
@@ -175,6 +179,7 @@ func probeNATS(ctx context.Context, raw string, timeout time.Duration) error {
 		host = net.JoinHostPort(u.Hostname(), "4222")
 	}
 	shown := u.Scheme + "://" + host
+	start := time.Now()
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
@@ -184,36 +189,43 @@ func probeNATS(ctx context.Context, raw string, timeout time.Duration) error {
 		return nil // DNS, unreachable, timeouts: the nats client's error says it
 	}
 	defer c.Close()
-	wait := min(probeWait, timeout)
-	_ = c.SetReadDeadline(time.Now().Add(wait))
 	r := bufio.NewReader(c)
-	first, err := r.Peek(5)
-	if err == nil {
-		switch {
-		case string(first) == "INFO ":
-			return nil
-		case string(first) == "HTTP/":
-			return notNATS(shown, "an HTTP server answered")
-		default:
-			return notNATS(shown, fmt.Sprintf("it sent %q", first))
+	first := func(until time.Time) (string, error) {
+		_ = c.SetReadDeadline(until)
+		b, err := r.Peek(5)
+		return string(b), err
+	}
+	greeting, err := first(time.Now().Add(min(probeWait, timeout)))
+	if err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return notNATS(shown, "it closed the connection without a NATS greeting")
+		}
+		if u.Scheme == "tls" {
+			return nil // a server configured for TLS first waits for the handshake
+		}
+		// Silence: a server that waits for the client to speak first, as
+		// HTTP does.
+		_ = c.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", u.Hostname()); err != nil {
+			return notNATS(shown, "it closed the connection without a NATS greeting")
+		}
+		greeting, err = first(start.Add(max(timeout, 2*probeWait)))
+		if err != nil {
+			if errors.As(err, &ne) && ne.Timeout() {
+				return notNATS(shown, fmt.Sprintf("no NATS greeting within %s (--timeout)", max(timeout, 2*probeWait)))
+			}
+			return notNATS(shown, "it closed the connection without a NATS greeting")
 		}
 	}
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		return notNATS(shown, "it closed the connection without a NATS greeting")
-	}
-	if u.Scheme == "tls" {
-		return nil // a server configured for TLS first waits for the handshake
-	}
-	// Silence: a server that waits for the client to speak first, as HTTP does.
-	_ = c.SetDeadline(time.Now().Add(wait))
-	if _, err := fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", u.Hostname()); err != nil {
-		return notNATS(shown, fmt.Sprintf("no NATS greeting within %s", wait))
-	}
-	if first, err := r.Peek(5); err == nil && string(first) == "HTTP/" {
+	switch greeting {
+	case "INFO ":
+		return nil
+	case "HTTP/":
 		return notNATS(shown, "an HTTP server answered")
+	default:
+		return notNATS(shown, fmt.Sprintf("it sent %q", greeting))
 	}
-	return notNATS(shown, fmt.Sprintf("no NATS greeting within %s", wait))
 }
 
 func notNATS(shown, why string) error {

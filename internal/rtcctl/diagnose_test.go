@@ -1,6 +1,7 @@
 package rtcctl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -66,14 +67,18 @@ func TestNotNATS(t *testing.T) {
 		{"an HTTP port", "nats://" + strings.TrimPrefix(web.URL, "http://"),
 			[]string{"nothing speaking NATS at nats://" + strings.TrimPrefix(web.URL, "http://"), "an HTTP server answered", "is this the HTTP port?"}, 3 * time.Second},
 		{"an HTTP port, no scheme", strings.TrimPrefix(web.URL, "http://"), []string{"nothing speaking NATS", "an HTTP server answered"}, 3 * time.Second},
-		{"a silent port", "nats://" + silent.Addr().String(), []string{"nothing speaking NATS", "no NATS greeting within 1.5s"}, 4 * time.Second},
+		{"a silent port", "nats://" + silent.Addr().String(), []string{"nothing speaking NATS", "no NATS greeting within 2s (--timeout)"}, 3 * time.Second},
 		{"another protocol", "nats://" + chatty.Addr().String(), []string{"nothing speaking NATS", `it sent "SSH-2"`}, 2 * time.Second},
 		{"connection refused", refusedURL, []string{"connect to nats " + refusedURL + ": connection refused", "is nats-server running"}, time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			code, out, errs := run(t, "sessions", "-s", tc.url, "--timeout", "10s")
+			timeout := "10s"
+			if tc.name == "a silent port" {
+				timeout = "2s"
+			}
+			code, out, errs := run(t, "sessions", "-s", tc.url, "--timeout", timeout)
 			took := time.Since(start)
 			if code != 1 || out != "" {
 				t.Fatalf("exit %d, want 1\nstdout %q\nstderr %s", code, out, errs)
@@ -131,5 +136,29 @@ func TestParseViolation(t *testing.T) {
 				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProbeSlowNATS: a NATS server that greets later than the probe's
+// first wait (a slow link) is still taken for one, the HTTP request the
+// probe sent meanwhile notwithstanding.
+func TestProbeSlowNATS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		time.Sleep(probeWait + 300*time.Millisecond)
+		_, _ = io.WriteString(c, "INFO {\"server_id\":\"x\"}\r\n")
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	if err := probeNATS(context.Background(), "nats://"+l.Addr().String(), 5*time.Second); err != nil {
+		t.Fatalf("a slow NATS server: %v", err)
 	}
 }
