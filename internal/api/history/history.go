@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -76,24 +77,6 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query) (Page, error) {
 	if q.Limit < 1 {
 		return Page{}, fmt.Errorf("history: limit %d: want at least 1", q.Limit)
 	}
-	s, err := js.Stream(ctx, topology.StreamHistory)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return Page{}, ErrNoIndex
-	}
-	if err != nil {
-		return Page{}, fmt.Errorf("history: look up %s: %w", topology.StreamHistory, err)
-	}
-	st := s.CachedInfo().State
-	if st.Msgs == 0 {
-		return Page{}, nil
-	}
-	before := q.Before
-	if before == 0 || before > st.LastSeq {
-		before = st.LastSeq + 1
-	}
-	if before <= st.FirstSeq {
-		return Page{}, nil
-	}
 	cfg := jetstream.ConsumerConfig{
 		FilterSubjects:    q.Filters(),
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -102,11 +85,30 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query) (Page, error) {
 		MemoryStorage:     true,
 		Replicas:          1,
 	}
+	before := q.Before
+	if before == 0 {
+		before = math.MaxUint64
+	}
 	switch {
 	case !q.Since.IsZero():
 		since := q.Since
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	case len(q.Rooms) == 0 && q.App == "":
+		// Every entry matches: read only the window below the cursor,
+		// which needs the stream's bounds (one more request). A filtered
+		// read goes straight to its consumer.
+		s, err := js.Stream(ctx, topology.StreamHistory)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return Page{}, ErrNoIndex
+		}
+		if err != nil {
+			return Page{}, fmt.Errorf("history: look up %s: %w", topology.StreamHistory, err)
+		}
+		st := s.CachedInfo().State
+		before = min(before, st.LastSeq+1)
+		if st.Msgs == 0 || before <= st.FirstSeq {
+			return Page{}, nil
+		}
 		start := uint64(1)
 		if before > uint64(q.Limit)+1 {
 			start = before - uint64(q.Limit) - 1
@@ -117,6 +119,9 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query) (Page, error) {
 		cfg.FilterSubject, cfg.FilterSubjects = cfg.FilterSubjects[0], nil
 	}
 	cons, err := js.CreateConsumer(ctx, topology.StreamHistory, cfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return Page{}, ErrNoIndex
+	}
 	if err != nil {
 		return Page{}, fmt.Errorf("history: read %s: %w", topology.StreamHistory, err)
 	}

@@ -122,6 +122,9 @@ func TestNoIndex(t *testing.T) {
 	if _, err := history.Read(ctx, js, history.Query{Limit: 1}); !errors.Is(err, history.ErrNoIndex) {
 		t.Errorf("Read: %v, want ErrNoIndex", err)
 	}
+	if _, err := history.Read(ctx, js, history.Query{Rooms: []id.RoomID{"!a:hs"}, Limit: 1}); !errors.Is(err, history.ErrNoIndex) {
+		t.Errorf("Read of a room: %v, want ErrNoIndex", err)
+	}
 	publishEnded(ctx, t, js, "!a:hs", "m.call", 1)
 	if _, err := history.CaughtUp(ctx, js, history.Query{}, time.Second); !errors.Is(err, history.ErrNoIndex) {
 		t.Errorf("CaughtUp: %v, want ErrNoIndex", err)
