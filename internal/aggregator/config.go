@@ -47,46 +47,18 @@ type Config struct {
 }
 
 // EmbeddedConfig configures the embedded nats-server used when no NATS url
-// is configured.
-type EmbeddedConfig struct {
-	DataDir  string `yaml:"data_dir"`
-	Host     string `yaml:"host"`
-	Port     int    `yaml:"port"`
-	MaxStore int64  `yaml:"max_store"`
-	// ConfigFile is a nats-server configuration loaded first: with
-	// configs/nats/rtc-accounts.conf the embedded server enforces the
-	// shipped users and permissions (docs/nats.md), and may then listen
-	// beyond loopback.
-	ConfigFile string `yaml:"config_file"`
-}
+// is configured (declared once, in natsutil).
+type EmbeddedConfig = natsutil.EmbeddedConfig
 
-// TopologyConfig is the YAML form of topology.Config plus the mode.
+// TopologyConfig is the topology section: topology.Config (declared there,
+// with its YAML names) plus the mode.
 type TopologyConfig struct {
-	Mode         topology.Mode `yaml:"mode"` // create or verify
-	Partitions   int           `yaml:"partitions"`
-	Replicas     int           `yaml:"replicas"`
-	RawMaxAge    time.Duration `yaml:"raw_max_age"`
-	EventsMaxAge time.Duration `yaml:"events_max_age"`
-	DLQMaxAge    time.Duration `yaml:"dlq_max_age"`
-	DupWindow    time.Duration `yaml:"dup_window"`
-	AckWait      time.Duration `yaml:"ack_wait"`
-	PinnedTTL    time.Duration `yaml:"pinned_ttl"`
-	WorkerTTL    time.Duration `yaml:"worker_ttl"`
-	// MaxAckPending bounds a partition's inputs in flight (>= worker.batch_size).
-	MaxAckPending int `yaml:"max_ack_pending"`
-	// SessionMarkerTTL: how long rtc_sessions keeps the marker of an ended
-	// session or a departed member (0: forever).
-	SessionMarkerTTL time.Duration `yaml:"session_marker_ttl"`
+	Mode            topology.Mode `yaml:"mode"` // create or verify
+	topology.Config `yaml:",inline"`
 }
 
-// Topology converts to topology.Config.
-func (t TopologyConfig) Topology() topology.Config {
-	return topology.Config{
-		Partitions: t.Partitions, Replicas: t.Replicas, RawMaxAge: t.RawMaxAge, EventsAge: t.EventsMaxAge,
-		DLQMaxAge: t.DLQMaxAge, DupWindow: t.DupWindow, AckWait: t.AckWait, PinnedTTL: t.PinnedTTL,
-		WorkerTTL: t.WorkerTTL, MaxAckPending: t.MaxAckPending, SessionMarkerTTL: t.SessionMarkerTTL,
-	}
-}
+// Topology is the topology.Config of the section.
+func (t TopologyConfig) Topology() topology.Config { return t.Config }
 
 // WorkerConfig tunes one aggregator worker.
 type WorkerConfig struct {
@@ -146,16 +118,10 @@ type HTTPConfig struct {
 
 // DefaultConfig returns the documented defaults (configs/aggregator.yaml).
 func DefaultConfig() Config {
-	tc := topology.DefaultConfig()
 	return Config{
 		NATS:     natsutil.ConnConfig{Name: "rtc-aggregator"},
 		Embedded: EmbeddedConfig{DataDir: "./data/nats", Host: "127.0.0.1", Port: natsutil.DefaultEmbeddedPort},
-		Topology: TopologyConfig{
-			Mode: topology.ModeCreate, Partitions: tc.Partitions, Replicas: tc.Replicas,
-			RawMaxAge: tc.RawMaxAge, EventsMaxAge: tc.EventsAge, DLQMaxAge: tc.DLQMaxAge,
-			DupWindow: tc.DupWindow, AckWait: tc.AckWait, PinnedTTL: tc.PinnedTTL, WorkerTTL: tc.WorkerTTL,
-			MaxAckPending: tc.MaxAckPending, SessionMarkerTTL: tc.SessionMarkerTTL,
-		},
+		Topology: TopologyConfig{Mode: topology.ModeCreate, Config: topology.DefaultConfig()},
 		Worker: WorkerConfig{
 			CacheRooms: 10000, MaxDeliver: 5, RetryBackoff: 500 * time.Millisecond, BatchSize: 1024,
 			BatchLinger: time.Millisecond, ConcurrentBatches: 4,

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil/natsconn"
 	"github.com/rtcsessions/rtc-sessions/internal/startup"
 	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
@@ -48,9 +49,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	var ns *server.Server
 	if len(cfg.NATS.URLs) == 0 {
 		var err error
-		ns, err = natsutil.StartEmbedded(natsutil.EmbeddedConfig{DataDir: cfg.Embedded.DataDir,
-			Host: cfg.Embedded.Host, Port: cfg.Embedded.Port, MaxStore: cfg.Embedded.MaxStore,
-			ConfigFile: cfg.Embedded.ConfigFile}, log)
+		ns, err = natsutil.StartEmbedded(cfg.Embedded, log)
 		if err != nil {
 			return err
 		}
@@ -138,7 +137,7 @@ func connectRetrying(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger
 		if err == nil {
 			return nc, nil
 		}
-		if errors.Is(err, topology.ErrServerTooOld) || errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, natsconn.ErrServerTooOld) || errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
 		log.Warn("NATS unreachable; retrying", zap.Int("attempt", attempt), zap.Duration("delay", delay), zap.Error(err))

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,8 +64,13 @@ func walk(v reflect.Value, prefix string, lookup func(string) (string, bool), er
 		if !f.IsExported() {
 			continue
 		}
-		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		tag := strings.Split(f.Tag.Get("yaml"), ",")
+		name := tag[0]
 		if name == "-" {
+			continue
+		}
+		if f.Anonymous && slices.Contains(tag[1:], "inline") && f.Type.Kind() == reflect.Struct {
+			walk(v.Field(i), prefix, lookup, errs) // its fields are the parent's
 			continue
 		}
 		if name == "" {

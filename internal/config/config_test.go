@@ -68,3 +68,34 @@ func TestEmptyFileKeepsDefaults(t *testing.T) {
 		t.Fatalf("got %+v, %v", s, err)
 	}
 }
+
+// Inner is embedded inline, as the aggregator embeds topology.Config in its
+// topology section.
+type Inner struct {
+	Size int           `yaml:"size"`
+	Age  time.Duration `yaml:"age"`
+}
+
+type withInline struct {
+	Section struct {
+		Mode  string `yaml:"mode"`
+		Inner `yaml:",inline"`
+	} `yaml:"section"`
+}
+
+// TestInlineStruct: the fields of an inline embedded struct are the
+// section's own, in the file and in the environment.
+func TestInlineStruct(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("section:\n  mode: x\n  size: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var s withInline
+	t.Setenv("T_SECTION_AGE", "2s")
+	if err := Load(path, "T", &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Section.Mode != "x" || s.Section.Size != 3 || s.Section.Age != 2*time.Second {
+		t.Fatalf("got %+v", s.Section)
+	}
+}

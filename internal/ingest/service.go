@@ -17,6 +17,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/config"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil/natsconn"
 	"github.com/rtcsessions/rtc-sessions/internal/startup"
 	"github.com/rtcsessions/rtc-sessions/internal/telemetry"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
@@ -32,7 +33,7 @@ func ConnectNATS(ctx context.Context, c natsutil.ConnConfig, log *zap.Logger) (*
 		nc, err = natsutil.Connect(ctx, c, log)
 		if err != nil {
 			last = err
-			if errors.Is(err, topology.ErrServerTooOld) {
+			if errors.Is(err, natsconn.ErrServerTooOld) {
 				return backoff.Permanent(err)
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil/natsconn"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
 
@@ -136,7 +137,7 @@ var permanentAPIErrors = map[jetstream.ErrorCode]bool{
 // without enough peers yet, a missing object in verify mode that another
 // service or a job is about to create) is worth another attempt.
 func Permanent(err error) bool {
-	if errors.Is(err, topology.ErrPartitionMismatch) || errors.Is(err, topology.ErrServerTooOld) ||
+	if errors.Is(err, topology.ErrPartitionMismatch) || errors.Is(err, natsconn.ErrServerTooOld) ||
 		errors.Is(err, topology.ErrUnsafeStream) || errors.Is(err, nats.ErrConnectionClosed) {
 		return true
 	}

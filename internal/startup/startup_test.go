@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/natsutil/natsconn"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
 
@@ -26,7 +27,7 @@ func TestPermanent(t *testing.T) {
 		want bool
 	}{
 		{"partition mismatch", fmt.Errorf("ensure: %w: RTC_RAW has 8 partitions", topology.ErrPartitionMismatch), true},
-		{"server too old", fmt.Errorf("connect: %w", topology.ErrServerTooOld), true},
+		{"server too old", fmt.Errorf("connect: %w", natsconn.ErrServerTooOld), true},
 		{"unsafe stream", fmt.Errorf("%w: stream RTC_RAW: allow_msg_schedules", topology.ErrUnsafeStream), true},
 		{"connection closed", fmt.Errorf("ensure stream RTC_RAW: %w", nats.ErrConnectionClosed), true},
 		{"replicas on a single server", fmt.Errorf("ensure stream RTC_RAW: %w",

@@ -57,29 +57,30 @@ var ErrPartitionMismatch = errors.New("partition count differs from the existing
 // not exist.
 var ErrMissing = errors.New("topology object missing")
 
-// Config sizes the topology.
+// Config sizes the topology. Its YAML names are those of the services' topology
+// section (the aggregator embeds it).
 type Config struct {
-	Partitions int           // RTC_RAW partitions (one consumer each); fixed once created
-	Replicas   int           // 1 embedded, 3 in a cluster
-	RawMaxAge  time.Duration // how long raw inputs are kept (replay horizon)
-	EventsAge  time.Duration // how long session events are kept
-	DLQMaxAge  time.Duration
-	DupWindow  time.Duration // Nats-Msg-Id de-duplication window of RTC_RAW and RTC_EVENTS
-	AckWait    time.Duration // redelivery of an unacked input
-	PinnedTTL  time.Duration // how long a silent worker keeps its pin on a partition
-	WorkerTTL  time.Duration // heartbeat TTL in rtc_workers
+	Partitions int           `yaml:"partitions"`     // RTC_RAW partitions (one consumer each); fixed once created
+	Replicas   int           `yaml:"replicas"`       // 1 embedded, 3 in a cluster
+	RawMaxAge  time.Duration `yaml:"raw_max_age"`    // how long raw inputs are kept (replay horizon)
+	EventsAge  time.Duration `yaml:"events_max_age"` // how long session events are kept
+	DLQMaxAge  time.Duration `yaml:"dlq_max_age"`
+	DupWindow  time.Duration `yaml:"dup_window"` // Nats-Msg-Id de-duplication window of RTC_RAW and RTC_EVENTS
+	AckWait    time.Duration `yaml:"ack_wait"`   // redelivery of an unacked input
+	PinnedTTL  time.Duration `yaml:"pinned_ttl"` // how long a silent worker keeps its pin on a partition
+	WorkerTTL  time.Duration `yaml:"worker_ttl"` // heartbeat TTL in rtc_workers
 	// SessionMarkerTTL is how long the marker of an ended session (or of a
 	// member who left a large one) stays in rtc_sessions: long enough for
 	// watchers to see it, then it goes, so the bucket does not keep a
 	// marker for every session that ever ended. 0 keeps markers forever.
-	SessionMarkerTTL time.Duration
+	SessionMarkerTTL time.Duration `yaml:"session_marker_ttl"`
 	// MaxAckPending bounds the inputs of a partition delivered and not yet
 	// acknowledged: a worker processes them in batches (BatchSize <= it).
-	MaxAckPending int
+	MaxAckPending int `yaml:"max_ack_pending"`
 	// HistoryMaxAge is how long RTC_HISTORY keeps an ended session; 0
 	// means DefaultHistoryMaxAge (a configuration written before the
 	// history index existed leaves it unset).
-	HistoryMaxAge time.Duration
+	HistoryMaxAge time.Duration `yaml:"history_max_age"`
 }
 
 // DefaultHistoryMaxAge is RTC_HISTORY's retention when none is configured.
@@ -543,52 +544,4 @@ func checkPartitions(ctx context.Context, js jetstream.JetStream, want int) erro
 			ErrPartitionMismatch, events.StreamRaw, have, want, have)
 	}
 	return nil
-}
-
-// MinServerVersion is the oldest nats-server with message schedules (@at).
-const MinServerVersion = "2.12.0"
-
-// ErrServerTooOld is returned by CheckServerVersion.
-var ErrServerTooOld = errors.New("nats-server too old")
-
-// CheckServerVersion refuses servers older than MinServerVersion, which lack
-// the message schedules the durable timers are built on.
-func CheckServerVersion(version string) error {
-	if !versionAtLeast(version, MinServerVersion) {
-		return fmt.Errorf("%w: connected to nats-server %q, rtc-sessions needs %s or newer (message schedules)",
-			ErrServerTooOld, version, MinServerVersion)
-	}
-	return nil
-}
-
-func versionAtLeast(have, want string) bool {
-	parse := func(v string) (out [3]int, ok bool) {
-		v = strings.TrimPrefix(v, "v")
-		if i := strings.IndexAny(v, "-+"); i >= 0 {
-			v = v[:i]
-		}
-		parts := strings.Split(v, ".")
-		if len(parts) != 3 {
-			return out, false
-		}
-		for i, p := range parts {
-			n, err := strconv.Atoi(p)
-			if err != nil {
-				return out, false
-			}
-			out[i] = n
-		}
-		return out, true
-	}
-	h, ok1 := parse(have)
-	w, ok2 := parse(want)
-	if !ok1 || !ok2 {
-		return false
-	}
-	for i := 0; i < 3; i++ {
-		if h[i] != w[i] {
-			return h[i] > w[i]
-		}
-	}
-	return true
 }

@@ -15,8 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
-
-	"github.com/rtcsessions/rtc-sessions/internal/topology"
 )
 
 // DefaultPort is where the aggregator's embedded server listens on loopback,
@@ -84,7 +82,7 @@ func (c ConnConfig) Validate() error {
 
 // Connect dials NATS with reconnects forever: a NATS outage is something the
 // services ride out, not a reason to exit. It refuses servers older than
-// topology.MinServerVersion.
+// MinServerVersion.
 func Connect(ctx context.Context, c ConnConfig, log *zap.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	url := strings.Join(c.URLs, ",")
 	if url == "" {
@@ -150,7 +148,7 @@ func Connect(ctx context.Context, c ConnConfig, log *zap.Logger, extra ...nats.O
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", redact(url), err)
 	}
-	if err := topology.CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
 		nc.Close()
 		return nil, err
 	}
