@@ -21,6 +21,12 @@ type Scanner struct {
 
 // Space skips white space.
 func (s *Scanner) Space() {
+	if s.I < len(s.B) && s.B[s.I] <= ' ' { // compact input: one comparison
+		s.space()
+	}
+}
+
+func (s *Scanner) space() {
 	for s.I < len(s.B) {
 		switch s.B[s.I] {
 		case ' ', '\t', '\n', '\r':
@@ -57,48 +63,48 @@ func (s *Scanner) NoSpace() bool {
 // false when it holds an escape or a non-ASCII byte (its value then differs
 // from its bytes, or may).
 func (s *Scanner) Str() (val []byte, simple, ok bool) {
-	if s.Peek() != '"' {
+	b, i := s.B, s.I
+	if i >= len(b) || b[i] != '"' {
 		return nil, false, false
 	}
-	s.I++
-	start := s.I
+	i++
+	start := i
 	simple = true
-	for s.I < len(s.B) {
-		c := s.B[s.I]
+	for i < len(b) {
+		c := b[i]
 		switch {
 		case c == '"':
-			val = s.B[start:s.I]
-			s.I++
-			return val, simple, true
+			s.I = i + 1
+			return b[start:i], simple, true
 		case c < 0x20:
 			return nil, false, false
 		case c == '\\':
 			simple = false
-			s.I++
-			if s.EOF() {
+			i++
+			if i >= len(b) {
 				return nil, false, false
 			}
-			switch s.B[s.I] {
+			switch b[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.I++
+				i++
 			case 'u':
-				if s.I+4 >= len(s.B) {
+				if i+4 >= len(b) {
 					return nil, false, false
 				}
-				for _, h := range s.B[s.I+1 : s.I+5] {
+				for _, h := range b[i+1 : i+5] {
 					if !isHex(h) {
 						return nil, false, false
 					}
 				}
-				s.I += 5
+				i += 5
 			default:
 				return nil, false, false
 			}
 		case c >= 0x80:
 			simple = false
-			s.I++
+			i++
 		default:
-			s.I++
+			i++
 		}
 	}
 	return nil, false, false

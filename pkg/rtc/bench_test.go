@@ -174,3 +174,27 @@ func TestApplyStepAllocationBound(t *testing.T) {
 		t.Fatalf("a step costs %.1f allocations, bound 20", allocs)
 	}
 }
+
+// BenchmarkParseStateMember: the session form's parser on Element Call's
+// join content, alone (a join) and replacing a register holding the same
+// claim (a refresh, reusing its strings).
+func BenchmarkParseStateMember(b *testing.B) {
+	j := callJoin(alice, "ALICEDEV", "", T0, `,"created_ts":1767225600000,"expires":14400000,"m.call.intent":"video"`)
+	p, err := ParseStateMember(DefaultConfig(), &j)
+	if err != nil || len(p.Claims) != 1 {
+		b.Fatalf("%v %+v", err, p)
+	}
+	for _, tc := range []struct {
+		name string
+		prev *Register
+	}{{"join", nil}, {"refresh", &Register{Kind: RegisterJoin, Claims: p.Claims}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := parseStateMember(DefaultConfig(), &j, tc.prev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -386,8 +386,8 @@ func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, 
 	if len(ev.Content) > MaxContentBytes {
 		return Parsed{Kind: RegisterInvalid}, tooLarge("content of %d bytes exceeds %d", len(ev.Content), MaxContentBytes)
 	}
-	c, ok := readContent(ev.Content)
-	if !ok {
+	var c content
+	if !readContent(ev.Content, &c) {
 		return Parsed{Kind: RegisterInvalid}, invalid("content is not a JSON object")
 	}
 	if c.has(cfMemberships) && !c.has(cfApplication) {

@@ -67,45 +67,49 @@ func fieldOf(key string) (contentField, bool) {
 }
 
 // content holds the raw value of each known field of a content (nil when
-// absent or null), as a map[string]json.RawMessage would.
+// absent or null), as a map[string]json.RawMessage would, and what the rules
+// of the focus and the foci need to know of theirs, found while reading.
 type content struct {
-	raw [numContentFields][]byte
+	raw   [numContentFields][]byte
+	focus typedFacts
+	foci  arrayFacts
+	// spaced: the content has white space outside its strings (its
+	// values may need compacting).
+	spaced bool
 }
 
 func (c *content) has(f contentField) bool { return c.raw[f] != nil }
 
-// readContent finds the known fields of a JSON object. ok is false when b is
-// not a JSON object (encoding/json would not decode it into a map).
-func readContent(b []byte) (c content, ok bool) {
+// readContent finds the known fields of a JSON object into c (zero). It
+// returns false when b is not a JSON object (encoding/json would not decode
+// it into a map).
+func readContent(b []byte, c *content) bool {
 	s := jsonscan.Scanner{B: b}
 	s.Space()
 	if s.Peek() != '{' {
-		return c, false
+		return false
 	}
 	s.I++
 	s.Space()
 	if s.Peek() == '}' {
 		s.I++
 		s.Space()
-		return c, s.EOF()
+		return s.EOF()
 	}
 	for {
 		keyStart := s.I
 		key, simple, ok := s.Str()
 		if !ok {
-			return c, false
+			return false
 		}
 		keyEnd := s.I
 		s.Space()
 		if s.Peek() != ':' {
-			return c, false
+			return false
 		}
 		s.I++
 		s.Space()
 		start := s.I
-		if !s.Value(2) {
-			return c, false
-		}
 		var f contentField
 		var known bool
 		if simple {
@@ -114,6 +118,17 @@ func readContent(b []byte) (c content, ok bool) {
 			var k string
 			_ = json.Unmarshal(b[keyStart:keyEnd], &k) // valid: scanned
 			f, known = fieldOf(k)
+		}
+		switch {
+		case known && f == cfFocusActive:
+			ok = scanTypedObject(&s, 2, &c.focus)
+		case known && f == cfFociPreferred:
+			ok = scanTypedArray(&s, 2, &c.foci)
+		default:
+			ok = s.Value(2)
+		}
+		if !ok {
+			return false
 		}
 		if known { // the last of duplicate keys wins
 			c.raw[f] = b[start:s.I]
@@ -129,9 +144,10 @@ func readContent(b []byte) (c content, ok bool) {
 		case '}':
 			s.I++
 			s.Space()
-			return c, s.EOF()
+			c.spaced = s.Spaced
+			return s.EOF()
 		default:
-			return c, false
+			return false
 		}
 	}
 }
@@ -176,54 +192,83 @@ func strValue(raw []byte, k string, required bool) ([]byte, error) {
 	return v, nil
 }
 
-// typedObject is the rule of a focus or transport: a JSON object whose
-// "type" is a string (of at most MaxStringBytes bytes). It returns the
-// object compacted (raw itself when it is compact).
-func typedObject(raw []byte, what string, index int) ([]byte, error) {
-	s := jsonscan.Scanner{B: raw}
-	s.Space()
+// typedFacts is what the rule of a focus or transport needs to know of a
+// value, found while scanning it.
+type typedFacts struct {
+	object bool
+	typ    []byte // the raw value of its (last) "type", nil when absent or null
+}
+
+// scanTypedObject scans a value (at depth) and records its typedFacts; ok
+// is false when it is not valid JSON.
+func scanTypedObject(s *jsonscan.Scanner, depth int, f *typedFacts) bool {
+	*f = typedFacts{}
 	if s.Peek() != '{' {
-		return nil, invalid("%s must be an object", elementName(what, index))
+		return s.Value(depth)
 	}
+	if depth > jsonscan.MaxDepth {
+		return false
+	}
+	f.object = true
 	s.I++
 	s.Space()
-	var typ []byte
-	for s.Peek() != '}' {
+	if s.Peek() == '}' {
+		s.I++
+		return true
+	}
+	for {
 		keyStart := s.I
 		key, simple, ok := s.Str()
+		if !ok {
+			return false
+		}
 		keyEnd := s.I
 		s.Space()
-		if !ok || s.Peek() != ':' {
-			return nil, invalid("%s must be an object", elementName(what, index))
+		if s.Peek() != ':' {
+			return false
 		}
 		s.I++
 		s.Space()
 		start := s.I
-		if !s.Value(2) {
-			return nil, invalid("%s must be an object", elementName(what, index))
+		if !s.Value(depth + 1) {
+			return false
 		}
 		isType := simple && string(key) == "type"
 		if !simple {
 			var k string
-			_ = json.Unmarshal(raw[keyStart:keyEnd], &k)
+			_ = json.Unmarshal(s.B[keyStart:keyEnd], &k) // valid: scanned
 			isType = k == "type"
 		}
 		if isType { // the last "type" wins
-			typ = raw[start:s.I]
-			if string(typ) == "null" {
-				typ = nil
+			f.typ = s.B[start:s.I]
+			if string(f.typ) == "null" {
+				f.typ = nil
 			}
 		}
 		s.Space()
-		if s.Peek() == ',' {
+		switch s.Peek() {
+		case ',':
 			s.I++
 			s.Space()
+		case '}':
+			s.I++
+			return true
+		default:
+			return false
 		}
 	}
-	if _, err := strValue(typ, "type", true); err != nil {
-		return nil, invalid("%s.type must be a string", elementName(what, index))
+}
+
+// typedRule is the rule of a focus or transport: a JSON object whose "type"
+// is a string (of at most MaxStringBytes bytes).
+func typedRule(f *typedFacts, what string, index int) error {
+	if !f.object {
+		return invalid("%s must be an object", elementName(what, index))
 	}
-	return compactValue(raw), nil
+	if _, err := strValue(f.typ, "type", true); err != nil {
+		return invalid("%s.type must be a string", elementName(what, index))
+	}
+	return nil
 }
 
 // elementName is what, or what[index] for an element of an array (index
@@ -235,44 +280,103 @@ func elementName(what string, index int) string {
 	return what + "[" + strconv.Itoa(index) + "]"
 }
 
-// typedArray is the rule of a list of foci or transports: an array of at
-// most MaxFoci typed objects. It returns the array compacted.
-func typedArray(raw []byte, what string) ([]byte, error) {
-	s := jsonscan.Scanner{B: raw}
-	s.Space()
-	if s.Literal("null") { // an empty array to encoding/json
-		return compactValue(raw), nil
-	}
+// arrayFacts is what the rule of a list of foci or transports needs to know
+// of a value, found while scanning it.
+type arrayFacts struct {
+	array bool // an array, or null (an empty array to encoding/json)
+	n     int  // its elements
+	elems [MaxFoci]typedFacts
+}
+
+// scanTypedArray scans a value (at depth) and records its arrayFacts; ok is
+// false when it is not valid JSON.
+func scanTypedArray(s *jsonscan.Scanner, depth int, f *arrayFacts) bool {
+	f.array, f.n = false, 0
 	if s.Peek() != '[' {
-		return nil, invalid("%s must be an array", what)
+		if s.Literal("null") {
+			f.array = true
+			return true
+		}
+		return s.Value(depth)
 	}
+	if depth > jsonscan.MaxDepth {
+		return false
+	}
+	f.array = true
 	s.I++
 	s.Space()
-	var buf [MaxFoci][]byte
-	elems := buf[:0]
-	n := 0
-	for s.Peek() != ']' {
-		start := s.I
-		if !s.Value(2) {
-			return nil, invalid("%s must be an array", what)
+	if s.Peek() == ']' {
+		s.I++
+		return true
+	}
+	for {
+		var ok bool
+		if f.n < MaxFoci {
+			ok = scanTypedObject(s, depth+1, &f.elems[f.n])
+		} else {
+			ok = s.Value(depth + 1)
 		}
-		if n < MaxFoci {
-			elems = append(elems, raw[start:s.I])
+		if !ok {
+			return false
 		}
-		n++
+		f.n++
 		s.Space()
-		if s.Peek() == ',' {
+		switch s.Peek() {
+		case ',':
 			s.I++
 			s.Space()
+		case ']':
+			s.I++
+			return true
+		default:
+			return false
 		}
 	}
-	if n > MaxFoci {
-		return nil, tooLarge("%s has %d entries, limit %d", what, n, MaxFoci)
+}
+
+// arrayRule is the rule of a list of foci or transports: an array of at
+// most MaxFoci typed objects.
+func arrayRule(f *arrayFacts, what string) error {
+	if !f.array {
+		return invalid("%s must be an array", what)
 	}
-	for i, e := range elems {
-		if _, err := typedObject(e, what, i); err != nil {
-			return nil, err
+	if f.n > MaxFoci {
+		return tooLarge("%s has %d entries, limit %d", what, f.n, MaxFoci)
+	}
+	for i := range f.n {
+		if err := typedRule(&f.elems[i], what, i); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// typedObject applies typedRule to a raw value (valid JSON) and returns it
+// compacted.
+func typedObject(raw []byte, what string) ([]byte, error) {
+	var f typedFacts
+	s := jsonscan.Scanner{B: raw}
+	s.Space()
+	if !scanTypedObject(&s, 2, &f) {
+		return nil, invalid("%s must be an object", what)
+	}
+	if err := typedRule(&f, what, -1); err != nil {
+		return nil, err
+	}
+	return compactValue(raw), nil
+}
+
+// typedArray applies arrayRule to a raw value (valid JSON) and returns it
+// compacted.
+func typedArray(raw []byte, what string) ([]byte, error) {
+	var f arrayFacts
+	s := jsonscan.Scanner{B: raw}
+	s.Space()
+	if !scanTypedArray(&s, 2, &f) {
+		return nil, invalid("%s must be an array", what)
+	}
+	if err := arrayRule(&f, what); err != nil {
+		return nil, err
 	}
 	return compactValue(raw), nil
 }
@@ -326,15 +430,27 @@ func parseSessionForm(cfg Config, ev *events.RawEvent, c *content, prev *Registe
 	if c.has(cfApplication) && len(p.app) == 0 {
 		errs.add(invalid("application empty"))
 	}
+	// The focus and the foci were scanned with their facts while reading;
+	// they are compact unless the content has white space.
+	value := func(raw []byte) []byte {
+		if c.spaced {
+			return compactValue(raw)
+		}
+		return raw
+	}
 	if !c.has(cfFocusActive) {
 		errs.add(invalid("focus_active missing"))
-	} else {
-		p.focus, err = typedObject(c.raw[cfFocusActive], "focus_active", -1)
+	} else if err := typedRule(&c.focus, "focus_active", -1); err != nil {
 		errs.add(err)
+	} else {
+		p.focus = value(c.raw[cfFocusActive])
 	}
 	if c.has(cfFociPreferred) {
-		p.foci, err = typedArray(c.raw[cfFociPreferred], "foci_preferred")
-		errs.add(err)
+		if err := arrayRule(&c.foci, "foci_preferred"); err != nil {
+			errs.add(err)
+		} else {
+			p.foci = value(c.raw[cfFociPreferred])
+		}
 	}
 	if p.foci == nil && p.format == events.FormatSeed {
 		errs.add(invalid("foci_preferred missing"))
