@@ -49,6 +49,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, scope Scop
 	if last == "" {
 		last = q.Get("last_event_id")
 	}
+	var gap string // an event that says the events after Last-Event-ID are gone
 	switch {
 	case last != "":
 		seq, err := strconv.ParseUint(last, 10, 64)
@@ -57,6 +58,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, scope Scop
 			return
 		}
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+		// Retention removed what follows it: the stream would start at its
+		// first event without a word, so say so (the client reloads its
+		// state rather than believe it missed nothing).
+		if st, err := s.js.Stream(r.Context(), events.StreamEvents); err == nil {
+			if first := st.CachedInfo().State.FirstSeq; seq+1 < first {
+				gap = fmt.Sprintf("event: gap\ndata: {\"after\":%d,\"first\":%d}\n\n", seq, first)
+			}
+		}
 	case q.Get("from") == "start":
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	case q.Get("from") != "":
@@ -133,7 +142,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, scope Scop
 		}
 		return rc.Flush() == nil
 	}
-	if !write(fmt.Sprintf("retry: %d\n: connected\n\n", s.cfg.SSE.Retry.Milliseconds())) {
+	if !write(fmt.Sprintf("retry: %d\n: connected\n\n", s.cfg.SSE.Retry.Milliseconds()) + gap) {
 		return
 	}
 	beat := time.NewTicker(s.cfg.SSE.Heartbeat)

@@ -240,6 +240,12 @@
     for (const k of ["session_started", "member_joined", "member_updated", "member_left", "session_ended"]) {
       source.addEventListener(k, onEvent);
     }
+    // Events after the last one received are gone (retention): the state
+    // is read again instead of trusting what was missed.
+    source.addEventListener("gap", () => {
+      buffered = [];
+      loadState().catch(() => setStatus("error", "reload the page"));
+    });
     source.onopen = () => setStatus("live", "live");
     source.onerror = () => {
       // EventSource reconnects by itself with Last-Event-ID: nothing is
