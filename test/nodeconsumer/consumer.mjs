@@ -9,16 +9,21 @@
 //
 // Configuration (environment): NATS_URL, NATS_USER, NATS_PASSWORD;
 // EXPECT_EVENTS, the number of events to read before reading the live
-// sessions; TIMEOUT_MS, how long to wait for them.
-import { connect } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+// sessions; TIMEOUT_MS, how long to wait for them; NATSJS, the nats.js
+// major version to use: 3 (@nats-io/*, the default) or 2 (the `nats`
+// package). Both have the same consumer and KV watch calls used here.
 import { decode } from "@msgpack/msgpack";
 
 const env = process.env;
 const expectEvents = Number(env.EXPECT_EVENTS ?? "0");
 const timeoutMs = Number(env.TIMEOUT_MS ?? "30000");
 const problems = [];
+// Where the consumer is, for the message when it takes too long.
+let step = "connect";
+const watchdog = setTimeout(() => {
+  console.error(`no result within ${2 * timeoutMs} ms (at: ${step})`);
+  process.exit(2);
+}, 2 * timeoutMs);
 
 // Tokens (docs/events.md "Tokens"): "_" is the empty string, anything else
 // unpadded URL-safe base64 of the UTF-8 bytes.
@@ -57,13 +62,39 @@ function checkMember(what, m) {
   }
 }
 
-const nc = await connect({ servers: env.NATS_URL, user: env.NATS_USER, pass: env.NATS_PASSWORD });
-const js = jetstream(nc);
+const opts = { servers: env.NATS_URL, user: env.NATS_USER, pass: env.NATS_PASSWORD };
+let nc, js, openSessions;
+const logStatus = async () => {
+  for await (const st of nc.status()) {
+    if (st.type === "error" || String(st.data ?? "").includes("Permissions")) console.error(`status ${st.type}: ${st.data ?? st.error ?? ""}`);
+  }
+};
+if (env.NATSJS === "2") {
+  const nats = await import("nats");
+  nc = await nats.connect(opts);
+  js = nc.jetstream();
+  openSessions = () => js.views.kv("rtc_sessions", { bindOnly: true });
+} else {
+  const { connect } = await import("@nats-io/transport-node");
+  const { jetstream } = await import("@nats-io/jetstream");
+  const { Kvm } = await import("@nats-io/kv");
+  nc = await connect(opts);
+  js = jetstream(nc);
+  openSessions = () => new Kvm(js).open("rtc_sessions");
+}
+logStatus().catch(() => {});
+step = "RTC_EVENTS consumer";
 
 // Session events: an ordered consumer on RTC_EVENTS from the start.
 const events = [];
 const lastSeq = new Map(); // room -> last seq (docs/events.md "Ordering")
-const consumer = await js.consumers.get("RTC_EVENTS", { filter_subjects: ["rtc.session.>"], deliver_policy: "all" });
+// nats.js 2 names the filter filterSubjects and starts at stream sequence 1
+// by default (it refuses deliver_policy "all" with its start sequence).
+const consumerOpts = env.NATSJS === "2"
+  ? { filterSubjects: ["rtc.session.>"] }
+  : { filter_subjects: ["rtc.session.>"], deliver_policy: "all" };
+const consumer = await js.consumers.get("RTC_EVENTS", consumerOpts);
+step = "RTC_EVENTS consume";
 const msgs = await consumer.consume();
 const eventsDone = new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error(`only ${events.length} of ${expectEvents} events within ${timeoutMs} ms`)), timeoutMs);
@@ -94,14 +125,17 @@ const eventsDone = new Promise((resolve, reject) => {
     resolve();
   })().catch(reject);
 });
+step = "RTC_EVENTS messages";
 await eventsDone;
 msgs.stop();
+step = "rtc_sessions";
 
 // Live sessions: a watch of every key of rtc_sessions. Three-token keys are
 // sessions, four-token keys members of large sessions.
-const kv = await new Kvm(js).open("rtc_sessions");
+const kv = await openSessions();
 const sessionsByKey = new Map();
 const membersByKey = new Map(); // session key -> member token -> member
+step = "rtc_sessions watch";
 const watch = await kv.watch({ key: ">" });
 const initialDone = new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error(`the watch did not deliver the current values within ${timeoutMs} ms`)), timeoutMs);
@@ -139,8 +173,10 @@ const initialDone = new Promise((resolve, reject) => {
     resolve();
   })().catch(reject);
 });
+step = "rtc_sessions values";
 await initialDone;
 watch.stop();
+step = "output";
 
 const byMemberOrder = (a, b) => (a.joined_at - b.joined_at) || cmp(a.user_id, b.user_id) ||
   cmp(a.device_id, b.device_id) || cmp(a.membership_id, b.membership_id);
@@ -156,5 +192,5 @@ for (const key of [...sessionsByKey.keys()].sort()) {
 }
 
 process.stdout.write(JSON.stringify({ events, sessions, problems }) + "\n");
-await nc.close();
+clearTimeout(watchdog);
 process.exit(0);

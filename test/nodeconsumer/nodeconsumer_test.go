@@ -115,72 +115,78 @@ func TestNodeConsumerDecodesWhatRtcctlDecodes(t *testing.T) {
 		t.Fatalf("rtcctl sessions --json: %v", err)
 	}
 
-	out := runConsumer(t, node, mods, srv, want)
-	if len(out.Problems) > 0 {
-		t.Errorf("the node consumer found problems:\n%s", strings.Join(out.Problems, "\n"))
-	}
-	if len(out.Events) != len(fromRtcctl) || len(out.Events) != want {
-		t.Fatalf("node decoded %d events, rtcctl %d, want %d", len(out.Events), len(fromRtcctl), want)
-	}
-	withHeader := 0
-	for i, d := range out.Events {
-		var ev events.SessionEvent
-		if err := json.Unmarshal(d.Event, &ev); err != nil {
-			t.Fatalf("node event %d: %v", i, err)
-		}
-		normalizeEvent(&ev)
-		normalizeEvent(&fromRtcctl[i])
-		if !reflect.DeepEqual(ev, fromRtcctl[i]) {
-			t.Errorf("event %d (stream %d):\nnode   %+v\nrtcctl %+v", i, d.StreamSeq, describe(ev), describe(fromRtcctl[i]))
-		}
-		if d.Header != "" {
-			withHeader++
-			if d.Header != fmt.Sprint(ev.V) {
-				t.Errorf("event %d: Rtc-Schema-Version %q, v %d", i, d.Header, ev.V)
+	// The same consumer with nats.js 3 (@nats-io/*) and 2 (nats).
+	for _, major := range []string{"3", "2"} {
+		t.Run("nats.js "+major, func(t *testing.T) {
+			out := runConsumer(t, node, mods, srv, want, major)
+			if len(out.Problems) > 0 {
+				t.Errorf("the node consumer found problems:\n%s", strings.Join(out.Problems, "\n"))
 			}
-		}
-		if ev.V != events.SchemaVersion {
-			t.Errorf("event %d: version %d, want %d", i, ev.V, events.SchemaVersion)
-		}
-	}
-	if headerRequired && withHeader != len(out.Events) {
-		t.Errorf("%d of %d events carry Rtc-Schema-Version", withHeader, len(out.Events))
-	}
-	// The nested JSON of a member arrives as the event's JSON, key order
-	// included.
-	joins := 0
-	for _, ev := range fromRtcctl {
-		if ev.Kind == events.KindMemberJoined {
-			joins++
-			if string(ev.Member.FocusActive) != focusActive {
-				t.Errorf("focus_active of a join: %s, want %s", describe(ev), focusActive)
+			if len(out.Events) != len(fromRtcctl) || len(out.Events) != want {
+				t.Fatalf("node decoded %d events, rtcctl %d, want %d", len(out.Events), len(fromRtcctl), want)
 			}
-		}
-	}
-	if joins != 3+len(big) {
-		t.Errorf("%d joins, want %d", joins, 3+len(big))
-	}
+			withHeader := 0
+			for i, d := range out.Events {
+				var ev events.SessionEvent
+				if err := json.Unmarshal(d.Event, &ev); err != nil {
+					t.Fatalf("node event %d: %v", i, err)
+				}
+				normalizeEvent(&ev)
+				normalizeEvent(&fromRtcctl[i])
+				if !reflect.DeepEqual(ev, fromRtcctl[i]) {
+					t.Errorf("event %d (stream %d):\nnode   %+v\nrtcctl %+v", i, d.StreamSeq, describe(ev), describe(fromRtcctl[i]))
+				}
+				if d.Header != "" {
+					withHeader++
+					if d.Header != fmt.Sprint(ev.V) {
+						t.Errorf("event %d: Rtc-Schema-Version %q, v %d", i, d.Header, ev.V)
+					}
+				}
+				if ev.V != events.SchemaVersion {
+					t.Errorf("event %d: version %d, want %d", i, ev.V, events.SchemaVersion)
+				}
+			}
+			if headerRequired && withHeader != len(out.Events) {
+				t.Errorf("%d of %d events carry Rtc-Schema-Version", withHeader, len(out.Events))
+			}
+			// The nested JSON of a member arrives as the event's JSON, key order
+			// included.
+			joins := 0
+			for _, ev := range fromRtcctl {
+				if ev.Kind == events.KindMemberJoined {
+					joins++
+					if string(ev.Member.FocusActive) != focusActive {
+						t.Errorf("focus_active of a join: %s, want %s", describe(ev), focusActive)
+					}
+				}
+			}
+			if joins != 3+len(big) {
+				t.Errorf("%d joins, want %d", joins, 3+len(big))
+			}
 
-	if len(out.Sessions) != len(liveFromRtcctl) || len(out.Sessions) != 2 {
-		t.Fatalf("node read %d live sessions, rtcctl %d, want 2", len(out.Sessions), len(liveFromRtcctl))
-	}
-	sawLarge := false
-	for i, ks := range out.Sessions {
-		var s events.LiveSession
-		if err := json.Unmarshal(ks.Session, &s); err != nil {
-			t.Fatalf("node session %s: %v", ks.Key, err)
-		}
-		normalizeSession(&s)
-		normalizeSession(&liveFromRtcctl[i])
-		if ks.Key != liveFromRtcctl[i].Key() || !reflect.DeepEqual(s, liveFromRtcctl[i]) {
-			a, _ := json.Marshal(s)
-			b, _ := json.Marshal(liveFromRtcctl[i])
-			t.Errorf("session %d:\nnode   %s %s\nrtcctl %s %s", i, ks.Key, a, liveFromRtcctl[i].Key(), b)
-		}
-		sawLarge = sawLarge || s.MembersInKeys
-	}
-	if !sawLarge {
-		t.Error("no session with its members in keys: the large call did not test the member keys")
+			if len(out.Sessions) != len(liveFromRtcctl) || len(out.Sessions) != 2 {
+				t.Fatalf("node read %d live sessions, rtcctl %d, want 2", len(out.Sessions), len(liveFromRtcctl))
+			}
+			sawLarge := false
+			for i, ks := range out.Sessions {
+				var s events.LiveSession
+				if err := json.Unmarshal(ks.Session, &s); err != nil {
+					t.Fatalf("node session %s: %v", ks.Key, err)
+				}
+				normalizeSession(&s)
+				normalizeSession(&liveFromRtcctl[i])
+				if ks.Key != liveFromRtcctl[i].Key() || !reflect.DeepEqual(s, liveFromRtcctl[i]) {
+					a, _ := json.Marshal(s)
+					b, _ := json.Marshal(liveFromRtcctl[i])
+					t.Errorf("session %d:\nnode   %s %s\nrtcctl %s %s", i, ks.Key, a, liveFromRtcctl[i].Key(), b)
+				}
+				sawLarge = sawLarge || s.MembersInKeys
+			}
+			if !sawLarge {
+				t.Error("no session with its members in keys: the large call did not test the member keys")
+			}
+
+		})
 	}
 }
 
@@ -271,7 +277,7 @@ type consumerOutput struct {
 	Problems []string `json:"problems"`
 }
 
-func runConsumer(t *testing.T, node, mods string, srv *authztest.Server, want int) consumerOutput {
+func runConsumer(t *testing.T, node, mods string, srv *authztest.Server, want int, major string) consumerOutput {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -286,7 +292,8 @@ func runConsumer(t *testing.T, node, mods string, srv *authztest.Server, want in
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, node, script)
-	cmd.Env = append(natsEnv(t, srv), "EXPECT_EVENTS="+fmt.Sprint(want), "TIMEOUT_MS=30000", "PATH="+os.Getenv("PATH"))
+	cmd.Env = append(natsEnv(t, srv), "EXPECT_EVENTS="+fmt.Sprint(want), "TIMEOUT_MS=20000",
+		"NATSJS="+major, "PATH="+os.Getenv("PATH"))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
