@@ -209,10 +209,18 @@ func (r *partRunner) resolveRevs(jobs []*effectJob) {
 		if j.rm.KeyRevs == nil {
 			j.rm.KeyRevs = map[string]uint64{}
 		}
+		freshChecked := false
 		for _, m := range j.writes {
 			if _, ok := j.rm.KeyRevs[m.Subject]; !ok {
 				if j.rm.Fresh {
-					j.rm.KeyRevs[m.Subject] = 0 // a room never stored has no keys yet
+					// A room stored first by this commit has no keys from
+					// before it, but another owner may have written (and
+					// the markers expired) since: one check of the room's
+					// header instead of a look-up per key (subj "").
+					if !freshChecked {
+						ls = append(ls, &lookup{j: j})
+						freshChecked = true
+					}
 					continue
 				}
 				ls = append(ls, &lookup{j: j, subj: m.Subject})
@@ -227,10 +235,22 @@ func (r *partRunner) resolveRevs(jobs []*effectJob) {
 	var roomCheck sync.Map
 	parallel(len(ls), 16, func(i int) {
 		l := ls[i]
+		if l.subj == "" {
+			ctx, cancel := r.opCtx()
+			l.err = r.stillOwner(ctx, l.j)
+			cancel()
+			return
+		}
 		l.rev, l.err = r.currentRev(l.j, l.subj, &roomCheck)
 	})
 	for _, l := range ls {
 		switch {
+		case l.err == nil && l.subj == "":
+			for _, m := range l.j.writes {
+				if _, ok := l.j.rm.KeyRevs[m.Subject]; !ok {
+					l.j.rm.KeyRevs[m.Subject] = 0
+				}
+			}
 		case l.err == nil:
 			l.j.rm.KeyRevs[l.subj] = l.rev
 		case l.j.err == nil:
