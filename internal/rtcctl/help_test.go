@@ -48,7 +48,7 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 	// Every command has a help (a new command without one fails here).
 	_, out, _ := run(t, "--help")
-	for _, cmd := range []string{"sessions", "tail", "history", "room", "workers", "dlq ls (list)", "dlq show", "dlq redrive", "simulate", "help", "version"} {
+	for _, cmd := range []string{"sessions", "tail", "history", "room", "workers", "dlq ls (list)", "dlq show", "dlq redrive", "reconcile", "simulate", "token", "decode", "help", "version"} {
 		if !strings.Contains(out, "\n  "+cmd+" ") {
 			t.Errorf("the global help does not list %q", cmd)
 		}

@@ -1,7 +1,8 @@
 // Package rtcctl is the rtcctl command line: it lists the live sessions,
 // tails the session events, shows ended sessions, inspects what the
-// aggregator holds for a room, its workers and its dead-letter queue, and runs
-// the offline simulator. It follows the nats CLI's conventions (connection
+// aggregator holds for a room, its workers and its dead-letter queue, asks the
+// ingest to reconcile a room, prints a room's subjects, decodes payloads, and
+// runs the offline simulator. It follows the nats CLI's conventions (connection
 // flags, NATS_URL, NATS contexts) and is built with kong.
 package rtcctl
 
