@@ -196,6 +196,10 @@ func (r *partRunner) opCtx() (context.Context, context.CancelFunc) {
 // handled inside the iterator.
 func (r *partRunner) loop() {
 	defer close(r.done)
+	// The pin watchers end with the runner (stopCh, or the worker's end):
+	// done closes only once they have.
+	var watchers sync.WaitGroup
+	defer watchers.Wait()
 	var cons jetstream.Consumer
 	for !r.isStopped() && r.d.live.Err() == nil {
 		if cons == nil {
@@ -209,7 +213,7 @@ func (r *partRunner) loop() {
 			}
 			cons = c
 			r.setAckFloor(c.CachedInfo())
-			go r.watchPin(c)
+			watchers.Go(func() { r.watchPin(c) })
 		}
 		it, err := cons.Messages(jetstream.PullPriorityGroup(topology.ConsumerGroup),
 			jetstream.PullMaxMessages(r.d.cfg.BatchSize))
