@@ -257,6 +257,16 @@ func TestAPI(t *testing.T) {
 			}
 			r.close()
 		}
+		// Backfill by time: everything stored within the last hour, from
+		// the first event on.
+		since := p.openSSE(t, "/v1/events?since=1h", tokenAll, nil)
+		if e, _ := since.next(t, 10*time.Second); e.id != strconv.FormatUint(ids[0], 10) {
+			t.Errorf("since=1h starts at id %s, want %d", e.id, ids[0])
+		}
+		since.close()
+		if code, _ := p.get("/v1/events?since=yesterday", tokenAll); code != 400 {
+			t.Errorf("bad since: %d", code)
+		}
 		// Heartbeats (every second in this test) on an idle stream.
 		deadline := time.After(5 * time.Second)
 		for beat := false; !beat; {
