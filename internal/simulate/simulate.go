@@ -29,7 +29,7 @@ import (
 // timer input at exactly that deadline.
 type Engine struct {
 	cfg   rtc.Config
-	rooms map[id.RoomID]*rtc.RoomState
+	rooms map[id.RoomID]*room
 	now   int64
 	// due holds each room's next deadline, pushed whenever a room changes
 	// (entries of a deadline that has changed since are skipped), so that
@@ -43,32 +43,38 @@ type Engine struct {
 
 // NewEngine returns an engine with no rooms.
 func NewEngine(cfg rtc.Config) *Engine {
-	return &Engine{cfg: cfg, rooms: map[id.RoomID]*rtc.RoomState{},
+	return &Engine{cfg: cfg, rooms: map[id.RoomID]*room{},
 		Emit: func(events.SessionEvent) {}, Note: func(id.EventID, string) {}}
+}
+
+// room is a room's state and the deadline last pushed for it.
+type room struct {
+	st     *rtc.RoomState
+	pushed int64
 }
 
 // Apply fires the timers due by the input's received_at, then applies it.
 func (e *Engine) Apply(in *events.RawEvent) {
 	e.Advance(in.ReceivedAt)
-	st := e.rooms[in.RoomID]
-	if st == nil {
-		st = rtc.NewRoomState(in.RoomID)
-		e.rooms[in.RoomID] = st
+	r := e.rooms[in.RoomID]
+	if r == nil {
+		r = &room{st: rtc.NewRoomState(in.RoomID)}
+		e.rooms[in.RoomID] = r
 	}
-	e.apply(in.RoomID, st, in)
+	e.apply(in.RoomID, r, in)
 }
 
-func (e *Engine) apply(room id.RoomID, st *rtc.RoomState, in *events.RawEvent) {
-	before := st.NextDeadline()
-	res := rtc.Apply(e.cfg, st, in)
-	for _, r := range res.Rejections {
-		e.Note(r.EventID, r.Reason)
+func (e *Engine) apply(id id.RoomID, r *room, in *events.RawEvent) {
+	res := rtc.Apply(e.cfg, r.st, in)
+	for _, rej := range res.Rejections {
+		e.Note(rej.EventID, rej.Reason)
 	}
 	for _, ev := range res.Events {
 		e.Emit(ev)
 	}
-	if d := st.NextDeadline(); d != 0 && d != before {
-		heap.Push(&e.due, dueRoom{at: d, room: room})
+	if d := r.st.NextDeadline(); d != 0 && d != r.pushed {
+		heap.Push(&e.due, dueRoom{at: d, room: id})
+		r.pushed = d
 	}
 }
 
@@ -78,11 +84,14 @@ func (e *Engine) Advance(t int64) {
 	e.now = max(e.now, t)
 	for len(e.due) > 0 && e.due[0].at <= e.now {
 		next := heap.Pop(&e.due).(dueRoom)
-		st := e.rooms[next.room]
-		if st.NextDeadline() != next.at {
+		r := e.rooms[next.room]
+		if r.pushed == next.at {
+			r.pushed = 0 // popped: should the room's deadline come back to it, it is pushed again
+		}
+		if r.st.NextDeadline() != next.at {
 			continue // the room has changed since: its current deadline has its own entry
 		}
-		e.apply(next.room, st, &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
+		e.apply(next.room, r, &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
 			Source: events.SourceTimer, RoomID: next.room, Deadline: next.at, ReceivedAt: next.at})
 	}
 }
@@ -119,13 +128,18 @@ func (e *Engine) LiveSessions() []events.LiveSession {
 	slices.Sort(rooms)
 	var out []events.LiveSession
 	for _, r := range rooms {
-		out = append(out, e.rooms[r].LiveSessions()...)
+		out = append(out, e.rooms[r].st.LiveSessions()...)
 	}
 	return out
 }
 
 // Room returns the state of a room (nil if it saw no input).
-func (e *Engine) Room(room id.RoomID) *rtc.RoomState { return e.rooms[room] }
+func (e *Engine) Room(id id.RoomID) *rtc.RoomState {
+	if r := e.rooms[id]; r != nil {
+		return r.st
+	}
+	return nil
+}
 
 // ErrMalformedLines is returned by ReadLines when some lines were skipped.
 var ErrMalformedLines = errors.New("malformed lines skipped")
@@ -168,42 +182,110 @@ func ReadLines(r io.Reader, f func(line int, ev *events.RawEvent), bad func(line
 // reported to bad with its line number and skipped, and reading goes on
 // with the next line. Event types the service does not forward are skipped
 // silently, as the ingest does. The error is a read error of r only.
+//
+// The lines are read and decoded on a goroutine of their own, ahead of f
+// (a batch at a time); f and bad are called on the caller's goroutine, in
+// the order of the lines.
 func Read(r io.Reader, maxLine int, f func(line int, ev *events.RawEvent), bad func(line int, err error)) (Counts, error) {
+	batches := make(chan *lineBatch, 4)
+	free := make(chan *lineBatch, 6)
+	go readBatches(r, maxLine, batches, free)
+	for b := range batches {
+		for i := range b.items {
+			it := &b.items[i]
+			if it.err != nil {
+				bad(it.line, it.err)
+			} else {
+				f(it.line, &it.ev)
+			}
+		}
+		if b.done {
+			return b.counts, b.readErr
+		}
+		b.items = b.items[:0]
+		select {
+		case free <- b:
+		default:
+		}
+	}
+	return Counts{}, errors.New("simulate: the reader stopped without a result") // not reached
+}
+
+// lineItem is a forwarded event of a line, or why the line was skipped.
+type lineItem struct {
+	line int
+	ev   events.RawEvent
+	err  error
+}
+
+// lineBatch is what readBatches passes on at a time; the last one is done
+// and carries the counts and the read error.
+type lineBatch struct {
+	items   []lineItem
+	done    bool
+	counts  Counts
+	readErr error
+}
+
+// lineBatchSize is the lines decoded ahead in one batch.
+const lineBatchSize = 256
+
+// readBatches reads and decodes the lines of r into batches (reusing those
+// coming back on free) until the end of r or a read error.
+func readBatches(r io.Reader, maxLine int, out chan<- *lineBatch, free <-chan *lineBatch) {
+	defer close(out)
 	var c Counts
 	dec := newDecoder()
 	br := bufio.NewReaderSize(r, 64*1024)
 	var buf []byte
+	b := &lineBatch{items: make([]lineItem, 0, lineBatchSize)}
+	finish := func(err error) {
+		b.done, b.counts, b.readErr = true, c, err
+		out <- b
+	}
 	for {
 		line, size, err := readLine(br, maxLine, buf[:0])
 		buf = line
 		if size == 0 && err != nil {
 			if errors.Is(err, io.EOF) {
-				return c, nil
+				finish(nil)
+				return
 			}
-			return c, fmt.Errorf("line %d: %w", c.Lines+1, err)
+			finish(fmt.Errorf("line %d: %w", c.Lines+1, err))
+			return
 		}
 		c.Lines++
 		switch {
 		case size > maxLine:
 			c.TooLong++
-			bad(c.Lines, fmt.Errorf("%w: %d bytes, more than %d", ErrLineTooLong, size, maxLine))
+			b.items = append(b.items, lineItem{line: c.Lines, err: fmt.Errorf("%w: %d bytes, more than %d", ErrLineTooLong, size, maxLine)})
 		case len(trimSpace(line)) == 0:
 		default:
 			ev, perr := dec.decode(line)
 			switch {
 			case perr != nil:
 				c.Malformed++
-				bad(c.Lines, perr)
+				b.items = append(b.items, lineItem{line: c.Lines, err: perr})
 			case events.IsForwarded(ev.Type):
 				c.Events++
-				f(c.Lines, &ev)
+				b.items = append(b.items, lineItem{line: c.Lines, ev: ev})
 			}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return c, nil
+				finish(nil)
+				return
 			}
-			return c, fmt.Errorf("line %d: %w", c.Lines+1, err)
+			finish(fmt.Errorf("line %d: %w", c.Lines+1, err))
+			return
+		}
+		if len(b.items) == lineBatchSize {
+			out <- b
+			select {
+			case b = <-free:
+			default:
+				b = &lineBatch{items: make([]lineItem, 0, lineBatchSize)}
+			}
 		}
 	}
 }
@@ -318,10 +400,50 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	eng := NewEngine(rtc.DefaultConfig())
 	var line int
 	var encErr error
-	eng.Emit = func(ev events.SessionEvent) {
-		if err := enc.Encode(ev); err != nil && encErr == nil {
-			encErr = err
+	// The session events are encoded on a goroutine of their own, a batch
+	// at a time, while the next inputs are applied (an event is not changed
+	// once emitted).
+	encoded := make(chan []events.SessionEvent, 4)
+	encDone := make(chan struct{})
+	go func() {
+		defer close(encDone)
+		var buf []byte
+		for batch := range encoded {
+			for i := range batch {
+				var ok bool
+				if buf, ok = appendEvent(buf[:0], &batch[i]); ok {
+					_, err := out.Write(buf) // plain ASCII: safe on a terminal as it is
+					if err != nil && encErr == nil {
+						encErr = err
+					}
+				} else if err := enc.Encode(&batch[i]); err != nil && encErr == nil {
+					encErr = err
+				}
+			}
 		}
+	}()
+	var pending []events.SessionEvent
+	flushEvents := func() {
+		if len(pending) > 0 {
+			encoded <- pending
+			pending = nil
+		}
+	}
+	eng.Emit = func(ev events.SessionEvent) {
+		if pending == nil {
+			pending = make([]events.SessionEvent, 0, lineBatchSize)
+		}
+		pending = append(pending, ev)
+		if len(pending) == lineBatchSize {
+			flushEvents()
+		}
+	}
+	// endEvents hands over the last events and waits until all are
+	// written into out.
+	endEvents := func() {
+		flushEvents()
+		close(encoded)
+		<-encDone
 	}
 	// Event ids, reasons and parse errors quote the file: escaped.
 	eng.Note = func(ev id.EventID, reason string) {
@@ -334,6 +456,8 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		safetext.Fprintf(stderr, "line %d: skipped: %s\n", n, err)
 	})
 	if err != nil {
+		endEvents()
+		_ = out.Flush() // what was simulated before the read error
 		safetext.Fprintf(stderr, "simulate: %s\n", err)
 		return 2
 	}
@@ -347,6 +471,7 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		line = 0
 		eng.Advance(untilMS)
 	}
+	endEvents()
 	if *sessions {
 		for _, s := range eng.LiveSessions() {
 			if err := enc.Encode(s); err != nil && encErr == nil {
