@@ -92,6 +92,8 @@ func (e *DLQEntry) roomToken() string {
 	switch {
 	case len(parts) == 4 && parts[0]+"."+parts[1] == events.PartPrefix:
 		return parts[3]
+	case len(parts) == 5 && parts[0]+"."+parts[1] == events.PartPrefix && parts[4] == "timer": // the timer path
+		return parts[3]
 	case len(parts) == 3 && (parts[0]+"."+parts[1] == events.RawPrefix || parts[0]+"."+parts[1] == events.TimerPrefix):
 		return parts[2]
 	}
@@ -101,6 +103,13 @@ func (e *DLQEntry) roomToken() string {
 // RedriveSubject is where a re-drive publishes the entry: the RTC_RAW
 // subject of its room, as the ingest publishes (events.RawSubject).
 func (e *DLQEntry) RedriveSubject() (string, error) {
+	// A timer counts only from the timer path, which only the scheduler
+	// writes: re-driven onto rtc.raw it would go straight back to the DLQ
+	// (timer_not_from_timer_path). The room arms its next deadline on its
+	// next input; nothing is lost by leaving it.
+	if e.Input != nil && e.Input.Kind == events.InputTimer {
+		return "", fmt.Errorf("RTC_DLQ #%d: a timer input cannot be re-driven (only the timer path may carry one; the room arms its next deadline on its next input)", e.Seq)
+	}
 	// Re-encoded from the room, never the header's token as it is: a
 	// header cannot steer the publish to another subject.
 	if room := e.Room(); room != "" {
@@ -168,7 +177,7 @@ func dlqStream(e *runEnv, js jetstream.JetStream) (jetstream.Stream, error) {
 }
 
 type dlqListCmd struct {
-	Reason string `name:"reason" help:"Only entries with this reason (decode, apply, store, room_state)."`
+	Reason string `name:"reason" help:"Only entries with this reason (decode, apply, store, room_state, room_mismatch, timer_not_from_timer_path, bad_subject)."`
 	JSON   bool   `name:"json" help:"Print the entries as a JSON array."`
 }
 

@@ -75,7 +75,23 @@ func TestDLQ(t *testing.T) {
 	}
 	seqApply := deadLetter(t, js, pA, "apply", "reduce: something broke", 1, events.PartitionSubject(pA, tokA), good)
 	seqDecode := deadLetter(t, js, pB, "decode", "decode raw event: unsupported schema version 9", 2, events.PartitionSubject(pB, tokB), []byte("\x81\xa1v\x09garbage"))
-	seqStore := deadLetter(t, js, pB, "store", "commit refused", 3, events.PartitionSubject(pB, tokB), timer)
+	storeIn, err := events.EncodeRaw(rawEvent(string(roomB), 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqStore := deadLetter(t, js, pB, "store", "commit refused", 3, events.PartitionSubject(pB, tokB), storeIn)
+	// A timer is listed, not re-driven (TestRedriveRefusesATimer).
+	if code, out, _ := run(t, "dlq", "show", strconv.FormatUint(deadLetter(t, js, pB, "timer_not_from_timer_path", "on rtc.raw", 4,
+		events.PartitionSubject(pB, tokB), timer), 10), "-s", url); code != 0 || !strings.Contains(out, "kind timer") {
+		t.Fatalf("dlq show of a timer: %d\n%s", code, out)
+	}
+	dlqStream, err := js.Stream(ctx, events.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dlqStream.DeleteMsg(ctx, seqStore+1); err != nil {
+		t.Fatal(err)
+	}
 
 	code, out, errs := run(t, "dlq", "ls", "-s", url)
 	if code != 0 {
@@ -88,7 +104,7 @@ func TestDLQ(t *testing.T) {
 	for i, want := range [][]string{
 		{strconv.FormatUint(seqApply, 10), "apply", string(roomA), "org.matrix.msc3401.call.member $ev1:hs1.test from @alice:hs1.test", "reduce: something broke"},
 		{strconv.FormatUint(seqDecode, 10), "decode", string(roomB), "undecodable", "unsupported schema version 9"},
-		{strconv.FormatUint(seqStore, 10), "store", string(roomB), "timer for 2023-11-14T22:13:29.000Z"},
+		{strconv.FormatUint(seqStore, 10), "store", string(roomB), "$ev3"},
 	} {
 		for _, w := range want {
 			if !strings.Contains(lines[i+1], w) {
@@ -169,12 +185,12 @@ func TestDLQ(t *testing.T) {
 		t.Errorf("RTC_RAW has no new message: %v", err)
 	}
 
-	// --all --reason store: only the timer.
+	// --all --reason store: only that entry.
 	if code, out, _ := run(t, "dlq", "redrive", "--all", "--reason", "store", "-s", url); code != 0 || !strings.Contains(out, "1 re-driven") {
 		t.Fatalf("redrive --reason store: %d\n%s", code, out)
 	}
 	if got := dlqSeqs(t, js); len(got) != 1 || got[0] != seqDecode {
-		t.Errorf("after redrive of the timer: %v", got)
+		t.Errorf("after redrive of the store entry: %v", got)
 	}
 
 	// Not acknowledged (RTC_RAW is gone): the entry stays.
@@ -212,7 +228,7 @@ func FuzzRedriveSubject(f *testing.F) {
 		d := newDLQEntry(1, time.Time{}, "rtc.dlq.0", h, body)
 		subj, err := d.RedriveSubject()
 		if err != nil {
-			if d.Room() != "" {
+			if d.Room() != "" && (d.Input == nil || d.Input.Kind != events.InputTimer) {
 				t.Fatalf("room %q but no subject: %v", d.Room(), err)
 			}
 			return
@@ -318,5 +334,29 @@ func TestClipText(t *testing.T) {
 		if got := clipText(tc.in, tc.n); got != tc.want {
 			t.Errorf("clipText(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
 		}
+	}
+}
+
+// TestRedriveRefusesATimer: a timer input in the DLQ (one published on
+// rtc.raw, or a dead-lettered one from the timer path) is reported as not
+// re-drivable: on rtc.raw it would only go back to the DLQ.
+func TestRedriveRefusesATimer(t *testing.T) {
+	url, js := embedded(t) // 2 partitions
+	tok := events.Token(string(roomA))
+	p := events.Partition(tok, 2)
+	b, err := events.EncodeRaw(&events.RawEvent{Kind: events.InputTimer, Source: events.SourceTimer, RoomID: roomA,
+		Deadline: 1700000000000, ReceivedAt: 1700000000000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timer := deadLetter(t, js, p, "timer_not_from_timer_path", "a timer input on rtc.raw", 21,
+		events.PartitionSubject(p, tok), b)
+	code, out, errs := run(t, "dlq", "redrive", "--all", "-s", url)
+	want := "RTC_DLQ #" + strconv.FormatUint(timer, 10) + ": a timer input cannot be re-driven"
+	if code != 1 || !strings.Contains(errs, want) || !strings.Contains(out+errs, "0 of 1 re-driven") {
+		t.Fatalf("redrive of a timer: exit %d\n%s%s", code, out, errs)
+	}
+	if got := dlqSeqs(t, js); len(got) != 1 || got[0] != timer {
+		t.Fatalf("RTC_DLQ %v, want the timer entry kept", got)
 	}
 }
