@@ -135,6 +135,8 @@ func Scenarios() []Scenario {
 			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runTakeover},
 		{Name: "history", Figures: []string{figHistory}, Targets: []string{tgtHistory},
 			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runHistory},
+		{Name: "simulate", Figures: []string{figSimulate}, Targets: []string{tgtSimulate},
+			Budget: func(*Options) time.Duration { return 4 * time.Minute }, run: runSimulate},
 	}
 }
 
