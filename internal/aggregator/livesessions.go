@@ -85,16 +85,10 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 			msgs = append(msgs, jsutil.KVPurgeTTL(events.BucketSessions, sk, markerTTL))
 			continue
 		}
-		ls := events.LiveSession{SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,
-			StartedAt: s.StartedAt, Participants: len(s.Members), Users: len(s.UserDevices), Seq: st.Seq,
-			UpdatedAt: st.Clock}
+		small := s.Peak <= events.InlineMembersMax
+		ls := st.LiveSessionOf(s, small)
 		switch {
-		case s.Peak <= events.InlineMembersMax:
-			ls.Members = make([]events.Member, 0, len(s.Members))
-			for _, m := range s.Members {
-				ls.Members = append(ls.Members, m.Member)
-			}
-			events.SortMembers(ls.Members)
+		case small:
 		case !wasLarge: // becomes large now: every member gets its key
 			ls.MembersInKeys = true
 			for _, m := range s.Members {

@@ -403,32 +403,26 @@ func (st *RoomState) LiveSession(app, callID string) (events.LiveSession, bool) 
 	return st.liveSession(s), true
 }
 
-func (st *RoomState) liveSession(s *Session) events.LiveSession {
+func (st *RoomState) liveSession(s *Session) events.LiveSession { return st.LiveSessionOf(s, true) }
+
+// LiveSessionOf is the live session s as rtc_sessions holds it: the one
+// place that builds it, for the aggregator and for simulate. withMembers
+// false leaves the members out (a large session keeps them in keys of their
+// own).
+func (st *RoomState) LiveSessionOf(s *Session, withMembers bool) events.LiveSession {
 	ls := events.LiveSession{
 		V: events.LiveSessionVersion, SessionID: s.ID, RoomID: st.RoomID, Application: s.App, CallID: s.CallID,
-		StartedAt: s.StartedAt, Members: make([]events.Member, 0, len(s.Members)),
-		Participants: len(s.Members), Users: s.users(), Seq: st.Seq, UpdatedAt: st.Clock,
+		StartedAt: s.StartedAt, Participants: len(s.Members), Users: s.users(), Seq: st.Seq, UpdatedAt: st.Clock,
 	}
+	if !withMembers {
+		return ls
+	}
+	ls.Members = make([]events.Member, 0, len(s.Members))
 	for _, m := range s.Members {
 		ls.Members = append(ls.Members, m.Member)
 	}
-	sort.Slice(ls.Members, func(i, j int) bool { return memberLess(&ls.Members[i], &ls.Members[j]) })
+	events.SortMembers(ls.Members) // the contract's order: oldest membership first
 	return ls
-}
-
-// memberLess orders members by join time, then user, device and membership:
-// a deterministic "oldest membership first" (research §5 case 27).
-func memberLess(a, b *events.Member) bool {
-	if a.JoinedAt != b.JoinedAt {
-		return a.JoinedAt < b.JoinedAt
-	}
-	if a.UserID != b.UserID {
-		return a.UserID < b.UserID
-	}
-	if a.DeviceID != b.DeviceID {
-		return a.DeviceID < b.DeviceID
-	}
-	return a.MembershipID < b.MembershipID
 }
 
 // users counts the distinct users among the members.
