@@ -190,14 +190,20 @@ func (s *Scanner) Value(depth int) bool {
 				if _, _, ok := s.Str(); !ok {
 					return false
 				}
-				s.Space()
 				if s.Peek() != ':' {
-					return false
+					s.Space()
+					if s.Peek() != ':' {
+						return false
+					}
 				}
 				s.I++
 				s.Space()
 			}
-			if !s.Value(depth + 1) {
+			if s.Peek() == '"' {
+				if _, _, ok := s.Str(); !ok {
+					return false
+				}
+			} else if !s.Value(depth + 1) {
 				return false
 			}
 			s.Space()

@@ -76,6 +76,18 @@ type content struct {
 	// spaced: the content has white space outside its strings (its
 	// values may need compacting).
 	spaced bool
+	// plain has the bit of each field whose value is a string without
+	// escapes or non-ASCII bytes (its bytes are its value).
+	plain uint16
+}
+
+// str is strValue of field f, without looking at a plain string's bytes
+// again.
+func (c *content) str(f contentField, k string, required bool) ([]byte, error) {
+	if raw := c.raw[f]; c.plain&(1<<f) != 0 && len(raw)-2 <= MaxStringBytes {
+		return raw[1 : len(raw)-1], nil
+	}
+	return strValue(c.raw[f], k, required)
 }
 
 func (c *content) has(f contentField) bool { return c.raw[f] != nil }
@@ -103,9 +115,11 @@ func readContent(b []byte, c *content) bool {
 			return false
 		}
 		keyEnd := s.I
-		s.Space()
 		if s.Peek() != ':' {
-			return false
+			s.Space()
+			if s.Peek() != ':' {
+				return false
+			}
 		}
 		s.I++
 		s.Space()
@@ -123,9 +137,20 @@ func readContent(b []byte, c *content) bool {
 		case known && f == cfFocusActive:
 			ok = scanTypedObject(&s, 2, &c.focus)
 		case known && f == cfFociPreferred:
-			ok = scanTypedArray(&s, 2, &c.foci)
+			ok = scanTypedArray(&s, 2, "foci_preferred", &c.foci)
+		case s.Peek() == '"':
+			var plain bool
+			_, plain, ok = s.Str()
+			if known && plain {
+				c.plain |= 1 << f
+			} else if known {
+				c.plain &^= 1 << f
+			}
 		default:
 			ok = s.Value(2)
+			if known {
+				c.plain &^= 1 << f
+			}
 		}
 		if !ok {
 			return false
@@ -223,14 +248,21 @@ func scanTypedObject(s *jsonscan.Scanner, depth int, f *typedFacts) bool {
 			return false
 		}
 		keyEnd := s.I
-		s.Space()
 		if s.Peek() != ':' {
-			return false
+			s.Space()
+			if s.Peek() != ':' {
+				return false
+			}
 		}
 		s.I++
 		s.Space()
 		start := s.I
-		if !s.Value(depth + 1) {
+		if s.Peek() == '"' {
+			_, _, ok = s.Str()
+		} else {
+			ok = s.Value(depth + 1)
+		}
+		if !ok {
 			return false
 		}
 		isType := simple && string(key) == "type"
@@ -283,15 +315,15 @@ func elementName(what string, index int) string {
 // arrayFacts is what the rule of a list of foci or transports needs to know
 // of a value, found while scanning it.
 type arrayFacts struct {
-	array bool // an array, or null (an empty array to encoding/json)
-	n     int  // its elements
-	elems [MaxFoci]typedFacts
+	array bool  // an array, or null (an empty array to encoding/json)
+	n     int   // its elements
+	bad   error // the typedRule problem of the first of its first MaxFoci elements that has one
 }
 
 // scanTypedArray scans a value (at depth) and records its arrayFacts; ok is
 // false when it is not valid JSON.
-func scanTypedArray(s *jsonscan.Scanner, depth int, f *arrayFacts) bool {
-	f.array, f.n = false, 0
+func scanTypedArray(s *jsonscan.Scanner, depth int, what string, f *arrayFacts) bool {
+	*f = arrayFacts{}
 	if s.Peek() != '[' {
 		if s.Literal("null") {
 			f.array = true
@@ -312,7 +344,10 @@ func scanTypedArray(s *jsonscan.Scanner, depth int, f *arrayFacts) bool {
 	for {
 		var ok bool
 		if f.n < MaxFoci {
-			ok = scanTypedObject(s, depth+1, &f.elems[f.n])
+			var e typedFacts
+			if ok = scanTypedObject(s, depth+1, &e); ok && f.bad == nil {
+				f.bad = typedRule(&e, what, f.n)
+			}
 		} else {
 			ok = s.Value(depth + 1)
 		}
@@ -337,18 +372,13 @@ func scanTypedArray(s *jsonscan.Scanner, depth int, f *arrayFacts) bool {
 // arrayRule is the rule of a list of foci or transports: an array of at
 // most MaxFoci typed objects.
 func arrayRule(f *arrayFacts, what string) error {
-	if !f.array {
+	switch {
+	case !f.array:
 		return invalid("%s must be an array", what)
-	}
-	if f.n > MaxFoci {
+	case f.n > MaxFoci:
 		return tooLarge("%s has %d entries, limit %d", what, f.n, MaxFoci)
 	}
-	for i := range f.n {
-		if err := typedRule(&f.elems[i], what, i); err != nil {
-			return err
-		}
-	}
-	return nil
+	return f.bad
 }
 
 // typedObject applies typedRule to a raw value (valid JSON) and returns it
@@ -372,7 +402,7 @@ func typedArray(raw []byte, what string) ([]byte, error) {
 	var f arrayFacts
 	s := jsonscan.Scanner{B: raw}
 	s.Space()
-	if !scanTypedArray(&s, 2, &f) {
+	if !scanTypedArray(&s, 2, what, &f) {
 		return nil, invalid("%s must be an array", what)
 	}
 	if err := arrayRule(&f, what); err != nil {
@@ -418,11 +448,11 @@ func parseSessionForm(cfg Config, ev *events.RawEvent, c *content, prev *Registe
 		p.format = events.FormatSeed
 	}
 	var err error
-	p.app, err = strValue(c.raw[cfApplication], "application", true)
+	p.app, err = c.str(cfApplication, "application", true)
 	errs.add(err)
-	p.callID, err = strValue(c.raw[cfCallID], "call_id", true)
+	p.callID, err = c.str(cfCallID, "call_id", true)
 	errs.add(err)
-	p.device, err = strValue(c.raw[cfDeviceID], "device_id", true)
+	p.device, err = c.str(cfDeviceID, "device_id", true)
 	errs.add(err)
 	if c.has(cfDeviceID) && len(p.device) == 0 {
 		errs.add(invalid("device_id empty"))
@@ -455,12 +485,12 @@ func parseSessionForm(cfg Config, ev *events.RawEvent, c *content, prev *Registe
 	if p.foci == nil && p.format == events.FormatSeed {
 		errs.add(invalid("foci_preferred missing"))
 	}
-	_, err = strValue(c.raw[cfScope], "scope", false)
+	_, err = c.str(cfScope, "scope", false)
 	errs.add(err)
 	// m.call.intent sits at the top level of this form, beside the
 	// session's fields (js-sdk's CallMembership reads it there and
 	// refuses a membership whose intent is not a string).
-	p.intent, err = strValue(c.raw[cfCallIntent], callIntentField, false)
+	p.intent, err = c.str(cfCallIntent, callIntentField, false)
 	errs.add(err)
 	p.created, err = createdTS(c.raw[cfCreatedTS], EffectiveTime(cfg, ev))
 	errs.add(err)
