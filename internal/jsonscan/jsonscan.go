@@ -167,43 +167,24 @@ func (s *Scanner) Literal(lit string) bool {
 // is at depth (1 for a top-level value) in the nesting encoding/json limits
 // to MaxDepth.
 func (s *Scanner) Value(depth int) bool {
-	switch c := s.Peek(); c {
+	switch s.Peek() {
 	case '"':
 		_, _, ok := s.Str()
 		return ok
-	case '{', '[':
+	case '{':
+		return s.Object(depth, func([]byte, bool, []byte) bool { return s.Value(depth + 1) })
+	case '[':
 		if depth > MaxDepth {
 			return false
 		}
-		end := byte(']')
-		if c == '{' {
-			end = '}'
-		}
 		s.I++
 		s.Space()
-		if s.Peek() == end {
+		if s.Peek() == ']' {
 			s.I++
 			return true
 		}
 		for {
-			if c == '{' {
-				if _, _, ok := s.Str(); !ok {
-					return false
-				}
-				if s.Peek() != ':' {
-					s.Space()
-					if s.Peek() != ':' {
-						return false
-					}
-				}
-				s.I++
-				s.Space()
-			}
-			if s.Peek() == '"' {
-				if _, _, ok := s.Str(); !ok {
-					return false
-				}
-			} else if !s.Value(depth + 1) {
+			if !s.Value(depth + 1) {
 				return false
 			}
 			s.Space()
@@ -211,7 +192,7 @@ func (s *Scanner) Value(depth int) bool {
 			case ',':
 				s.I++
 				s.Space()
-			case end:
+			case ']':
 				s.I++
 				return true
 			default:
@@ -227,6 +208,55 @@ func (s *Scanner) Value(depth int) bool {
 	}
 	_, ok := s.Number()
 	return ok
+}
+
+// Object scans an object (at depth) member by member, not the white space
+// after it. For each member it calls member with the key's bytes between
+// the quotes, whether they are its value (simple, see Str) and the key's
+// JSON string (to decode when not simple), with the scanner at the member's
+// value; member scans the value and reports whether it is valid (or is to
+// stop the scan). Object reports whether the object was scanned whole and
+// valid.
+func (s *Scanner) Object(depth int, member func(key []byte, simple bool, quoted []byte) bool) bool {
+	if s.Peek() != '{' || depth > MaxDepth {
+		return false
+	}
+	s.I++
+	s.Space()
+	if s.Peek() == '}' {
+		s.I++
+		return true
+	}
+	for {
+		start := s.I
+		key, simple, ok := s.Str()
+		if !ok {
+			return false
+		}
+		quoted := s.B[start:s.I]
+		if s.Peek() != ':' {
+			s.Space()
+			if s.Peek() != ':' {
+				return false
+			}
+		}
+		s.I++
+		s.Space()
+		if !member(key, simple, quoted) {
+			return false
+		}
+		s.Space()
+		switch s.Peek() {
+		case ',':
+			s.I++
+			s.Space()
+		case '}':
+			s.I++
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // PlainInt reads a number's bytes that are a plain decimal integer of at

@@ -74,31 +74,19 @@ func (d *decoder) fast(line []byte) (ev events.RawEvent, ok bool) {
 	}
 	s := jsonscan.Scanner{B: line}
 	s.Space()
-	if s.Peek() != '{' {
-		return ev, false
-	}
-	s.I++
 	var seen int
 	var typ, stateKey, sender, eventID, roomID, content []byte
 	var ots, recv int64
-	for {
-		s.Space()
-		k, simple, ok := s.Str()
-		if !ok || !simple {
-			return ev, false
+	ok = s.Object(1, func(k []byte, simple bool, _ []byte) bool {
+		if !simple {
+			return false
 		}
-		s.Space()
-		if s.Peek() != ':' {
-			return ev, false
-		}
-		s.I++
-		s.Space()
 		var bit int
 		switch string(k) {
 		case "type", "state_key", "sender", "event_id", "room_id":
 			v, simple, ok := s.Str()
 			if !ok || !simple {
-				return ev, false
+				return false
 			}
 			switch string(k) {
 			case "type":
@@ -116,7 +104,7 @@ func (d *decoder) fast(line []byte) (ev events.RawEvent, ok bool) {
 			n, ok := s.Number()
 			v, plain := jsonscan.PlainInt(n)
 			if !ok || !plain {
-				return ev, false
+				return false
 			}
 			if string(k) == "received_at" {
 				bit, recv = lfReceivedAt, v
@@ -127,36 +115,26 @@ func (d *decoder) fast(line []byte) (ev events.RawEvent, ok bool) {
 			start := s.I
 			spaced := s.Spaced
 			if s.Peek() != '{' || !s.Value(2) || s.Spaced != spaced {
-				return ev, false // not an object, or not compact
+				return false // not an object, or not compact
 			}
 			bit, content = lfContent, line[start:s.I]
 		case "unsigned":
 			if !unsignedPlain(&s) {
-				return ev, false
+				return false
 			}
 			bit = lfUnsigned
 		default:
-			return ev, false
+			return false
 		}
 		if seen&bit != 0 {
-			return ev, false // a duplicate
+			return false // a duplicate
 		}
 		seen |= bit
-		s.Space()
-		switch s.Peek() {
-		case ',':
-			s.I++
-			continue
-		case '}':
-			s.I++
-		default:
-			return ev, false
-		}
-		break
-	}
+		return true
+	})
 	s.Space()
 	const required = lfType | lfSender | lfEventID | lfRoomID | lfOriginTS | lfContent
-	if !s.EOF() || seen&required != required {
+	if !ok || !s.EOF() || seen&required != required {
 		return ev, false
 	}
 	// Only what ParseClientEvent accepts as it is; anything else is its to
@@ -200,39 +178,7 @@ func plainUserID(b []byte) bool {
 // unsignedPlain scans an unsigned object that holds no redaction (whose
 // fields ParseClientEvent reads, matching names case-insensitively).
 func unsignedPlain(s *jsonscan.Scanner) bool {
-	if s.Peek() != '{' {
-		return false
-	}
-	s.I++
-	s.Space()
-	if s.Peek() == '}' {
-		s.I++
-		return true
-	}
-	for {
-		k, simple, ok := s.Str()
-		if !ok || !simple || strings.EqualFold(string(k), "redacted_because") {
-			return false
-		}
-		s.Space()
-		if s.Peek() != ':' {
-			return false
-		}
-		s.I++
-		s.Space()
-		if !s.Value(3) {
-			return false
-		}
-		s.Space()
-		switch s.Peek() {
-		case ',':
-			s.I++
-			s.Space()
-		case '}':
-			s.I++
-			return true
-		default:
-			return false
-		}
-	}
+	return s.Object(2, func(k []byte, simple bool, _ []byte) bool {
+		return simple && !strings.EqualFold(string(k), "redacted_because") && s.Value(3)
+	})
 }

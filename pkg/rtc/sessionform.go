@@ -98,41 +98,10 @@ func (c *content) has(f contentField) bool { return c.raw[f] != nil }
 func readContent(b []byte, c *content) bool {
 	s := jsonscan.Scanner{B: b}
 	s.Space()
-	if s.Peek() != '{' {
-		return false
-	}
-	s.I++
-	s.Space()
-	if s.Peek() == '}' {
-		s.I++
-		s.Space()
-		return s.EOF()
-	}
-	for {
-		keyStart := s.I
-		key, simple, ok := s.Str()
-		if !ok {
-			return false
-		}
-		keyEnd := s.I
-		if s.Peek() != ':' {
-			s.Space()
-			if s.Peek() != ':' {
-				return false
-			}
-		}
-		s.I++
-		s.Space()
+	ok := s.Object(1, func(key []byte, simple bool, quoted []byte) bool {
+		f, known := fieldOfKey(key, simple, quoted)
 		start := s.I
-		var f contentField
-		var known bool
-		if simple {
-			f, known = fieldOf(string(key))
-		} else {
-			var k string
-			_ = json.Unmarshal(b[keyStart:keyEnd], &k) // valid: scanned
-			f, known = fieldOf(k)
-		}
+		var ok bool
 		switch {
 		case known && f == cfFocusActive:
 			ok = scanTypedObject(&s, 2, &c.focus)
@@ -152,29 +121,27 @@ func readContent(b []byte, c *content) bool {
 				c.plain &^= 1 << f
 			}
 		}
-		if !ok {
-			return false
-		}
-		if known { // the last of duplicate keys wins
+		if ok && known { // the last of duplicate keys wins
 			c.raw[f] = b[start:s.I]
 			if string(c.raw[f]) == "null" {
 				c.raw[f] = nil
 			}
 		}
-		s.Space()
-		switch s.Peek() {
-		case ',':
-			s.I++
-			s.Space()
-		case '}':
-			s.I++
-			s.Space()
-			c.spaced = s.Spaced
-			return s.EOF()
-		default:
-			return false
-		}
+		return ok
+	})
+	s.Space()
+	c.spaced = s.Spaced
+	return ok && s.EOF()
+}
+
+// fieldOfKey names the known field a key of a scanned object names.
+func fieldOfKey(key []byte, simple bool, quoted []byte) (contentField, bool) {
+	if simple {
+		return fieldOf(string(key))
 	}
+	var k string
+	_ = json.Unmarshal(quoted, &k) // valid: scanned
+	return fieldOf(k)
 }
 
 // plainString reports whether a scanned JSON string's bytes are its value
@@ -231,44 +198,16 @@ func scanTypedObject(s *jsonscan.Scanner, depth int, f *typedFacts) bool {
 	if s.Peek() != '{' {
 		return s.Value(depth)
 	}
-	if depth > jsonscan.MaxDepth {
-		return false
-	}
 	f.object = true
-	s.I++
-	s.Space()
-	if s.Peek() == '}' {
-		s.I++
-		return true
-	}
-	for {
-		keyStart := s.I
-		key, simple, ok := s.Str()
-		if !ok {
-			return false
-		}
-		keyEnd := s.I
-		if s.Peek() != ':' {
-			s.Space()
-			if s.Peek() != ':' {
-				return false
-			}
-		}
-		s.I++
-		s.Space()
+	return s.Object(depth, func(key []byte, simple bool, quoted []byte) bool {
 		start := s.I
-		if s.Peek() == '"' {
-			_, _, ok = s.Str()
-		} else {
-			ok = s.Value(depth + 1)
-		}
-		if !ok {
+		if !s.Value(depth + 1) {
 			return false
 		}
 		isType := simple && string(key) == "type"
 		if !simple {
 			var k string
-			_ = json.Unmarshal(s.B[keyStart:keyEnd], &k) // valid: scanned
+			_ = json.Unmarshal(quoted, &k) // valid: scanned
 			isType = k == "type"
 		}
 		if isType { // the last "type" wins
@@ -277,18 +216,8 @@ func scanTypedObject(s *jsonscan.Scanner, depth int, f *typedFacts) bool {
 				f.typ = nil
 			}
 		}
-		s.Space()
-		switch s.Peek() {
-		case ',':
-			s.I++
-			s.Space()
-		case '}':
-			s.I++
-			return true
-		default:
-			return false
-		}
-	}
+		return true
+	})
 }
 
 // typedRule is the rule of a focus or transport: a JSON object whose "type"
@@ -414,29 +343,14 @@ func typedArray(raw []byte, what string) ([]byte, error) {
 // compactValue returns a valid JSON value without white space outside its
 // strings: raw itself when it has none.
 func compactValue(raw []byte) []byte {
-	if isCompact(raw) {
+	s := jsonscan.Scanner{B: raw}
+	s.Space()
+	s.Value(1)
+	s.Space()
+	if !s.Spaced {
 		return raw
 	}
 	return compact(raw)
-}
-
-// isCompact reports whether valid JSON b has no white space outside its
-// strings.
-func isCompact(b []byte) bool {
-	inString, escaped := false, false
-	for _, c := range b {
-		switch {
-		case escaped:
-			escaped = false
-		case inString && c == '\\':
-			escaped = true
-		case c == '"':
-			inString = !inString
-		case !inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
-			return false
-		}
-	}
-	return true
 }
 
 // parseSessionForm applies the session form's rules to a content with
