@@ -174,31 +174,7 @@ func (s *Scanner) Value(depth int) bool {
 	case '{':
 		return s.Object(depth, func([]byte, bool, []byte) bool { return s.Value(depth + 1) })
 	case '[':
-		if depth > MaxDepth {
-			return false
-		}
-		s.I++
-		s.Space()
-		if s.Peek() == ']' {
-			s.I++
-			return true
-		}
-		for {
-			if !s.Value(depth + 1) {
-				return false
-			}
-			s.Space()
-			switch s.Peek() {
-			case ',':
-				s.I++
-				s.Space()
-			case ']':
-				s.I++
-				return true
-			default:
-				return false
-			}
-		}
+		return s.Array(depth, func() bool { return s.Value(depth + 1) })
 	case 't':
 		return s.Literal("true")
 	case 'f':
@@ -208,6 +184,38 @@ func (s *Scanner) Value(depth int) bool {
 	}
 	_, ok := s.Number()
 	return ok
+}
+
+// Array scans an array (at depth) element by element, not the white space
+// after it: elem is called with the scanner at each element, scans it and
+// reports whether it is valid (or is to stop the scan). Array reports
+// whether the array was scanned whole and valid.
+func (s *Scanner) Array(depth int, elem func() bool) bool {
+	if s.Peek() != '[' || depth > MaxDepth {
+		return false
+	}
+	s.I++
+	s.Space()
+	if s.Peek() == ']' {
+		s.I++
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		s.Space()
+		switch s.Peek() {
+		case ',':
+			s.I++
+			s.Space()
+		case ']':
+			s.I++
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // Object scans an object (at depth) member by member, not the white space

@@ -260,42 +260,22 @@ func scanTypedArray(s *jsonscan.Scanner, depth int, what string, f *arrayFacts) 
 		}
 		return s.Value(depth)
 	}
-	if depth > jsonscan.MaxDepth {
-		return false
-	}
 	f.array = true
-	s.I++
-	s.Space()
-	if s.Peek() == ']' {
-		s.I++
-		return true
-	}
-	for {
-		var ok bool
-		if f.n < MaxFoci {
-			var e typedFacts
-			if ok = scanTypedObject(s, depth+1, &e); ok && f.bad == nil {
-				f.bad = typedRule(&e, what, f.n)
-			}
-		} else {
-			ok = s.Value(depth + 1)
-		}
-		if !ok {
-			return false
-		}
+	return s.Array(depth, func() bool {
+		i := f.n
 		f.n++
-		s.Space()
-		switch s.Peek() {
-		case ',':
-			s.I++
-			s.Space()
-		case ']':
-			s.I++
-			return true
-		default:
+		if i >= MaxFoci {
+			return s.Value(depth + 1)
+		}
+		var e typedFacts
+		if !scanTypedObject(s, depth+1, &e) {
 			return false
 		}
-	}
+		if f.bad == nil {
+			f.bad = typedRule(&e, what, i)
+		}
+		return true
+	})
 }
 
 // arrayRule is the rule of a list of foci or transports: an array of at
