@@ -6,6 +6,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -50,10 +51,7 @@ func TestAppserviceCall(t *testing.T) {
 	s.waitSessionEvents(room, 4)
 	sent = append(sent, hangUp(t, alice, room))
 	evs := s.waitSessionEvents(room, 6)
-	checkSteps(t, evs, twoPersonCall(alice, bob))
-	if sum := evs[5].Summary; sum == nil || sum.PeakParticipants != 2 || sum.DistinctUsers != 2 || sum.Joins != 2 {
-		t.Errorf("session_ended summary %+v, want peak 2, 2 users, 2 joins", sum)
-	}
+	e2etest.Check(t, evs, twoPersonCall(alice, bob))
 	raws := s.rawEvents(room)
 	for _, eid := range sent {
 		if got := countRaw(raws, eid); got[events.SourceAppservice] != 1 || len(got) != 1 {

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -54,7 +55,7 @@ func fedSessionForm(t *testing.T, f *fedStack) {
 
 	join := sendState(t, bob, room, key, callContent(bob.DeviceID, fourHours, 0, "sf1"))
 	evs := st.waitSessionEvents(room, 2)
-	checkRoomEvents(t, evs, []fstep{started(), joined(bob, 1, 1)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(bob), 1, 1)})
 	ts := rawOf(t, st.rawEvents(room), join).OriginServerTS
 	m := *evs[1].Member
 	if evs[0].At != ts || evs[1].At != ts || m.JoinedAt != ts || m.ExpiresAt != ts+fourHours || m.EventID != join {
@@ -66,7 +67,7 @@ func fedSessionForm(t *testing.T, f *fedStack) {
 
 	refresh := sendState(t, bob, room, key, callContent(bob.DeviceID, 2*fourHours, ts, "sf1"))
 	evs = st.waitSessionEvents(room, 3)
-	checkRoomEvents(t, evs, []fstep{started(), joined(bob, 1, 1), updated(bob, 1, 1)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(bob), 1, 1), e2etest.Updated(e2etest.Of(bob), 1, 1)})
 	u := *evs[2].Member
 	if u.MembershipID != m.MembershipID || u.JoinedAt != ts || u.ExpiresAt != ts+2*fourHours || u.EventID != refresh {
 		t.Errorf("refresh %s: member_updated with %+v, want membership %s joined at %d expiring at %d",
@@ -78,13 +79,13 @@ func fedSessionForm(t *testing.T, f *fedStack) {
 
 	hang := sendState(t, bob, room, key, map[string]any{})
 	evs = st.waitSessionEvents(room, 5)
-	checkRoomEvents(t, evs, []fstep{started(), joined(bob, 1, 1), updated(bob, 1, 1),
-		left(bob, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(bob), 1, 1), e2etest.Updated(e2etest.Of(bob), 1, 1),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	leaveTS := rawOf(t, st.rawEvents(room), hang).OriginServerTS
 	if evs[3].At != leaveTS || evs[3].Member.MembershipID != m.MembershipID {
 		t.Errorf("member_left %+v at %d, want membership %s at %d", evs[3].Member, evs[3].At, m.MembershipID, leaveTS)
 	}
-	checkSummary(t, evs[4], ts, leaveTS, 1, 1, 1)
+	e2etest.CheckSummary(t, evs[4], ts, leaveTS, 1, 1, 1)
 	checkLive(t, st, room, 0)
 }
 
@@ -126,9 +127,9 @@ func fedBothHomeservers(t *testing.T, f *fedStack) {
 	step(bob, map[string]any{}, 6)
 	step(alice, map[string]any{}, 8)
 	evs := st.sessionEvents(room)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2), joined(bobLaptop, 3, 2),
-		left(bobLaptop, events.ReasonLeave, 2, 2), left(bob, events.ReasonLeave, 1, 1),
-		left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2), e2etest.Joined(e2etest.Of(bobLaptop), 3, 2),
+		e2etest.Left(e2etest.Of(bobLaptop), events.ReasonLeave, 2, 2), e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 1, 1),
+		e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	raws := st.rawEvents(room)
 	for _, eid := range sent {
 		r := rawOf(t, raws, eid)
@@ -136,7 +137,7 @@ func fedBothHomeservers(t *testing.T, f *fedStack) {
 			t.Errorf("%s stored from %s/%s, want pushed by hs1 or hs2", eid, r.Homeserver, r.Source)
 		}
 	}
-	checkSummary(t, evs[7], rawOf(t, raws, sent[0]).OriginServerTS, rawOf(t, raws, sent[5]).OriginServerTS, 3, 2, 3)
+	e2etest.CheckSummary(t, evs[7], rawOf(t, raws, sent[0]).OriginServerTS, rawOf(t, raws, sent[5]).OriginServerTS, 3, 2, 3)
 	checkLive(t, st, room, 0)
 
 	// Each homeserver pushed every membership: what one stored first, the
@@ -174,7 +175,7 @@ func fedCrashedClient(t *testing.T, f *fedStack) {
 	bj := sendState(t, bob, room, callKey(bob), callContent(bob.DeviceID, bobExpires, 0, "cc"))
 	sentAt := time.Now()
 	// A prefix: on a very slow machine Bob may have expired already.
-	checkRoomEvents(t, st.waitSessionEvents(room, 3)[:3], []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2)})
+	e2etest.Check(t, st.waitSessionEvents(room, 3)[:3], []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2)})
 	if time.Since(sentAt) < bobExpires*time.Millisecond/2 {
 		checkLive(t, st, room, 2, liveDevice{user: alice}, liveDevice{user: bob})
 	}
@@ -187,12 +188,12 @@ func fedCrashedClient(t *testing.T, f *fedStack) {
 	if lastAt < firstAt { // Bob joined more than 5 s after Alice: a very slow machine
 		first, second, firstAt, lastAt = alice, bob, lastAt, firstAt
 	}
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(first, events.ReasonExpired, 1, 1), left(second, events.ReasonExpired, 0, 0), ended(events.ReasonExpired)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(first), events.ReasonExpired, 1, 1), e2etest.Left(e2etest.Of(second), events.ReasonExpired, 0, 0), e2etest.Ended(events.ReasonExpired)})
 	if evs[3].At != firstAt || evs[4].At != lastAt {
 		t.Errorf("expired at %d and %d, want the deadlines %d and %d", evs[3].At, evs[4].At, firstAt, lastAt)
 	}
-	checkSummary(t, evs[5], aliceTS, lastAt, 2, 2, 2)
+	e2etest.CheckSummary(t, evs[5], aliceTS, lastAt, 2, 2, 2)
 	checkLive(t, st, room, 0)
 }
 
@@ -228,13 +229,13 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 		return false, "not stored"
 	})
 	st.settled()
-	checkRoomEvents(t, st.sessionEvents(room), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2)})
+	e2etest.Check(t, st.sessionEvents(room), []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2)})
 
 	if _, err := bob.LeaveRoom(ctx, room); err != nil {
 		t.Fatalf("%s leaves %s: %v", bob.UserID, room, err)
 	}
-	checkRoomEvents(t, st.waitSessionEvents(room, 4), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(bob, events.ReasonLeftRoom, 1, 1)})
+	e2etest.Check(t, st.waitSessionEvents(room, 4), []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeftRoom, 1, 1)})
 	checkLive(t, st, room, 1, liveDevice{user: alice})
 
 	// The session event can come from hs2's push before hs1 has bob's
@@ -255,15 +256,15 @@ func fedLeaveRoom(t *testing.T, f *fedStack) {
 	st.waitSessionEvents(room, 6)
 	al := hangUp(t, alice, room)
 	evs := st.waitSessionEvents(room, 8)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(bob, events.ReasonLeftRoom, 1, 1), joined(bob, 2, 2), left(bob, events.ReasonLeftRoom, 1, 1),
-		left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeftRoom, 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2), e2etest.Left(e2etest.Of(bob), events.ReasonLeftRoom, 1, 1),
+		e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	if evs[4].Member.MembershipID != evs[2].Member.MembershipID {
 		t.Errorf("bob counted again with membership %s, want his membership %s restored", evs[4].Member.MembershipID, evs[2].Member.MembershipID)
 	}
 	raws := st.rawEvents(room)
 	// Bob's restored membership is a join of the session (3 joins).
-	checkSummary(t, evs[7], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 3)
+	e2etest.CheckSummary(t, evs[7], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 3)
 	checkLive(t, st, room, 0)
 }
 
@@ -283,8 +284,8 @@ func fedHostileWrite(t *testing.T, f *fedStack) {
 	j1 := sendState(t, alice, room, key, callContent(alice.DeviceID, fourHours, 0, "hw1"))
 	st.waitSessionEvents(room, 2)
 	hostile := sendState(t, mallory, room, key, callContent(alice.DeviceID, fourHours, 0, "evil"))
-	checkRoomEvents(t, st.waitSessionEvents(room, 4), []fstep{started(), joined(alice, 1, 1),
-		left(alice, events.ReasonInvalid, 0, 0), ended(events.ReasonInvalid)})
+	e2etest.Check(t, st.waitSessionEvents(room, 4), []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1),
+		e2etest.Left(e2etest.Of(alice), events.ReasonInvalid, 0, 0), e2etest.Ended(events.ReasonInvalid)})
 	checkRejected(t, st, room, hostile, "foreign_state_key")
 	checkLive(t, st, room, 0)
 
@@ -295,14 +296,14 @@ func fedHostileWrite(t *testing.T, f *fedStack) {
 	idle := sendState(t, mallory, room, deviceKey(alice, "ALICEPHONE"), callContent("ALICEPHONE", fourHours, 0, "evil"))
 	clear := sendState(t, mallory, room, key, map[string]any{})
 	evs := st.waitSessionEvents(room, 8)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1),
-		left(alice, events.ReasonInvalid, 0, 0), ended(events.ReasonInvalid),
-		started(), joined(alice, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1),
+		e2etest.Left(e2etest.Of(alice), events.ReasonInvalid, 0, 0), e2etest.Ended(events.ReasonInvalid),
+		e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	checkRejected(t, st, room, idle, "foreign_state_key")
 	raws := st.rawEvents(room)
 	ts := func(eid id.EventID) int64 { return rawOf(t, raws, eid).OriginServerTS }
-	checkSummary(t, evs[3], ts(j1), ts(hostile), 1, 1, 1)
-	checkSummary(t, evs[7], ts(j2), ts(clear), 1, 1, 1)
+	e2etest.CheckSummary(t, evs[3], ts(j1), ts(hostile), 1, 1, 1)
+	e2etest.CheckSummary(t, evs[7], ts(j2), ts(clear), 1, 1, 1)
 	checkLive(t, st, room, 0)
 }
 
@@ -340,7 +341,7 @@ func fedMalformed(t *testing.T, f *fedStack) {
 	// Bob's events reach the ingest in order: when his valid join is
 	// applied, the malformed ones before it are.
 	sendState(t, bob, room, callKey(bob), callContent(bob.DeviceID, fourHours, 0, "mf"))
-	checkRoomEvents(t, st.waitSessionEvents(room, 3), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2)})
+	e2etest.Check(t, st.waitSessionEvents(room, 3), []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2)})
 	for _, eid := range rejected {
 		checkRejected(t, st, room, eid, "malformed_content")
 	}
@@ -351,8 +352,8 @@ func fedMalformed(t *testing.T, f *fedStack) {
 	checkRejected(t, st, room, update, "malformed_content")
 	al := hangUp(t, alice, room)
 	evs := st.waitSessionEvents(room, 6)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(bob, events.ReasonInvalid, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonInvalid, 1, 1), e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	raws := st.rawEvents(room)
 	for _, eid := range append(rejected, update) {
 		rawOf(t, raws, eid)
@@ -360,7 +361,7 @@ func fedMalformed(t *testing.T, f *fedStack) {
 	if evs[3].At != rawOf(t, raws, update).OriginServerTS {
 		t.Errorf("bob's membership ended at %d, want at the malformed update's time", evs[3].At)
 	}
-	checkSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 2)
+	e2etest.CheckSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 2)
 	if n := dlqCount(t, st); n != dlq0 {
 		t.Errorf("RTC_DLQ holds %d messages, %d before the malformed events", n, dlq0)
 	}
@@ -385,7 +386,7 @@ func fedSeedAndLegacy(t *testing.T, f *fedStack) {
 		"foci_preferred": []any{map[string]any{"type": "livekit", "livekit_service_url": "https://sfu.example", "livekit_alias": room}}}
 	sj := sendTyped(t, alice, room, rtcMemberType, seedKey, seed)
 	evs := st.waitSessionEvents(room, 2)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1).fmtd(events.FormatSeed)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1).Fmt(events.FormatSeed)})
 	seedTS := rawOf(t, st.rawEvents(room), sj).OriginServerTS
 	if m := evs[1].Member; m.JoinedAt != seedTS || m.ExpiresAt != seedTS+fourHours {
 		t.Errorf("seed member %+v, want joined at %d, expiring 4 h later", m, seedTS)
@@ -403,8 +404,8 @@ func fedSeedAndLegacy(t *testing.T, f *fedStack) {
 	bobPhone := liveDevice{user: bob, device: phone}
 	bobLaptop := liveDevice{user: bob, device: laptop}
 	evs = st.waitSessionEvents(room, 4)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1).fmtd(events.FormatSeed),
-		joined(bob, 2, 2).dev(laptop).fmtd(events.FormatLegacy), joined(bob, 3, 2).dev(phone).fmtd(events.FormatLegacy)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1).Fmt(events.FormatSeed),
+		e2etest.Joined(e2etest.Of(bob).On(laptop), 2, 2).Fmt(events.FormatLegacy), e2etest.Joined(e2etest.Of(bob).On(phone), 3, 2).Fmt(events.FormatLegacy)})
 	legacyTS := rawOf(t, st.rawEvents(room), lj).OriginServerTS
 	if m := evs[2].Member; m.JoinedAt != legacyTS || m.ExpiresAt != laptopExpiresTS {
 		t.Errorf("legacy laptop member %+v, want joined at %d expiring at %d (expires_ts)", m, legacyTS, laptopExpiresTS)
@@ -424,12 +425,12 @@ func fedSeedAndLegacy(t *testing.T, f *fedStack) {
 	st.waitSessionEvents(room, 6)
 	sl := sendTyped(t, alice, room, rtcMemberType, seedKey, map[string]any{})
 	evs = st.waitSessionEvents(room, 8)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1).fmtd(events.FormatSeed),
-		joined(bob, 2, 2).dev(laptop).fmtd(events.FormatLegacy), joined(bob, 3, 2).dev(phone).fmtd(events.FormatLegacy),
-		left(bob, events.ReasonLeave, 2, 2).dev(phone).fmtd(events.FormatLegacy),
-		left(bob, events.ReasonLeave, 1, 1).dev(laptop).fmtd(events.FormatLegacy),
-		left(alice, events.ReasonLeave, 0, 0).fmtd(events.FormatSeed), ended(events.ReasonLeave)})
-	checkSummary(t, evs[7], seedTS, rawOf(t, st.rawEvents(room), sl).OriginServerTS, 3, 2, 3)
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1).Fmt(events.FormatSeed),
+		e2etest.Joined(e2etest.Of(bob).On(laptop), 2, 2).Fmt(events.FormatLegacy), e2etest.Joined(e2etest.Of(bob).On(phone), 3, 2).Fmt(events.FormatLegacy),
+		e2etest.Left(e2etest.Of(bob).On(phone), events.ReasonLeave, 2, 2).Fmt(events.FormatLegacy),
+		e2etest.Left(e2etest.Of(bob).On(laptop), events.ReasonLeave, 1, 1).Fmt(events.FormatLegacy),
+		e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0).Fmt(events.FormatSeed), e2etest.Ended(events.ReasonLeave)})
+	e2etest.CheckSummary(t, evs[7], seedTS, rawOf(t, st.rawEvents(room), sl).OriginServerTS, 3, 2, 3)
 	checkLive(t, st, room, 0)
 }
 
@@ -452,10 +453,10 @@ func fedRoomVersion12(t *testing.T, f *fedStack) {
 	checkRejected(t, st, room, sendState(t, bob, room, callKey(alice), callContent(alice.DeviceID, fourHours, 0, "evil")), "foreign_state_key")
 	bl := hangUp(t, bob, room)
 	evs := st.waitSessionEvents(room, 6)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(alice, events.ReasonInvalid, 1, 1), left(bob, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(alice), events.ReasonInvalid, 1, 1), e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	raws := st.rawEvents(room)
-	checkSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, bl).OriginServerTS, 2, 2, 2)
+	e2etest.CheckSummary(t, evs[5], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, bl).OriginServerTS, 2, 2, 2)
 	checkLive(t, st, room, 0)
 }
 
@@ -518,17 +519,17 @@ func fedSessionsAndKeys(t *testing.T, f *fedStack) {
 	st.waitSessionEvents(room, 12)
 	al := hangUp(t, alice, room)
 	evs = st.waitSessionEvents(room, 14)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		left(alice, events.ReasonReplaced, 1, 1), joined(alice, 2, 2),
-		started().in(board, boardCall), joined(bob, 1, 1).in(board, boardCall),
-		left(alice, events.ReasonReplaced, 1, 1), joined(alice, 2, 2),
-		left(bob, events.ReasonLeave, 0, 0).in(board, boardCall), ended(events.ReasonLeave).in(board, boardCall),
-		left(bob, events.ReasonLeave, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(alice), events.ReasonReplaced, 1, 1), e2etest.Joined(e2etest.Of(alice), 2, 2),
+		e2etest.Started().In(board, boardCall), e2etest.Joined(e2etest.Of(bob), 1, 1).In(board, boardCall),
+		e2etest.Left(e2etest.Of(alice), events.ReasonReplaced, 1, 1), e2etest.Joined(e2etest.Of(alice), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 0, 0).In(board, boardCall), e2etest.Ended(events.ReasonLeave).In(board, boardCall),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 1, 1), e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	if evs[8].Member.MembershipID != evs[1].Member.MembershipID {
 		t.Errorf("after the newer key's leave alice is membership %s, want her first one %s", evs[8].Member.MembershipID, evs[1].Member.MembershipID)
 	}
 	raws := st.rawEvents(room)
-	checkSummary(t, evs[13], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 4)
+	e2etest.CheckSummary(t, evs[13], rawOf(t, raws, aj).OriginServerTS, rawOf(t, raws, al).OriginServerTS, 2, 2, 4)
 	checkLive(t, st, room, 0)
 }
 
@@ -582,8 +583,8 @@ func fedRestarts(t *testing.T, f *fedStack) {
 		t.Fatal(err)
 	}
 	f.base.ingest, st.ingest = in, in
-	checkRoomEvents(t, st.waitSessionEvents(room, 5), []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		updated(alice, 2, 2), joined(alicePhone, 3, 2)})
+	e2etest.Check(t, st.waitSessionEvents(room, 5), []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Updated(e2etest.Of(alice), 2, 2), e2etest.Joined(e2etest.Of(alicePhone), 3, 2)})
 
 	// The owner of the room's partition dies amid a burst of Bob's events
 	// (one user: both homeservers push them in order): his refresh, a
@@ -610,15 +611,15 @@ func fedRestarts(t *testing.T, f *fedStack) {
 	st.waitSessionEvents(room, 11)
 	last := send(alice, map[string]any{})
 	evs := st.waitSessionEvents(room, 13)
-	checkRoomEvents(t, evs, []fstep{started(), joined(alice, 1, 1), joined(bob, 2, 2),
-		updated(alice, 2, 2), joined(alicePhone, 3, 2),
-		updated(bob, 3, 2), joined(bobPhone, 4, 2), updated(bobPhone, 4, 2),
-		left(bobPhone, events.ReasonLeave, 3, 2), left(bob, events.ReasonLeave, 2, 1),
-		left(alicePhone, events.ReasonLeave, 1, 1), left(alice, events.ReasonLeave, 0, 0), ended(events.ReasonLeave)})
+	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1), e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Updated(e2etest.Of(alice), 2, 2), e2etest.Joined(e2etest.Of(alicePhone), 3, 2),
+		e2etest.Updated(e2etest.Of(bob), 3, 2), e2etest.Joined(e2etest.Of(bobPhone), 4, 2), e2etest.Updated(e2etest.Of(bobPhone), 4, 2),
+		e2etest.Left(e2etest.Of(bobPhone), events.ReasonLeave, 3, 2), e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 2, 1),
+		e2etest.Left(e2etest.Of(alicePhone), events.ReasonLeave, 1, 1), e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 	raws = st.rawEvents(room)
 	for _, eid := range sent {
 		rawOf(t, raws, eid)
 	}
-	checkSummary(t, evs[12], aliceTS, rawOf(t, raws, last).OriginServerTS, 4, 2, 4)
+	e2etest.CheckSummary(t, evs[12], aliceTS, rawOf(t, raws, last).OriginServerTS, 4, 2, 4)
 	checkLive(t, st, room, 0)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -176,10 +177,10 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	aliceJoin := joinCall(t, alice, room)
 	s.waitSessionEvents(room, 2)
 	bobJoin := joinCall(t, bob, room)
-	checkSteps(t, s.waitSessionEvents(room, 3), []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
+	e2etest.Check(t, s.waitSessionEvents(room, 3), []e2etest.Step{
+		e2etest.Started(),
+		e2etest.Joined(e2etest.Of(alice), 1, 1),
+		e2etest.Joined(e2etest.Of(bob), 2, 2),
 	})
 	if got := s.ingestMetric(reconcileRooms); got != 0 {
 		t.Fatalf("%s = %g before any live session existed at a start, want 0", reconcileRooms, got)
@@ -195,11 +196,11 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	s.waitMetric(reconcileStartPasses, 1)
 	s.waitMetric(reconcileRooms, 1)
 	evs := s.waitSessionEvents(room, 4)
-	checkSteps(t, evs, []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
+	e2etest.Check(t, evs, []e2etest.Step{
+		e2etest.Started(),
+		e2etest.Joined(e2etest.Of(alice), 1, 1),
+		e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 1, 1),
 	})
 	if e := evs[3]; e.Member.EventID != bobJoin || e.At <= evs[2].At {
 		t.Errorf("bob left as %s at %d, want his membership %s ending after it began", e.Member.EventID, e.At, bobJoin)
@@ -225,12 +226,12 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	}
 	probe := joinCall(t, bob, room) // bob rejoins: pushed live, after the redaction
 	evs = s.waitSessionEvents(room, 5)
-	checkSteps(t, evs, []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
+	e2etest.Check(t, evs, []e2etest.Step{
+		e2etest.Started(),
+		e2etest.Joined(e2etest.Of(alice), 1, 1),
+		e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 1, 1),
+		e2etest.Joined(e2etest.Of(bob), 2, 2),
 	})
 	raws = s.rawEvents(room)
 	if got := countRaw(raws, probe); got[events.SourceAppservice] != 1 {
@@ -246,13 +247,13 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	}
 	s.waitMetric(reconcileRequests, 1)
 	evs = s.waitSessionEvents(room, 6)
-	checkSteps(t, evs, []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonRedacted, participants: 1},
+	e2etest.Check(t, evs, []e2etest.Step{
+		e2etest.Started(),
+		e2etest.Joined(e2etest.Of(alice), 1, 1),
+		e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(bob), events.ReasonLeave, 1, 1),
+		e2etest.Joined(e2etest.Of(bob), 2, 2),
+		e2etest.Left(e2etest.Of(alice), events.ReasonRedacted, 1, 1),
 	})
 	if e := evs[5]; e.Member.EventID != aliceJoin {
 		t.Errorf("alice left as %s, want her redacted membership %s", e.Member.EventID, aliceJoin)
@@ -278,7 +279,7 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	}
 	s.settled()
 	if got := len(s.sessionEvents(room)); got != 6 {
-		t.Errorf("%d session events after the second reconcile, want still 6:%s", got, describe(s.sessionEvents(room)))
+		t.Errorf("%d session events after the second reconcile, want still 6:%s", got, e2etest.Describe(s.sessionEvents(room)))
 	}
 }
 
@@ -305,9 +306,9 @@ func TestReconcileSyncBot(t *testing.T) {
 		t.Fatalf("reply %+v: want alice's call member and her room membership, both already stored", reply)
 	}
 	s.settled()
-	checkSteps(t, s.sessionEvents(room), []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
+	e2etest.Check(t, s.sessionEvents(room), []e2etest.Step{
+		e2etest.Started(),
+		e2etest.Joined(e2etest.Of(alice), 1, 1),
 	})
 	if got := countRaw(s.rawEvents(room), aliceJoin); len(got) != 1 || got[events.SourceReconcile] != 0 {
 		t.Errorf("alice's join stored as %v, want once, not by the reconciliation", got)

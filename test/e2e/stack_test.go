@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -196,15 +196,13 @@ func sendState(t *testing.T, c *mautrix.Client, room id.RoomID, key string, cont
 // far, in stream order.
 func (s *stack) sessionEvents(room id.RoomID) []events.SessionEvent {
 	s.t.Helper()
-	var out []events.SessionEvent
-	for _, m := range s.storedMessages(events.StreamEvents, events.SessionFilter(events.SessionPrefix, "", room, "")) {
-		ev, err := events.DecodeSessionEvent(m.Data())
-		if err != nil {
-			s.t.Fatalf("%s: %v", m.Subject(), err)
-		}
-		out = append(out, ev)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	evs, err := e2etest.SessionEvents(ctx, s.js, room)
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	return out
+	return evs
 }
 
 // rawEvents reads every input of room stored in RTC_RAW so far.
@@ -221,46 +219,17 @@ func (s *stack) rawEvents(room id.RoomID) []events.RawEvent {
 	return out
 }
 
-// storedMessages reads the messages of stream matching filter, from the
-// first to the last stored when it is called (an ordered consumer, no
-// server-side state left behind).
+// storedMessages reads the messages of stream matching filter stored so
+// far.
 func (s *stack) storedMessages(stream, filter string) []jetstream.Msg {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	msgs, err := e2etest.Stored(ctx, s.js, stream, filter)
 	if err != nil {
-		s.t.Fatalf("read %s: %v", stream, err)
+		s.t.Fatal(err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		s.t.Fatalf("read %s: %v", stream, err)
-	}
-	var out []jetstream.Msg
-	for pending := info.NumPending; pending > 0; {
-		batch, err := c.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			s.t.Fatalf("read %s: %v", stream, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			out = append(out, m)
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				s.t.Fatalf("read %s: %v", stream, err)
-			}
-			pending = md.NumPending
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			s.t.Fatalf("read %s: %v", stream, err)
-		}
-		if n == 0 {
-			s.t.Fatalf("read %s: %d messages pending but none delivered", stream, pending)
-		}
-	}
-	return out
+	return msgs
 }
 
 // settled waits until the aggregator has applied every input stored in
@@ -321,71 +290,10 @@ func (s *stack) waitSessionEvents(room id.RoomID, n int) []events.SessionEvent {
 			return s.sessionEvents(room)
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("%d of %d session events of %s within %s:%s", len(evs), n, room, waitTimeout, describe(evs))
+			s.t.Fatalf("%d of %d session events of %s within %s:%s", len(evs), n, room, waitTimeout, e2etest.Describe(evs))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// step is what a test asserts of one session event.
-type step struct {
-	kind   events.Kind
-	member *mautrix.Client // nil for session_started / session_ended
-	reason events.Reason
-	// participants after the transition
-	participants int
-}
-
-// checkSteps compares the session events of a room with want, exactly,
-// and checks what every event of one session must share.
-func checkSteps(t *testing.T, evs []events.SessionEvent, want []step) {
-	t.Helper()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Fatalf(format+"\nsession events:%s", append(args, describe(evs))...)
-	}
-	if len(evs) != len(want) {
-		fail("%d session events, want %d", len(evs), len(want))
-	}
-	for i, w := range want {
-		e := evs[i]
-		if e.Kind != w.kind || e.Reason != w.reason || e.Participants != w.participants {
-			fail("#%d is %s reason %q participants %d, want %s reason %q participants %d", i, e.Kind, e.Reason,
-				e.Participants, w.kind, w.reason, w.participants)
-		}
-		if e.Seq != evs[0].Seq+uint64(i) {
-			fail("#%d has seq %d: not consecutive", i, e.Seq)
-		}
-		if e.Application != "m.call" || e.CallID != "" {
-			fail("#%d is of application %q call %q", i, e.Application, e.CallID)
-		}
-		if w.member != nil {
-			if e.Member == nil || e.Member.UserID != w.member.UserID || e.Member.DeviceID != w.member.DeviceID {
-				fail("#%d %s: member %+v, want %s/%s", i, e.Kind, e.Member, w.member.UserID, w.member.DeviceID)
-			}
-			if e.Member.Format != events.FormatSession {
-				fail("#%d: member format %q, want %q", i, e.Member.Format, events.FormatSession)
-			}
-		}
-	}
-}
-
-// describe prints session events for failure messages.
-func describe(evs []events.SessionEvent) string {
-	var b strings.Builder
-	for _, e := range evs {
-		fmt.Fprintf(&b, "\n  #%d %s session %s participants %d", e.Seq, e.Kind, e.SessionID, e.Participants)
-		if e.Member != nil {
-			fmt.Fprintf(&b, " %s/%s (event %s)", e.Member.UserID, e.Member.DeviceID, e.Member.EventID)
-		}
-		if e.Reason != "" {
-			fmt.Fprintf(&b, " reason %s", e.Reason)
-		}
-		if e.Summary != nil {
-			fmt.Fprintf(&b, " summary %+v", *e.Summary)
-		}
-	}
-	return b.String()
 }
 
 // countRaw counts the inputs of evs with event id eid, by source.
@@ -401,13 +309,8 @@ func countRaw(evs []events.RawEvent, eid id.EventID) map[events.Source]int {
 
 // twoPersonCall is the session events of a call that alice starts, bob
 // joins, then bob and alice hang up, in that order.
-func twoPersonCall(alice, bob *mautrix.Client) []step {
-	return []step{
-		{kind: events.KindSessionStarted, participants: 0},
-		{kind: events.KindMemberJoined, member: alice, participants: 1},
-		{kind: events.KindMemberJoined, member: bob, participants: 2},
-		{kind: events.KindMemberLeft, member: bob, reason: events.ReasonLeave, participants: 1},
-		{kind: events.KindMemberLeft, member: alice, reason: events.ReasonLeave, participants: 0},
-		{kind: events.KindSessionEnded, reason: events.ReasonLeave, participants: 0},
-	}
+func twoPersonCall(alice, bob *mautrix.Client) []e2etest.Step {
+	a, b := e2etest.Of(alice), e2etest.Of(bob)
+	return []e2etest.Step{e2etest.Started(), e2etest.Joined(a, 1, 1), e2etest.Joined(b, 2, 2),
+		e2etest.Left(b, events.ReasonLeave, 1, 1), e2etest.Left(a, events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)}
 }
