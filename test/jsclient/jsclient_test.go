@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -47,18 +48,20 @@ func joinAndLeave(t *testing.T, s *stack) {
 	alice, bob := s.register(t, s.hs1, "alice"), s.register(t, s.hs2, "bob")
 	room := s.room(t, host, alice, bob)
 	ca := s.client(t, alice, "ALICEDEV", room, s.hs1, clientConfig{})
-	snap := s.agree(t, "alice joined", room, []ident{alice.dev("ALICEDEV")}, ca)
+	snap := s.agree(t, "alice joined", room, []e2etest.Device{alice.dev("ALICEDEV")}, ca)
 	if m := snap.js[0]; m.EventID != ca.Ready.EventID {
 		t.Errorf("alice's membership is event %s, her client sent %s", m.EventID, ca.Ready.EventID)
 	}
 	cb := s.client(t, bob, "BOBDEV", room, s.hs1, clientConfig{})
-	s.agree(t, "bob joined", room, []ident{alice.dev("ALICEDEV"), bob.dev("BOBDEV")}, ca, cb)
+	s.agree(t, "bob joined", room, []e2etest.Device{alice.dev("ALICEDEV"), bob.dev("BOBDEV")}, ca, cb)
 	cb.Do("leave")
-	s.agree(t, "bob hung up", room, []ident{alice.dev("ALICEDEV")}, ca, cb)
+	s.agree(t, "bob hung up", room, []e2etest.Device{alice.dev("ALICEDEV")}, ca, cb)
 	ca.Do("leave")
 	snap = s.agree(t, "alice hung up", room, nil, ca, cb)
-	checkEvents(t, snap.evs, []estep{started(), joined(alice, "ALICEDEV", ca.Ready.EventID), joined(bob, "BOBDEV", cb.Ready.EventID),
-		left(bob, "BOBDEV", events.ReasonLeave), left(alice, "ALICEDEV", events.ReasonLeave), ended(events.ReasonLeave)})
+	a, b := alice.dev("ALICEDEV"), bob.dev("BOBDEV")
+	e2etest.Check(t, snap.evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(a, 1, 1).Event(id.EventID(ca.Ready.EventID)),
+		e2etest.Joined(b, 2, 2).Event(id.EventID(cb.Ready.EventID)), e2etest.Left(b, events.ReasonLeave, 1, 1),
+		e2etest.Left(a, events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)})
 }
 
 // crashExpires: Bob (hs2) joins with a short membership expiry and his
@@ -74,7 +77,7 @@ func crashExpires(t *testing.T, s *stack) {
 	// Bob would refresh 2 s before his 10 s expiry; he is killed long
 	// before that.
 	cb := s.client(t, bob, "BOBDEV", room, s.hs1, clientConfig{ExpiryMS: 10_000, HeadroomMS: 2_000})
-	both := []ident{alice.dev("ALICEDEV"), bob.dev("BOBDEV")}
+	both := []e2etest.Device{alice.dev("ALICEDEV"), bob.dev("BOBDEV")}
 	s.agree(t, "bob joined", room, both, ca, cb)
 	cb.Kill()
 	killedAt := time.Now().UnixMilli()
@@ -92,7 +95,7 @@ func crashExpires(t *testing.T, s *stack) {
 	for jsDrop == 0 || projectDrop == 0 {
 		if time.Now().UnixMilli() > deadline+tolerance+waitTimeout.Milliseconds() {
 			t.Fatalf("bob's membership expired at %d: js-sdk dropped him at %d, the project's member_left stored at %d (0: not yet)%s",
-				deadline, jsDrop, projectDrop, describe(s.sessionEvents(t, room)))
+				deadline, jsDrop, projectDrop, e2etest.Describe(s.sessionEvents(t, room)))
 		}
 		if jsDrop == 0 {
 			p := ca.Probe()
@@ -102,7 +105,7 @@ func crashExpires(t *testing.T, s *stack) {
 		}
 		if projectDrop == 0 {
 			for _, e := range s.sessionEvents(t, room) {
-				if e.Kind == events.KindMemberLeft && e.Member != nil && e.Member.UserID == string(bob.userID) {
+				if e.Kind == events.KindMemberLeft && e.Member != nil && e.Member.UserID == bob.userID {
 					projectDrop = time.Now().UnixMilli()
 				}
 			}
@@ -117,22 +120,25 @@ func crashExpires(t *testing.T, s *stack) {
 	if projectDrop > deadline+tolerance {
 		t.Errorf("the project ended bob's membership %d ms after his deadline %d (tolerance %d ms)", projectDrop-deadline, deadline, tolerance)
 	}
-	s.agree(t, "bob expired", room, []ident{alice.dev("ALICEDEV")}, ca)
+	s.agree(t, "bob expired", room, []e2etest.Device{alice.dev("ALICEDEV")}, ca)
 	ca.Do("leave")
 	snap = s.agree(t, "alice hung up", room, nil, ca)
 	evs := snap.evs
-	want := []estep{started(), joined(alice, "ALICEDEV", ca.Ready.EventID), joined(bob, "BOBDEV", cb.Ready.EventID)}
+	a, b := alice.dev("ALICEDEV"), bob.dev("BOBDEV")
+	want := []e2etest.Step{e2etest.Started(), e2etest.Joined(a, 1, 1).Event(id.EventID(ca.Ready.EventID)),
+		e2etest.Joined(b, 2, 2).Event(id.EventID(cb.Ready.EventID))}
 	// A refresh of Bob's that got out before the kill (on a slow machine).
 	for _, e := range evs[min(3, len(evs)):] {
 		if e.Kind != events.KindMemberUpdated {
 			break
 		}
-		want = append(want, updated(bob, "BOBDEV"))
+		want = append(want, e2etest.Updated(b, 2, 2))
 	}
-	want = append(want, left(bob, "BOBDEV", events.ReasonExpired), left(alice, "ALICEDEV", events.ReasonLeave), ended(events.ReasonLeave))
-	checkEvents(t, evs, want)
+	want = append(want, e2etest.Left(b, events.ReasonExpired, 1, 1), e2etest.Left(a, events.ReasonLeave, 0, 0),
+		e2etest.Ended(events.ReasonLeave))
+	e2etest.Check(t, evs, want)
 	if e := evs[len(want)-3]; e.At != deadline {
-		t.Errorf("bob's member_left (expired) is at %d, js-sdk's expiry of his membership is %d%s", e.At, deadline, describe(evs))
+		t.Errorf("bob's member_left (expired) is at %d, js-sdk's expiry of his membership is %d%s", e.At, deadline, e2etest.Describe(evs))
 	}
 }
 
@@ -148,7 +154,7 @@ func refreshStaysJoined(t *testing.T, s *stack) {
 	room := s.room(t, host, carol, dave)
 	obs := s.client(t, dave, "DAVEDEV", room, s.hs1, clientConfig{Observe: true})
 	cc := s.client(t, carol, "CAROLDEV", room, s.hs1, clientConfig{ExpiryMS: 6_000, HeadroomMS: 3_000})
-	me := []ident{carol.dev("CAROLDEV")}
+	me := []e2etest.Device{carol.dev("CAROLDEV")}
 	first := s.agree(t, "carol joined", room, me, obs, cc).find(me[0])
 	seen := map[string]bool{first.EventID: true}
 	end := time.Now().Add(20 * time.Second)
@@ -165,14 +171,14 @@ func refreshStaysJoined(t *testing.T, s *stack) {
 	}
 	cc.Do("leave")
 	evs := s.agree(t, "carol hung up", room, nil, obs, cc).evs
-	want := []estep{started(), joined(carol, "CAROLDEV", cc.Ready.EventID)}
+	want := []e2etest.Step{e2etest.Started(), e2etest.Joined(me[0], 1, 1).Event(id.EventID(cc.Ready.EventID))}
 	for range max(0, len(evs)-4) {
-		want = append(want, updated(carol, "CAROLDEV"))
+		want = append(want, e2etest.Updated(me[0], 1, 1))
 	}
-	want = append(want, left(carol, "CAROLDEV", events.ReasonLeave), ended(events.ReasonLeave))
-	checkEvents(t, evs, want)
+	want = append(want, e2etest.Left(me[0], events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave))
+	e2etest.Check(t, evs, want)
 	if updates := len(evs) - 4; updates < 3 {
-		t.Errorf("%d member_updated for carol's refreshes, want at least 3%s", updates, describe(evs))
+		t.Errorf("%d member_updated for carol's refreshes, want at least 3%s", updates, e2etest.Describe(evs))
 	}
 	for _, e := range evs[1 : len(evs)-1] {
 		if e.Member.MembershipID != evs[1].Member.MembershipID || e.Member.JoinedAt != first.CreatedTS {
@@ -192,7 +198,7 @@ func callIntent(t *testing.T, s *stack) {
 	erin := s.register(t, s.hs1, "erin")
 	room := s.room(t, host, erin)
 	ce := s.client(t, erin, "ERINDEV", room, s.hs1, clientConfig{Intent: "video"})
-	me := []ident{erin.dev("ERINDEV")}
+	me := []e2etest.Device{erin.dev("ERINDEV")}
 	joinedAs := s.agree(t, "erin joined", room, me, ce).find(me[0])
 	if joinedAs.CallIntent != "video" {
 		t.Fatalf("js-sdk reports erin's intent %q, want video", joinedAs.CallIntent)
@@ -213,14 +219,14 @@ func callIntent(t *testing.T, s *stack) {
 	// The project: wait (bounded) for both the live session and RTC_EVENTS
 	// to name the new event and intent.
 	var live []liveView
-	var evs []eventView
+	var evs []events.SessionEvent
 	ok := false
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		live, evs = s.liveSessions(t, room), s.sessionEvents(t, room)
 		liveOK := len(live) == 1 && len(live[0].Members) == 1 && live[0].Members[0].EventID == js.EventID &&
 			live[0].Members[0].CallIntent == "audio"
-		evOK := slices.ContainsFunc(evs, func(e eventView) bool {
-			return e.Kind == events.KindMemberUpdated && e.Member != nil && e.Member.EventID == js.EventID &&
+		evOK := slices.ContainsFunc(evs, func(e events.SessionEvent) bool {
+			return e.Kind == events.KindMemberUpdated && e.Member != nil && string(e.Member.EventID) == js.EventID &&
 				e.Member.CallIntent == "audio" && slices.Contains(e.Changed, "call_intent")
 		})
 		if ok = liveOK && evOK; ok {
@@ -232,7 +238,7 @@ func callIntent(t *testing.T, s *stack) {
 			"m.call.intent audio (created_ts %d unchanged); want a member_updated naming that event with call_intent "+
 			"\"audio\" (changed: call_intent) and the live session naming it. Content-only changes of a membership (call intent, foci, a new "+
 			"event id) must reach subscribers.\nlive session: %s\nsession events:%s",
-			js.EventID, js.CreatedTS, liveString(live), describe(evs))
+			js.EventID, js.CreatedTS, liveString(live), e2etest.Describe(evs))
 	}
 	ce.Do("leave")
 	s.agree(t, "erin hung up", room, nil, ce)
@@ -251,7 +257,7 @@ func leaveRoomAndRejoin(t *testing.T, s *stack) {
 	room := s.room(t, host, frank, gina)
 	obs := s.client(t, gina, "GINADEV", room, s.hs1, clientConfig{Observe: true})
 	cf := s.client(t, frank, "FRANKDEV", room, s.hs1, clientConfig{})
-	me := []ident{frank.dev("FRANKDEV")}
+	me := []e2etest.Device{frank.dev("FRANKDEV")}
 	first := s.agree(t, "frank joined", room, me, obs, cf)
 	s1 := first.live.SessionID
 
@@ -265,8 +271,9 @@ func leaveRoomAndRejoin(t *testing.T, s *stack) {
 			endedAt = e.At
 		}
 	}
-	checkEvents(t, afterLeave.evs, []estep{started(), joined(frank, "FRANKDEV", cf.Ready.EventID),
-		left(frank, "FRANKDEV", events.ReasonLeftRoom), ended(events.ReasonLeftRoom)})
+	firstSession := []e2etest.Step{e2etest.Started(), e2etest.Joined(me[0], 1, 1).Event(id.EventID(cf.Ready.EventID)),
+		e2etest.Left(me[0], events.ReasonLeftRoom, 0, 0), e2etest.Ended(events.ReasonLeftRoom)}
+	e2etest.Check(t, afterLeave.evs, firstSession)
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -297,41 +304,38 @@ func leaveRoomAndRejoin(t *testing.T, s *stack) {
 		s1, endedAt, s2, startedAt, startedAt-endedAt, startedEvent, startedEvent-endedAt, back.find(me[0]))
 	if startedEvent < endedAt {
 		t.Errorf("the session restored by frank's rejoin has its session_started at %d, before the previous session ended at %d%s",
-			startedEvent, endedAt, describe(back.evs))
+			startedEvent, endedAt, e2etest.Describe(back.evs))
 	}
 	if s2 == s1 {
 		t.Errorf("the session restored by frank's rejoin has session_id %s, the id of the session that ended at %d: "+
-			"a session_id must name one session%s", s2, endedAt, describe(back.evs))
+			"a session_id must name one session%s", s2, endedAt, e2etest.Describe(back.evs))
 	}
 	if startedAt < endedAt {
 		t.Errorf("the session restored by frank's rejoin (%s) has started_at %d in rtc_sessions, %d ms before the previous "+
 			"session (%s) ended at %d: a session must not start before the previous one of its call ended%s",
-			s2, startedAt, endedAt-startedAt, s1, endedAt, describe(back.evs))
+			s2, startedAt, endedAt-startedAt, s1, endedAt, e2etest.Describe(back.evs))
 	}
 	cf.Do("leave")
 	final := s.agree(t, "frank hung up", room, nil, obs, cf)
-	checkEvents(t, final.evs[4:], []estep{started(), joined(frank, "FRANKDEV", ""), left(frank, "FRANKDEV", events.ReasonLeave),
-		ended(events.ReasonLeave)})
+	e2etest.Check(t, final.evs, append(firstSession, e2etest.Started(), e2etest.Joined(me[0], 1, 1),
+		e2etest.Left(me[0], events.ReasonLeave, 0, 0), e2etest.Ended(events.ReasonLeave)))
 }
 
-// ident is a member: (user, device).
-type ident struct{ user, device string }
-
-func (a account) dev(device string) ident { return ident{string(a.userID), device} }
-
-func (i ident) String() string { return i.user + "/" + i.device }
+func (a account) dev(device string) e2etest.Device {
+	return e2etest.Device{User: a.userID, Device: id.DeviceID(device)}
+}
 
 // snapshot is a moment on which js-sdk and the project agreed.
 type snapshot struct {
-	js   []jsMembership // every client's session.memberships (equal), sorted
-	live *liveView      // nil: no live session
-	evs  []eventView    // the room's session events
+	js   []jsMembership        // every client's session.memberships (equal), sorted
+	live *liveView             // nil: no live session
+	evs  []events.SessionEvent // the room's session events
 }
 
 // find is who's membership in js-sdk's view.
-func (s snapshot) find(who ident) jsMembership {
+func (s snapshot) find(who e2etest.Device) jsMembership {
 	for _, m := range s.js {
-		if m.UserID == who.user && m.DeviceID == who.device {
+		if m.UserID == string(who.User) && m.DeviceID == string(who.Device) {
 			return m
 		}
 	}
@@ -345,7 +349,7 @@ func (s snapshot) find(who ident) jsMembership {
 // expiry and the same event id (and call intent, when the project reports
 // one), and its session events end in that state. It fails t after
 // waitTimeout with what each side shows.
-func (s *stack) agree(t *testing.T, what string, room id.RoomID, want []ident, clients ...*jsClient) snapshot {
+func (s *stack) agree(t *testing.T, what string, room id.RoomID, want []e2etest.Device, clients ...*jsClient) snapshot {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
@@ -355,13 +359,13 @@ func (s *stack) agree(t *testing.T, what string, room id.RoomID, want []ident, c
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: js-sdk and the project do not agree within %s:\n%s\nsession events:%s", what, waitTimeout, diff,
-				describe(snap.evs))
+				e2etest.Describe(snap.evs))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func (s *stack) compare(t *testing.T, room id.RoomID, want []ident, clients []*jsClient) (snapshot, string) {
+func (s *stack) compare(t *testing.T, room id.RoomID, want []e2etest.Device, clients []*jsClient) (snapshot, string) {
 	t.Helper()
 	var snap snapshot
 	var diffs []string
@@ -422,10 +426,10 @@ func (s *stack) compare(t *testing.T, room id.RoomID, want []ident, clients []*j
 	for _, m := range live.Members {
 		members[m.UserID+"/"+m.DeviceID] = m
 	}
-	lastEvent := map[string]memberView{} // the last member_joined/member_updated of each member
+	lastEvent := map[string]events.Member{} // the last member_joined/member_updated of each member
 	for _, e := range snap.evs {
 		if e.Member != nil && (e.Kind == events.KindMemberJoined || e.Kind == events.KindMemberUpdated) {
-			lastEvent[e.Member.UserID+"/"+e.Member.DeviceID] = *e.Member
+			lastEvent[string(e.Member.UserID)+"/"+string(e.Member.DeviceID)] = *e.Member
 		}
 	}
 	if len(members) != len(snap.js) || live.Participants != len(snap.js) {
@@ -448,7 +452,7 @@ func (s *stack) compare(t *testing.T, room id.RoomID, want []ident, clients []*j
 		if m.CallIntent != "" && m.CallIntent != j.CallIntent {
 			diffs = append(diffs, fmt.Sprintf("%s: the project has call intent %q, js-sdk %q", k, m.CallIntent, j.CallIntent))
 		}
-		if e, ok := lastEvent[k]; !ok || e.EventID != m.EventID || e.ExpiresAt != m.ExpiresAt {
+		if e, ok := lastEvent[k]; !ok || string(e.EventID) != m.EventID || e.ExpiresAt != m.ExpiresAt {
 			diffs = append(diffs, fmt.Sprintf("%s: the live session names event %s expiring at %d, the last session event of the member %s expiring at %d",
 				k, m.EventID, m.ExpiresAt, e.EventID, e.ExpiresAt))
 		}
@@ -483,73 +487,4 @@ func liveString(ls []liveView) string {
 		return "(none)"
 	}
 	return strings.Join(parts, "; ")
-}
-
-// estep is what a test asserts of one session event.
-type estep struct {
-	kind    events.Kind
-	who     *ident
-	eventID string // for member events: the membership event ("" not checked)
-	reason  events.Reason
-}
-
-func started() estep              { return estep{kind: events.KindSessionStarted} }
-func ended(r events.Reason) estep { return estep{kind: events.KindSessionEnded, reason: r} }
-func updated(a account, d string) estep {
-	w := a.dev(d)
-	return estep{kind: events.KindMemberUpdated, who: &w}
-}
-func joined(a account, d, eventID string) estep {
-	w := a.dev(d)
-	return estep{kind: events.KindMemberJoined, who: &w, eventID: eventID}
-}
-func left(a account, d string, r events.Reason) estep {
-	w := a.dev(d)
-	return estep{kind: events.KindMemberLeft, who: &w, reason: r}
-}
-
-// checkEvents compares session events with want, exactly: kinds,
-// members, reasons, event ids, per-room seq consecutive, one session id
-// per session (m.call's room call).
-func checkEvents(t *testing.T, evs []eventView, want []estep) {
-	t.Helper()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Fatalf(format+"\nsession events:%s", append(args, describe(evs))...)
-	}
-	if len(evs) != len(want) {
-		fail("%d session events, want %d", len(evs), len(want))
-	}
-	var session string
-	for i, w := range want {
-		e := evs[i]
-		if e.Kind != w.kind || e.Reason != w.reason {
-			fail("#%d is %s reason %q, want %s reason %q", i, e.Kind, e.Reason, w.kind, w.reason)
-		}
-		if e.Seq != evs[0].Seq+uint64(i) {
-			fail("#%d has seq %d: not consecutive", i, e.Seq)
-		}
-		if e.Application != "m.call" || e.CallID != "" {
-			fail("#%d is of application %q call %q", i, e.Application, e.CallID)
-		}
-		if e.Kind == events.KindSessionStarted {
-			session = e.SessionID
-		}
-		if e.SessionID == "" || e.SessionID != session {
-			fail("#%d is of session %q, want %q (the last session_started's)", i, e.SessionID, session)
-		}
-		if w.who == nil {
-			if e.Member != nil {
-				fail("#%d %s names member %+v", i, e.Kind, *e.Member)
-			}
-			continue
-		}
-		if e.Member == nil || e.Member.UserID != w.who.user || e.Member.DeviceID != w.who.device ||
-			e.Member.Format != string(events.FormatSession) {
-			fail("#%d %s: member %+v, want %s (session form)", i, e.Kind, e.Member, *w.who)
-		}
-		if w.eventID != "" && e.Member.EventID != w.eventID {
-			fail("#%d %s: event %s, want %s (js-sdk's)", i, e.Kind, e.Member.EventID, w.eventID)
-		}
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -136,9 +136,8 @@ func (s *stack) client(t *testing.T, a account, device string, room id.RoomID, v
 	return c
 }
 
-// memberView is a member of a live session or a session event as the
-// project stores it. It is decoded field by field (not as events.Member)
-// so that the test also reads what a newer schema adds (call_intent).
+// memberView is a member of a live session as `rtcctl sessions --json`
+// prints it.
 type memberView struct {
 	UserID       string `json:"user_id"`
 	DeviceID     string `json:"device_id"`
@@ -161,25 +160,6 @@ type liveView struct {
 	Participants int          `json:"participants"`
 	Users        int          `json:"users"`
 	Seq          uint64       `json:"seq"`
-}
-
-// eventView is a session event of RTC_EVENTS.
-type eventView struct {
-	V            int             `json:"v"`
-	Seq          uint64          `json:"seq"`
-	Kind         events.Kind     `json:"kind"`
-	SessionID    string          `json:"session_id"`
-	Application  string          `json:"application"`
-	CallID       string          `json:"call_id"`
-	At           int64           `json:"at"`
-	Reason       events.Reason   `json:"reason"`
-	Member       *memberView     `json:"member"`
-	Participants int             `json:"participants"`
-	Users        int             `json:"users"`
-	Summary      *events.Summary `json:"summary"`
-	// Changed names, on member_updated, the member fields that changed
-	// (session events of version 2).
-	Changed []string `json:"changed"`
 }
 
 // liveSessions runs `rtcctl sessions --json` (the binary operators use)
@@ -222,69 +202,14 @@ func (s *stack) rtcctlJSON(t *testing.T, v any, args ...string) {
 }
 
 // sessionEvents reads every session event of room stored in RTC_EVENTS so
-// far, in stream order (an ordered consumer: no server-side state left).
-func (s *stack) sessionEvents(t *testing.T, room id.RoomID) []eventView {
+// far, in stream order.
+func (s *stack) sessionEvents(t *testing.T, room id.RoomID) []events.SessionEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := s.js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SessionFilter(events.SessionPrefix, "", room, "")},
-		DeliverPolicy:  jetstream.DeliverAllPolicy})
+	evs, err := e2etest.SessionEvents(ctx, s.js, room)
 	if err != nil {
-		t.Fatalf("read %s: %v", events.StreamEvents, err)
+		t.Fatal(err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("read %s: %v", events.StreamEvents, err)
-	}
-	var out []eventView
-	for pending := info.NumPending; pending > 0; {
-		batch, err := c.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatalf("read %s: %v", events.StreamEvents, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var ev eventView
-			if err := events.Unmarshal(m.Data(), &ev); err != nil {
-				t.Fatalf("%s: %v", m.Subject(), err)
-			}
-			out = append(out, ev)
-			md, err := m.Metadata()
-			if err != nil {
-				t.Fatalf("read %s: %v", events.StreamEvents, err)
-			}
-			pending = md.NumPending
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			t.Fatalf("read %s: %v", events.StreamEvents, err)
-		}
-		if n == 0 {
-			t.Fatalf("read %s: %d messages pending but none delivered", events.StreamEvents, pending)
-		}
-	}
-	return out
-}
-
-// describe prints session events for failure messages.
-func describe(evs []eventView) string {
-	var b strings.Builder
-	for _, e := range evs {
-		fmt.Fprintf(&b, "\n  #%d %s session %s at %d participants %d", e.Seq, e.Kind, e.SessionID, e.At, e.Participants)
-		if e.Member != nil {
-			fmt.Fprintf(&b, " %s/%s (event %s, joined %d, expires %d, intent %q)", e.Member.UserID, e.Member.DeviceID,
-				e.Member.EventID, e.Member.JoinedAt, e.Member.ExpiresAt, e.Member.CallIntent)
-		}
-		if e.Reason != "" {
-			fmt.Fprintf(&b, " reason %s", e.Reason)
-		}
-		if len(e.Changed) > 0 {
-			fmt.Fprintf(&b, " changed %v", e.Changed)
-		}
-		if e.Summary != nil {
-			fmt.Fprintf(&b, " summary %+v", *e.Summary)
-		}
-	}
-	return b.String()
+	return evs
 }
