@@ -206,12 +206,6 @@ func ParseStateKeyUser(key string) id.UserID {
 	return id.UserID(k)
 }
 
-// membershipID names one membership of a device: a rejoin (new created_ts())
-// is a new membership.
-func membershipID(user id.UserID, device string, created int64) string {
-	return fmt.Sprintf("%s/%s/%d", user, device, created)
-}
-
 // object decodes a JSON object into a map of raw values, enforcing the
 // content size bound.
 func object(raw json.RawMessage) (map[string]json.RawMessage, error) {

@@ -290,21 +290,6 @@ func arrayRule(f *arrayFacts, what string) error {
 	return f.bad
 }
 
-// typedObject applies typedRule to a raw value (valid JSON) and returns it
-// compacted.
-func typedObject(raw []byte, what string) ([]byte, error) {
-	var f typedFacts
-	s := jsonscan.Scanner{B: raw}
-	s.Space()
-	if !scanTypedObject(&s, 2, &f) {
-		return nil, invalid("%s must be an object", what)
-	}
-	if err := typedRule(&f, what, -1); err != nil {
-		return nil, err
-	}
-	return compactValue(raw), nil
-}
-
 // typedArray applies arrayRule to a raw value (valid JSON) and returns it
 // compacted.
 func typedArray(raw []byte, what string) ([]byte, error) {
@@ -446,7 +431,8 @@ func buildClaim(ev *events.RawEvent, p *claimParts, prev *Register) Claim {
 	if p.intent != nil {
 		c.CallIntent = reuse(p.intent, "audio", "video", pc.CallIntent)
 	}
-	// membershipID, without formatting.
+	// The membership id: user/device/created_ts() (a rejoin, with a new
+	// created_ts, is a new membership), built without formatting.
 	var buf [128]byte
 	mid := append(buf[:0], ev.Sender...)
 	mid = append(mid, '/')
