@@ -417,20 +417,29 @@ func fedSeedAndLegacy(t *testing.T, f *fedStack) {
 
 	// The phone leaves: the array is rewritten without it, the laptop's entry
 	// keeping its created_ts (what js-sdk did).
+	// The laptop's membership is now the new event: a member_updated
+	// (event_id changed) in the same transition as the phone's leave.
 	laptopEntry["created_ts"] = legacyTS
-	sendState(t, bob, room, legacyKey, map[string]any{"memberships": []any{laptopEntry}})
-	st.waitSessionEvents(room, 5)
+	rewritten := sendState(t, bob, room, legacyKey, map[string]any{"memberships": []any{laptopEntry}})
+	evs = st.waitSessionEvents(room, 6)
+	if e := evs[4]; e.Kind != events.KindMemberUpdated || e.Member == nil || e.Member.EventID != rewritten ||
+		!slices.Equal(e.Changed, []string{events.ChangeEventID}) {
+		t.Errorf("after the rewrite, #4 is %s of %+v changing %v, want the laptop's member_updated naming %s (event_id changed)",
+			e.Kind, e.Member, e.Changed, rewritten)
+	}
 	checkLive(t, st, room, 2, liveDevice{user: alice}, bobLaptop)
 	sendState(t, bob, room, legacyKey, map[string]any{"memberships": []any{}})
-	st.waitSessionEvents(room, 6)
+	st.waitSessionEvents(room, 7)
 	sl := sendTyped(t, alice, room, rtcMemberType, seedKey, map[string]any{})
-	evs = st.waitSessionEvents(room, 8)
+	evs = st.waitSessionEvents(room, 9)
+	legacyLaptop := e2etest.Of(bob).On(laptop)
 	e2etest.Check(t, evs, []e2etest.Step{e2etest.Started(), e2etest.Joined(e2etest.Of(alice), 1, 1).Fmt(events.FormatSeed),
-		e2etest.Joined(e2etest.Of(bob).On(laptop), 2, 2).Fmt(events.FormatLegacy), e2etest.Joined(e2etest.Of(bob).On(phone), 3, 2).Fmt(events.FormatLegacy),
+		e2etest.Joined(legacyLaptop, 2, 2).Fmt(events.FormatLegacy), e2etest.Joined(e2etest.Of(bob).On(phone), 3, 2).Fmt(events.FormatLegacy),
+		e2etest.Updated(legacyLaptop, 3, 2).Fmt(events.FormatLegacy).Event(rewritten),
 		e2etest.Left(e2etest.Of(bob).On(phone), events.ReasonLeave, 2, 2).Fmt(events.FormatLegacy),
-		e2etest.Left(e2etest.Of(bob).On(laptop), events.ReasonLeave, 1, 1).Fmt(events.FormatLegacy),
+		e2etest.Left(legacyLaptop, events.ReasonLeave, 1, 1).Fmt(events.FormatLegacy),
 		e2etest.Left(e2etest.Of(alice), events.ReasonLeave, 0, 0).Fmt(events.FormatSeed), e2etest.Ended(events.ReasonLeave)})
-	e2etest.CheckSummary(t, evs[7], seedTS, rawOf(t, st.rawEvents(room), sl).OriginServerTS, 3, 2, 3)
+	e2etest.CheckSummary(t, evs[8], seedTS, rawOf(t, st.rawEvents(room), sl).OriginServerTS, 3, 2, 3)
 	checkLive(t, st, room, 0)
 }
 
