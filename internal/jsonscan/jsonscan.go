@@ -71,6 +71,10 @@ func (s *Scanner) Str() (val []byte, simple, ok bool) {
 	start := i
 	simple = true
 	for i < len(b) {
+		if !strStop[b[i]] { // most bytes: one table look-up
+			i++
+			continue
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -100,15 +104,26 @@ func (s *Scanner) Str() (val []byte, simple, ok bool) {
 			default:
 				return nil, false, false
 			}
-		case c >= 0x80:
+		default: // non-ASCII
 			simple = false
-			i++
-		default:
 			i++
 		}
 	}
 	return nil, false, false
 }
+
+// strStop marks the bytes of a string Str looks at: the quote, the
+// backslash, control characters and non-ASCII bytes.
+var strStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
 

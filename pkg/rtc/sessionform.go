@@ -99,7 +99,13 @@ func readContent(b []byte, c *content) bool {
 	s := jsonscan.Scanner{B: b}
 	s.Space()
 	ok := s.Object(1, func(key []byte, simple bool, quoted []byte) bool {
-		f, known := fieldOfKey(key, simple, quoted)
+		var f contentField
+		var known bool
+		if simple {
+			f, known = fieldOf(string(key))
+		} else {
+			f, known = fieldOfQuoted(quoted)
+		}
 		start := s.I
 		var ok bool
 		switch {
@@ -134,11 +140,8 @@ func readContent(b []byte, c *content) bool {
 	return ok && s.EOF()
 }
 
-// fieldOfKey names the known field a key of a scanned object names.
-func fieldOfKey(key []byte, simple bool, quoted []byte) (contentField, bool) {
-	if simple {
-		return fieldOf(string(key))
-	}
+// fieldOfQuoted names the known field a key with escapes names.
+func fieldOfQuoted(quoted []byte) (contentField, bool) {
 	var k string
 	_ = json.Unmarshal(quoted, &k) // valid: scanned
 	return fieldOf(k)
