@@ -463,8 +463,10 @@ func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage, prev
 	if !hasExpires { // expires wins when both are present (research §5 case 25)
 		deadline = min(expiresTS, created+cfg.MaxExpiresMS, receivedAt(ev)+cfg.MaxExpiresMS)
 	}
-	return buildClaim(ev, &claimParts{app: []byte(app), callID: []byte(callID), device: []byte(device),
-		foci: foci, created: created, deadline: deadline, format: events.FormatLegacy}, prev), nil
+	var c Claim
+	buildClaim(&c, ev, &claimParts{app: []byte(app), callID: []byte(callID), device: []byte(device),
+		foci: foci, created: created, deadline: deadline, format: events.FormatLegacy}, prev)
+	return c, nil
 }
 
 // StickyKey returns the MSC4354 sticky key of a sticky member event

@@ -385,7 +385,9 @@ func parseSessionForm(cfg Config, ev *events.RawEvent, c *content, prev *Registe
 		return Parsed{Kind: RegisterInvalid}, coded(RejectForeignStateKey, "state key names %s but the sender is %s", key, ev.Sender)
 	}
 	p.deadline = expiryOf(cfg, ev, p.created, expires, hasExpires)
-	return Parsed{Kind: RegisterJoin, Claims: []Claim{buildClaim(ev, &p, prev)}}, nil
+	claims := make([]Claim, 1)
+	buildClaim(&claims[0], ev, &p, prev)
+	return Parsed{Kind: RegisterJoin, Claims: claims}, nil
 }
 
 // errorList collects a content's problems.
@@ -411,12 +413,14 @@ type claimParts struct {
 // buildClaim builds the claim of a state membership. prev is the register
 // the event replaces (nil if none): its claim's strings and bytes are reused
 // where equal, so that a refresh allocates little.
-func buildClaim(ev *events.RawEvent, p *claimParts, prev *Register) Claim {
-	var pc Claim
+func buildClaim(c *Claim, ev *events.RawEvent, p *claimParts, prev *Register) {
+	var pc *Claim
 	if prev != nil && len(prev.Claims) == 1 {
-		pc = prev.Claims[0]
+		pc = &prev.Claims[0]
+	} else {
+		pc = &Claim{}
 	}
-	c := Claim{
+	*c = Claim{
 		App:    reuse(p.app, AppCall, pc.App),
 		CallID: reuse(p.callID, "", pc.CallID),
 		User:   ev.Sender, Format: p.format, EventID: ev.EventID, TS: ev.OriginServerTS,
@@ -443,7 +447,6 @@ func buildClaim(ev *events.RawEvent, p *claimParts, prev *Register) Claim {
 	mid = append(mid, '/')
 	mid = strconv.AppendInt(mid, p.created, 10)
 	c.MembershipID = reuse(mid, pc.MembershipID)
-	return c
 }
 
 // reuse returns the candidate equal to b, or a new string of b.
