@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
+	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -332,21 +329,8 @@ func rtcctlJSON(t *testing.T, st *stack, v any, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, st.h.Bins.RTCCtl, append([]string{"--server", st.nats.URL()}, args...)...)
-	// Only --server: a developer's NATS context or credentials must not
-	// reach it.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "RTC_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	if err := json.Unmarshal(stdout.Bytes(), v); err != nil {
-		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	if err := e2etest.RTCCtlJSON(ctx, st.h.Bins.RTCCtl, st.nats.URL(), v, args...); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,13 +1,8 @@
 package jsclient
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -183,21 +178,8 @@ func (s *stack) rtcctlJSON(t *testing.T, v any, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.h.Bins.RTCCtl, append([]string{"--server", s.nats.URL()}, args...)...)
-	// Only --server: a developer's NATS context or credentials must not
-	// reach it.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "RTC_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	if err := json.Unmarshal(stdout.Bytes(), v); err != nil {
-		t.Fatalf("rtcctl %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	if err := e2etest.RTCCtlJSON(ctx, s.h.Bins.RTCCtl, s.nats.URL(), v, args...); err != nil {
+		t.Fatal(err)
 	}
 }
 
