@@ -138,6 +138,9 @@ func Check(t testing.TB, evs []events.SessionEvent, want []Step) {
 		if e.SessionID != current[sk] {
 			fail("#%d is of session %s, want %s", i, e.SessionID, current[sk])
 		}
+		if e.Member == nil && e.Kind != events.KindSessionStarted && e.Kind != events.KindSessionEnded {
+			fail("#%d %s names no member", i, e.Kind)
+		}
 		checkMember(fail, i, e, w)
 		tl := tallies[sk]
 		tl.peak = max(tl.peak, e.Participants)

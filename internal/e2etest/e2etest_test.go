@@ -111,6 +111,8 @@ func TestCheck(t *testing.T) {
 			fails: "#6 session_started names member"},
 		{name: "no summary", change: func(evs room, _ []Step) { evs[5].Summary = nil },
 			fails: "#5 session_ended at 400: summary <nil>"},
+		{name: "member event without member", change: func(evs room, want []Step) { evs[1].Member, want[1].Member = nil, nil },
+			fails: "#1 member_joined names no member"},
 		{name: "summary joins", change: func(evs room, _ []Step) { evs[5].Summary.Joins = 3 }, fails: "2 joins"},
 		{name: "summary peak", change: func(evs room, _ []Step) { evs[5].Summary.PeakParticipants = 1 }, fails: "peak 2"},
 		{name: "summary end", change: func(evs room, _ []Step) { evs[5].Summary.EndedAt, evs[5].Summary.DurationMS = 399, 299 },
