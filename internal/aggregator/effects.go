@@ -73,10 +73,7 @@ func newEffectJob(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore
 	}
 	for i := range redo.Outbox { // published as encoded in the redo record
 		ev := &redo.Outbox[i]
-		m := nats.NewMsg(ev.Subject())
-		m.Data = redo.Events[i]
-		m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		j.events = append(j.events, m)
+		j.events = append(j.events, events.SessionEventMsg(ev, redo.Events[i]))
 		j.seqs = append(j.seqs, ev.Seq)
 	}
 	return j, nil

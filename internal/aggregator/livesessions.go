@@ -55,7 +55,9 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 		if err != nil {
 			return err
 		}
-		msgs = append(msgs, jsutil.KVPut(events.BucketSessions, mk, b))
+		put := jsutil.KVPut(events.BucketSessions, mk, b)
+		events.SetLiveSessionHeader(put)
+		msgs = append(msgs, put)
 		return nil
 	}
 	for _, t := range sessions {
@@ -103,7 +105,9 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 		if err != nil {
 			return nil, err
 		}
-		msgs = append(msgs, jsutil.KVPut(events.BucketSessions, sk, b))
+		m := jsutil.KVPut(events.BucketSessions, sk, b)
+		events.SetLiveSessionHeader(m)
+		msgs = append(msgs, m)
 	}
 	return msgs, nil
 }

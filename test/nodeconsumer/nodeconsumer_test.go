@@ -46,7 +46,7 @@ func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
 // Rtc-Schema-Version header. It is set by the aggregator's message
 // construction (events.SessionEventMsg); until that is wired in, a header
 // that is present must still equal the body's version.
-const headerRequired = false
+const headerRequired = true
 
 const hsToken = "hs-token-nodeconsumer-51ab"
 
