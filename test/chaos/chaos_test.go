@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,32 +40,13 @@ func defaultWorkloadConfig(seed uint64) pipelinetest.WorkloadConfig {
 		Quiet: []pipelinetest.Window{{From: natsRestartAt - 2*time.Second, To: natsRestartAt + 12*time.Second}}}
 }
 
-// chaosSeed is RTC_CHAOS_SEED, or a new seed from the clock.
-func chaosSeed(t *testing.T) uint64 {
-	if s := os.Getenv("RTC_CHAOS_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("RTC_CHAOS_SEED=%q: %v", s, err)
-		}
-		return v
-	}
-	return uint64(time.Now().UnixNano()) % 1_000_000_000
-}
-
 // TestChaos is the chaos test of the whole pipeline. See the package comment.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos test: about two minutes of real processes; skipped with -short")
 	}
 	began := time.Now()
-	seed := chaosSeed(t)
-	t.Logf("chaos seed %d (rerun with RTC_CHAOS_SEED=%d make chaos)", seed, seed)
-	// Registered first, so it runs last: the seed ends the failure output.
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chaos seed %d failed (rerun with RTC_CHAOS_SEED=%d make chaos)", seed, seed)
-		}
-	})
+	seed := pipelinetest.Seed(t, "RTC_CHAOS_SEED", "chaos")
 	wl := pipelinetest.Generate(defaultWorkloadConfig(seed))
 	t.Logf("workload: %d rooms, %d events (%d forwarded), %d deliveries, last short deadline at T0+%s",
 		wl.Cfg.Rooms, len(wl.Events), wl.ForwardedCount(), len(wl.Deliveries), wl.LastShortDeadline)

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,31 +65,13 @@ func workloadConfig(seed uint64) pipelinetest.WorkloadConfig {
 		Quiet: quiet}
 }
 
-// clusterSeed is RTC_CLUSTER_SEED, or a new seed from the clock.
-func clusterSeed(t *testing.T) uint64 {
-	if s := os.Getenv("RTC_CLUSTER_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("RTC_CLUSTER_SEED=%q: %v", s, err)
-		}
-		return v
-	}
-	return uint64(time.Now().UnixNano()) % 1_000_000_000
-}
-
 // TestCluster: see the package comment.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test: about three minutes of real processes; skipped with -short")
 	}
 	began := time.Now()
-	seed := clusterSeed(t)
-	t.Logf("cluster seed %d (rerun with RTC_CLUSTER_SEED=%d make cluster)", seed, seed)
-	t.Cleanup(func() { // registered first, so it runs last: the seed ends the failure output
-		if t.Failed() {
-			t.Logf("cluster seed %d failed (rerun with RTC_CLUSTER_SEED=%d make cluster)", seed, seed)
-		}
-	})
+	seed := pipelinetest.Seed(t, "RTC_CLUSTER_SEED", "cluster")
 	wl := pipelinetest.Generate(workloadConfig(seed))
 	t.Logf("workload: %d rooms, %d events (%d forwarded), %d deliveries, last short deadline at T0+%s",
 		wl.Cfg.Rooms, len(wl.Events), wl.ForwardedCount(), len(wl.Deliveries), wl.LastShortDeadline)
