@@ -39,6 +39,7 @@ type effectJob struct {
 	writes  []*nats.Msg // live sessions and the timer: fenced (HeaderRoomRev)
 	events  []*nats.Msg // the session events, in per-room seq order
 	seqs    []uint64    // their per-room seq
+	kinds   []events.Kind
 	nextEv  int         // events[:nextEv] are stored
 	retries int         // fenced-write and event-chain mismatches so far
 	err     error       // the effects failed (transient, or fenced)
@@ -75,6 +76,7 @@ func newEffectJob(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore
 		ev := &redo.Outbox[i]
 		j.events = append(j.events, events.SessionEventMsg(ev, redo.Events[i]))
 		j.seqs = append(j.seqs, ev.Seq)
+		j.kinds = append(j.kinds, ev.Kind)
 	}
 	return j, nil
 }
@@ -138,9 +140,25 @@ func (r *partRunner) publishWrites(jobs []*effectJob) {
 		if len(msgs) == 0 {
 			return
 		}
+		// The first event of a room that only adds to what rtc_sessions
+		// shows goes in the same round trip (after the writes, in the order
+		// of this connection): the events stage then has one wave less.
+		nWrites := len(msgs)
+		var early []*effectJob
+		if round == 0 {
+			for _, sp := range spans {
+				if sp.j.canGoWithWrites() {
+					msgs = append(msgs, sp.j.nextEventMsg())
+					early = append(early, sp.j)
+				}
+			}
+		}
 		ctx, cancel := r.opCtx()
 		res, _ := jsutil.PublishAll(ctx, r.d.js, msgs)
 		cancel()
+		for i, j := range early {
+			r.eventPublished(j, res[nWrites+i])
+		}
 		for _, sp := range spans {
 			j := sp.j
 			var parts []*nats.Msg
@@ -334,10 +352,7 @@ func (r *partRunner) publishEvents(jobs []*effectJob) {
 			if j.err != nil || j.nextEv >= len(j.events) {
 				continue
 			}
-			m := j.events[j.nextEv]
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(j.rm.EventsSeq, 10))
-			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, roomEventsFilter(j))
-			msgs = append(msgs, m)
+			msgs = append(msgs, j.nextEventMsg())
 			sent = append(sent, j)
 		}
 		if len(msgs) == 0 {
@@ -347,25 +362,55 @@ func (r *partRunner) publishEvents(jobs []*effectJob) {
 		res, _ := jsutil.PublishAll(ctx, r.d.js, msgs)
 		cancel()
 		for i, j := range sent {
-			switch rr := res[i]; {
-			case rr.Err == nil:
-				j.rm.EventsSeq = rr.Ack.Sequence
-				j.nextEv++
-			case jsutil.IsRevisionMismatch(rr.Err):
-				j.rm.Fresh = false
-				// Stored already (a retry after a lost ack, the previous
-				// owner's redo) or the room's position is unknown: look at
-				// what the stream holds.
-				j.rm.EventsSeqKnown = false
-				r.d.m.EffectConflicts.WithLabelValues("event_order").Inc()
-				if j.retries++; j.retries >= maxEffectRounds {
-					j.err = fmt.Errorf("events of room %s: %d rounds of order conflicts: %w", j.rm.Key, j.retries, rr.Err)
-				}
-			default:
-				j.err = rr.Err
-			}
+			r.eventPublished(j, res[i])
 		}
 	}
+}
+
+// nextEventMsg is the job's next event, conditional on the room's last
+// event in RTC_EVENTS being the one this worker knows.
+func (j *effectJob) nextEventMsg() *nats.Msg {
+	m := j.events[j.nextEv]
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(j.rm.EventsSeq, 10))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, roomEventsFilter(j))
+	return m
+}
+
+// eventPublished takes the result of publishing the job's next event.
+func (r *partRunner) eventPublished(j *effectJob, rr jsutil.Result) {
+	switch {
+	case rr.Err == nil:
+		j.rm.EventsSeq = rr.Ack.Sequence
+		j.nextEv++
+	case jsutil.IsRevisionMismatch(rr.Err):
+		j.rm.Fresh = false
+		// Stored already (a retry after a lost ack, the previous owner's
+		// redo) or the room's position is unknown: look at what the
+		// stream holds.
+		j.rm.EventsSeqKnown = false
+		r.d.m.EffectConflicts.WithLabelValues("event_order").Inc()
+		if j.retries++; j.retries >= maxEffectRounds {
+			j.err = fmt.Errorf("events of room %s: %d rounds of order conflicts: %w", j.rm.Key, j.retries, rr.Err)
+		}
+	default:
+		j.err = rr.Err
+	}
+}
+
+// canGoWithWrites reports whether the job's next event may be published
+// together with its live-session writes, in the same round trip: one that
+// adds to what rtc_sessions shows (a session or member that starts, a member
+// updated). A member_left or session_ended waits until rtc_sessions no
+// longer shows what it ends.
+func (j *effectJob) canGoWithWrites() bool {
+	if j.nextEv >= len(j.events) || !j.rm.EventsSeqKnown {
+		return false
+	}
+	switch j.kinds[j.nextEv] {
+	case events.KindSessionStarted, events.KindMemberJoined, events.KindMemberUpdated:
+		return true
+	}
+	return false
 }
 
 // roomEventsFilter is the subject filter over all of a room's events.

@@ -32,6 +32,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"sync"
 )
 
 // msgpack type codes (the subset written here).
@@ -272,11 +273,50 @@ func (m *Map) JSON(k string, v []byte) {
 		return
 	}
 	m.Key(k)
+	if enc, ok := jsonMemo.get(v); ok {
+		m.B = append(m.B, enc...)
+		return
+	}
+	start := len(m.B)
 	b, err := AppendJSON(m.B, v)
 	if err != nil {
 		b = append(m.B, nilCode)
 	}
 	m.B = b
+	jsonMemo.put(v, b[start:])
+}
+
+// jsonMemo remembers the msgpack form of recent nested JSON values. The
+// same few values (a deployment's SFU focus, its foci list) are in almost
+// every membership, and every session event and live session encodes its
+// member's: converting the text each time was a fifth of the aggregator's
+// CPU under load. A pure function's cache: bounded, emptied when full.
+var jsonMemo = &memo{m: map[string][]byte{}}
+
+const memoMax = 4096
+
+type memo struct {
+	mu sync.RWMutex
+	m  map[string][]byte
+}
+
+func (c *memo) get(v []byte) ([]byte, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	enc, ok := c.m[string(v)]
+	return enc, ok
+}
+
+func (c *memo) put(v, enc []byte) {
+	if len(v) > 4096 {
+		return // rare and large: not worth keeping
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= memoMax {
+		clear(c.m)
+	}
+	c.m[string(v)] = append([]byte(nil), enc...)
 }
 
 // AppendJSON appends the JSON text v as the msgpack value it stands for:
