@@ -40,9 +40,9 @@ type effectJob struct {
 	events  []*nats.Msg // the session events, in per-room seq order
 	seqs    []uint64    // their per-room seq
 	kinds   []events.Kind
-	nextEv  int         // events[:nextEv] are stored
-	retries int         // fenced-write and event-chain mismatches so far
-	err     error       // the effects failed (transient, or fenced)
+	nextEv  int   // events[:nextEv] are stored
+	retries int   // fenced-write and event-chain mismatches so far
+	err     error // the effects failed (transient, or fenced)
 }
 
 // maxEffectRounds bounds the rounds of revision mismatches one set of effects
