@@ -3,9 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	_ "embed" // the js-sdk side of the simulate comparison
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rtcsessions/rtc-sessions/internal/nodemods"
 	"github.com/rtcsessions/rtc-sessions/internal/simulate"
 )
 
@@ -212,24 +211,10 @@ func jsClientModules(mod string) (dir, node string, err error) {
 
 // jsClientDir is the directory test/jsclient installs its packages into.
 func jsClientDir(mod string) (string, error) {
-	root := os.Getenv("JSCLIENT_CACHE_DIR")
-	if root == "" {
-		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
-			root = filepath.Join(x, "rtc-sessions", "jsclient")
-		} else if home, err := os.UserHomeDir(); err == nil {
-			root = filepath.Join(home, ".cache", "rtc-sessions", "jsclient")
-		} else {
-			return "", fmt.Errorf("no cache directory: %w", err)
-		}
+	root, err := nodemods.CacheRoot("jsclient", "JSCLIENT_CACHE_DIR")
+	if err != nil {
+		return "", err
 	}
-	h := sha256.New()
-	for _, name := range []string{"package.json", "package-lock.json"} {
-		b, err := os.ReadFile(filepath.Join(mod, "test", "jsclient", name))
-		if err != nil {
-			return "", fmt.Errorf("test/jsclient: %w", err)
-		}
-		h.Write(b)
-		h.Write([]byte{0})
-	}
-	return filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16]), nil
+	dir, _, err := nodemods.Dir(filepath.Join(mod, "test", "jsclient"), root)
+	return dir, err
 }

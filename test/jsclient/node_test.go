@@ -3,9 +3,6 @@ package jsclient
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/nodemods"
 )
 
 // sourceDir is this package's directory (driver.mjs, package.json,
@@ -30,23 +29,6 @@ func sourceDir(t testing.TB) string {
 		t.Fatal("cannot locate the source tree")
 	}
 	return filepath.Dir(file)
-}
-
-// cacheRoot is where the node modules are installed: $JSCLIENT_CACHE_DIR,
-// else $XDG_CACHE_HOME/rtc-sessions/jsclient, else
-// ~/.cache/rtc-sessions/jsclient.
-func cacheRoot() (string, error) {
-	if d := os.Getenv("JSCLIENT_CACHE_DIR"); d != "" {
-		return d, nil
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "rtc-sessions", "jsclient"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	return filepath.Join(home, ".cache", "rtc-sessions", "jsclient"), nil
 }
 
 var modules struct {
@@ -100,71 +82,6 @@ func nodeBinary(mods string) (string, error) {
 		return "", fmt.Errorf("%s is node %s; matrix-js-sdk 43 needs node >= %d", node, v, minNode)
 	}
 	return node, nil
-}
-
-func installModules(src string) (string, error) {
-	if _, err := exec.LookPath("npm"); err != nil {
-		return "", fmt.Errorf("npm not found (Debian's nodejs and npm; .ci/run installs them): %w", err)
-	}
-	h := sha256.New()
-	var files [][]byte
-	for _, name := range []string{"package.json", "package-lock.json"} {
-		b, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			return "", fmt.Errorf("read %s: %w", name, err)
-		}
-		files = append(files, b)
-		h.Write(b)
-		h.Write([]byte{0})
-	}
-	root, err := cacheRoot()
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	dir := filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16])
-	done := filepath.Join(dir, ".installed")
-	if _, err := os.Stat(done); err == nil {
-		return dir, nil
-	}
-	// One install at a time per machine (test processes of other
-	// packages or runs may race for the same directory).
-	lock, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("cache lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("cache lock: %w", err)
-	}
-	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
-	if _, err := os.Stat(done); err == nil {
-		return dir, nil
-	}
-	_ = os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	for i, name := range []string{"package.json", "package-lock.json"} {
-		if err := os.WriteFile(filepath.Join(dir, name), files[i], 0o644); err != nil {
-			return "", fmt.Errorf("cache directory: %w", err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts")
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out.String())
-	}
-	if err := os.WriteFile(done, nil, 0o644); err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	return dir, nil
 }
 
 // clientConfig is the driver's JSCLIENT_CONFIG.
@@ -416,4 +333,14 @@ func (b *tail) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return strings.Join(append(append([]string(nil), b.lines...), string(b.partial)), "\n")
+}
+
+// installModules installs the driver's pinned packages into the cache
+// ($JSCLIENT_CACHE_DIR, else ~/.cache/rtc-sessions/jsclient).
+func installModules(src string) (string, error) {
+	root, err := nodemods.CacheRoot("jsclient", "JSCLIENT_CACHE_DIR")
+	if err != nil {
+		return "", err
+	}
+	return nodemods.Install(src, root)
 }

@@ -10,8 +10,6 @@ package nodeconsumer
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +21,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +31,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/nodemods"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -453,81 +451,12 @@ func nodeAndModules(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
-// cacheRoot is $NODECONSUMER_CACHE_DIR, else
-// $XDG_CACHE_HOME/rtc-sessions/nodeconsumer, else
-// ~/.cache/rtc-sessions/nodeconsumer.
-func cacheRoot() (string, error) {
-	if d := os.Getenv("NODECONSUMER_CACHE_DIR"); d != "" {
-		return d, nil
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "rtc-sessions", "nodeconsumer"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	return filepath.Join(home, ".cache", "rtc-sessions", "nodeconsumer"), nil
-}
-
+// installModules installs the consumer's pinned packages into the cache
+// ($NODECONSUMER_CACHE_DIR, else ~/.cache/rtc-sessions/nodeconsumer).
 func installModules(src string) (string, error) {
-	h := sha256.New()
-	var files [][]byte
-	names := []string{"package.json", "package-lock.json"}
-	for _, name := range names {
-		b, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			return "", fmt.Errorf("read %s: %w", name, err)
-		}
-		files = append(files, b)
-		h.Write(b)
-		h.Write([]byte{0})
-	}
-	root, err := cacheRoot()
+	root, err := nodemods.CacheRoot("nodeconsumer", "NODECONSUMER_CACHE_DIR")
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	dir := filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16])
-	done := filepath.Join(dir, ".installed")
-	if _, err := os.Stat(done); err == nil {
-		return dir, nil
-	}
-	// One install at a time per machine.
-	lock, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("cache lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("cache lock: %w", err)
-	}
-	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
-	if _, err := os.Stat(done); err == nil {
-		return dir, nil
-	}
-	_ = os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	for i, name := range names {
-		if err := os.WriteFile(filepath.Join(dir, name), files[i], 0o644); err != nil {
-			return "", fmt.Errorf("cache directory: %w", err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts")
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out.String())
-	}
-	if err := os.WriteFile(done, nil, 0o644); err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	return dir, nil
+	return nodemods.Install(src, root)
 }
