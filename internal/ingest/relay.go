@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
+
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/id"
 
@@ -190,7 +192,7 @@ func (r *Relay) Admit(hs string, src events.Source, evs []events.RawEvent) []eve
 func (r *Relay) check(hs string, h *relayHS, ev *events.RawEvent) (reason string, user id.UserID, owner string) {
 	users := [2]id.UserID{ev.Sender}
 	if ev.StateKey != nil {
-		users[1] = stateKeyUser(*ev.StateKey)
+		users[1] = rtc.ParseStateKeyUser(*ev.StateKey) // an m.room.member key is a user id: read alike
 	}
 	for _, u := range users {
 		if u == "" {
@@ -212,30 +214,6 @@ func (r *Relay) check(hs string, h *relayHS, ev *events.RawEvent) (reason string
 		}
 	}
 	return "", "", ""
-}
-
-// stateKeyUser is the user a state key names: an m.room.member key is a
-// user id, a call-member key starts with one (`_@user:hs_rest`,
-// `@user:hs_rest`, `@user:hs`; the user id ends at the first '_' after the
-// first ':'). Other keys (a slot id, a bare device id) name none (""). It
-// reads keys as the aggregator's rtc.ParseStateKeyUser does (a test keeps
-// them equal) without making the ingest depend on the reducer.
-func stateKeyUser(key string) id.UserID {
-	k := strings.TrimPrefix(key, "_")
-	if !strings.HasPrefix(k, "@") {
-		return ""
-	}
-	colon := strings.IndexByte(k, ':')
-	if colon < 2 {
-		return ""
-	}
-	if us := strings.IndexByte(k[colon:], '_'); us >= 0 {
-		k = k[:colon+us]
-	}
-	if len(k) <= colon+1 {
-		return ""
-	}
-	return id.UserID(k)
 }
 
 func (h *relayHS) show(room id.RoomID) {

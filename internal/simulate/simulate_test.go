@@ -78,7 +78,7 @@ func withReceived(lines, at string) string {
 	return strings.ReplaceAll(lines, `"origin_server_ts"`, `"received_at":`+at+`,"origin_server_ts"`)
 }
 
-// TestExamples reproduces the expectations of research §6 for E1-E10.
+// TestExamples reproduces the expected outcomes of the example events E1-E10 (testdata).
 func TestExamples(t *testing.T) {
 	const now = "1767231000000"
 	tests := []struct {

@@ -8,7 +8,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// The suggested assertions of research §6, one test per example set.
+// The expected outcomes of the example events, one test per example set.
 
 func TestE1JoinSessionForm(t *testing.T) {
 	st, evs, _ := run(t, example(t, "E1")...)

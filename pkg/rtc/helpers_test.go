@@ -16,11 +16,11 @@ import (
 
 const (
 	room = id.RoomID("!call:example.org")
-	// NOW is the reference clock of research §6.
+	// NOW is the reference clock of the example events.
 	NOW int64 = 1767231000000
 )
 
-// example loads an example event file (research §6) from testdata.
+// example loads an example event file from testdata.
 func example(t testing.TB, name string) []events.RawEvent {
 	t.Helper()
 	f, err := os.Open("testdata/examples/" + name + ".jsonl")

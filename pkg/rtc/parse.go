@@ -34,7 +34,7 @@ const (
 const callIntentField = "m.call.intent"
 
 // AppCall is the application every Element Call membership uses; its
-// call_id "" and slot id "ROOM" are the same session (research §5 case 21).
+// call_id "" and slot id "ROOM" are the same session.
 const AppCall = "m.call"
 
 // ErrInvalid is wrapped by every validation error of the parsers.
@@ -186,8 +186,9 @@ func SlotID(app, callID string) string {
 // ParseStateKeyUser extracts the user a call-member state key names, for the
 // sender check only (the key is never trusted for the device). The forms are
 // `_@user:hs_rest`, `@user:hs_rest` and `@user:hs`; the user id ends at the
-// first '_' after the first ':' (research §1.3, §5 case 34). A key of another
-// form (a bare device id) names no user and yields "".
+// first '_' after the first ':' (a device id may hold '_', a server name
+// may not). A key of another form (a bare device id) names no user and
+// yields "". The ingest's relay rule reads keys with it too.
 func ParseStateKeyUser(key string) id.UserID {
 	k := strings.TrimPrefix(key, "_")
 	if !strings.HasPrefix(k, "@") {
@@ -242,7 +243,7 @@ func str(m map[string]json.RawMessage, k string, required bool) (string, error) 
 // intValue is the rule of an integer field k (ms) in [lo, hi], given its
 // raw value (nil: absent or null). JSON numbers with an exponent or a
 // fraction equal to an integer are accepted; strings and fractional numbers
-// are not (research §5 cases 3-4), and numbers outside the range are
+// are not, and numbers outside the range are
 // rejected as out of range.
 func intValue(raw []byte, k string, lo, hi int64) (v int64, present bool, err error) {
 	if raw == nil {
@@ -397,7 +398,7 @@ func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, 
 }
 
 // parseLegacy expands a legacy memberships array (js-sdk v28-v35). Entries
-// count only for the room call (call_id "" and scope m.room, research §5
+// count only for the room call (call_id "" and scope m.room
 // case 24) and only until created_ts()+expires (or expires_ts).
 func parseLegacy(cfg Config, ev *events.RawEvent, memberships []byte, prev *Register) (Parsed, error) {
 	var entries []json.RawMessage
@@ -460,7 +461,7 @@ func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage, prev
 		return Claim{}, invalid("neither expires nor expires_ts")
 	}
 	deadline := expiryOf(cfg, ev, created, expires, true)
-	if !hasExpires { // expires wins when both are present (research §5 case 25)
+	if !hasExpires { // expires wins when both are present
 		deadline = min(expiresTS, created+cfg.MaxExpiresMS, receivedAt(ev)+cfg.MaxExpiresMS)
 	}
 	var c Claim

@@ -10,7 +10,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// TestParseStateKeyUser: every state key form seen in the wild (research
+// TestParseStateKeyUser: every state key form seen in the wild (
 // §1.3, §5 cases 8 and 34). The user id ends at the first '_' after the
 // first ':', so localparts with '_' work.
 func TestParseStateKeyUser(t *testing.T) {
@@ -33,7 +33,7 @@ func TestParseStateKeyUser(t *testing.T) {
 	}
 }
 
-// TestBounds: research §5 case 19. Oversized content, ids and arrays are
+// TestBounds: Oversized content, ids and arrays are
 // rejected with a reason, never stored as members.
 func TestBounds(t *testing.T) {
 	focus := `"focus_active":{"type":"livekit"}`

@@ -15,7 +15,7 @@ import (
 
 // ident is a member's identity: one device of one user in one session.
 // Several registers may claim the same identity; the latest created_ts()
-// among the eligible claims represents it (research §5 case 9).
+// among the eligible claims represents it.
 type ident struct {
 	app, call string
 	user      id.UserID

@@ -26,7 +26,7 @@ func withKey(e events.RawEvent, key string) events.RawEvent {
 }
 
 // TestDecisions covers every decision of the semantics (docs/aggregator.md and the README's table) and the edge cases of
-// research §5 that apply to a server-side reducer (case numbers in names).
+// of the MatrixRTC edge cases that apply to a server-side reducer (case numbers in names).
 func TestDecisions(t *testing.T) {
 	tests := []struct {
 		name    string

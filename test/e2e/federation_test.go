@@ -307,7 +307,7 @@ func fedHostileWrite(t *testing.T, f *fedStack) {
 	checkLive(t, st, room, 0)
 }
 
-// fedMalformed: memberships with malformed content (research E7 and fields
+// fedMalformed: memberships with malformed content (example E7 and fields
 // missing) are rejected (recorded, no member), are stored in RTC_RAW like
 // any event, go to no dead-letter queue, and lose nothing else: the valid
 // memberships around them count. A malformed update of a joined membership
@@ -330,7 +330,7 @@ func fedMalformed(t *testing.T, f *fedStack) {
 		"BAD1": without("BAD1", "call_id"),
 		"BAD2": without("BAD2", "device_id"),
 		"BAD3": without("BAD3", "focus_active"),
-		// research E7: device_id not a string, focus_active without type,
+		// example E7: device_id not a string, focus_active without type,
 		// expires a string
 		"BAD4": {"application": "m.call", "call_id": "", "device_id": 42, "focus_active": map[string]any{}, "expires": "14400000"},
 	}
