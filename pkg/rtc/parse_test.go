@@ -10,8 +10,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// TestParseStateKeyUser: every state key form seen in the wild (
-// §1.3, §5 cases 8 and 34). The user id ends at the first '_' after the
+// TestParseStateKeyUser: every state key form seen in the wild. The user id ends at the first '_' after the
 // first ':', so localparts with '_' work.
 func TestParseStateKeyUser(t *testing.T) {
 	for key, want := range map[string]id.UserID{
