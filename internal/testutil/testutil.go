@@ -4,6 +4,8 @@ package testutil
 
 import (
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,4 +60,26 @@ func FreePort(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// PutTransaction sends an appservice transaction of the events (JSON
+// objects) to the ingest at addr with the homeserver token, as a homeserver
+// does, and fails the test unless it is answered 200.
+func PutTransaction(t testing.TB, addr, hsToken, txnID string, evs ...string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/_matrix/app/v1/transactions/"+txnID,
+		strings.NewReader(`{"events":[`+strings.Join(evs, ",")+`]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+hsToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("transaction %s: HTTP %d", txnID, resp.StatusCode)
+	}
 }

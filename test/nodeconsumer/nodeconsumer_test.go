@@ -390,21 +390,7 @@ func startPipeline(t *testing.T, srv *authztest.Server) string {
 
 func putTxn(t *testing.T, addr, txnID string, evs ...string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/_matrix/app/v1/transactions/"+txnID,
-		strings.NewReader(`{"events":[`+strings.Join(evs, ",")+`]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+hsToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("transaction %s: HTTP %d", txnID, resp.StatusCode)
-	}
+	testutil.PutTransaction(t, addr, hsToken, txnID, evs...)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
