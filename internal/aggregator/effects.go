@@ -40,6 +40,7 @@ type effectJob struct {
 	events  []*nats.Msg // the session events, in per-room seq order
 	seqs    []uint64    // their per-room seq
 	kinds   []events.Kind
+	filter  string // roomEventsFilter
 	nextEv  int   // events[:nextEv] are stored
 	retries int   // fenced-write and event-chain mismatches so far
 	err     error // the effects failed (transient, or fenced)
@@ -413,9 +414,13 @@ func (j *effectJob) canGoWithWrites() bool {
 	return false
 }
 
-// roomEventsFilter is the subject filter over all of a room's events.
+// roomEventsFilter is the subject filter over all of a room's events
+// (built once per job: every event of the room carries it).
 func roomEventsFilter(j *effectJob) string {
-	return events.SessionFilter(events.SessionPrefix, "", j.rm.State.RoomID, "")
+	if j.filter == "" {
+		j.filter = events.SessionFilter(events.SessionPrefix, "", j.rm.State.RoomID, "")
+	}
+	return j.filter
 }
 
 // lastEvent learns where the room stands in RTC_EVENTS: the stream sequence
