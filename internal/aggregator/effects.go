@@ -41,9 +41,9 @@ type effectJob struct {
 	seqs    []uint64    // their per-room seq
 	kinds   []events.Kind
 	filter  string // roomEventsFilter
-	nextEv  int   // events[:nextEv] are stored
-	retries int   // fenced-write and event-chain mismatches so far
-	err     error // the effects failed (transient, or fenced)
+	nextEv  int    // events[:nextEv] are stored
+	retries int    // fenced-write and event-chain mismatches so far
+	err     error  // the effects failed (transient, or fenced)
 }
 
 // maxEffectRounds bounds the rounds of revision mismatches one set of effects
