@@ -290,13 +290,13 @@ func (e *env) logf(format string, args ...any) {
 // shutdown stops every aggregator, then the server.
 func (e *env) shutdown() {
 	for _, a := range e.aggs {
-		_ = a.kill()
+		_ = a.Kill()
 	}
 	if e.c != nil {
 		e.c.close()
 	}
 	if e.nats != nil {
-		_ = e.nats.stop(10 * time.Second)
+		_ = stopProc(e.nats.Proc, 10*time.Second)
 	}
 }
 
@@ -327,12 +327,13 @@ func (e *env) startAggregator() (*aggregatorProc, error) {
 	return a, nil
 }
 
-// aggregatorExited is an error if a started aggregator died on its own.
-func (e *env) aggregatorExited(except ...*aggregatorProc) error {
+// aggregatorExited is an error if a started aggregator died on its own
+// (not stopped or killed by the scenario).
+func (e *env) aggregatorExited() error {
 	var errs []error
 	for _, a := range e.aggs {
-		if !a.alive() && !slices.Contains(except, a) {
-			errs = append(errs, fmt.Errorf("aggregator %s exited unexpectedly: %s\n%s", a.id, a.cmd.ProcessState, a.logTail(3000)))
+		if a.ExitedOnItsOwn() {
+			errs = append(errs, fmt.Errorf("aggregator %s exited unexpectedly: %s\n%s", a.id, a.State(), logTail(a.Proc)))
 		}
 	}
 	return errors.Join(errs...)
@@ -371,7 +372,7 @@ func (e *env) drain(ctx context.Context, stall time.Duration, progress func(part
 			case <-stop:
 				return
 			case <-time.After(200 * time.Millisecond):
-				if err := e.aggregatorExited(e.killed()...); err != nil {
+				if err := e.aggregatorExited(); err != nil {
 					cancel(err)
 					return
 				}
@@ -383,17 +384,6 @@ func (e *env) drain(ctx context.Context, stall time.Duration, progress func(part
 		return st, cause
 	}
 	return st, err
-}
-
-// killed lists the aggregators the scenario stopped on purpose.
-func (e *env) killed() []*aggregatorProc {
-	var out []*aggregatorProc
-	for _, a := range e.aggs {
-		if a.stopped.Load() {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // warm runs a few inputs through the pipeline so that what is measured next

@@ -126,11 +126,11 @@ func (e *env) cpuOf(agg *aggregatorProc) (time.Duration, error) {
 // lastLogLine is the aggregator's last log line: its message and error
 // when it is a JSON log line, shortened.
 func lastLogLine(a *aggregatorProc) string {
-	lines := strings.Split(strings.TrimSpace(a.logTail(8000)), "\n")
-	l := lines[len(lines)-1]
-	if l == "" {
+	lines := a.Tail(1)
+	if len(lines) == 0 || strings.TrimSpace(lines[0]) == "" {
 		return "(none)"
 	}
+	l := strings.TrimSpace(lines[0])
 	var entry struct {
 		Msg   string `json:"msg"`
 		Error string `json:"error"`

@@ -80,7 +80,7 @@ func floorCPU(ctx context.Context, e *env, rate int, dur, wave time.Duration) (p
 	go func() { workErr <- floorWorker(it, wc.js, buckets, revs, wave) }()
 
 	w := &Workload{Prefix: "floor", Rooms: 500, Devices: 10, ExpiresMS: 4 * 3_600_000, BaseMS: time.Now().UnixMilli()}
-	cpu0, err := cpuTime(e.nats.pid())
+	cpu0, err := cpuTime(e.nats.Pid())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -98,7 +98,7 @@ func floorCPU(ctx context.Context, e *env, rate int, dur, wave time.Duration) (p
 		return 0, 0, fmt.Errorf("floor publish: %w", err)
 	}
 	waitQuiet(func() int { return int(received.Load()) }, n, 10*time.Second)
-	cpu1, err := cpuTime(e.nats.pid())
+	cpu1, err := cpuTime(e.nats.Pid())
 	if err != nil {
 		return 0, 0, err
 	}

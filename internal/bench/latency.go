@@ -164,7 +164,7 @@ func baselineLatency(ctx context.Context, e *env, rate int, dur time.Duration) (
 		return LatencySummary{}, 0, 0, fmt.Errorf("flush: %w", err)
 	}
 	w := &Workload{Prefix: "lat0", Rooms: 500, Devices: 10, ExpiresMS: 4 * 3_600_000, BaseMS: time.Now().UnixMilli()}
-	cpu0, err := cpuTime(e.nats.pid())
+	cpu0, err := cpuTime(e.nats.Pid())
 	if err != nil {
 		return LatencySummary{}, 0, 0, err
 	}
@@ -186,7 +186,7 @@ func baselineLatency(ctx context.Context, e *env, rate int, dur time.Duration) (
 		return LatencySummary{}, 0, 0, fmt.Errorf("baseline publish: %w", err)
 	}
 	waitQuiet(func() int { mu.Lock(); defer mu.Unlock(); return len(samples) }, n, 5*time.Second)
-	cpu1, err := cpuTime(e.nats.pid())
+	cpu1, err := cpuTime(e.nats.Pid())
 	if err != nil {
 		return LatencySummary{}, 0, 0, err
 	}
@@ -282,8 +282,8 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 	}
 
 	w := &Workload{Prefix: "lat1", Rooms: 500, Devices: 10, ExpiresMS: 4 * 3_600_000, BaseMS: time.Now().UnixMilli()}
-	aggCPU0, err1 := cpuTime(agg.pid())
-	natsCPU0, err2 := cpuTime(e.nats.pid())
+	aggCPU0, err1 := cpuTime(agg.Pid())
+	natsCPU0, err2 := cpuTime(e.nats.Pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
@@ -303,8 +303,8 @@ func runLatency(ctx context.Context, e *env) ([]Row, error) {
 		return nil, fmt.Errorf("after the steady phase: %w", err)
 	}
 	waitQuiet(func() int { return len(probe.result()) }, n, 5*time.Second)
-	aggCPU1, err1 := cpuTime(agg.pid())
-	natsCPU1, err2 := cpuTime(e.nats.pid())
+	aggCPU1, err1 := cpuTime(agg.Pid())
+	natsCPU1, err2 := cpuTime(e.nats.Pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	idle, err := readMemory(agg.pid())
+	idle, err := readMemory(agg.Pid())
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	}
 	e.logf("%s joins consumed in %s", fmtCount(int64(members)), time.Since(start).Round(time.Second))
 
-	mem, err := readMemory(agg.pid())
+	mem, err := readMemory(agg.Pid())
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 		return nil, ctx.Err()
 	case <-time.After(rssSettle):
 	}
-	settled, err := readMemory(agg.pid())
+	settled, err := readMemory(agg.Pid())
 	if err != nil {
 		return nil, err
 	}

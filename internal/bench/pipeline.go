@@ -155,7 +155,7 @@ func (e *env) pipelineLive(ctx context.Context) (rate float64, note string, err 
 		ExpiresMS: 4 * 3_600_000, BaseMS: time.Now().UnixMilli()}
 	n := w.Rooms * w.StepsPerCycle()
 	cpu0, err1 := e.cpuOfAll([]*aggregatorProc{agg})
-	server0, err2 := cpuTime(e.nats.pid())
+	server0, err2 := cpuTime(e.nats.Pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, "", err
 	}
@@ -169,7 +169,7 @@ func (e *env) pipelineLive(ctx context.Context) (rate float64, note string, err 
 		return 0, "", err
 	}
 	cpu1, err1 := e.cpuOfAll([]*aggregatorProc{agg})
-	server1, err2 := cpuTime(e.nats.pid())
+	server1, err2 := cpuTime(e.nats.Pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, "", err
 	}
@@ -186,8 +186,7 @@ func (e *env) pipelineLive(ctx context.Context) (rate float64, note string, err 
 
 // stopAggregator stops a with SIGTERM (its graceful hand-off).
 func (e *env) stopAggregator(a *aggregatorProc) error {
-	a.stopped.Store(true)
-	if err := a.stop(30 * time.Second); err != nil {
+	if err := stopProc(a.Proc, 30*time.Second); err != nil {
 		return fmt.Errorf("stop aggregator %s: %w", a.id, err)
 	}
 	return nil
@@ -195,8 +194,7 @@ func (e *env) stopAggregator(a *aggregatorProc) error {
 
 // killAggregator SIGKILLs a.
 func (e *env) killAggregator(a *aggregatorProc) error {
-	a.stopped.Store(true)
-	if err := a.kill(); err != nil {
+	if err := a.Kill(); err != nil {
 		return fmt.Errorf("kill aggregator %s: %w", a.id, err)
 	}
 	return nil
@@ -249,7 +247,7 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		if st.backlog() >= uint64(n) {
 			startAt = st.at // nothing acknowledged yet
 			cpuStart, _ = e.cpuOfAll(procs)
-			serverStart, _ = cpuTime(e.nats.pid())
+			serverStart, _ = cpuTime(e.nats.Pid())
 		}
 		if time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
@@ -263,7 +261,7 @@ func (e *env) pipelineRun(ctx context.Context, k int) (rate float64, note string
 		startAt = started
 	}
 	cpuEnd, cpuErr := e.cpuOfAll(procs)
-	serverEnd, serverErr := cpuTime(e.nats.pid())
+	serverEnd, serverErr := cpuTime(e.nats.Pid())
 	if waitProfiles != nil {
 		waitProfiles()
 	}
@@ -308,12 +306,12 @@ func roomToken(r id.RoomID) string { return events.Token(string(r)) }
 
 // cpuOfAll is the CPU time of the aggregators plus the server.
 func (e *env) cpuOfAll(aggs []*aggregatorProc) (time.Duration, error) {
-	total, err := cpuTime(e.nats.pid())
+	total, err := cpuTime(e.nats.Pid())
 	if err != nil {
 		return 0, err
 	}
 	for _, a := range aggs {
-		c, err := cpuTime(a.pid())
+		c, err := cpuTime(a.Pid())
 		if err != nil {
 			return 0, err
 		}
@@ -331,7 +329,7 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 func (e *env) waitServerIdle(ctx context.Context, max time.Duration) (time.Duration, error) {
 	const interval = 100 * time.Millisecond
 	start := time.Now()
-	last, err := cpuTime(e.nats.pid())
+	last, err := cpuTime(e.nats.Pid())
 	if err != nil {
 		return 0, err
 	}
@@ -342,7 +340,7 @@ func (e *env) waitServerIdle(ctx context.Context, max time.Duration) (time.Durat
 			return 0, ctx.Err()
 		case <-time.After(interval):
 		}
-		now, err := cpuTime(e.nats.pid())
+		now, err := cpuTime(e.nats.Pid())
 		if err != nil {
 			return 0, err
 		}

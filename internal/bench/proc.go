@@ -5,19 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/rtcsessions/rtc-sessions/internal/proctest/childproc"
 )
 
 // Binaries are the programs the benchmark runs as separate processes.
@@ -29,110 +23,39 @@ type Binaries struct {
 // Build builds nats-server (the version go.mod requires) and cmd/aggregator
 // into dir, from the module at moduleDir.
 func Build(ctx context.Context, moduleDir, dir string) (Binaries, error) {
-	b := Binaries{NATSServer: filepath.Join(dir, "nats-server"), Aggregator: filepath.Join(dir, "aggregator")}
-	for _, t := range []struct{ out, pkg string }{
-		{b.NATSServer, "github.com/nats-io/nats-server/v2"},
-		{b.Aggregator, "./cmd/aggregator"},
-	} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", t.out, t.pkg)
-		cmd.Dir = moduleDir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go build -o %s %s: %w\n%s", t.out, t.pkg, err, out)
-		}
+	paths, err := childproc.Build(ctx, moduleDir, dir, childproc.NATSServerPkg, "./cmd/aggregator")
+	if err != nil {
+		return Binaries{}, err
 	}
-	return b, nil
+	return Binaries{NATSServer: paths[0], Aggregator: paths[1]}, nil
 }
 
 // ModuleDir is the directory of the go.mod the go command sees from the
 // current directory.
-func ModuleDir(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside a Go module: run from the rtc-sessions checkout")
-	}
-	return filepath.Dir(mod), nil
+func ModuleDir(ctx context.Context) (string, error) { return childproc.ModuleDir(ctx) }
+
+// startProc starts a process whose output goes to logPath as well. It gets
+// its own process group, so that a Ctrl-C of the benchmark does not reach
+// it first and the benchmark decides the order of shutdown, and dies with
+// the benchmark, so that a benchmark that is killed itself leaves no server
+// or aggregator behind.
+func startProc(name, logPath, bin string, args ...string) (*childproc.Proc, error) {
+	return childproc.Start(childproc.Spec{Name: name, Bin: bin, Args: args, LogFile: logPath, DieWithParent: true})
 }
 
-// proc is one child process whose output goes to a log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-}
-
-func startProc(name, logPath string, bin string, args ...string) (*proc, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("log file of %s: %w", name, err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C of the benchmark does not reach it
-	// first, so the benchmark decides the order of shutdown. Pdeathsig: a
-	// benchmark that is killed itself leaves no server or aggregator behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.exited) }()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) alive() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill sends SIGKILL and waits for the exit.
-func (p *proc) kill() error { return p.signal(syscall.SIGKILL, 10*time.Second) }
-
-// stop sends SIGTERM, waits up to grace, then SIGKILLs.
-func (p *proc) stop(grace time.Duration) error {
-	if err := p.signal(syscall.SIGTERM, grace); err != nil {
-		return p.kill()
+// stopProc sends SIGTERM and waits up to grace, then SIGKILLs; it is an
+// error only when the process outlives SIGKILL too (how it exited is not
+// the benchmark's concern).
+func stopProc(p *childproc.Proc, grace time.Duration) error {
+	err := p.Stop(grace)
+	if p.Running() {
+		return err
 	}
 	return nil
 }
 
-func (p *proc) signal(sig syscall.Signal, wait time.Duration) error {
-	if !p.alive() {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %s to %s: %w", sig, p.name, err)
-	}
-	select {
-	case <-p.exited:
-		return nil
-	case <-time.After(wait):
-		return fmt.Errorf("%s still running %s after %s", p.name, wait, sig)
-	}
-}
-
-// logTail is the end of the process's log, for error messages.
-func (p *proc) logTail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return ""
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
+// logTail is the end of the process's output, for error messages.
+func logTail(p *childproc.Proc) string { return strings.Join(p.Tail(30), "\n") }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -145,7 +68,7 @@ func freePort() (int, error) {
 
 // natsServer is a standalone nats-server with JetStream on file storage.
 type natsServer struct {
-	*proc
+	*childproc.Proc
 	url        string
 	profileURL string // http://127.0.0.1:PORT of its profiling port, "" without
 }
@@ -171,31 +94,21 @@ func startNATS(ctx context.Context, bin, dir string, profile bool) (*natsServer,
 	if err != nil {
 		return nil, err
 	}
-	s := &natsServer{proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", port), profileURL: profileURL}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		nc, err := nats.Connect(s.url, nats.Timeout(time.Second))
-		if err == nil {
-			nc.Close()
-			return s, nil
-		}
-		if !p.alive() || time.Now().After(deadline) || ctx.Err() != nil {
-			_ = p.kill()
-			return nil, fmt.Errorf("nats-server did not accept connections on %s: %w\n%s", s.url, err, p.logTail(2000))
-		}
-		time.Sleep(50 * time.Millisecond)
+	s := &natsServer{Proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", port), profileURL: profileURL}
+	if err := p.WaitForContext(ctx, 20*time.Second, func() error { return childproc.JetStreamReady(s.url) }); err != nil {
+		_ = p.Kill()
+		return nil, fmt.Errorf("nats-server did not answer on %s: %w\n%s", s.url, err, logTail(p))
 	}
+	return s, nil
 }
 
 // aggregatorProc is one cmd/aggregator process.
 type aggregatorProc struct {
-	*proc
+	*childproc.Proc
 	id      string
 	metrics string // http://127.0.0.1:PORT/metrics
 	// pprofURL is http://127.0.0.1:PORT when it serves /debug/pprof/.
 	pprofURL string
-	// stopped is set before the benchmark kills or stops it on purpose.
-	stopped atomic.Bool
 }
 
 // startAggregator writes a configuration pointing at the server and starts
@@ -229,7 +142,7 @@ http:
 	if err != nil {
 		return nil, err
 	}
-	a := &aggregatorProc{proc: p, id: id, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	a := &aggregatorProc{Proc: p, id: id, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
 	if pprof {
 		a.pprofURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	}
@@ -239,22 +152,12 @@ http:
 // ownedPartitions reads the rtc_aggregator_owned_partitions gauge; ok is
 // false when the process does not (yet) serve it.
 func (a *aggregatorProc) ownedPartitions() (n int, ok bool) {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(a.metrics)
+	m, err := childproc.Scrape(a.metrics)
 	if err != nil {
 		return 0, false
 	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, false
-	}
-	mf := families["rtc_aggregator_owned_partitions"]
-	if mf == nil || len(mf.GetMetric()) == 0 {
-		return 0, false
-	}
-	return int(mf.GetMetric()[0].GetGauge().GetValue()), true
+	v, ok := m["rtc_aggregator_owned_partitions"]
+	return int(v), ok
 }
 
 // cpuTime is the user+system CPU time a process has used so far

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rtcsessions/rtc-sessions/internal/nodemods"
+	"github.com/rtcsessions/rtc-sessions/internal/proctest/childproc"
 	"github.com/rtcsessions/rtc-sessions/internal/simulate"
 )
 
@@ -51,12 +52,11 @@ func runSimulate(ctx context.Context, e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	bin := filepath.Join(e.dir, "rtcctl")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/rtcctl")
-	build.Dir = mod
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/rtcctl: %w\n%s", err, out)
+	built, err := childproc.Build(ctx, mod, e.dir, "./cmd/rtcctl")
+	if err != nil {
+		return nil, err
 	}
+	bin := built[0]
 	trace := filepath.Join(e.dir, "trace.jsonl")
 	if err := writeTraceFile(trace); err != nil {
 		return nil, err

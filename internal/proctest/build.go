@@ -1,15 +1,14 @@
 package proctest
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rtcsessions/rtc-sessions/internal/proctest/childproc"
 )
 
 // Binaries are the paths of the built executables.
@@ -27,10 +26,6 @@ var build struct {
 	took time.Duration
 	err  error
 }
-
-// natsServerPkg is the nats-server main package; it is built at the version
-// go.mod requires (the one the embedded mode and the tests use).
-const natsServerPkg = "github.com/nats-io/nats-server/v2"
 
 // Build builds cmd/aggregator, cmd/ingest, cmd/rtcctl and nats-server
 // (without -race: the processes are the system under test, not the test)
@@ -51,11 +46,8 @@ func Build(t testing.TB) Binaries {
 }
 
 func buildAll() (Binaries, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return Binaries{}, fmt.Errorf("the go command is needed to build the binaries: %w", err)
-	}
-	root, err := moduleRoot(goBin)
+	ctx := context.Background()
+	root, err := childproc.ModuleDir(ctx)
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -63,36 +55,12 @@ func buildAll() (Binaries, error) {
 	if err != nil {
 		return Binaries{}, fmt.Errorf("build directory: %w", err)
 	}
-	cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator),
-		"./cmd/aggregator", "./cmd/ingest", "./cmd/rtcctl", natsServerPkg)
-	cmd.Dir = root
-	// No -race: `go test -race` does not pass it on to this build, and
-	// the processes build like a release (faster, smaller).
-	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = os.RemoveAll(dir)
-		return Binaries{}, fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
-	}
-	b := Binaries{Dir: dir, Aggregator: filepath.Join(dir, "aggregator"), Ingest: filepath.Join(dir, "ingest"),
-		RTCCtl: filepath.Join(dir, "rtcctl"), NATSServer: filepath.Join(dir, "nats-server")}
-	for _, p := range []string{b.Aggregator, b.Ingest, b.RTCCtl, b.NATSServer} {
-		if _, err := os.Stat(p); err != nil {
-			return Binaries{}, fmt.Errorf("after the build: %w", err)
-		}
-	}
-	return b, nil
-}
-
-// moduleRoot is the directory of the go.mod of the package under test.
-func moduleRoot(goBin string) (string, error) {
-	out, err := exec.Command(goBin, "env", "GOMOD").Output()
+	paths, err := childproc.Build(ctx, root, dir, "./cmd/aggregator", "./cmd/ingest", "./cmd/rtcctl", childproc.NATSServerPkg)
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		_ = os.RemoveAll(dir)
+		return Binaries{}, err
 	}
-	mod := string(bytes.TrimSpace(out))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("go env GOMOD: not inside the module (GOMOD=%q)", mod)
-	}
-	return filepath.Dir(mod), nil
+	return Binaries{Dir: dir, Aggregator: paths[0], Ingest: paths[1], RTCCtl: paths[2], NATSServer: paths[3]}, nil
 }
 
 // Main runs the tests and then removes the build directory. Use it from

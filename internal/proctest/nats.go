@@ -1,7 +1,6 @@
 package proctest
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rtcsessions/rtc-sessions/internal/proctest/childproc"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 )
 
@@ -67,24 +67,8 @@ func (n *NATSServer) Start() error {
 	return p.WaitFor(30*time.Second, n.ping)
 }
 
-// ping connects and asks JetStream for the account info.
-func (n *NATSServer) ping() error {
-	nc, err := nats.Connect(n.URL(), nats.Timeout(time.Second), nats.NoReconnect())
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := js.AccountInfo(ctx); err != nil {
-		return fmt.Errorf("jetstream account info: %w", err)
-	}
-	return nil
-}
+// ping is nil once JetStream answers.
+func (n *NATSServer) ping() error { return childproc.JetStreamReady(n.URL()) }
 
 // Stop sends SIGTERM (a graceful shutdown: JetStream flushes its store) and
 // waits for the process to exit.

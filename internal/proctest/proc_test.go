@@ -12,32 +12,6 @@ import (
 	"time"
 )
 
-func TestTailBuffer(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		max    int
-		writes []string
-		want   string
-	}{
-		{"under the bound", 100, []string{"a\n", "b\n"}, "a\nb\n"},
-		{"cut at a line start", 8, []string{"line1\n", "line2\n", "line3\n"}, "line3\n"},
-		{"no newline to cut at", 4, []string{"abcdefgh"}, "efgh"},
-		{"exactly the bound", 6, []string{"abc", "def"}, "abcdef"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b := newTailBuffer(tc.max)
-			for _, w := range tc.writes {
-				if n, err := b.Write([]byte(w)); n != len(w) || err != nil {
-					t.Fatalf("Write(%q) = %d, %v", w, n, err)
-				}
-			}
-			if got := b.String(); got != tc.want {
-				t.Errorf("kept %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
 func shell(t *testing.T, h *Harness, name, script string) *Proc {
 	t.Helper()
 	p, err := h.Start(name, "/bin/sh", []string{"-c", script})

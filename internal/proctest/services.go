@@ -2,20 +2,13 @@ package proctest
 
 import (
 	"fmt"
-	"io"
-	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/rtcsessions/rtc-sessions/internal/proctest/childproc"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 )
 
@@ -89,7 +82,7 @@ shutdown_grace: 5s
 // WaitReady waits until /readyz answers 200 (connected, topology ensured,
 // partitions assigned).
 func (a *Aggregator) WaitReady(timeout time.Duration) error {
-	return a.WaitFor(timeout, func() error { return httpOK("http://" + a.HTTPAddr + "/readyz") })
+	return a.WaitFor(timeout, func() error { return childproc.HTTPOK("http://" + a.HTTPAddr + "/readyz") })
 }
 
 // Metrics returns the process's /metrics samples by series ("name" or
@@ -261,92 +254,10 @@ func (in *Ingest) Metrics() (map[string]float64, error) {
 // WaitReady waits until /readyz answers 200 (NATS connected, RTC_RAW
 // ensured).
 func (in *Ingest) WaitReady(timeout time.Duration) error {
-	return in.WaitFor(timeout, func() error { return httpOK("http://" + in.MetricsAddr + "/readyz") })
-}
-
-var httpClient = &http.Client{Timeout: 2 * time.Second}
-
-func httpOK(url string) error {
-	resp, err := httpClient.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-	}
-	return nil
+	return in.WaitFor(timeout, func() error { return childproc.HTTPOK("http://" + in.MetricsAddr + "/readyz") })
 }
 
 // Scrape reads the Prometheus text exposition at url into series ("name"
 // or `name{label="v",...}`, as the exposition writes them; a histogram's
 // name_bucket{...,le="x"}, name_sum and name_count) -> value.
-func Scrape(url string) (map[string]float64, error) {
-	resp, err := httpClient.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", url, err)
-	}
-	out := map[string]float64{}
-	for name, mf := range families {
-		for _, m := range mf.GetMetric() {
-			labels := m.GetLabel()
-			switch mf.GetType() {
-			case dto.MetricType_COUNTER:
-				out[seriesKey(name, labels, "", 0)] = m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				out[seriesKey(name, labels, "", 0)] = m.GetGauge().GetValue()
-			case dto.MetricType_UNTYPED:
-				out[seriesKey(name, labels, "", 0)] = m.GetUntyped().GetValue()
-			case dto.MetricType_SUMMARY:
-				s := m.GetSummary()
-				for _, q := range s.GetQuantile() {
-					out[seriesKey(name, labels, "quantile", q.GetQuantile())] = q.GetValue()
-				}
-				out[seriesKey(name+"_sum", labels, "", 0)] = s.GetSampleSum()
-				out[seriesKey(name+"_count", labels, "", 0)] = float64(s.GetSampleCount())
-			case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
-				h := m.GetHistogram()
-				for _, b := range h.GetBucket() {
-					out[seriesKey(name+"_bucket", labels, "le", b.GetUpperBound())] = float64(b.GetCumulativeCount())
-				}
-				out[seriesKey(name+"_sum", labels, "", 0)] = h.GetSampleSum()
-				out[seriesKey(name+"_count", labels, "", 0)] = float64(h.GetSampleCount())
-			}
-		}
-	}
-	return out, nil
-}
-
-// seriesKey writes a series as the text exposition does: name{l1="v1",...},
-// with the bucket bound or quantile (extra = bound; extra "" for none) last.
-func seriesKey(name string, labels []*dto.LabelPair, extra string, bound float64) string {
-	if len(labels) == 0 && extra == "" {
-		return name
-	}
-	var b strings.Builder
-	b.WriteString(name)
-	sep := "{"
-	for _, l := range labels {
-		fmt.Fprintf(&b, "%s%s=%q", sep, l.GetName(), l.GetValue())
-		sep = ","
-	}
-	if extra != "" {
-		f := strconv.FormatFloat(bound, 'g', -1, 64)
-		if math.IsInf(bound, +1) {
-			f = "+Inf"
-		}
-		fmt.Fprintf(&b, "%s%s=%q", sep, extra, f)
-	}
-	b.WriteByte('}')
-	return b.String()
-}
+func Scrape(url string) (map[string]float64, error) { return childproc.Scrape(url) }
