@@ -329,8 +329,18 @@ func (r *partRunner) stillOwner(ctx context.Context, j *effectJob) error {
 
 // publishEvents is stage 2 of publishEffects: every room's events in seq
 // order, each conditional on the room's previous event being the last one
-// stored for the room.
+// stored for the room. Where RTC_EVENTS allows it, a room's several events
+// go as one fast batch (eventbatch.go); the waves publish what is left.
 func (r *partRunner) publishEvents(jobs []*effectJob) {
+	if r.d.batcher != nil {
+		r.publishEventsBatched(jobs)
+	}
+	r.eventWaves(jobs)
+}
+
+// eventWaves publishes the jobs' events one per room and round trip, all
+// rooms at once.
+func (r *partRunner) eventWaves(jobs []*effectJob) {
 	for {
 		var wave []*effectJob
 		var lookups []*effectJob
@@ -346,7 +356,7 @@ func (r *partRunner) publishEvents(jobs []*effectJob) {
 		if len(wave) == 0 {
 			return
 		}
-		parallel(len(lookups), 16, func(i int) { r.lastEvent(lookups[i]) })
+		parallel(len(lookups), 64, func(i int) { r.lastEvent(lookups[i]) })
 		msgs := make([]*nats.Msg, 0, len(wave))
 		var sent []*effectJob
 		for _, j := range wave {

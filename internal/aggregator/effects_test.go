@@ -49,6 +49,28 @@ func (e *env) runner(t *testing.T) *partRunner {
 		cfg: testWorkerConfig(), reducer: rtc.DefaultConfig(), m: NewMetrics(nil), log: zap.NewNop(), live: live}), 0)
 }
 
+// eventModes are the two ways the events stage publishes a room's events:
+// one per round trip (waves), or several as one fast batch.
+var eventModes = []struct {
+	name    string
+	batched bool
+}{{"waves", false}, {"batches", true}}
+
+// runnerFor is a runner publishing events the way mode says.
+func (e *env) runnerFor(t *testing.T, batched bool) *partRunner {
+	t.Helper()
+	r := e.runner(t)
+	if batched {
+		fb, err := jsutil.NewFastBatcher(e.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = fb.Close() })
+		r.d.batcher = fb
+	}
+	return r
+}
+
 // roomSeqs are the per-room seqs of room's events in RTC_EVENTS, in stream
 // order.
 func (e *env) roomSeqs(t *testing.T, room id.RoomID) []uint64 {
@@ -70,8 +92,14 @@ func (e *env) roomSeqs(t *testing.T, room id.RoomID) []uint64 {
 // worker reads where the room stands, skips what is stored and stores the
 // rest after it: every event once, in seq order.
 func TestEventsAfterALostAck(t *testing.T) {
+	for _, mode := range eventModes {
+		t.Run(mode.name, func(t *testing.T) { testEventsAfterALostAck(t, mode.batched) })
+	}
+}
+
+func testEventsAfterALostAck(t *testing.T, batched bool) {
 	e := newEnv(t)
-	r := e.runner(t)
+	r := e.runnerFor(t, batched)
 	room := id.RoomID("!lostack:example.org")
 
 	first := eventJob(t, room, 0, 2)
@@ -96,8 +124,67 @@ func TestEventsAfterALostAck(t *testing.T) {
 	if got := fmt.Sprint(e.roomSeqs(t, room)); got != "[1 2 3 4 5]" {
 		t.Fatalf("room events in stream order: %s, want [1 2 3 4 5]", got)
 	}
-	if n := testutil.ToFloat64(r.d.m.EffectConflicts.WithLabelValues("event_order")); n != 1 {
-		t.Fatalf("event_order conflicts %v, want 1", n)
+	conflicts := testutil.ToFloat64(r.d.m.EffectConflicts.WithLabelValues("event_order"))
+	if !batched && conflicts != 1 {
+		t.Fatalf("event_order conflicts %v, want 1", conflicts)
+	}
+	if batched {
+		// In a batch the server drops the repeated event 3 as a duplicate
+		// of its Nats-Msg-Id before it checks the condition, and goes on
+		// with 4 and 5: both commits are stored as whole batches.
+		stored := testutil.ToFloat64(r.d.m.EventBatches.WithLabelValues("stored"))
+		if stored != 2 || conflicts != 0 {
+			t.Fatalf("%v batches stored, %v event_order conflicts; want 2 and 0", stored, conflicts)
+		}
+	}
+}
+
+// TestRoomEventsAsBatches: rooms with several events each go as one fast
+// batch per room, all at once with the rooms of one event (waves); every
+// room's events are stored once, in seq order, and the room's position is
+// known after its batch, so its next commit needs no look-up.
+func TestRoomEventsAsBatches(t *testing.T) {
+	e := newEnv(t)
+	r := e.runnerFor(t, true)
+	var jobs []*effectJob
+	for i := range 12 {
+		jobs = append(jobs, eventJob(t, id.RoomID(fmt.Sprintf("!b%d:example.org", i)), 0, 1+i%4))
+	}
+	r.publishEvents(jobs)
+	for i, j := range jobs {
+		if j.err != nil {
+			t.Fatal(j.err)
+		}
+		if !j.rm.EventsSeqKnown || j.rm.EventsSeq == 0 {
+			t.Fatalf("room %d: position unknown after its events were stored", i)
+		}
+	}
+	// Next commits of every room: conditional on the positions learnt.
+	var next []*effectJob
+	for i, j := range jobs {
+		n := eventJob(t, j.rm.State.RoomID, 1+i%4, 3)
+		n.rm = j.rm
+		next = append(next, n)
+	}
+	r.publishEvents(next)
+	for i, j := range next {
+		if j.err != nil {
+			t.Fatal(j.err)
+		}
+		want := ""
+		for s := 1; s <= 1+i%4+3; s++ {
+			want += fmt.Sprint(s, " ")
+		}
+		if got := fmt.Sprint(e.roomSeqs(t, j.rm.State.RoomID)); got != "["+want[:len(want)-1]+"]" {
+			t.Fatalf("room %d events in stream order: %s, want [%s]", i, got, want[:len(want)-1])
+		}
+	}
+	if n := testutil.ToFloat64(r.d.m.EffectConflicts.WithLabelValues("event_order")); n != 0 {
+		t.Fatalf("event_order conflicts %v, want 0", n)
+	}
+	// 9 rooms with 2-4 events, then all 12 with 3.
+	if n := testutil.ToFloat64(r.d.m.EventBatches.WithLabelValues("stored")); n != 9+12 {
+		t.Fatalf("%v batches stored, want 21", n)
 	}
 }
 
@@ -106,8 +193,14 @@ func TestEventsAfterALostAck(t *testing.T) {
 // a worker that lost the room) is refused by the server, not stored after
 // the newer one.
 func TestServerRefusesAnEventOutOfOrder(t *testing.T) {
+	for _, mode := range eventModes {
+		t.Run(mode.name, func(t *testing.T) { testServerRefusesAnEventOutOfOrder(t, mode.batched) })
+	}
+}
+
+func testServerRefusesAnEventOutOfOrder(t *testing.T, batched bool) {
 	e := newEnv(t)
-	r := e.runner(t)
+	r := e.runnerFor(t, batched)
 	room := id.RoomID("!order:example.org")
 	j := eventJob(t, room, 0, 3)
 	// Events 1 and 3 go out; 2 "failed" and is retried after 3, with the
@@ -126,5 +219,41 @@ func TestServerRefusesAnEventOutOfOrder(t *testing.T) {
 	}
 	if got := fmt.Sprint(e.roomSeqs(t, room)); got != "[1 3]" {
 		t.Fatalf("room events in stream order: %s, want [1 3]", got)
+	}
+}
+
+// TestBatchRefusedAfterAnotherWriter: a room's events were written past the
+// position this worker knows by someone else (another owner's event, with
+// its own event id): the server refuses the room's batch at its first
+// event, stores none of it, and the waves go on from what is stored.
+func TestBatchRefusedAfterAnotherWriter(t *testing.T) {
+	e := newEnv(t)
+	r := e.runnerFor(t, true)
+	room := id.RoomID("!other:example.org")
+	first := eventJob(t, room, 0, 2)
+	r.publishEvents([]*effectJob{first})
+	if first.err != nil {
+		t.Fatal(first.err)
+	}
+	other := eventJob(t, room, 2, 1).events[0]
+	other.Header.Set(jetstream.MsgIDHeader, "another owner's id")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.PublishMsg(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	next := eventJob(t, room, 2, 3)
+	next.rm = first.rm
+	r.publishEvents([]*effectJob{next})
+	if next.err != nil {
+		t.Fatal(next.err)
+	}
+	if got := fmt.Sprint(e.roomSeqs(t, room)); got != "[1 2 3 4 5]" {
+		t.Fatalf("room events in stream order: %s, want [1 2 3 4 5]", got)
+	}
+	stopped := testutil.ToFloat64(r.d.m.EventBatches.WithLabelValues("stopped"))
+	conflicts := testutil.ToFloat64(r.d.m.EffectConflicts.WithLabelValues("event_order"))
+	if stopped != 1 || conflicts != 1 {
+		t.Fatalf("%v batches stopped, %v event_order conflicts; want 1 and 1", stopped, conflicts)
 	}
 }

@@ -31,6 +31,7 @@ type Metrics struct {
 	CatchUp          prometheus.Counter     // inputs read directly from RTC_RAW after a hand-off
 	Redos            prometheus.Counter     // commits of a previous owner carried out on load
 	EffectConflicts  *prometheus.CounterVec // conditional effect writes that found another state (live_session, event_order, fenced)
+	EventBatches     *prometheus.CounterVec // fast batches of session events, by result (stored, stopped, failed)
 	DeadPinsReleased prometheus.Counter     // pins of dead workers released on take-over
 	LogSampledOut    prometheus.Counter     // rejection log lines dropped by sampling
 }
@@ -53,6 +54,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		EffectConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "effect_conflicts_total",
 			Help: "Conditional effect writes that found another state than expected, by kind: live_session (a key's revision was not the one this worker knew), event_order (the room's last event in RTC_EVENTS was not the one before), fenced (a newer owner had written the room: the older commit was not carried out)."},
 			[]string{"kind"}),
+		EventBatches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "event_batches_total",
+			Help: "Fast batches of session events published to RTC_EVENTS, by result: stored (whole), stopped (the server stopped it at a message that failed; the rest went one event at a time), failed (no answer; the rest went one event at a time)."},
+			[]string{"result"}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
 			Help: "Time to publish an outbox (events, live sessions, timer) and receive every ack.", Buckets: latency}),
 		ProcessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_seconds",
@@ -117,7 +121,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.CacheLookups.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.EffectConflicts, m.PublishSeconds, m.ProcessSeconds,
+		reg.MustRegister(m.Inputs, m.Transitions, m.Rejections, m.CASConflicts, m.EffectConflicts, m.EventBatches, m.PublishSeconds, m.ProcessSeconds,
 			m.ConsumerLag, m.OwnedPartitions, m.LiveWorkers, m.LiveSessions, m.LiveMembers, m.TimerLateness,
 			m.TimersArmed, m.DLQ, m.Retries, m.Handoffs, m.CacheLookups, m.BatchInputs, m.CatchUp, m.Redos, m.DeadPinsReleased, m.LogSampledOut)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -36,6 +37,9 @@ type partDeps struct {
 	// The streams the effects' conditional writes look up (effects.go):
 	// RTC_EVENTS, rtc_sessions' KV stream, and RTC_TIMERS.
 	eventsStream, sessions, timers jetstream.Stream
+	// batcher publishes a room's events as one fast batch (eventbatch.go);
+	// nil: RTC_EVENTS does not allow it.
+	batcher *jsutil.FastBatcher
 	// rejectLog is the worker's sampled logger for rejected memberships.
 	rejectLog *zap.Logger
 	hooks     hooks

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -68,6 +69,9 @@ type Worker struct {
 	// live-session writes look up a key's latest message with its headers,
 	// which the KV API does not show.
 	sessionsStream jetstream.Stream
+	// batcher publishes a room's session events as one fast batch; nil
+	// when RTC_EVENTS does not allow batch publishing (an older server).
+	batcher *jsutil.FastBatcher
 	// batchSlots bounds the partitions processing a batch at once
 	// (WorkerConfig.ConcurrentBatches).
 	batchSlots chan struct{}
@@ -169,6 +173,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("look up the stream of bucket %s: %w", events.BucketSessions, err)
 	}
+	if w.h.Events.CachedInfo().Config.AllowBatchPublish {
+		if w.batcher, err = jsutil.NewFastBatcher(w.nc); err != nil {
+			return err
+		}
+		defer w.batcher.Close()
+	} else {
+		w.log.Warn("RTC_EVENTS does not allow batch publishing (nats-server before 2.14, or the stream was not updated): " +
+			"a room's session events are published one round trip each, which bounds the throughput of a backlog")
+	}
 	if err := w.register(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: nothing to hand off
@@ -233,7 +246,8 @@ func (w *Worker) partDeps() partDeps {
 		sessions: w.sessionsStream, timers: w.h.Timers, cache: w.cache, cfg: w.opts.Worker,
 		reducer: w.opts.Reducer, m: w.m, log: w.log, rejectLog: w.rejectLog, hooks: w.opts.hooks, live: w.procCtx,
 		pinHeld: w.pinHeld, pinGrace: w.opts.Topology.WorkerTTL/3 + time.Second,
-		sessionMarkerTTL: w.opts.Topology.SessionMarkerTTL, batchSlots: w.batchSlots}
+		sessionMarkerTTL: w.opts.Topology.SessionMarkerTTL, batchSlots: w.batchSlots,
+		batcher: w.batcher}
 }
 
 func randomSuffix() string {

@@ -209,10 +209,15 @@ func EventsStream(c Config) jetstream.StreamConfig {
 		Subjects:    []string{events.SessionPrefix + ".>"},
 		DenyDelete:  true,
 		DenyPurge:   true,
-		Duplicates:  c.DupWindow,
-		MaxAge:      c.EventsAge,
-		Storage:     jetstream.FileStorage,
-		Replicas:    c.Replicas,
+		// The aggregator publishes a backlog's session events as fast
+		// batches, which the server stores in order and stops at the first
+		// failure (nats-server 2.14+; an older server leaves it off and the
+		// aggregator publishes one event per room and round trip).
+		AllowBatchPublish: true,
+		Duplicates:        c.DupWindow,
+		MaxAge:            c.EventsAge,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
 		RePublish: &jetstream.RePublish{
 			Source:      events.SessionPrefix + ".>",
 			Destination: events.LivePrefix + ".>",
