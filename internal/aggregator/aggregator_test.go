@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -29,7 +30,7 @@ func TestPipelineMatchesOffline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Poison first, in a room of its own partition mix: it must not block.
-	if _, err := e.js.Publish(ctx, events.RawSubject("!poison:"+testHS), []byte("\xc1 not msgpack")); err != nil {
+	if _, err := e.js.Publish(ctx, rawevent.RawSubject("!poison:"+testHS), []byte("\xc1 not msgpack")); err != nil {
 		t.Fatal(err)
 	}
 	e.publish(evs)
@@ -37,8 +38,8 @@ func TestPipelineMatchesOffline(t *testing.T) {
 	// The same events again without an id, as if they arrived after the
 	// window: they reach the reducer, which must ignore them.
 	for i := range evs[:40] {
-		data, _ := events.EncodeRaw(&evs[i])
-		if _, err := e.js.Publish(ctx, events.RawSubject(evs[i].RoomID), data); err != nil {
+		data, _ := rawevent.EncodeRaw(&evs[i])
+		if _, err := e.js.Publish(ctx, rawevent.RawSubject(evs[i].RoomID), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -57,7 +58,7 @@ func TestPipelineMatchesOffline(t *testing.T) {
 	// gives the same: duplicates are no-ops in the reducer too.
 	assertMatches(t, got, offline(e.rawInputs()))
 
-	dlq := e.readStream(events.StreamDLQ, events.DLQPrefix+".")
+	dlq := e.readStream(rawevent.StreamDLQ, rawevent.DLQPrefix+".")
 	if len(dlq) != 1 {
 		t.Fatalf("RTC_DLQ holds %d messages, want 1", len(dlq))
 	}
@@ -119,7 +120,7 @@ func TestExpiryByDurableTimer(t *testing.T) {
 			e.waitOwned(w)
 			room := id.RoomID("!expiry:" + testHS)
 			now := time.Now().UnixMilli()
-			e.publish([]events.RawEvent{joinEv(room, "@alice:"+testHS, "ALICE", now, 2000, "$join")})
+			e.publish([]rawevent.RawEvent{joinEv(room, "@alice:"+testHS, "ALICE", now, 2000, "$join")})
 			e.waitIdle(2, 10*time.Second)
 			if n := liveKeys(t, e); n != 1 {
 				t.Fatalf("rtc_sessions holds %d sessions while the session is live, want 1", n)
@@ -253,7 +254,7 @@ func TestReplayReproducesEvents(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, b := range []string{events.BucketRooms, events.BucketSessions} {
+	for _, b := range []string{rawevent.BucketRooms, events.BucketSessions} {
 		if err := e.js.DeleteKeyValue(ctx, b); err != nil {
 			t.Fatal(err)
 		}
@@ -261,14 +262,14 @@ func TestReplayReproducesEvents(t *testing.T) {
 	if err := e.js.DeleteStream(ctx, events.StreamEvents); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := e.js.Stream(ctx, events.StreamRaw)
+	raw, _ := e.js.Stream(ctx, rawevent.StreamRaw)
 	for p := 0; p < e.topo.Partitions; p++ {
 		if err := raw.DeleteConsumer(ctx, topology.ConsumerName(p)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	timers, _ := e.js.Stream(ctx, events.StreamTimers)
-	if err := timers.Purge(ctx, jetstream.WithPurgeSubject(events.TimerPrefix+".>")); err != nil {
+	timers, _ := e.js.Stream(ctx, rawevent.StreamTimers)
+	if err := timers.Purge(ctx, jetstream.WithPurgeSubject(rawevent.TimerPrefix+".>")); err != nil {
 		t.Fatal(err)
 	}
 	var err error

@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -54,7 +55,7 @@ func (r *partRunner) applyRoom(w *roomWork) error {
 			}
 			return errRetryNow
 		}
-		if in.raw.Kind == events.InputTimer && in.raw.Deadline == armed {
+		if in.raw.Kind == rawevent.InputTimer && in.raw.Deadline == armed {
 			armed = 0 // that one-shot schedule fired and is gone
 		}
 		in.res = res

@@ -10,8 +10,8 @@ import (
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
@@ -30,7 +30,7 @@ type input struct {
 	delivered uint64        // deliveries so far
 	subject   string
 	data      []byte
-	raw       events.RawEvent
+	raw       rawevent.RawEvent
 	dupOf     *input // this delivery repeats an input of the same batch
 	attempts  int    // applies that panicked, in this batch
 	res       rtc.Result
@@ -230,7 +230,7 @@ func (r *partRunner) ack(b *batch) {
 	}
 	for _, in := range b.ins {
 		r.d.m.Inputs.WithLabelValues(in.kind(), in.result).Inc()
-		if in.raw.Kind == events.InputTimer && in.result == resultApplied {
+		if in.raw.Kind == rawevent.InputTimer && in.result == resultApplied {
 			r.d.m.TimerLateness.Observe(time.Since(time.UnixMilli(in.raw.Deadline)).Seconds())
 		}
 	}

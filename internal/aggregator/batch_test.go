@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -93,19 +94,19 @@ func TestCatchUpReadsWhatWasDelivered(t *testing.T) {
 	const part = 0
 	var rooms []id.RoomID
 	for i := 0; len(rooms) < 3; i++ {
-		if r := id.RoomID(fmt.Sprintf("!catchup%d:%s", i, testHS)); events.Partition(events.Token(string(r)), e.topo.Partitions) == part {
+		if r := id.RoomID(fmt.Sprintf("!catchup%d:%s", i, testHS)); rawevent.Partition(events.Token(string(r)), e.topo.Partitions) == part {
 			rooms = append(rooms, r)
 		}
 	}
 	now := time.Now().UnixMilli()
-	var in []events.RawEvent
+	var in []rawevent.RawEvent
 	for i, r := range rooms {
 		in = append(in, joinEv(r, "@u:"+testHS, "D", now+int64(i), 0, fmt.Sprintf("$c%d", i)))
 	}
 	e.publish(in)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	seqs := e.readStream(events.StreamRaw, events.PartitionSubject(part, ""))
+	seqs := e.readStream(rawevent.StreamRaw, rawevent.PartitionSubject(part, ""))
 	if len(seqs) != 3 {
 		t.Fatalf("%d inputs in partition %d", len(seqs), part)
 	}

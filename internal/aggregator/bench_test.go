@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -45,7 +46,7 @@ func BenchmarkPipeline(b *testing.B) {
 // protocolFloor pushes the inputs through a copy of RTC_RAW's partitions
 // with one consumer each (MaxAckPending 1, like the aggregator's), doing
 // nothing but DoubleAck, and returns inputs/s.
-func protocolFloor(b *testing.B, e *env, inputs []events.RawEvent) float64 {
+func protocolFloor(b *testing.B, e *env, inputs []rawevent.RawEvent) float64 {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -85,7 +86,7 @@ func protocolFloor(b *testing.B, e *env, inputs []events.RawEvent) float64 {
 	start := time.Now()
 	var futs []jetstream.PubAckFuture
 	for i := range inputs {
-		data, _ := events.EncodeRaw(&inputs[i])
+		data, _ := rawevent.EncodeRaw(&inputs[i])
 		f, err := e.js.PublishMsgAsync(&nats.Msg{Subject: "floor.raw." + events.Token(string(inputs[i].RoomID)), Data: data})
 		if err != nil {
 			b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -45,7 +46,7 @@ func TestTenThousandDeviceCall(t *testing.T) {
 	room := id.RoomID("!bigcall:" + testHS)
 	now := time.Now().UnixMilli()
 	const big, small, refreshes = 10_000, 1_000, 1_000
-	var joins, refresh, leaves []events.RawEvent
+	var joins, refresh, leaves []rawevent.RawEvent
 	member := func(i int) (id.UserID, string, string) {
 		call := ""
 		if i >= big {
@@ -97,7 +98,7 @@ func TestTenThousandDeviceCall(t *testing.T) {
 	largest := map[string]int{}
 	measure := func() {
 		for _, src := range []struct{ stream, prefix string }{
-			{"KV_" + events.BucketRooms, "$KV." + events.BucketRooms + "."},
+			{"KV_" + rawevent.BucketRooms, "$KV." + rawevent.BucketRooms + "."},
 			{"KV_" + events.BucketSessions, "$KV." + events.BucketSessions + "."},
 			{events.StreamEvents, events.SessionPrefix + "."},
 		} {

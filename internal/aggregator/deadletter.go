@@ -10,7 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // Headers of a message in RTC_DLQ; the body is the original input.
@@ -27,7 +27,7 @@ const (
 // terminates it, so that the partition flows on. An error means the DLQ
 // could not be written: the input stays unsettled and is retried.
 func (r *partRunner) deadLetter(in *input, reason string, cause error) error {
-	m := nats.NewMsg(events.DLQPrefix + "." + strconv.Itoa(r.p))
+	m := nats.NewMsg(rawevent.DLQPrefix + "." + strconv.Itoa(r.p))
 	m.Data = in.data
 	errText := strings.Map(func(c rune) rune {
 		if c < 0x20 || c == 0x7f {

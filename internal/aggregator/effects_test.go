@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -28,7 +29,7 @@ func eventJob(t *testing.T, room id.RoomID, from, n int) *effectJob {
 	for i := from + 1; i <= from+n; i++ {
 		ev := events.SessionEvent{V: events.SchemaVersion, ID: fmt.Sprintf("%s/%d", room, i), Seq: uint64(i),
 			Kind: events.KindMemberUpdated, RoomID: room, Application: "m.call", At: int64(i)}
-		b, err := events.EncodeSessionEvent(&ev)
+		b, err := eventcodec.EncodeSessionEvent(&ev)
 		if err != nil {
 			t.Fatal(err)
 		}

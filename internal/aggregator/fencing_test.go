@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -34,7 +35,7 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 	e.waitProcsOwn(30*time.Second, a)
 
 	now := time.Now().UnixMilli()
-	e.publish([]events.RawEvent{joinEv(room, "@alice:example.org", "PHONE", now, 3_600_000, "$join")})
+	e.publish([]rawevent.RawEvent{joinEv(room, "@alice:example.org", "PHONE", now, 3_600_000, "$join")})
 	waitStopped(t, a, 20*time.Second)
 
 	// The stalled process has committed the join and published nothing.
@@ -45,7 +46,7 @@ func TestStalledOwnerIsFenced(t *testing.T) {
 	// b takes the room over once a's heartbeat and pin have expired, and
 	// carries out a's commit (the redo).
 	e.waitRoomEvents(room, 2, 30*time.Second)
-	e.publish([]events.RawEvent{leaveEv(room, "@alice:example.org", "PHONE", now+1000, "$leave")})
+	e.publish([]rawevent.RawEvent{leaveEv(room, "@alice:example.org", "PHONE", now+1000, "$leave")})
 	e.waitRoomEvents(room, 4, 30*time.Second)
 	sessKey := events.SessionKey("m.call", room, "")
 	if live := e.liveSession(sessKey); live {

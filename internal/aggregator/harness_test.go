@@ -19,7 +19,9 @@ import (
 	"go.uber.org/zap/zaptest"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -215,14 +217,14 @@ const testHS = "hs.example.org"
 var focus = `"focus_active":{"type":"livekit","focus_selection":"oldest_membership"},` +
 	`"foci_preferred":[{"type":"livekit","livekit_service_url":"https://rtc.example.org","livekit_alias":"a"}]`
 
-func callMember(room id.RoomID, user id.UserID, dev string, ts int64, evID string, content string) events.RawEvent {
+func callMember(room id.RoomID, user id.UserID, dev string, ts int64, evID string, content string) rawevent.RawEvent {
 	sk := "_" + string(user) + "_" + dev + "_m.call"
-	return events.RawEvent{Kind: events.InputEvent, Homeserver: testHS, Source: events.SourceReplay, ReceivedAt: ts,
-		RoomID: room, EventID: id.EventID(evID), Type: events.TypeCallMember.Type, StateKey: &sk, Sender: user,
+	return rawevent.RawEvent{Kind: rawevent.InputEvent, Homeserver: testHS, Source: rawevent.SourceReplay, ReceivedAt: ts,
+		RoomID: room, EventID: id.EventID(evID), Type: rawevent.TypeCallMember.Type, StateKey: &sk, Sender: user,
 		OriginServerTS: ts, Content: json.RawMessage(content)}
 }
 
-func joinEv(room id.RoomID, user id.UserID, dev string, ts, expires int64, evID string) events.RawEvent {
+func joinEv(room id.RoomID, user id.UserID, dev string, ts, expires int64, evID string) rawevent.RawEvent {
 	exp := ""
 	if expires > 0 {
 		exp = fmt.Sprintf(`"expires":%d,`, expires)
@@ -231,19 +233,19 @@ func joinEv(room id.RoomID, user id.UserID, dev string, ts, expires int64, evID 
 		`{"application":"m.call","call_id":"","scope":"m.room","device_id":%q,%s%s}`, dev, exp, focus))
 }
 
-func leaveEv(room id.RoomID, user id.UserID, dev string, ts int64, evID string) events.RawEvent {
+func leaveEv(room id.RoomID, user id.UserID, dev string, ts int64, evID string) rawevent.RawEvent {
 	return callMember(room, user, dev, ts, evID, `{}`)
 }
 
 // workload builds a deterministic mix for many rooms: joins, refreshes and
 // leaves of several members, so that sessions start, change and end. Inputs
 // of different rooms are interleaved; inputs of one room are in time order.
-func workload(rooms, members int, base int64) []events.RawEvent {
-	var perRoom [][]events.RawEvent
+func workload(rooms, members int, base int64) []rawevent.RawEvent {
+	var perRoom [][]rawevent.RawEvent
 	for r := 0; r < rooms; r++ {
 		room := id.RoomID(fmt.Sprintf("!room%03d:%s", r, testHS))
 		ts := base + int64(r)
-		var evs []events.RawEvent
+		var evs []rawevent.RawEvent
 		for m := 0; m < members; m++ {
 			u := id.UserID(fmt.Sprintf("@u%d:%s", m, testHS))
 			ts += 10
@@ -264,7 +266,7 @@ func workload(rooms, members int, base int64) []events.RawEvent {
 		}
 		perRoom = append(perRoom, evs)
 	}
-	var out []events.RawEvent
+	var out []rawevent.RawEvent
 	for i := 0; ; i++ {
 		any := false
 		for _, evs := range perRoom {
@@ -279,7 +281,7 @@ func workload(rooms, members int, base int64) []events.RawEvent {
 	}
 }
 
-func (e *env) publish(evs []events.RawEvent) {
+func (e *env) publish(evs []rawevent.RawEvent) {
 	e.t.Helper()
 	// In slices, each awaited: a slow (race-enabled, loaded) machine would
 	// otherwise stall the client's window of outstanding async publishes.
@@ -290,17 +292,17 @@ func (e *env) publish(evs []events.RawEvent) {
 	e.publishSlice(evs)
 }
 
-func (e *env) publishSlice(evs []events.RawEvent) {
+func (e *env) publishSlice(evs []rawevent.RawEvent) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var futs []jetstream.PubAckFuture
 	for i := range evs {
-		data, err := events.EncodeRaw(&evs[i])
+		data, err := rawevent.EncodeRaw(&evs[i])
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		m := nats.NewMsg(events.RawSubject(evs[i].RoomID))
+		m := nats.NewMsg(rawevent.RawSubject(evs[i].RoomID))
 		m.Data = data
 		m.Header.Set(jetstream.MsgIDHeader, string(evs[i].EventID))
 		f, err := e.js.PublishMsgAsync(m)
@@ -321,16 +323,16 @@ func (e *env) publishSlice(evs []events.RawEvent) {
 }
 
 // publishSync publishes one by one, retrying through server restarts.
-func (e *env) publishSync(evs []events.RawEvent, every func(i int)) {
+func (e *env) publishSync(evs []rawevent.RawEvent, every func(i int)) {
 	e.t.Helper()
 	for i := range evs {
 		if every != nil {
 			every(i)
 		}
-		data, _ := events.EncodeRaw(&evs[i])
+		data, _ := rawevent.EncodeRaw(&evs[i])
 		for attempt := 0; ; attempt++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err := e.js.Publish(ctx, events.RawSubject(evs[i].RoomID), data, jetstream.WithMsgID(string(evs[i].EventID)))
+			_, err := e.js.Publish(ctx, rawevent.RawSubject(evs[i].RoomID), data, jetstream.WithMsgID(string(evs[i].EventID)))
 			cancel()
 			if err == nil {
 				break
@@ -409,7 +411,7 @@ func (e *env) sessionEvents() map[id.RoomID][][]byte {
 
 // offline applies the reducer to inputs in order and returns the encoded
 // session events per room: what the pipeline must produce.
-func offline(inputs []events.RawEvent) map[id.RoomID][][]byte {
+func offline(inputs []rawevent.RawEvent) map[id.RoomID][][]byte {
 	states := map[id.RoomID]*rtc.RoomState{}
 	out := map[id.RoomID][][]byte{}
 	for i := range inputs {
@@ -420,7 +422,7 @@ func offline(inputs []events.RawEvent) map[id.RoomID][][]byte {
 			states[in.RoomID] = st
 		}
 		for _, ev := range rtc.Apply(rtc.DefaultConfig(), st, &in).Events {
-			b, err := events.EncodeSessionEvent(&ev)
+			b, err := eventcodec.EncodeSessionEvent(&ev)
 			if err != nil {
 				panic(err)
 			}
@@ -432,10 +434,10 @@ func offline(inputs []events.RawEvent) map[id.RoomID][][]byte {
 
 // rawInputs reads RTC_RAW's partitioned inputs (events and fired timers) in
 // stream order, skipping what does not decode (poison tests).
-func (e *env) rawInputs() []events.RawEvent {
-	var out []events.RawEvent
-	for _, m := range e.readStream(events.StreamRaw, events.PartPrefix+".") {
-		in, err := events.DecodeRaw(m.data)
+func (e *env) rawInputs() []rawevent.RawEvent {
+	var out []rawevent.RawEvent
+	for _, m := range e.readStream(rawevent.StreamRaw, rawevent.PartPrefix+".") {
+		in, err := rawevent.DecodeRaw(m.data)
 		if err == nil {
 			out = append(out, in)
 		}
@@ -482,7 +484,7 @@ func (e *env) waitIdle(want int, timeout time.Duration) {
 }
 
 func (e *env) progress(ctx context.Context) (string, error) {
-	raw, err := e.js.Stream(ctx, events.StreamRaw)
+	raw, err := e.js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		return "", err
 	}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -37,14 +38,14 @@ var inputReasons = []string{reasonRoomMismatch, reasonTimerPath, reasonSubject}
 // partitionPath splits a subject of RTC_RAW: rtc.part.<N>.<roomTok> (a
 // publisher's input) or rtc.part.<N>.<roomTok>.timer (a fired timer).
 func partitionPath(subject string) (part int, roomTok string, timer, ok bool) {
-	rest, found := strings.CutPrefix(subject, events.PartPrefix+".")
+	rest, found := strings.CutPrefix(subject, rawevent.PartPrefix+".")
 	if !found {
 		return 0, "", false, false
 	}
 	toks := strings.Split(rest, ".")
 	switch {
 	case len(toks) == 2:
-	case len(toks) == 3 && toks[2] == events.TimerPathToken:
+	case len(toks) == 3 && toks[2] == rawevent.TimerPathToken:
 		timer = true
 	default:
 		return 0, "", false, false
@@ -61,7 +62,7 @@ func partitionPath(subject string) (part int, roomTok string, timer, ok bool) {
 // subject's, a timer input came from the timer path, and the timer path
 // carries only timers. It returns the DLQ reason and the error to report,
 // or "" and nil.
-func inputCheck(part int, subject string, raw *events.RawEvent) (string, error) {
+func inputCheck(part int, subject string, raw *rawevent.RawEvent) (string, error) {
 	p, roomTok, timer, ok := partitionPath(subject)
 	switch {
 	case !ok:
@@ -77,10 +78,10 @@ func inputCheck(part int, subject string, raw *events.RawEvent) (string, error) 
 		return reasonRoomMismatch, fmt.Errorf("the input names room %q, its subject %s room %s", raw.RoomID, subject, subjectRoom)
 	}
 	switch {
-	case raw.Kind == events.InputTimer && !timer:
+	case raw.Kind == rawevent.InputTimer && !timer:
 		return reasonTimerPath, fmt.Errorf("a timer input on %s: timers count only from the timer path (%s.<N>.<roomTok>.%s)",
-			subject, events.PartPrefix, events.TimerPathToken)
-	case timer && raw.Kind != events.InputTimer:
+			subject, rawevent.PartPrefix, rawevent.TimerPathToken)
+	case timer && raw.Kind != rawevent.InputTimer:
 		return reasonSubject, fmt.Errorf("a %q input on the timer path %s", raw.Kind, subject)
 	}
 	return "", nil
@@ -105,7 +106,7 @@ func inputCheck(part int, subject string, raw *events.RawEvent) (string, error) 
 //
 // The cap depends only on the room's state, so a redelivery or a replay
 // applies the input the same way.
-func capTimer(raw *events.RawEvent, armed, next, clock int64) {
+func capTimer(raw *rawevent.RawEvent, armed, next, clock int64) {
 	limit := max(armed, next)
 	if limit == 0 {
 		limit = clock
@@ -122,7 +123,7 @@ func capTimer(raw *events.RawEvent, armed, next, clock int64) {
 // applied capped (capTimer) while the input keeps its deadline as fired,
 // which says whether the armed schedule is the one that fired.
 func (r *partRunner) applyBounded(st *rtc.RoomState, armed int64, in *input) (rtc.Result, error) {
-	if in.raw.Kind != events.InputTimer {
+	if in.raw.Kind != rawevent.InputTimer {
 		return r.apply(st, in)
 	}
 	fired := in.raw

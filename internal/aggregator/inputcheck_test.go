@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -23,26 +24,26 @@ func TestInputCheck(t *testing.T) {
 	roomA, roomB := id.RoomID("!a:hs"), id.RoomID("!b:hs")
 	tokA := events.Token(string(roomA))
 	pA := 3
-	input := events.PartitionSubject(pA, tokA)
-	timerPath := input + "." + events.TimerPathToken
+	input := rawevent.PartitionSubject(pA, tokA)
+	timerPath := input + "." + rawevent.TimerPathToken
 	for _, tc := range []struct {
 		name    string
 		subject string
-		raw     events.RawEvent
+		raw     rawevent.RawEvent
 		reason  string
 	}{
-		{"an event of the subject's room", input, events.RawEvent{Kind: events.InputEvent, RoomID: roomA}, ""},
-		{"a timer on the timer path", timerPath, events.RawEvent{Kind: events.InputTimer, RoomID: roomA}, ""},
-		{"another room's event", input, events.RawEvent{Kind: events.InputEvent, RoomID: roomB}, reasonRoomMismatch},
-		{"another room's timer on the timer path", timerPath, events.RawEvent{Kind: events.InputTimer, RoomID: roomB}, reasonRoomMismatch},
-		{"a timer published as an input", input, events.RawEvent{Kind: events.InputTimer, RoomID: roomA}, reasonTimerPath},
-		{"an event on the timer path", timerPath, events.RawEvent{Kind: events.InputEvent, RoomID: roomA}, reasonSubject},
-		{"another partition's subject", events.PartitionSubject(pA+1, tokA), events.RawEvent{Kind: events.InputEvent, RoomID: roomA}, reasonSubject},
-		{"not a partition subject", events.RawSubject(roomA), events.RawEvent{Kind: events.InputEvent, RoomID: roomA}, reasonSubject},
-		{"another fifth token", input + ".x", events.RawEvent{Kind: events.InputEvent, RoomID: roomA}, reasonSubject},
-		{"a partition that is not a number", events.PartPrefix + ".x." + tokA, events.RawEvent{Kind: events.InputEvent, RoomID: roomA}, reasonSubject},
-		{"an empty room token", events.PartPrefix + ".3.", events.RawEvent{Kind: events.InputEvent, RoomID: ""}, reasonSubject},
-		{"the empty room's token", events.PartitionSubject(pA, events.Token("")), events.RawEvent{Kind: events.InputEvent, RoomID: ""}, ""},
+		{"an event of the subject's room", input, rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomA}, ""},
+		{"a timer on the timer path", timerPath, rawevent.RawEvent{Kind: rawevent.InputTimer, RoomID: roomA}, ""},
+		{"another room's event", input, rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomB}, reasonRoomMismatch},
+		{"another room's timer on the timer path", timerPath, rawevent.RawEvent{Kind: rawevent.InputTimer, RoomID: roomB}, reasonRoomMismatch},
+		{"a timer published as an input", input, rawevent.RawEvent{Kind: rawevent.InputTimer, RoomID: roomA}, reasonTimerPath},
+		{"an event on the timer path", timerPath, rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomA}, reasonSubject},
+		{"another partition's subject", rawevent.PartitionSubject(pA+1, tokA), rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomA}, reasonSubject},
+		{"not a partition subject", rawevent.RawSubject(roomA), rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomA}, reasonSubject},
+		{"another fifth token", input + ".x", rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomA}, reasonSubject},
+		{"a partition that is not a number", rawevent.PartPrefix + ".x." + tokA, rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: roomA}, reasonSubject},
+		{"an empty room token", rawevent.PartPrefix + ".3.", rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: ""}, reasonSubject},
+		{"the empty room's token", rawevent.PartitionSubject(pA, events.Token("")), rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: ""}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reason, err := inputCheck(pA, tc.subject, &tc.raw)
@@ -71,7 +72,7 @@ func TestCapTimer(t *testing.T) {
 		{"nothing armed, a deadline in the room's past", 3_000, 0, 0, 4_000, 3_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := events.RawEvent{Kind: events.InputTimer, Deadline: tc.deadline, ReceivedAt: tc.deadline}
+			raw := rawevent.RawEvent{Kind: rawevent.InputTimer, Deadline: tc.deadline, ReceivedAt: tc.deadline}
 			capTimer(&raw, tc.armed, tc.next, tc.clock)
 			if raw.Deadline != tc.want || raw.ReceivedAt != tc.want {
 				t.Fatalf("capped to deadline %d, received_at %d; want %d", raw.Deadline, raw.ReceivedAt, tc.want)
@@ -114,13 +115,13 @@ func TestInputsAreWhatTheirSubjectSays(t *testing.T) {
 	now := time.Now().UnixMilli()
 	aliceJoin := joinEv(roomA, alice, "A", now, 3_600_000, "$alice")
 	bobJoin := joinEv(roomB, bob, "B", now+1, 3_600_000, "$bob")
-	e.publish([]events.RawEvent{aliceJoin})
+	e.publish([]rawevent.RawEvent{aliceJoin})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	forge := func(subject string, ev events.RawEvent, msgID string) {
+	forge := func(subject string, ev rawevent.RawEvent, msgID string) {
 		t.Helper()
-		data, err := events.EncodeRaw(&ev)
+		data, err := rawevent.EncodeRaw(&ev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,16 +134,16 @@ func TestInputsAreWhatTheirSubjectSays(t *testing.T) {
 			t.Fatalf("publish on %s: %v", subject, err)
 		}
 	}
-	forge(events.RawSubject(roomA), bobJoin, "forged-bob")
-	forge(events.RawSubject(roomA), events.RawEvent{V: events.SchemaVersion, Kind: events.InputTimer, Source: events.SourceTimer,
+	forge(rawevent.RawSubject(roomA), bobJoin, "forged-bob")
+	forge(rawevent.RawSubject(roomA), rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputTimer, Source: rawevent.SourceTimer,
 		RoomID: roomA, Deadline: year2500, ReceivedAt: year2500}, "forged-timer")
 	// On the timer path: only the server's scheduler writes rtc.fired.>
 	// in production; this test's connection has no permissions.
-	forge(events.FiredPrefix+"."+events.Token(string(roomA)), events.RawEvent{V: events.SchemaVersion, Kind: events.InputTimer,
-		Source: events.SourceTimer, RoomID: roomA, Deadline: year2500, ReceivedAt: year2500}, "")
+	forge(rawevent.FiredPrefix+"."+events.Token(string(roomA)), rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputTimer,
+		Source: rawevent.SourceTimer, RoomID: roomA, Deadline: year2500, ReceivedAt: year2500}, "")
 	// Sourced asynchronously: Carol's join comes after it.
 	tokA := events.Token(string(roomA))
-	timerPath := events.PartitionSubject(events.Partition(tokA, e.topo.Partitions), tokA) + "." + events.TimerPathToken
+	timerPath := rawevent.PartitionSubject(rawevent.Partition(tokA, e.topo.Partitions), tokA) + "." + rawevent.TimerPathToken
 	for {
 		if _, err := e.h.Raw.GetLastMsgForSubject(ctx, timerPath); err == nil {
 			break
@@ -153,16 +154,16 @@ func TestInputsAreWhatTheirSubjectSays(t *testing.T) {
 	}
 	carolJoin := joinEv(roomA, carol, "C", now+2, 3_600_000, "$carol")
 	daveJoin := joinEv(roomB, dave, "D", now+3, 3_600_000, "$dave")
-	e.publish([]events.RawEvent{bobJoin, carolJoin, daveJoin})
+	e.publish([]rawevent.RawEvent{bobJoin, carolJoin, daveJoin})
 
-	aliceTimer := events.RawEvent{V: events.SchemaVersion, Kind: events.InputTimer, Source: events.SourceTimer, RoomID: roomA,
+	aliceTimer := rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputTimer, Source: rawevent.SourceTimer, RoomID: roomA,
 		Deadline: now + 3_600_000, ReceivedAt: now + 3_600_000} // her own deadline
-	want := offline([]events.RawEvent{aliceJoin, aliceTimer, bobJoin, carolJoin, daveJoin})
+	want := offline([]rawevent.RawEvent{aliceJoin, aliceTimer, bobJoin, carolJoin, daveJoin})
 	e.waitIdle(countEvents(want), 30*time.Second)
 	assertMatches(t, e.sessionEvents(), want)
 
 	reasons := map[string]int{}
-	for _, d := range e.readStream(events.StreamDLQ, events.DLQPrefix+".") {
+	for _, d := range e.readStream(rawevent.StreamDLQ, rawevent.DLQPrefix+".") {
 		reasons[d.hdr.Get(HeaderDLQReason)]++
 		t.Logf("dead letter: %s: %s", d.hdr.Get(HeaderDLQReason), d.hdr.Get(HeaderDLQError))
 	}

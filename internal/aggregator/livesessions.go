@@ -5,13 +5,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
 // sessionWrites are the rtc_sessions writes of an outbox. For each session
-// it touches: a small one (at most events.InlineMembersMax devices at its
+// it touches: a small one (at most eventcodec.InlineMembersMax devices at its
 // peak) is one value with its members; a large one has a key per member
 // (put for a join or update, delete for a leave) written before the
 // session's own key. When a session becomes large in this commit (its peak
@@ -39,7 +40,7 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 		if ev.Member == nil {
 			continue
 		}
-		mk := events.SessionMemberKey(sk, ev.Member)
+		mk := eventcodec.SessionMemberKey(sk, ev.Member)
 		if _, seen := t.members[mk]; !seen {
 			t.order = append(t.order, mk)
 		}
@@ -51,12 +52,12 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 	}
 	var msgs []*nats.Msg
 	putMember := func(mk string, m *events.Member) error {
-		b, err := events.EncodeLiveMember(m)
+		b, err := eventcodec.EncodeLiveMember(m)
 		if err != nil {
 			return err
 		}
 		put := jsutil.KVPut(events.BucketSessions, mk, b)
-		events.SetLiveSessionHeader(put)
+		eventcodec.SetLiveSessionHeader(put)
 		msgs = append(msgs, put)
 		return nil
 	}
@@ -68,9 +69,9 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 		// (its peak is gone with it: delete what the events name).
 		// Without the previous peaks (a redo), the commit may have been the
 		// one in which the session became large: write every member again.
-		wasLarge := peakBefore != nil && peakBefore[rk] > events.InlineMembersMax
+		wasLarge := peakBefore != nil && peakBefore[rk] > eventcodec.InlineMembersMax
 		mayHaveKeys := peakBefore == nil || wasLarge
-		if s == nil || s.Peak > events.InlineMembersMax {
+		if s == nil || s.Peak > eventcodec.InlineMembersMax {
 			for _, mk := range t.order {
 				if m := t.members[mk]; m == nil {
 					if mayHaveKeys {
@@ -87,26 +88,26 @@ func sessionWrites(st *rtc.RoomState, outbox []events.SessionEvent, peakBefore m
 			msgs = append(msgs, jsutil.KVPurgeTTL(events.BucketSessions, sk, markerTTL))
 			continue
 		}
-		small := s.Peak <= events.InlineMembersMax
+		small := s.Peak <= eventcodec.InlineMembersMax
 		ls := st.LiveSessionOf(s, small)
 		switch {
 		case small:
 		case !wasLarge: // becomes large now: every member gets its key
 			ls.MembersInKeys = true
 			for _, m := range s.Members {
-				if err := putMember(events.SessionMemberKey(sk, &m.Member), &m.Member); err != nil {
+				if err := putMember(eventcodec.SessionMemberKey(sk, &m.Member), &m.Member); err != nil {
 					return nil, err
 				}
 			}
 		default:
 			ls.MembersInKeys = true
 		}
-		b, err := events.EncodeLiveSession(&ls)
+		b, err := eventcodec.EncodeLiveSession(&ls)
 		if err != nil {
 			return nil, err
 		}
 		m := jsutil.KVPut(events.BucketSessions, sk, b)
-		events.SetLiveSessionHeader(m)
+		eventcodec.SetLiveSessionHeader(m)
 		msgs = append(msgs, m)
 	}
 	return msgs, nil

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -103,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range events.Kinds {
 		m.Transitions.WithLabelValues(string(k))
 	}
-	for _, kind := range []events.InputKind{events.InputEvent, events.InputTimer} {
+	for _, kind := range []rawevent.InputKind{rawevent.InputEvent, rawevent.InputTimer} {
 		for _, r := range []string{resultApplied, resultStale, resultDuplicate, resultDLQ} {
 			m.Inputs.WithLabelValues(string(kind), r)
 		}

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -426,15 +427,15 @@ func (r *partRunner) watchPin(cons jetstream.Consumer) {
 // there into the room's partition, on the timer path (topology.RawStream).
 // Nats-TTL: never keeps it alive past RTC_TIMERS' MaxAge.
 func TimerMsg(room id.RoomID, deadline int64) (*nats.Msg, error) {
-	body, err := events.EncodeRaw(&events.RawEvent{Kind: events.InputTimer, Source: events.SourceTimer,
+	body, err := rawevent.EncodeRaw(&rawevent.RawEvent{Kind: rawevent.InputTimer, Source: rawevent.SourceTimer,
 		RoomID: room, Deadline: deadline, ReceivedAt: deadline})
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(events.TimerSubject(room))
+	m := nats.NewMsg(rawevent.TimerSubject(room))
 	m.Data = body
 	m.Header.Set(jetstream.ScheduleHeader, "@at "+ScheduleTime(deadline).Format(time.RFC3339))
-	m.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+events.Token(string(room)))
+	m.Header.Set(jetstream.ScheduleTargetHeader, rawevent.FiredPrefix+"."+events.Token(string(room)))
 	m.Header.Set(jetstream.MsgTTLHeader, "never")
 	return m, nil
 }

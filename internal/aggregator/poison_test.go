@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -27,7 +28,7 @@ func TestPoisonDuringApply(t *testing.T) {
 	e := newEnv(t)
 	const poisonID = "$poison"
 	var attempts atomic.Int32
-	w := e.startWorker("w1", hooks{beforeApply: func(in *events.RawEvent, _ uint64) {
+	w := e.startWorker("w1", hooks{beforeApply: func(in *rawevent.RawEvent, _ uint64) {
 		if in.EventID == poisonID {
 			attempts.Add(1)
 			panic("injected reducer failure")
@@ -38,7 +39,7 @@ func TestPoisonDuringApply(t *testing.T) {
 	evs := workload(40, 3, time.Now().UnixMilli())
 	room := evs[0].RoomID // its first join comes first; the poison follows it
 	poison := joinEv(room, "@mallory:"+testHS, "MALLORY", evs[0].OriginServerTS+1, 0, poisonID)
-	inputs := append([]events.RawEvent{evs[0], poison}, evs[1:]...)
+	inputs := append([]rawevent.RawEvent{evs[0], poison}, evs[1:]...)
 	want := offline(evs) // what must come out: the poison input has no effect
 	e.publish(inputs)
 	e.waitIdle(countEvents(want), 30*time.Second)
@@ -48,16 +49,16 @@ func TestPoisonDuringApply(t *testing.T) {
 	if n := attempts.Load(); n != int32(maxDeliver) {
 		t.Errorf("the poison input was tried %d times, want worker.max_deliver = %d", n, maxDeliver)
 	}
-	dlq := e.readStream(events.StreamDLQ, events.DLQPrefix+".")
+	dlq := e.readStream(rawevent.StreamDLQ, rawevent.DLQPrefix+".")
 	if len(dlq) != 1 {
 		t.Fatalf("RTC_DLQ holds %d messages, want 1", len(dlq))
 	}
 	d := dlq[0]
-	body, err := events.DecodeRaw(d.data)
+	body, err := rawevent.DecodeRaw(d.data)
 	if err != nil || body.EventID != poisonID {
 		t.Errorf("dead letter body: %v %+v", err, body)
 	}
-	part := events.Partition(events.Token(string(room)), e.topo.Partitions)
+	part := rawevent.Partition(events.Token(string(room)), e.topo.Partitions)
 	if got := d.hdr.Get(HeaderDLQReason); got != "apply" {
 		t.Errorf("%s = %q, want apply", HeaderDLQReason, got)
 	}
@@ -70,10 +71,10 @@ func TestPoisonDuringApply(t *testing.T) {
 	if got := d.hdr.Get(HeaderDLQPart); got != strconv.Itoa(part) {
 		t.Errorf("%s = %q, want %d", HeaderDLQPart, got, part)
 	}
-	if got := d.hdr.Get(HeaderDLQSubject); got != events.PartitionSubject(part, events.Token(string(room))) {
+	if got := d.hdr.Get(HeaderDLQSubject); got != rawevent.PartitionSubject(part, events.Token(string(room))) {
 		t.Errorf("%s = %q", HeaderDLQSubject, got)
 	}
-	if d.subject != events.DLQPrefix+"."+strconv.Itoa(part) {
+	if d.subject != rawevent.DLQPrefix+"."+strconv.Itoa(part) {
 		t.Errorf("dead letter subject %q", d.subject)
 	}
 
@@ -86,8 +87,8 @@ func TestPoisonDuringApply(t *testing.T) {
 	}
 	later, laterSameRoom := 0, 0
 	rooms := map[id.RoomID]bool{}
-	for _, m := range e.readStream(events.StreamRaw, events.PartitionSubject(part, "")) {
-		in, err := events.DecodeRaw(m.data)
+	for _, m := range e.readStream(rawevent.StreamRaw, rawevent.PartitionSubject(part, "")) {
+		in, err := rawevent.DecodeRaw(m.data)
 		if err != nil {
 			t.Fatalf("RTC_RAW seq %d: %v", m.seq, err)
 		}
@@ -115,7 +116,7 @@ func TestPoisonDuringApply(t *testing.T) {
 	if v := testutil.ToFloat64(m.Retries.WithLabelValues("poison")); v != float64(maxDeliver-1) {
 		t.Errorf("retries_total{class=poison} = %v, want %d", v, maxDeliver-1)
 	}
-	if v := testutil.ToFloat64(m.Inputs.WithLabelValues(string(events.InputEvent), resultDLQ)); v != 1 {
+	if v := testutil.ToFloat64(m.Inputs.WithLabelValues(string(rawevent.InputEvent), resultDLQ)); v != 1 {
 		t.Errorf("inputs_total{result=dlq} = %v", v)
 	}
 }
@@ -124,7 +125,7 @@ func TestPoisonDuringApply(t *testing.T) {
 // nearly all of it in foci_preferred, which the room state keeps verbatim.
 // bigJoin is a join whose content is about 16 x padBytes of incompressible
 // foci: random padding, so that compression cannot shrink what stores it.
-func bigJoin(room id.RoomID, n int, ts int64, padBytes int) events.RawEvent {
+func bigJoin(room id.RoomID, n int, ts int64, padBytes int) rawevent.RawEvent {
 	u := id.UserID(fmt.Sprintf("@big%d:%s", n, testHS))
 	dev := fmt.Sprintf("BIG%d", n)
 	rng := rand.New(rand.NewPCG(uint64(n), 1))
@@ -156,7 +157,7 @@ func TestPermanentStoreError(t *testing.T) {
 	e.waitOwned(w)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rooms, err := e.js.Stream(ctx, "KV_"+events.BucketRooms)
+	rooms, err := e.js.Stream(ctx, "KV_"+rawevent.BucketRooms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,15 +171,15 @@ func TestPermanentStoreError(t *testing.T) {
 	small := workload(30, 2, now)
 	// The big room shares its partition with a small one, so that inputs of
 	// other rooms queue behind the failing one.
-	part := events.Partition(events.Token(string(small[0].RoomID)), e.topo.Partitions)
+	part := rawevent.Partition(events.Token(string(small[0].RoomID)), e.topo.Partitions)
 	var room id.RoomID
 	for i := 0; room == ""; i++ {
-		if r := id.RoomID(fmt.Sprintf("!big%d:%s", i, testHS)); events.Partition(events.Token(string(r)), e.topo.Partitions) == part {
+		if r := id.RoomID(fmt.Sprintf("!big%d:%s", i, testHS)); rawevent.Partition(events.Token(string(r)), e.topo.Partitions) == part {
 			room = r
 		}
 	}
 	big := bigJoin(room, 0, now, 700) // ~16 KiB of foci
-	inputs := []events.RawEvent{
+	inputs := []rawevent.RawEvent{
 		joinEv(room, "@alice:"+testHS, "ALICE", now, 0, "$alice"),
 		big,
 		joinEv(room, "@bob:"+testHS, "BOB", now+2, 0, "$bob"),
@@ -187,7 +188,7 @@ func TestPermanentStoreError(t *testing.T) {
 	e.publish(inputs)
 
 	maxDeliver := testWorkerConfig().MaxDeliver
-	var applied []events.RawEvent
+	var applied []rawevent.RawEvent
 	for _, in := range inputs {
 		if in.EventID != big.EventID {
 			applied = append(applied, in)
@@ -196,12 +197,12 @@ func TestPermanentStoreError(t *testing.T) {
 	want := offline(applied)
 	e.waitIdle(countEvents(want), 60*time.Second)
 	assertMatches(t, e.sessionEvents(), want)
-	dlq := e.readStream(events.StreamDLQ, events.DLQPrefix+".")
+	dlq := e.readStream(rawevent.StreamDLQ, rawevent.DLQPrefix+".")
 	if len(dlq) != 1 {
 		t.Fatalf("RTC_DLQ holds %d messages, want 1 (the big join)", len(dlq))
 	}
 	d := dlq[0]
-	if in, err := events.DecodeRaw(d.data); err != nil || in.EventID != big.EventID {
+	if in, err := rawevent.DecodeRaw(d.data); err != nil || in.EventID != big.EventID {
 		t.Errorf("dead letter %v %+v is not the big join", err, in.EventID)
 	}
 	if d.hdr.Get(HeaderDLQReason) != "store" || !strings.Contains(d.hdr.Get(HeaderDLQError), "maximum") ||

@@ -7,7 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // receive is stage 1: the deliveries become inputs. When someone else may
@@ -75,7 +75,7 @@ func (r *partRunner) group(b *batch) ([]*roomWork, bool) {
 	var works []*roomWork
 	byRoom := map[string]*roomWork{}
 	for _, in := range b.ins {
-		raw, err := events.DecodeRaw(in.data)
+		raw, err := rawevent.DecodeRaw(in.data)
 		if err != nil {
 			if r.deadLetter(in, "decode", err) != nil {
 				return nil, false
@@ -91,7 +91,7 @@ func (r *partRunner) group(b *batch) ([]*roomWork, bool) {
 			}
 			continue
 		}
-		key := events.RoomKey(raw.RoomID)
+		key := rawevent.RoomKey(raw.RoomID)
 		w := byRoom[key]
 		if w == nil {
 			w = &roomWork{key: key, roomID: raw.RoomID}
@@ -122,7 +122,7 @@ func (r *partRunner) catchUp(batch []*input, gap bool) ([]*input, error) {
 		have[in.seq] = true
 	}
 	var out []*input
-	filter := events.PartitionFilter(r.p)
+	filter := rawevent.PartitionFilter(r.p)
 	upTo := r.catchUpTo
 	if gap {
 		upTo = max(maxSeq, r.catchUpTo)

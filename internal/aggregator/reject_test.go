@@ -10,7 +10,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
@@ -37,7 +37,7 @@ func TestRejectionsVisible(t *testing.T) {
 	malformed := callMember(room, alice, "A2", now+1, "$malformed", `{"application":"m.call","call_id":"","device_id":7}`)
 	huge := callMember(room, alice, "A3", now+2, "$huge",
 		`{"application":"m.call","call_id":"","scope":"m.room","device_id":"A3","expires":1e30}`)
-	inputs := []events.RawEvent{hostile, malformed, huge, joinEv(room, alice, "A4", now+3, 0, "$ok")}
+	inputs := []rawevent.RawEvent{hostile, malformed, huge, joinEv(room, alice, "A4", now+3, 0, "$ok")}
 	e.publish(inputs)
 	e.waitIdle(countEvents(offline(inputs)), 30*time.Second)
 

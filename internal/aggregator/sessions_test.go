@@ -7,13 +7,15 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
 // TestSessionWrites: a small session is one value holding its members; the
-// commit in which it grows past events.InlineMembersMax writes every member
+// commit in which it grows past eventcodec.InlineMembersMax writes every member
 // under its own key and the session's value without them; afterwards only
 // the members an event names are written; a redo (previous peaks unknown)
 // writes every member of a large session; the end deletes the session's
@@ -22,7 +24,7 @@ func TestSessionWrites(t *testing.T) {
 	room := id.RoomID("!writes:" + testHS)
 	st := rtc.NewRoomState(room)
 	now := time.Now().UnixMilli()
-	apply := func(evs ...events.RawEvent) (map[string]int, []events.SessionEvent) {
+	apply := func(evs ...rawevent.RawEvent) (map[string]int, []events.SessionEvent) {
 		peaks := map[string]int{}
 		for k, s := range st.Sessions {
 			peaks[k] = s.Peak
@@ -33,7 +35,7 @@ func TestSessionWrites(t *testing.T) {
 		}
 		return peaks, out
 	}
-	join := func(i int) events.RawEvent {
+	join := func(i int) rawevent.RawEvent {
 		return joinEv(room, id.UserID(fmt.Sprintf("@u%d:%s", i, testHS)), fmt.Sprintf("D%d", i), now+int64(i), 0, fmt.Sprintf("$j%d", i))
 	}
 	type counts struct{ memberPuts, memberDels, sessionPuts, sessionDels int }
@@ -64,16 +66,16 @@ func TestSessionWrites(t *testing.T) {
 		}
 		return c, last
 	}
-	var first []events.RawEvent
-	for i := range events.InlineMembersMax {
+	var first []rawevent.RawEvent
+	for i := range eventcodec.InlineMembersMax {
 		first = append(first, join(i))
 	}
 	c, ls := count(apply(first...))
-	if c != (counts{sessionPuts: 1}) || ls.MembersInKeys || len(ls.Members) != events.InlineMembersMax {
+	if c != (counts{sessionPuts: 1}) || ls.MembersInKeys || len(ls.Members) != eventcodec.InlineMembersMax {
 		t.Fatalf("small session: %+v, in keys %v, %d members inline", c, ls.MembersInKeys, len(ls.Members))
 	}
-	n := events.InlineMembersMax + 1
-	c, ls = count(apply(join(events.InlineMembersMax)))
+	n := eventcodec.InlineMembersMax + 1
+	c, ls = count(apply(join(eventcodec.InlineMembersMax)))
 	if c != (counts{memberPuts: n, sessionPuts: 1}) || !ls.MembersInKeys || len(ls.Members) != 0 {
 		t.Fatalf("becoming large: %+v, in keys %v, %d members inline", c, ls.MembersInKeys, len(ls.Members))
 	}
@@ -86,7 +88,7 @@ func TestSessionWrites(t *testing.T) {
 		t.Fatalf("redo of a large session: %+v, want every member put", c)
 	}
 	_ = peaks
-	var leaves []events.RawEvent
+	var leaves []rawevent.RawEvent
 	for i := 1; i <= n+1; i++ {
 		leaves = append(leaves, leaveEv(room, id.UserID(fmt.Sprintf("@u%d:%s", i, testHS)), fmt.Sprintf("D%d", i), now+200+int64(i), fmt.Sprintf("$l%d", i)))
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -23,14 +24,14 @@ func TestGaugesTellTheTruth(t *testing.T) {
 	const stuckID = "$stuck"
 	cfg := testWorkerConfig()
 	cfg.StatsInterval = 200 * time.Millisecond
-	w := e.startWorkerCfg("w1", cfg, hooks{beforeApply: func(in *events.RawEvent, _ uint64) {
+	w := e.startWorkerCfg("w1", cfg, hooks{beforeApply: func(in *rawevent.RawEvent, _ uint64) {
 		if in.EventID == stuckID {
 			<-release
 		}
 	}})
 	e.waitOwned(w)
 	now := time.Now().UnixMilli()
-	var evs []events.RawEvent
+	var evs []rawevent.RawEvent
 	sizes := []int{1, 3, 20} // one large session: members in keys
 	for r, n := range sizes {
 		room := id.RoomID(fmt.Sprintf("!gauge%d:%s", r, testHS))
@@ -53,14 +54,14 @@ func TestGaugesTellTheTruth(t *testing.T) {
 	waitGauge("live_sessions", func() float64 { return testutil.ToFloat64(w.w.m.LiveSessions) }, 3)
 	waitGauge("live_members", func() float64 { return testutil.ToFloat64(w.w.m.LiveMembers) }, 24)
 	leave := leaveEv(evs[0].RoomID, "@u0:"+testHS, "D", now+100, "$gleave")
-	e.publish([]events.RawEvent{leave})
+	e.publish([]rawevent.RawEvent{leave})
 	waitGauge("live_sessions after an end", func() float64 { return testutil.ToFloat64(w.w.m.LiveSessions) }, 2)
 	waitGauge("live_members after an end", func() float64 { return testutil.ToFloat64(w.w.m.LiveMembers) }, 23)
 
 	// A stuck partition: its first input blocks, five more wait behind it.
 	room := id.RoomID("!stuck:" + testHS)
-	part := strconv.Itoa(events.Partition(events.Token(string(room)), e.topo.Partitions))
-	stuck := []events.RawEvent{joinEv(room, "@s:"+testHS, "S", now+200, 0, stuckID)}
+	part := strconv.Itoa(rawevent.Partition(events.Token(string(room)), e.topo.Partitions))
+	stuck := []rawevent.RawEvent{joinEv(room, "@s:"+testHS, "S", now+200, 0, stuckID)}
 	for i := range 5 {
 		stuck = append(stuck, joinEv(room, id.UserID(fmt.Sprintf("@s%d:%s", i, testHS)), "S", now+300+int64(i), 0, fmt.Sprintf("$s%d", i)))
 	}
@@ -81,7 +82,7 @@ func TestEndedSessionsLeaveNothing(t *testing.T) {
 	w := e.startWorker("w1", hooks{})
 	e.waitOwned(w)
 	now := time.Now().UnixMilli()
-	var evs []events.RawEvent
+	var evs []rawevent.RawEvent
 	for r := range 5 {
 		room := id.RoomID(fmt.Sprintf("!ended%d:%s", r, testHS))
 		evs = append(evs, joinEv(room, "@u:"+testHS, "D", now+int64(r), 0, fmt.Sprintf("$j%d", r)),

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -37,16 +38,16 @@ func TestTakeoverBackToBack(t *testing.T) {
 	const part = 0
 	var rooms []id.RoomID
 	for i := 0; len(rooms) < 3; i++ {
-		if r := id.RoomID(fmt.Sprintf("!takeover%d:%s", i, testHS)); events.Partition(events.Token(string(r)), e.topo.Partitions) == part {
+		if r := id.RoomID(fmt.Sprintf("!takeover%d:%s", i, testHS)); rawevent.Partition(events.Token(string(r)), e.topo.Partitions) == part {
 			rooms = append(rooms, r)
 		}
 	}
-	var inputs []events.RawEvent
+	var inputs []rawevent.RawEvent
 	probe := func(i int) time.Duration {
 		start := time.Now()
 		in := joinEv(rooms[i], id.UserID(fmt.Sprintf("@probe%d:%s", i, testHS)), "P", time.Now().UnixMilli(), 0, fmt.Sprintf("$probe%d", i))
 		inputs = append(inputs, in)
-		e.publish([]events.RawEvent{in})
+		e.publish([]rawevent.RawEvent{in})
 		e.waitIdle(countEvents(offline(inputs)), 60*time.Second)
 		return time.Since(start)
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // TestTimerArmedOnlyEarlier: a room's timer is armed for its first
@@ -23,11 +23,11 @@ func TestTimerArmedOnlyEarlier(t *testing.T) {
 	room := id.RoomID("!timers:" + testHS)
 	now := time.Now().UnixMilli()
 	armed := func() float64 { return testutil.ToFloat64(w.w.m.TimersArmed) }
-	var inputs []events.RawEvent
-	step := func(ev events.RawEvent, wantArmed float64) {
+	var inputs []rawevent.RawEvent
+	step := func(ev rawevent.RawEvent, wantArmed float64) {
 		t.Helper()
 		inputs = append(inputs, ev)
-		e.publish([]events.RawEvent{ev})
+		e.publish([]rawevent.RawEvent{ev})
 		e.waitIdle(countEvents(offline(inputs)), 20*time.Second)
 		if got := armed(); got != wantArmed {
 			t.Fatalf("after %s: %v timers armed, want %v", ev.EventID, got, wantArmed)

@@ -19,7 +19,9 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -50,7 +52,7 @@ type hooks struct {
 	afterCommit func(partition int, room id.RoomID, lastIn uint64)
 	// beforeApply runs in apply just before the reducer, under apply's
 	// recover: a panic there is handled exactly like a reducer panic.
-	beforeApply func(in *events.RawEvent, seq uint64)
+	beforeApply func(in *rawevent.RawEvent, seq uint64)
 }
 
 // Worker is one aggregator replica: it heartbeats into rtc_workers, computes
@@ -256,7 +258,7 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (w *Worker) workerSubject() string { return "$KV." + events.BucketWorkers + "." + w.id }
+func (w *Worker) workerSubject() string { return "$KV." + rawevent.BucketWorkers + "." + w.id }
 
 // heartbeat is the value of a worker's key in rtc_workers.
 type heartbeat = ctlapi.Heartbeat
@@ -306,7 +308,7 @@ func (w *Worker) register(ctx context.Context) error {
 	defer cancel()
 	pa, err := w.js.PublishMsg(rctx, m, jetstream.WithMsgTTL(w.opts.Topology.WorkerTTL))
 	if err != nil {
-		return fmt.Errorf("register worker %s in %s: %w", w.id, events.BucketWorkers, err)
+		return fmt.Errorf("register worker %s in %s: %w", w.id, rawevent.BucketWorkers, err)
 	}
 	w.mu.Lock()
 	w.hbRev = pa.Sequence
@@ -615,7 +617,7 @@ func (w *Worker) countLive(ctx context.Context) {
 			members -= participants[sk]
 			delete(participants, sk)
 			if e.Operation() == jetstream.KeyValuePut {
-				if n, err := events.LiveSessionParticipants(e.Value()); err == nil {
+				if n, err := eventcodec.LiveSessionParticipants(e.Value()); err == nil {
 					participants[sk] = n
 					members += n
 				}

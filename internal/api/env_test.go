@@ -25,6 +25,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/api"
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -186,16 +187,16 @@ func (p *pipeline) member(room id.RoomID, user id.UserID, dev string, content st
 	p.t.Helper()
 	sk := "_" + string(user) + "_" + dev + "_m.call"
 	ts := time.Now().UnixMilli()
-	ev := events.RawEvent{Kind: events.InputEvent, Homeserver: "hs.test", Source: events.SourceAppservice, ReceivedAt: ts,
-		RoomID: room, EventID: id.EventID(fmt.Sprintf("$ev%d-%d", ts, p.evSeq.Add(1))), Type: events.TypeCallMember.Type,
+	ev := rawevent.RawEvent{Kind: rawevent.InputEvent, Homeserver: "hs.test", Source: rawevent.SourceAppservice, ReceivedAt: ts,
+		RoomID: room, EventID: id.EventID(fmt.Sprintf("$ev%d-%d", ts, p.evSeq.Add(1))), Type: rawevent.TypeCallMember.Type,
 		StateKey: &sk, Sender: user, OriginServerTS: ts, Content: json.RawMessage(content)}
-	data, err := events.EncodeRaw(&ev)
+	data, err := rawevent.EncodeRaw(&ev)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := p.ingest.JS.Publish(ctx, events.RawSubject(room), data, jetstream.WithMsgID(ev.MsgID())); err != nil {
+	if _, err := p.ingest.JS.Publish(ctx, rawevent.RawSubject(room), data, jetstream.WithMsgID(ev.MsgID())); err != nil {
 		p.t.Fatal(err)
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -46,9 +48,9 @@ func TestEventsGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for seq := uint64(1); seq <= 5; seq++ {
-		ev := events.SessionEvent{V: events.SchemaVersion, ID: events.EventID("!r:hs", seq), Seq: seq, Kind: events.KindMemberUpdated,
+		ev := events.SessionEvent{V: events.SchemaVersion, ID: eventcodec.EventID("!r:hs", seq), Seq: seq, Kind: events.KindMemberUpdated,
 			SessionID: "s", RoomID: "!r:hs", Application: "m.call"}
-		b, err := events.Marshal(&ev)
+		b, err := wire.Marshal(&ev)
 		if err != nil {
 			t.Fatal(err)
 		}

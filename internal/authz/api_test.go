@@ -12,6 +12,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -89,17 +90,17 @@ func apiGrants(ctx context.Context, t *testing.T, srv *authztest.Server, agg *au
 		claim, what, subject string
 		do                   func(ctx context.Context, c *authztest.Client) error
 	}{
-		{"api.no-publish", "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
+		{"api.no-publish", "publish a raw input", rawevent.RawPrefix + ".", jsPublish(rawevent.RawPrefix + ".x")},
 		{"api.no-publish", "publish a session event", events.SessionPrefix + ".", jsPublish(ended)},
 		{"api.no-publish", "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
-		{"api.no-publish", "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
+		{"api.no-publish", "schedule a timer", rawevent.TimerPrefix + ".", jsPublish(rawevent.TimerPrefix + ".x")},
 		{"api.no-destroy", "delete RTC_HISTORY", "$JS.API.STREAM.DELETE.RTC_HISTORY", deleteStream(topology.StreamHistory)},
 		{"api.no-destroy", "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
 		{"api.no-destroy", "delete a message from RTC_HISTORY", "$JS.API.STREAM.MSG.DELETE.RTC_HISTORY", deleteMsg(topology.StreamHistory)},
-		{"api.no-read", "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
-		{"api.no-read", "read RTC_DLQ", "$JS.API.CONSUMER.CREATE.RTC_DLQ", orderedConsumer(events.StreamDLQ)},
-		{"api.no-read", "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(events.BucketRooms)},
-		{"api.no-read", "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(events.BucketWorkers)},
+		{"api.no-read", "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(rawevent.StreamRaw)},
+		{"api.no-read", "read RTC_DLQ", "$JS.API.CONSUMER.CREATE.RTC_DLQ", orderedConsumer(rawevent.StreamDLQ)},
+		{"api.no-read", "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(rawevent.BucketRooms)},
+		{"api.no-read", "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(rawevent.BucketWorkers)},
 		{"api.no-read", "subscribe to the live re-publish", events.LivePrefix + ".>", subscribe(events.LivePrefix + ".>")},
 		{"api.no-read", "snoop on the subscriber's inbox", "_INBOX.>", subscribe("_INBOX.>")},
 	}

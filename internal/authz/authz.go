@@ -53,6 +53,7 @@ import (
 	"strings"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -185,21 +186,21 @@ var neverDelete = []string{
 // may publish there could cancel every room's timer or generate inputs.
 // The aggregator may publish the schedule definitions (rtc.timer.*) only;
 // rtc.fired.* is written by the server's scheduler alone.
-var noTimers = []string{events.TimerPrefix + ".>", events.FiredPrefix + ".>"}
+var noTimers = []string{rawevent.TimerPrefix + ".>", rawevent.FiredPrefix + ".>"}
 
 // Users returns the users of rtc-sessions with their permissions, in a
 // fixed order.
 func Users() []User {
-	rooms, sessions, workers := events.BucketRooms, events.BucketSessions, events.BucketWorkers
+	rooms, sessions, workers := rawevent.BucketRooms, events.BucketSessions, rawevent.BucketWorkers
 	kvStreams := []string{kvStream(rooms), kvStream(sessions), kvStream(workers)}
-	ownStreams := append([]string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, events.StreamTimers, topology.StreamHistory}, kvStreams...)
+	ownStreams := append([]string{rawevent.StreamRaw, events.StreamEvents, rawevent.StreamDLQ, rawevent.StreamTimers, topology.StreamHistory}, kvStreams...)
 
 	ingest := User{
 		Name: UserIngest, PasswordEnv: "RTC_NATS_INGEST_PASSWORD", InboxPrefix: "_INBOX_ingest",
 		Why: "publishes raw inputs to RTC_RAW; may look it up and create it when missing (topology.EnsureRaw); reconciliation: lists the subjects of rtc_sessions' stream, answers rtcctl reconcile",
 		Publish: Rules{Allow: concat(
-			[]string{events.RawPrefix + ".>"},
-			streamOps([]string{"INFO", "CREATE"}, events.StreamRaw),
+			[]string{rawevent.RawPrefix + ".>"},
+			streamOps([]string{"INFO", "CREATE"}, rawevent.StreamRaw),
 			// reconciliation: the rooms with live sessions are the subjects
 			// of rtc_sessions' stream (a stream info request with a subject
 			// filter: no consumer, nothing to delete afterwards)
@@ -220,8 +221,8 @@ func Users() []User {
 		Publish: Rules{Allow: concat(
 			[]string{
 				events.SessionPrefix + ".>", // RTC_EVENTS
-				events.DLQPrefix + ".>",     // RTC_DLQ
-				events.TimerPrefix + ".*",   // message schedules in RTC_TIMERS
+				rawevent.DLQPrefix + ".>",   // RTC_DLQ
+				rawevent.TimerPrefix + ".*", // message schedules in RTC_TIMERS
 				kvPfx + rooms + ".>", kvPfx + sessions + ".>", kvPfx + workers + ".>",
 			},
 			streamOps([]string{"INFO", "CREATE", "UPDATE"}, ownStreams...),
@@ -230,18 +231,18 @@ func Users() []User {
 			// owner left unacknowledged in RTC_RAW, KV entries when a bucket
 			// has no direct get
 			streamOps([]string{"MSG.GET"}, ownStreams...),
-			directGet(events.StreamRaw),
+			directGet(rawevent.StreamRaw),
 			[]string{
 				// account info: creating a KV bucket checks the server's
 				// JetStream API level with it
 				jsAPI + "INFO",
 				// the partition consumers of RTC_RAW: create or update, look
 				// up, pull, unpin on hand-off, ack
-				jsAPI + "CONSUMER.CREATE." + events.StreamRaw + ".>",
-				jsAPI + "CONSUMER.INFO." + events.StreamRaw + ".*",
-				jsAPI + "CONSUMER.MSG.NEXT." + events.StreamRaw + ".*",
-				jsAPI + "CONSUMER.UNPIN." + events.StreamRaw + ".*",
-				"$JS.ACK." + events.StreamRaw + ".>",
+				jsAPI + "CONSUMER.CREATE." + rawevent.StreamRaw + ".>",
+				jsAPI + "CONSUMER.INFO." + rawevent.StreamRaw + ".*",
+				jsAPI + "CONSUMER.MSG.NEXT." + rawevent.StreamRaw + ".*",
+				jsAPI + "CONSUMER.UNPIN." + rawevent.StreamRaw + ".*",
+				"$JS.ACK." + rawevent.StreamRaw + ".>",
 			},
 			// watching and listing its own buckets (rtc_workers heartbeats,
 			// live-session counts); the ordered consumers it creates there it
@@ -254,7 +255,7 @@ func Users() []User {
 			},
 			// the fired copies of the timers are the server's to write:
 			// RTC_RAW takes them as the rooms' timer inputs
-		), Deny: concat(neverDelete, []string{events.FiredPrefix + ".>"})},
+		), Deny: concat(neverDelete, []string{rawevent.FiredPrefix + ".>"})},
 		Subscribe: Rules{Allow: []string{inbox("_INBOX_aggregator")}},
 	}
 
@@ -297,20 +298,20 @@ func Users() []User {
 			// rtcctl workers: the partition count from RTC_RAW's settings,
 			// each agg-pNN consumer's state (info only: it may neither
 			// create, pull from nor delete one), the heartbeats
-			streamOps([]string{"INFO"}, events.StreamRaw, kvStream(workers)),
-			[]string{jsAPI + "CONSUMER.INFO." + events.StreamRaw + ".*"},
+			streamOps([]string{"INFO"}, rawevent.StreamRaw, kvStream(workers)),
+			[]string{jsAPI + "CONSUMER.INFO." + rawevent.StreamRaw + ".*"},
 			kvWatch(workers),
 			// rtcctl dlq ls/show: read RTC_DLQ with its own consumer, or
 			// one entry by sequence
-			streamOps([]string{"INFO", "MSG.GET"}, events.StreamDLQ),
+			streamOps([]string{"INFO", "MSG.GET"}, rawevent.StreamDLQ),
 			[]string{
-				jsAPI + "CONSUMER.CREATE." + events.StreamDLQ + ".>",
-				jsAPI + "CONSUMER.MSG.NEXT." + events.StreamDLQ + ".*",
+				jsAPI + "CONSUMER.CREATE." + rawevent.StreamDLQ + ".>",
+				jsAPI + "CONSUMER.MSG.NEXT." + rawevent.StreamDLQ + ".*",
 			},
 			// rtcctl dlq redrive: the input back to RTC_RAW, then out of
 			// RTC_DLQ
-			[]string{events.RawPrefix + ".>"},
-			streamOps([]string{"MSG.DELETE"}, events.StreamDLQ),
+			[]string{rawevent.RawPrefix + ".>"},
+			streamOps([]string{"MSG.DELETE"}, rawevent.StreamDLQ),
 			// rtcctl reconcile: a request to the ingest
 			[]string{ReconcileSubject},
 		), Deny: concat(
@@ -318,7 +319,7 @@ func Users() []User {
 			// the RTC_DLQ grant): deleting messages stays denied by name on
 			// every other stream of rtc-sessions
 			[]string{jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "CONSUMER.DELETE.>"},
-			streamOps([]string{"MSG.DELETE"}, events.StreamRaw, events.StreamEvents, events.StreamTimers, topology.StreamHistory),
+			streamOps([]string{"MSG.DELETE"}, rawevent.StreamRaw, events.StreamEvents, rawevent.StreamTimers, topology.StreamHistory),
 			streamOps([]string{"MSG.DELETE"}, kvStreams...),
 			noTimers,
 		)},

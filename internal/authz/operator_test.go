@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -73,37 +74,37 @@ func TestOperatorGrants(t *testing.T) {
 		deniedAlways bool
 	}{
 		// rtcctl workers
-		{jsAPI + "STREAM.INFO." + events.StreamRaw, true, false},
-		{jsAPI + "CONSUMER.INFO." + events.StreamRaw + ".agg-p00", true, false},
-		{jsAPI + "CONSUMER.CREATE.KV_" + events.BucketWorkers + ".w1.$KV.rtc_workers.>", true, false},
+		{jsAPI + "STREAM.INFO." + rawevent.StreamRaw, true, false},
+		{jsAPI + "CONSUMER.INFO." + rawevent.StreamRaw + ".agg-p00", true, false},
+		{jsAPI + "CONSUMER.CREATE.KV_" + rawevent.BucketWorkers + ".w1.$KV.rtc_workers.>", true, false},
 		// rtcctl dlq ls, show, redrive
-		{jsAPI + "CONSUMER.CREATE." + events.StreamDLQ + ".c1.rtc.dlq.>", true, false},
-		{jsAPI + "CONSUMER.MSG.NEXT." + events.StreamDLQ + ".c1", true, false},
-		{jsAPI + "STREAM.MSG.GET." + events.StreamDLQ, true, false},
-		{events.RawPrefix + ".IXJvb206ZXhhbXBsZS5vcmc", true, false},
-		{jsAPI + "STREAM.MSG.DELETE." + events.StreamDLQ, true, false},
+		{jsAPI + "CONSUMER.CREATE." + rawevent.StreamDLQ + ".c1.rtc.dlq.>", true, false},
+		{jsAPI + "CONSUMER.MSG.NEXT." + rawevent.StreamDLQ + ".c1", true, false},
+		{jsAPI + "STREAM.MSG.GET." + rawevent.StreamDLQ, true, false},
+		{rawevent.RawPrefix + ".IXJvb206ZXhhbXBsZS5vcmc", true, false},
+		{jsAPI + "STREAM.MSG.DELETE." + rawevent.StreamDLQ, true, false},
 		// nothing more
-		{jsAPI + "STREAM.DELETE." + events.StreamDLQ, false, true},
-		{jsAPI + "STREAM.PURGE." + events.StreamDLQ, false, true},
-		{jsAPI + "STREAM.PURGE.KV_" + events.BucketRooms, false, true},
-		{jsAPI + "CONSUMER.DELETE." + events.StreamRaw + ".agg-p00", false, true},
-		{jsAPI + "CONSUMER.DELETE." + events.StreamDLQ + ".c1", false, true},
-		{jsAPI + "STREAM.UPDATE." + events.StreamRaw, false, false},
-		{jsAPI + "STREAM.CREATE." + events.StreamDLQ, false, false},
-		{jsAPI + "CONSUMER.CREATE." + events.StreamRaw + ".c1", false, false},
-		{jsAPI + "CONSUMER.MSG.NEXT." + events.StreamRaw + ".agg-p00", false, false},
-		{jsAPI + "CONSUMER.UNPIN." + events.StreamRaw + ".agg-p00", false, false},
-		{"$KV." + events.BucketRooms + ".k", false, false},
+		{jsAPI + "STREAM.DELETE." + rawevent.StreamDLQ, false, true},
+		{jsAPI + "STREAM.PURGE." + rawevent.StreamDLQ, false, true},
+		{jsAPI + "STREAM.PURGE.KV_" + rawevent.BucketRooms, false, true},
+		{jsAPI + "CONSUMER.DELETE." + rawevent.StreamRaw + ".agg-p00", false, true},
+		{jsAPI + "CONSUMER.DELETE." + rawevent.StreamDLQ + ".c1", false, true},
+		{jsAPI + "STREAM.UPDATE." + rawevent.StreamRaw, false, false},
+		{jsAPI + "STREAM.CREATE." + rawevent.StreamDLQ, false, false},
+		{jsAPI + "CONSUMER.CREATE." + rawevent.StreamRaw + ".c1", false, false},
+		{jsAPI + "CONSUMER.MSG.NEXT." + rawevent.StreamRaw + ".agg-p00", false, false},
+		{jsAPI + "CONSUMER.UNPIN." + rawevent.StreamRaw + ".agg-p00", false, false},
+		{"$KV." + rawevent.BucketRooms + ".k", false, false},
 		{"$KV." + events.BucketSessions + ".k", false, false},
-		{"$KV." + events.BucketWorkers + ".k", false, false},
+		{"$KV." + rawevent.BucketWorkers + ".k", false, false},
 		{events.SessionPrefix + ".a.r.c.session_ended", false, false},
-		{events.DLQPrefix + ".0", false, false},
-		{events.TimerPrefix + ".r", false, false},
-		{events.PartPrefix + ".0.r", false, false},
+		{rawevent.DLQPrefix + ".0", false, false},
+		{rawevent.TimerPrefix + ".r", false, false},
+		{rawevent.PartPrefix + ".0.r", false, false},
 	}
 	// Deleting a message is denied by name on every other stream.
 	for _, s := range shippedStreams(t) {
-		if s != events.StreamDLQ {
+		if s != rawevent.StreamDLQ {
 			tests = append(tests, struct {
 				subject            string
 				want, deniedAlways bool

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -89,13 +90,13 @@ func TestShippedPermissions(t *testing.T) {
 	if _, err := agg.JS.Publish(ctx, events.SessionPrefix+".a.r.c.session_started", []byte("e")); err != nil {
 		t.Fatalf("aggregator: publish a session event: %v", err)
 	}
-	dead, err := agg.JS.Publish(ctx, events.DLQPrefix+".0", []byte("dead input"))
+	dead, err := agg.JS.Publish(ctx, rawevent.DLQPrefix+".0", []byte("dead input"))
 	if err != nil {
 		t.Fatalf("aggregator: publish to the DLQ: %v", err)
 	}
-	timer := nats.NewMsg(events.TimerPrefix + "." + events.Token(room))
+	timer := nats.NewMsg(rawevent.TimerPrefix + "." + events.Token(room))
 	timer.Header.Set(jetstream.ScheduleHeader, "@at "+time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-	timer.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+events.Token(room))
+	timer.Header.Set(jetstream.ScheduleTargetHeader, rawevent.FiredPrefix+"."+events.Token(room))
 	timer.Header.Set(jetstream.MsgTTLHeader, "never")
 	if _, err := agg.JS.PublishMsg(ctx, timer); err != nil {
 		t.Fatalf("aggregator: schedule a timer: %v", err)
@@ -110,11 +111,11 @@ func TestShippedPermissions(t *testing.T) {
 		t.Fatalf("ingest: EnsureRaw verify: %v", err)
 	}
 	shown["ingest.ensure-raw"] = true
-	if _, err := ing.JS.Publish(ctx, events.RawPrefix+"."+events.Token(room), []byte("raw"), jetstream.WithMsgID("m1"),
-		jetstream.WithExpectStream(events.StreamRaw)); err != nil {
+	if _, err := ing.JS.Publish(ctx, rawevent.RawPrefix+"."+events.Token(room), []byte("raw"), jetstream.WithMsgID("m1"),
+		jetstream.WithExpectStream(rawevent.StreamRaw)); err != nil {
 		t.Fatalf("ingest: publish a raw input: %v", err)
 	}
-	f, err := ing.JS.PublishAsync(events.RawPrefix+"."+events.Token(room), []byte("raw2"))
+	f, err := ing.JS.PublishAsync(rawevent.RawPrefix+"."+events.Token(room), []byte("raw2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,45 +225,45 @@ func TestShippedPermissions(t *testing.T) {
 		}},
 		{"ingest.no-read", authz.UserIngest, "consume RTC_EVENTS", "$JS.API.CONSUMER.CREATE.RTC_EVENTS", orderedConsumer(events.StreamEvents)},
 		{"ingest.no-write", authz.UserIngest, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
-		{"ingest.no-read", authz.UserIngest, "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(events.BucketRooms)},
+		{"ingest.no-read", authz.UserIngest, "read rtc_rooms", "$JS.API.STREAM.INFO.KV_rtc_rooms", bindKV(rawevent.BucketRooms)},
 		{"ingest.no-snoop", authz.UserIngest, "ask itself to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
 		{"subscriber.no-snoop", authz.UserSubscriber, "ask the ingest to reconcile", authz.ReconcileSubject, request(authz.ReconcileSubject)},
 		{"subscriber.no-snoop", authz.UserSubscriber, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
 		{"operator.no-snoop", authz.UserOperator, "serve reconcile requests", authz.ReconcileSubject, serve(authz.ReconcileSubject)},
-		{"ingest.no-destroy", authz.UserIngest, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
-		{"ingest.no-destroy", authz.UserIngest, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
+		{"ingest.no-destroy", authz.UserIngest, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(rawevent.StreamRaw)},
+		{"ingest.no-destroy", authz.UserIngest, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(rawevent.StreamRaw)},
 		{"ingest.no-destroy", authz.UserIngest, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.JS.UpdateStream(ctx, topology.RawStream(testTopology()))
 			return err
 		}},
 		{"ingest.no-write", authz.UserIngest, "write rtc_rooms", "$KV.rtc_rooms.", jsPublish("$KV.rtc_rooms." + events.Token(room))},
 		{"ingest.no-write", authz.UserIngest, "forge a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
-		{"ingest.no-timers", authz.UserIngest, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
-		{"ingest.no-timers", authz.UserIngest, "forge a fired timer", events.FiredPrefix + ".", jsPublish(events.FiredPrefix + ".x")},
-		{"ingest.no-read", authz.UserIngest, "consume RTC_RAW", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{"ingest.no-timers", authz.UserIngest, "schedule a timer", rawevent.TimerPrefix + ".", jsPublish(rawevent.TimerPrefix + ".x")},
+		{"ingest.no-timers", authz.UserIngest, "forge a fired timer", rawevent.FiredPrefix + ".", jsPublish(rawevent.FiredPrefix + ".x")},
+		{"ingest.no-read", authz.UserIngest, "consume RTC_RAW", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(rawevent.StreamRaw)},
 		{"ingest.no-snoop", authz.UserIngest, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
 
-		{"subscriber.no-publish", authz.UserSubscriber, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
+		{"subscriber.no-publish", authz.UserSubscriber, "publish a raw input", rawevent.RawPrefix + ".", jsPublish(rawevent.RawPrefix + ".x")},
 		{"subscriber.no-publish", authz.UserSubscriber, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
-		{"subscriber.no-publish", authz.UserSubscriber, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
+		{"subscriber.no-publish", authz.UserSubscriber, "schedule a timer", rawevent.TimerPrefix + ".", jsPublish(rawevent.TimerPrefix + ".x")},
 		{"subscriber.no-publish", authz.UserSubscriber, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
 		{"subscriber.no-destroy", authz.UserSubscriber, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
-		{"subscriber.no-destroy", authz.UserSubscriber, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(rawevent.StreamRaw)},
 		{"subscriber.no-destroy", authz.UserSubscriber, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
 		{"subscriber.no-destroy", authz.UserSubscriber, "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
 		{"subscriber.no-destroy", authz.UserSubscriber, "delete a consumer of RTC_RAW", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
-			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
+			return c.JS.DeleteConsumer(ctx, rawevent.StreamRaw, topology.ConsumerName(0))
 		}},
-		{"subscriber.no-read", authz.UserSubscriber, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{"subscriber.no-read", authz.UserSubscriber, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(rawevent.StreamRaw)},
 		{"subscriber.no-snoop", authz.UserSubscriber, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
 		{"subscriber.no-snoop", authz.UserSubscriber, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
 		{"subscriber.no-snoop", authz.UserSubscriber, "snoop on the operator's inbox", "_INBOX_operator.>", subscribe("_INBOX_operator.>")},
 		{"subscriber.no-read", authz.UserSubscriber, "read RTC_DLQ", "$JS.API.STREAM.INFO.RTC_DLQ", func(ctx context.Context, c *authztest.Client) error {
-			_, err := c.JS.Stream(ctx, events.StreamDLQ)
+			_, err := c.JS.Stream(ctx, rawevent.StreamDLQ)
 			return err
 		}},
-		{"subscriber.no-destroy", authz.UserSubscriber, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
-		{"subscriber.no-read", authz.UserSubscriber, "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(events.BucketWorkers)},
+		{"subscriber.no-destroy", authz.UserSubscriber, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(rawevent.StreamDLQ)},
+		{"subscriber.no-read", authz.UserSubscriber, "watch rtc_workers", "$JS.API.STREAM.INFO.KV_rtc_workers", bindKV(rawevent.BucketWorkers)},
 		// What the grants for other clients (docs/events.md) do not open:
 		// deleting consumers, changing or creating streams, the unnamed
 		// consumer create on the streams it may not read.
@@ -279,23 +280,23 @@ func TestShippedPermissions(t *testing.T) {
 
 		// The operator: rtcctl's reads and re-drives, nothing that
 		// destroys, rewrites or forges.
-		{"operator.no-destroy", authz.UserOperator, "delete RTC_DLQ", "$JS.API.STREAM.DELETE.RTC_DLQ", deleteStream(events.StreamDLQ)},
-		{"operator.no-destroy", authz.UserOperator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"operator.no-destroy", authz.UserOperator, "delete RTC_DLQ", "$JS.API.STREAM.DELETE.RTC_DLQ", deleteStream(rawevent.StreamDLQ)},
+		{"operator.no-destroy", authz.UserOperator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(rawevent.StreamRaw)},
 		{"operator.no-destroy", authz.UserOperator, "delete the rtc_sessions bucket", "$JS.API.STREAM.DELETE.KV_rtc_sessions", deleteStream("KV_" + events.BucketSessions)},
-		{"operator.no-destroy", authz.UserOperator, "purge RTC_DLQ", "$JS.API.STREAM.PURGE.RTC_DLQ", purgeStream(events.StreamDLQ)},
-		{"operator.no-destroy", authz.UserOperator, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(events.StreamRaw)},
-		{"operator.no-destroy", authz.UserOperator, "purge the rtc_rooms bucket", "$JS.API.STREAM.PURGE.KV_rtc_rooms", purgeStream("KV_" + events.BucketRooms)},
-		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
+		{"operator.no-destroy", authz.UserOperator, "purge RTC_DLQ", "$JS.API.STREAM.PURGE.RTC_DLQ", purgeStream(rawevent.StreamDLQ)},
+		{"operator.no-destroy", authz.UserOperator, "purge RTC_RAW", "$JS.API.STREAM.PURGE.RTC_RAW", purgeStream(rawevent.StreamRaw)},
+		{"operator.no-destroy", authz.UserOperator, "purge the rtc_rooms bucket", "$JS.API.STREAM.PURGE.KV_rtc_rooms", purgeStream("KV_" + rawevent.BucketRooms)},
+		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(rawevent.StreamRaw)},
 		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_EVENTS", "$JS.API.STREAM.MSG.DELETE.RTC_EVENTS", deleteMsg(events.StreamEvents)},
 		{"operator.no-destroy", authz.UserOperator, "erase an entry of rtc_sessions", "$JS.API.STREAM.MSG.DELETE.KV_rtc_sessions", deleteMsg("KV_" + events.BucketSessions)},
 		{"operator.no-destroy", authz.UserOperator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
-			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
+			return c.JS.DeleteConsumer(ctx, rawevent.StreamRaw, topology.ConsumerName(0))
 		}},
 		{"operator.no-consume", authz.UserOperator, "pull from a partition consumer", "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.NC.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.RTC_RAW."+topology.ConsumerName(0), []byte(`{"batch":1,"no_wait":true}`))
 			return err
 		}},
-		{"operator.no-consume", authz.UserOperator, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(events.StreamRaw)},
+		{"operator.no-consume", authz.UserOperator, "read raw inputs", "$JS.API.CONSUMER.CREATE.RTC_RAW", orderedConsumer(rawevent.StreamRaw)},
 		{"operator.no-consume", authz.UserOperator, "update RTC_RAW's settings", "$JS.API.STREAM.UPDATE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
 			_, err := c.JS.UpdateStream(ctx, topology.RawStream(testTopology()))
 			return err
@@ -304,28 +305,28 @@ func TestShippedPermissions(t *testing.T) {
 		{"operator.no-write", authz.UserOperator, "write rtc_sessions", "$KV.rtc_sessions.", jsPublish("$KV.rtc_sessions.s1")},
 		{"operator.no-write", authz.UserOperator, "write rtc_workers", "$KV.rtc_workers.", jsPublish("$KV.rtc_workers.agg-forged")},
 		{"operator.no-write", authz.UserOperator, "publish a session event", events.SessionPrefix + ".", jsPublish(events.SessionPrefix + ".a.r.c.session_ended")},
-		{"operator.no-write", authz.UserOperator, "publish a dead letter", events.DLQPrefix + ".", jsPublish(events.DLQPrefix + ".0")},
-		{"operator.no-timers", authz.UserOperator, "schedule a timer", events.TimerPrefix + ".", jsPublish(events.TimerPrefix + ".x")},
-		{"operator.no-timers", authz.UserOperator, "forge a fired timer", events.FiredPrefix + ".", jsPublish(events.FiredPrefix + ".x")},
-		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_TIMERS", "$JS.API.STREAM.MSG.DELETE.RTC_TIMERS", deleteMsg(events.StreamTimers)},
-		{"operator.no-destroy", authz.UserOperator, "purge RTC_TIMERS", "$JS.API.STREAM.PURGE.RTC_TIMERS", purgeStream(events.StreamTimers)},
+		{"operator.no-write", authz.UserOperator, "publish a dead letter", rawevent.DLQPrefix + ".", jsPublish(rawevent.DLQPrefix + ".0")},
+		{"operator.no-timers", authz.UserOperator, "schedule a timer", rawevent.TimerPrefix + ".", jsPublish(rawevent.TimerPrefix + ".x")},
+		{"operator.no-timers", authz.UserOperator, "forge a fired timer", rawevent.FiredPrefix + ".", jsPublish(rawevent.FiredPrefix + ".x")},
+		{"operator.no-destroy", authz.UserOperator, "delete a message from RTC_TIMERS", "$JS.API.STREAM.MSG.DELETE.RTC_TIMERS", deleteMsg(rawevent.StreamTimers)},
+		{"operator.no-destroy", authz.UserOperator, "purge RTC_TIMERS", "$JS.API.STREAM.PURGE.RTC_TIMERS", purgeStream(rawevent.StreamTimers)},
 		{"operator.no-snoop", authz.UserOperator, "snoop on the aggregator's inbox", "_INBOX_aggregator.>", subscribe("_INBOX_aggregator.>")},
 		{"operator.no-snoop", authz.UserOperator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
 		{"operator.no-snoop", authz.UserOperator, "snoop on the subscriber's inbox", "_INBOX.>", subscribe("_INBOX.>")},
 
-		{"aggregator.no-destroy", authz.UserAggregator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(events.StreamRaw)},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete RTC_RAW", "$JS.API.STREAM.DELETE.RTC_RAW", deleteStream(rawevent.StreamRaw)},
 		{"aggregator.no-destroy", authz.UserAggregator, "delete RTC_EVENTS", "$JS.API.STREAM.DELETE.RTC_EVENTS", deleteStream(events.StreamEvents)},
-		{"aggregator.no-destroy", authz.UserAggregator, "delete the rtc_rooms bucket", "$JS.API.STREAM.DELETE.KV_rtc_rooms", deleteStream("KV_" + events.BucketRooms)},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete the rtc_rooms bucket", "$JS.API.STREAM.DELETE.KV_rtc_rooms", deleteStream("KV_" + rawevent.BucketRooms)},
 		{"aggregator.no-destroy", authz.UserAggregator, "purge RTC_EVENTS", "$JS.API.STREAM.PURGE.RTC_EVENTS", purgeStream(events.StreamEvents)},
 		{"aggregator.no-destroy", authz.UserAggregator, "delete a partition consumer", "$JS.API.CONSUMER.DELETE.RTC_RAW", func(ctx context.Context, c *authztest.Client) error {
-			return c.JS.DeleteConsumer(ctx, events.StreamRaw, topology.ConsumerName(0))
+			return c.JS.DeleteConsumer(ctx, rawevent.StreamRaw, topology.ConsumerName(0))
 		}},
-		{"aggregator.no-raw", authz.UserAggregator, "publish a raw input", events.RawPrefix + ".", jsPublish(events.RawPrefix + ".x")},
-		{"aggregator.no-raw", authz.UserAggregator, "forge a fired timer", events.FiredPrefix + ".", jsPublish(events.FiredPrefix + ".x")},
-		{"aggregator.no-destroy", authz.UserAggregator, "purge RTC_TIMERS", "$JS.API.STREAM.PURGE.RTC_TIMERS", purgeStream(events.StreamTimers)},
+		{"aggregator.no-raw", authz.UserAggregator, "publish a raw input", rawevent.RawPrefix + ".", jsPublish(rawevent.RawPrefix + ".x")},
+		{"aggregator.no-raw", authz.UserAggregator, "forge a fired timer", rawevent.FiredPrefix + ".", jsPublish(rawevent.FiredPrefix + ".x")},
+		{"aggregator.no-destroy", authz.UserAggregator, "purge RTC_TIMERS", "$JS.API.STREAM.PURGE.RTC_TIMERS", purgeStream(rawevent.StreamTimers)},
 		{"aggregator.no-snoop", authz.UserAggregator, "snoop on the ingest's inbox", "_INBOX_ingest.>", subscribe("_INBOX_ingest.>")},
-		{"aggregator.no-destroy", authz.UserAggregator, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(events.StreamDLQ)},
-		{"ingest.no-destroy", authz.UserIngest, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(events.StreamRaw)},
+		{"aggregator.no-destroy", authz.UserAggregator, "delete a message from RTC_DLQ", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ", deleteMsg(rawevent.StreamDLQ)},
+		{"ingest.no-destroy", authz.UserIngest, "delete a message from RTC_RAW", "$JS.API.STREAM.MSG.DELETE.RTC_RAW", deleteMsg(rawevent.StreamRaw)},
 	}
 	for _, r := range refusals {
 		t.Run(r.user+"/"+r.what, func(t *testing.T) {
@@ -355,12 +356,12 @@ func TestShippedPermissions(t *testing.T) {
 	ingestNoRelay(ctx, t, srv, agg, shown)
 	apiGrants(ctx, t, srv, agg, shown)
 	// The refusals changed nothing.
-	for _, s := range []string{events.StreamRaw, events.StreamEvents, events.StreamDLQ, "KV_" + events.BucketRooms, "KV_" + events.BucketSessions} {
+	for _, s := range []string{rawevent.StreamRaw, events.StreamEvents, rawevent.StreamDLQ, "KV_" + rawevent.BucketRooms, "KV_" + events.BucketSessions} {
 		st, err := agg.JS.Stream(ctx, s)
 		if err != nil {
 			t.Fatalf("stream %s after the refusals: %v", s, err)
 		}
-		if s == events.StreamRaw && st.CachedInfo().State.Msgs == 0 {
+		if s == rawevent.StreamRaw && st.CachedInfo().State.Msgs == 0 {
 			t.Fatalf("RTC_RAW lost its messages")
 		}
 	}
@@ -524,7 +525,7 @@ func readAsSubscriber(ctx context.Context, t *testing.T, user string, c *authzte
 		_ = w.Stop()
 	}
 	asOtherClients(ctx, t, user, c)
-	rkv, err := c.JS.KeyValue(ctx, events.BucketRooms)
+	rkv, err := c.JS.KeyValue(ctx, rawevent.BucketRooms)
 	if err != nil {
 		t.Fatalf("%s: bind rtc_rooms: %v", user, err)
 	}
@@ -581,7 +582,7 @@ func operatorWorkers(ctx context.Context, t *testing.T, op *authztest.Client, h 
 		t.Fatalf("operator: partitions of RTC_RAW: %d, %v", n, err)
 	}
 	for p := 0; p < n; p++ {
-		cons, err := op.JS.Consumer(ctx, events.StreamRaw, topology.ConsumerName(p))
+		cons, err := op.JS.Consumer(ctx, rawevent.StreamRaw, topology.ConsumerName(p))
 		if err != nil {
 			t.Fatalf("operator: look up %s: %v", topology.ConsumerName(p), err)
 		}
@@ -590,7 +591,7 @@ func operatorWorkers(ctx context.Context, t *testing.T, op *authztest.Client, h 
 			t.Fatalf("operator: consumer info %s: %v", topology.ConsumerName(p), err)
 		}
 	}
-	kv, err := op.JS.KeyValue(ctx, events.BucketWorkers)
+	kv, err := op.JS.KeyValue(ctx, rawevent.BucketWorkers)
 	if err != nil {
 		t.Fatalf("operator: bind rtc_workers: %v", err)
 	}
@@ -618,11 +619,11 @@ func operatorWorkers(ctx context.Context, t *testing.T, op *authztest.Client, h 
 // in RTC_RAW and the entry gone from RTC_DLQ.
 func operatorRedrive(ctx context.Context, t *testing.T, op, agg *authztest.Client, seq uint64) {
 	t.Helper()
-	dlq, err := op.JS.Stream(ctx, events.StreamDLQ)
+	dlq, err := op.JS.Stream(ctx, rawevent.StreamDLQ)
 	if err != nil {
 		t.Fatalf("operator: look up RTC_DLQ: %v", err)
 	}
-	cons, err := op.JS.CreateConsumer(ctx, events.StreamDLQ, jetstream.ConsumerConfig{FilterSubject: events.DLQPrefix + ".>",
+	cons, err := op.JS.CreateConsumer(ctx, rawevent.StreamDLQ, jetstream.ConsumerConfig{FilterSubject: rawevent.DLQPrefix + ".>",
 		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second,
 		MemoryStorage: true, Replicas: 1})
 	if err != nil {
@@ -647,24 +648,24 @@ func operatorRedrive(ctx context.Context, t *testing.T, op, agg *authztest.Clien
 	if err != nil || string(entry.Data) != "dead input" {
 		t.Fatalf("operator: dlq show %d: %v", seq, err)
 	}
-	re := nats.NewMsg(events.RawPrefix + "." + events.Token("!redriven:example.org"))
+	re := nats.NewMsg(rawevent.RawPrefix + "." + events.Token("!redriven:example.org"))
 	re.Data = entry.Data
 	re.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("rtcctl-redrive-%d", seq))
-	ack, err := op.JS.PublishMsg(ctx, re, jetstream.WithExpectStream(events.StreamRaw))
+	ack, err := op.JS.PublishMsg(ctx, re, jetstream.WithExpectStream(rawevent.StreamRaw))
 	if err != nil {
 		t.Fatalf("operator: re-drive to RTC_RAW: %v", err)
 	}
 	if err := dlq.DeleteMsg(ctx, seq); err != nil {
 		t.Fatalf("operator: delete RTC_DLQ #%d after the re-drive: %v", seq, err)
 	}
-	raw, err := agg.JS.Stream(ctx, events.StreamRaw)
+	raw, err := agg.JS.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m, err := raw.GetMsg(ctx, ack.Sequence); err != nil || string(m.Data) != "dead input" {
 		t.Fatalf("RTC_RAW #%d after the re-drive: %v", ack.Sequence, err)
 	}
-	aggDLQ, err := agg.JS.Stream(ctx, events.StreamDLQ)
+	aggDLQ, err := agg.JS.Stream(ctx, rawevent.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -706,7 +707,7 @@ func checkClaimsShown(t *testing.T, shown map[string]bool) {
 // publish fails and the stream keeps what it held.
 func headerRefusals(ctx context.Context, t *testing.T, srv *authztest.Server, agg *authztest.Client, shown map[string]bool) {
 	t.Helper()
-	raw := events.RawPrefix + "." + events.Token("!headers:example.org")
+	raw := rawevent.RawPrefix + "." + events.Token("!headers:example.org")
 	session := events.SessionPrefix + ".a.r.c.member_joined"
 	for _, tc := range []struct {
 		claim, user   string
@@ -714,12 +715,12 @@ func headerRefusals(ctx context.Context, t *testing.T, srv *authztest.Server, ag
 		header, value string
 		target        string
 	}{
-		{"ingest.no-headers", authz.UserIngest, events.StreamRaw, raw, "Nats-Rollup", "all", ""},
-		{"ingest.no-headers", authz.UserIngest, events.StreamRaw, raw, jetstream.ScheduleHeader, "@every 1s", raw},
-		{"ingest.no-headers", authz.UserIngest, events.StreamRaw, raw, jetstream.MsgTTLHeader, "1s", ""},
-		{"operator.no-headers", authz.UserOperator, events.StreamRaw, raw, "Nats-Rollup", "all", ""},
-		{"operator.no-headers", authz.UserOperator, events.StreamRaw, raw, jetstream.ScheduleHeader, "@every 1s", raw},
-		{"operator.no-headers", authz.UserOperator, events.StreamRaw, raw, jetstream.MsgTTLHeader, "1s", ""},
+		{"ingest.no-headers", authz.UserIngest, rawevent.StreamRaw, raw, "Nats-Rollup", "all", ""},
+		{"ingest.no-headers", authz.UserIngest, rawevent.StreamRaw, raw, jetstream.ScheduleHeader, "@every 1s", raw},
+		{"ingest.no-headers", authz.UserIngest, rawevent.StreamRaw, raw, jetstream.MsgTTLHeader, "1s", ""},
+		{"operator.no-headers", authz.UserOperator, rawevent.StreamRaw, raw, "Nats-Rollup", "all", ""},
+		{"operator.no-headers", authz.UserOperator, rawevent.StreamRaw, raw, jetstream.ScheduleHeader, "@every 1s", raw},
+		{"operator.no-headers", authz.UserOperator, rawevent.StreamRaw, raw, jetstream.MsgTTLHeader, "1s", ""},
 		{"aggregator.no-headers", authz.UserAggregator, events.StreamEvents, session, "Nats-Rollup", "all", ""},
 	} {
 		t.Run(tc.user+"/"+tc.header+" "+tc.value, func(t *testing.T) {
@@ -771,15 +772,15 @@ func TestIngestCreatesRawFirst(t *testing.T) {
 		t.Fatalf("aggregator: ensure after the ingest: %v (violations %q)", err, agg.Violations())
 	}
 	tok := events.Token("!first:example.org")
-	timer := nats.NewMsg(events.TimerPrefix + "." + tok)
+	timer := nats.NewMsg(rawevent.TimerPrefix + "." + tok)
 	timer.Data = []byte("fired")
 	timer.Header.Set(jetstream.ScheduleHeader, "@at "+time.Now().UTC().Format(time.RFC3339))
-	timer.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+tok)
+	timer.Header.Set(jetstream.ScheduleTargetHeader, rawevent.FiredPrefix+"."+tok)
 	timer.Header.Set(jetstream.MsgTTLHeader, "never")
 	if _, err := agg.JS.PublishMsg(ctx, timer); err != nil {
 		t.Fatalf("aggregator: schedule a timer: %v", err)
 	}
-	subj := events.PartitionSubject(events.Partition(tok, testTopology().Partitions), tok) + "." + events.TimerPathToken
+	subj := rawevent.PartitionSubject(rawevent.Partition(tok, testTopology().Partitions), tok) + "." + rawevent.TimerPathToken
 	for {
 		m, err := h.Raw.GetLastMsgForSubject(ctx, subj)
 		if err == nil {

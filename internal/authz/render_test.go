@@ -19,7 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 var update = flag.Bool("update", false, "rewrite "+ConfPath+" and the users in "+HelmValuesPath+" from the declarations")
@@ -219,7 +219,7 @@ func TestHelmValuesMatch(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamDLQ, Subjects: []string{events.DLQPrefix + ".>"}}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: rawevent.StreamDLQ, Subjects: []string{rawevent.DLQPrefix + ".>"}}); err != nil {
 		t.Fatalf("JetStream in the Helm-rendered account: %v", err)
 	}
 }

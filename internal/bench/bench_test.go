@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -244,10 +245,10 @@ func TestWorkload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Subject != events.RawSubject(ev.RoomID) || m.Header.Get("Nats-Msg-Id") != string(ev.EventID) {
+		if m.Subject != rawevent.RawSubject(ev.RoomID) || m.Header.Get("Nats-Msg-Id") != string(ev.EventID) {
 			t.Errorf("input %d: subject %s, msg id %s", i, m.Subject, m.Header.Get("Nats-Msg-Id"))
 		}
-		back, err := events.DecodeRaw(m.Data)
+		back, err := rawevent.DecodeRaw(m.Data)
 		if err != nil {
 			t.Fatalf("input %d does not decode: %v", i, err)
 		}

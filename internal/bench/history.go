@@ -11,7 +11,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/api/history"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -85,7 +87,7 @@ func measureHistory(ctx context.Context, c *client, sessions, queries int, logf 
 		rm := room(r)
 		seq := uint64(k*perSession + step + 1)
 		at := int64(1_700_000_000_000 + s*1000 + step*100)
-		ev := events.SessionEvent{V: events.SchemaVersion, ID: events.EventID(rm, seq), Seq: seq,
+		ev := events.SessionEvent{V: events.SchemaVersion, ID: eventcodec.EventID(rm, seq), Seq: seq,
 			SessionID: fmt.Sprintf("hist-%d-%d", r, k), RoomID: rm, Application: "m.call", At: at}
 		switch step {
 		case 0:
@@ -101,7 +103,7 @@ func measureHistory(ctx context.Context, c *client, sessions, queries int, logf 
 			ev.Kind, ev.Reason = events.KindSessionEnded, events.ReasonLeave
 			ev.Summary = &events.Summary{StartedAt: at - 500, EndedAt: at, DurationMS: 500, PeakParticipants: 2, DistinctUsers: 2, Joins: 2}
 		}
-		data, err := events.Marshal(&ev)
+		data, err := wire.Marshal(&ev)
 		if err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -87,7 +88,7 @@ func newLatencyProbe() *latencyProbe {
 
 func memberKey(room, user, dev string) string { return room + "|" + user + "|" + dev }
 
-func (p *latencyProbe) published(ev *events.RawEvent, at time.Time) {
+func (p *latencyProbe) published(ev *rawevent.RawEvent, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if string(ev.Content) == "{}" {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 const (
@@ -22,7 +22,7 @@ const (
 	rssSettle    = 10 * time.Second
 	maxKVPerUser = 1024
 	// workersBucketStream is the heartbeat bucket's stream: not session state.
-	workersBucketStream = "KV_" + events.BucketWorkers
+	workersBucketStream = "KV_" + rawevent.BucketWorkers
 )
 
 // runLive fills the aggregator with LiveRooms sessions of LiveDevices
@@ -37,7 +37,7 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rawBefore, _, err := streamBytes(ctx, e.c.js, events.StreamRaw)
+	rawBefore, _, err := streamBytes(ctx, e.c.js, rawevent.StreamRaw)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func runLive(ctx context.Context, e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rawAfter, _, err := streamBytes(ctx, e.c.js, events.StreamRaw)
+	rawAfter, _, err := streamBytes(ctx, e.c.js, rawevent.StreamRaw)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // consumerPrefix names the aggregator's partition consumers on RTC_RAW
@@ -117,9 +117,9 @@ func (s partitionState) names() []string {
 // readPartitions lists RTC_RAW's partition consumers in one request.
 func readPartitions(ctx context.Context, js jetstream.JetStream) (partitionState, error) {
 	st := partitionState{at: time.Now(), consumers: map[string]*jetstream.ConsumerInfo{}}
-	s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
-		return st, fmt.Errorf("stream %s: %w", events.StreamRaw, err)
+		return st, fmt.Errorf("stream %s: %w", rawevent.StreamRaw, err)
 	}
 	l := s.ListConsumers(ctx)
 	for ci := range l.Info() {
@@ -128,7 +128,7 @@ func readPartitions(ctx context.Context, js jetstream.JetStream) (partitionState
 		}
 	}
 	if err := l.Err(); err != nil {
-		return st, fmt.Errorf("list consumers of %s: %w", events.StreamRaw, err)
+		return st, fmt.Errorf("list consumers of %s: %w", rawevent.StreamRaw, err)
 	}
 	return st, nil
 }
@@ -188,7 +188,7 @@ func streamBytes(ctx context.Context, js jetstream.JetStream, name string) (byte
 // dlqCount is how many inputs the aggregator dead-lettered (0 when the
 // stream does not exist).
 func dlqCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	_, n, err := streamBytes(ctx, js, events.StreamDLQ)
+	_, n, err := streamBytes(ctx, js, rawevent.StreamDLQ)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, nil
 	}

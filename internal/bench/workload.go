@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -36,7 +37,7 @@ type Workload struct {
 func (w *Workload) StepsPerCycle() int { return 3 * w.Devices }
 
 // Input returns input i of the endless sequence.
-func (w *Workload) Input(i int) events.RawEvent {
+func (w *Workload) Input(i int) rawevent.RawEvent {
 	r := i % w.Rooms
 	step := i / w.Rooms
 	cycle, within := step/w.StepsPerCycle(), step%w.StepsPerCycle()
@@ -63,17 +64,17 @@ func (w *Workload) Room(r int) id.RoomID {
 func (w *Workload) user(d int) id.UserID { return id.UserID(fmt.Sprintf("@user%05d:%s", d, benchHS)) }
 func device(d int) string                { return fmt.Sprintf("DEV%05dXYZ", d) }
 
-func (w *Workload) event(r, d int, evID string, ts int64, content string) events.RawEvent {
+func (w *Workload) event(r, d int, evID string, ts int64, content string) rawevent.RawEvent {
 	user := w.user(d)
 	sk := "_" + string(user) + "_" + device(d) + "_m.call"
-	return events.RawEvent{V: events.SchemaVersion, Kind: events.InputEvent, Homeserver: benchHS,
-		Source: events.SourceAppservice, ReceivedAt: ts, RoomID: w.Room(r), EventID: id.EventID(evID),
-		Type: events.TypeCallMember.Type, StateKey: &sk, Sender: user, OriginServerTS: ts,
+	return rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputEvent, Homeserver: benchHS,
+		Source: rawevent.SourceAppservice, ReceivedAt: ts, RoomID: w.Room(r), EventID: id.EventID(evID),
+		Type: rawevent.TypeCallMember.Type, StateKey: &sk, Sender: user, OriginServerTS: ts,
 		Content: json.RawMessage(content)}
 }
 
 // Join is device d of room r joining in cycle c.
-func (w *Workload) Join(r, d, c int) events.RawEvent {
+func (w *Workload) Join(r, d, c int) rawevent.RawEvent {
 	ts := w.BaseMS + int64(w.index(r, c, d))
 	return w.event(r, d, fmt.Sprintf("$%s-j%d-%d-%d", w.Prefix, r, d, c), ts, fmt.Sprintf(
 		`{"application":"m.call","call_id":"","scope":"m.room","device_id":%q,"expires":%d,%s}`,
@@ -84,7 +85,7 @@ func (w *Workload) Join(r, d, c int) events.RawEvent {
 // in room r: the same created_ts and an expiry k minutes later, so every
 // refresh is a visible member_updated. Refresh k is timed after the
 // cycle's regular refresh (k = 1) and before its leave.
-func (w *Workload) Refresh(r, d, c, k int) events.RawEvent {
+func (w *Workload) Refresh(r, d, c, k int) rawevent.RawEvent {
 	joinTS := w.BaseMS + int64(w.index(r, c, d))
 	ts := w.BaseMS + int64(w.index(r, c, w.Devices+d)) + int64(k-1)
 	return w.event(r, d, fmt.Sprintf("$%s-r%d-%d-%d-%d", w.Prefix, r, d, c, k), ts, fmt.Sprintf(
@@ -93,19 +94,19 @@ func (w *Workload) Refresh(r, d, c, k int) events.RawEvent {
 }
 
 // Leave is device d of room r leaving in cycle c.
-func (w *Workload) Leave(r, d, c int) events.RawEvent {
+func (w *Workload) Leave(r, d, c int) rawevent.RawEvent {
 	ts := w.BaseMS + int64(w.index(r, c, 2*w.Devices+d))
 	return w.event(r, d, fmt.Sprintf("$%s-l%d-%d-%d", w.Prefix, r, d, c), ts, `{}`)
 }
 
 // rawMsg is the message the ingest publishes for e: subject rtc.raw.<roomTok>,
 // msgpack body, Nats-Msg-Id from the event.
-func rawMsg(e *events.RawEvent) (*nats.Msg, error) {
-	data, err := events.EncodeRaw(e)
+func rawMsg(e *rawevent.RawEvent) (*nats.Msg, error) {
+	data, err := rawevent.EncodeRaw(e)
 	if err != nil {
 		return nil, fmt.Errorf("encode input %s: %w", e.EventID, err)
 	}
-	m := nats.NewMsg(events.RawSubject(e.RoomID))
+	m := nats.NewMsg(rawevent.RawSubject(e.RoomID))
 	m.Data = data
 	m.Header.Set(jetstream.MsgIDHeader, e.MsgID())
 	return m, nil

@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"maunium.net/go/mautrix"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // Homeserver is one homeserver the ingest serves, with its secrets resolved.
@@ -309,8 +309,8 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 		br.reserved, br.max = r.ContentLength, r.ContentLength
 	}
 	var st Stats
-	publish := func(evs []events.RawEvent) error {
-		s, err := a.pub.Publish(ctx, hs.name, events.SourceAppservice, evs)
+	publish := func(evs []rawevent.RawEvent) error {
+		s, err := a.pub.Publish(ctx, hs.name, rawevent.SourceAppservice, evs)
 		// Only what the relay rule let through: refused events must not
 		// make their rooms reconciliation candidates.
 		a.rooms.Note(hs.name, evs[:len(evs)-s.Refused], a.now())
@@ -320,7 +320,7 @@ func (a *Appservice) handleTransaction(ctx context.Context, w http.ResponseWrite
 	}
 	sum := sha256.New()
 	receivedAt := a.now().UnixMilli()
-	batch := newBatch(hs.name, events.SourceAppservice, receivedAt, a.m, log)
+	batch := newBatch(hs.name, rawevent.SourceAppservice, receivedAt, a.m, log)
 	// A new transaction id is published as it is decoded, a chunk at a
 	// time, so that a transaction holds one chunk of prepared events rather
 	// than all of them. A known id is held until its digest says whether it
@@ -413,7 +413,7 @@ func (a *Appservice) badTransaction(w http.ResponseWriter, err error, log *zap.L
 // flush function it hands its events over every flushBytes of content.
 type batch struct {
 	hs         string
-	src        events.Source
+	src        rawevent.Source
 	receivedAt int64
 	room       string
 	m          *Metrics
@@ -421,14 +421,14 @@ type batch struct {
 	n          int
 	filtered   int
 	forwarded  int
-	evs        []events.RawEvent
+	evs        []rawevent.RawEvent
 	held       int // content bytes in evs
 
-	flush      func([]events.RawEvent) error
+	flush      func([]rawevent.RawEvent) error
 	flushBytes int
 }
 
-func newBatch(hs string, src events.Source, receivedAt int64, m *Metrics, log *zap.Logger) *batch {
+func newBatch(hs string, src rawevent.Source, receivedAt int64, m *Metrics, log *zap.Logger) *batch {
 	return &batch{hs: hs, src: src, receivedAt: receivedAt, m: m, log: log}
 }
 
@@ -437,7 +437,7 @@ func newBatch(hs string, src events.Source, receivedAt int64, m *Metrics, log *z
 func (b *batch) add(raw json.RawMessage, shapeErr error) error {
 	i := b.n
 	b.n++
-	var ev events.RawEvent
+	var ev rawevent.RawEvent
 	err := shapeErr
 	if err != nil {
 		err = &RejectError{Reason: RejectTooComplex, Err: err}
@@ -476,7 +476,7 @@ func (b *batch) count() {
 
 // prepareBatch turns the events of a batch held in memory (a /sync section)
 // into RawEvents, counting and logging what is filtered or rejected.
-func prepareBatch(raws []json.RawMessage, room string, receivedAt int64, hs string, src events.Source, m *Metrics, log *zap.Logger) []events.RawEvent {
+func prepareBatch(raws []json.RawMessage, room string, receivedAt int64, hs string, src rawevent.Source, m *Metrics, log *zap.Logger) []rawevent.RawEvent {
 	b := newBatch(hs, src, receivedAt, m, log)
 	b.room = room
 	for _, raw := range raws {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 const (
@@ -135,7 +135,7 @@ func TestAppserviceTransactions(t *testing.T) {
 	want := map[string]string{"$a1": "hs1", "$a2": "hs1", "$b1": "hs2", "$b2": "hs2", "$a3": "hs1"}
 	assertStored(t, got, want)
 	for _, ev := range got {
-		if ev.Source != events.SourceAppservice || ev.ReceivedAt <= 0 || !json.Valid(ev.Content) {
+		if ev.Source != rawevent.SourceAppservice || ev.ReceivedAt <= 0 || !json.Valid(ev.Content) {
 			t.Errorf("%s: source %q received_at %d content %s", ev.EventID, ev.Source, ev.ReceivedAt, ev.Content)
 		}
 	}
@@ -167,7 +167,7 @@ func TestAppserviceTransactions(t *testing.T) {
 	}
 }
 
-func assertStored(t *testing.T, got []events.RawEvent, want map[string]string) {
+func assertStored(t *testing.T, got []rawevent.RawEvent, want map[string]string) {
 	t.Helper()
 	seen := map[string]int{}
 	for _, ev := range got {

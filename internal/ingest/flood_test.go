@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // memPeak samples the Go heap of this process until stopped: the peak of
@@ -387,7 +387,7 @@ func assertFloodStored(t *testing.T, natsURL string, wanted map[string]bool) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // FuzzDecodeTransaction checks that no body makes the transaction decoder or
@@ -35,7 +35,7 @@ func FuzzDecodeTransaction(f *testing.F) {
 			return
 		}
 		for _, raw := range raws {
-			ev, err := Prepare(raw, "", 1, "hs", events.SourceAppservice)
+			ev, err := Prepare(raw, "", 1, "hs", rawevent.SourceAppservice)
 			if err != nil {
 				if !errors.Is(err, ErrFiltered) && !errors.Is(err, ErrRejected) {
 					t.Fatalf("undocumented error %v", err)
@@ -45,10 +45,10 @@ func FuzzDecodeTransaction(f *testing.F) {
 				}
 				continue
 			}
-			if !events.IsForwarded(ev.Type) || ev.EventID == "" || ev.RoomID == "" || !json.Valid(ev.Content) {
+			if !rawevent.IsForwarded(ev.Type) || ev.EventID == "" || ev.RoomID == "" || !json.Valid(ev.Content) {
 				t.Fatalf("accepted a bad event: %+v", ev)
 			}
-			if _, err := events.EncodeRaw(&ev); err != nil {
+			if _, err := rawevent.EncodeRaw(&ev); err != nil {
 				t.Fatalf("accepted event does not encode: %v", err)
 			}
 		}

@@ -14,9 +14,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // startNATS starts a real embedded JetStream server on loopback (port -1:
@@ -79,7 +79,7 @@ func (e *env) start(t *testing.T) {
 }
 
 // rawContents reads every message of RTC_RAW with a separate connection.
-func rawContents(t *testing.T, url string) []events.RawEvent {
+func rawContents(t *testing.T, url string) []rawevent.RawEvent {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -89,11 +89,11 @@ func rawContents(t *testing.T, url string) []events.RawEvent {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []events.RawEvent
+	var out []rawevent.RawEvent
 	info, err := s.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func rawContents(t *testing.T, url string) []events.RawEvent {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev, err := events.DecodeRaw(m.Data)
+		ev, err := rawevent.DecodeRaw(m.Data)
 		if err != nil {
 			t.Fatalf("seq %d: %v", seq, err)
 		}

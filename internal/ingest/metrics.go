@@ -3,7 +3,7 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // Reasons an event is rejected (the "reason" label of
@@ -11,7 +11,7 @@ import (
 // a bounded cardinality.
 const (
 	RejectMalformed  = "malformed"    // not JSON, or not a valid client event envelope
-	RejectTooLarge   = "too_large"    // larger than events.MaxEventBytes
+	RejectTooLarge   = "too_large"    // larger than rawevent.MaxEventBytes
 	RejectNotObject  = "not_object"   // an element of "events" that is not a JSON object
 	RejectEncode     = "encode"       // could not be encoded for RTC_RAW (should not happen)
 	RejectOutOfRange = "out_of_range" // a timestamp or duration outside the canonical JSON integer range
@@ -162,7 +162,7 @@ func (m *Metrics) initReconcile(homeservers []string) {
 		m.ReconcilePasses.WithLabelValues(t)
 	}
 	m.ReconcileFailures.WithLabelValues(allHomeservers, ReconcileLiveRooms)
-	src := string(events.SourceReconcile)
+	src := string(rawevent.SourceReconcile)
 	for _, hs := range homeservers {
 		m.ReconcileRooms.WithLabelValues(hs)
 		m.ReconcileStored.WithLabelValues(hs)
@@ -184,7 +184,7 @@ func (m *Metrics) initAppservice(homeservers []string) {
 			m.AuthFailures.WithLabelValues(hs, reason)
 		}
 	}
-	src := string(events.SourceAppservice)
+	src := string(rawevent.SourceAppservice)
 	for _, hs := range homeservers {
 		for _, result := range []string{txnSameContent, txnDifferentContent} {
 			m.TxnReused.WithLabelValues(hs, result)
@@ -207,7 +207,7 @@ func (m *Metrics) initAppservice(homeservers []string) {
 // homeserver and every source it can deliver through.
 func (m *Metrics) initRelay(homeservers []string) {
 	for _, hs := range homeservers {
-		for _, src := range []events.Source{events.SourceAppservice, events.SourceSync, events.SourceSyncState, events.SourceReconcile} {
+		for _, src := range []rawevent.Source{rawevent.SourceAppservice, rawevent.SourceSync, rawevent.SourceSyncState, rawevent.SourceReconcile} {
 			for _, reason := range refuseReasons {
 				m.Refused.WithLabelValues(hs, string(src), reason)
 			}
@@ -215,14 +215,14 @@ func (m *Metrics) initRelay(homeservers []string) {
 	}
 }
 
-func (m *Metrics) received(hs string, src events.Source, n int) {
+func (m *Metrics) received(hs string, src rawevent.Source, n int) {
 	m.Received.WithLabelValues(hs, string(src)).Add(float64(n))
 }
 
-func (m *Metrics) filtered(hs string, src events.Source) {
+func (m *Metrics) filtered(hs string, src rawevent.Source) {
 	m.Filtered.WithLabelValues(hs, string(src)).Inc()
 }
 
-func (m *Metrics) rejected(hs string, src events.Source, reason string) {
+func (m *Metrics) rejected(hs string, src rawevent.Source, reason string) {
 	m.Rejected.WithLabelValues(hs, string(src), reason).Inc()
 }

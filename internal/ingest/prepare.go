@@ -8,11 +8,11 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // ErrFiltered is returned by Prepare for an event whose type the ingest does
-// not forward (events.IsForwarded). It is not a failure: callers count it.
+// not forward (rawevent.IsForwarded). It is not a failure: callers count it.
 var ErrFiltered = errors.New("event type not forwarded")
 
 // ErrRejected is wrapped by every error of Prepare that rejects a malformed
@@ -44,11 +44,11 @@ func RejectReason(err error) string {
 // an operator's own file may carry received_at in its lines; every live
 // source (appservice, sync) stamps the ingest's clock and ignores any
 // received_at a homeserver put into an event.
-func ClockOf(src events.Source) events.Clock {
-	if src == events.SourceReplay {
-		return events.FileClock
+func ClockOf(src rawevent.Source) rawevent.Clock {
+	if src == rawevent.SourceReplay {
+		return rawevent.FileClock
 	}
-	return events.IngestClock
+	return rawevent.IngestClock
 }
 
 // Prepare turns one Matrix client event (JSON) into the RawEvent to publish:
@@ -57,31 +57,31 @@ func ClockOf(src events.Source) events.Clock {
 // original JSON bytes (compacted). receivedAt is the ingest's clock (ms);
 // whether the event may override it is decided by src (ClockOf), not by the
 // caller, so that a live source cannot get it wrong.
-func Prepare(data []byte, room id.RoomID, receivedAt int64, homeserver string, src events.Source) (events.RawEvent, error) {
-	if len(data) > events.MaxEventBytes {
-		return events.RawEvent{}, &RejectError{Reason: RejectTooLarge,
-			Err: fmt.Errorf("%d bytes, limit %d", len(data), events.MaxEventBytes)}
+func Prepare(data []byte, room id.RoomID, receivedAt int64, homeserver string, src rawevent.Source) (rawevent.RawEvent, error) {
+	if len(data) > rawevent.MaxEventBytes {
+		return rawevent.RawEvent{}, &RejectError{Reason: RejectTooLarge,
+			Err: fmt.Errorf("%d bytes, limit %d", len(data), rawevent.MaxEventBytes)}
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return events.RawEvent{}, &RejectError{Reason: RejectNotObject, Err: errors.New("event is not a JSON object")}
+		return rawevent.RawEvent{}, &RejectError{Reason: RejectNotObject, Err: errors.New("event is not a JSON object")}
 	}
 	var peek struct {
 		Type string `json:"type"`
 	}
 	if err := json.Unmarshal(trimmed, &peek); err != nil {
-		return events.RawEvent{}, &RejectError{Reason: RejectMalformed, Err: err}
+		return rawevent.RawEvent{}, &RejectError{Reason: RejectMalformed, Err: err}
 	}
-	if peek.Type != "" && !events.IsForwarded(peek.Type) {
-		return events.RawEvent{}, fmt.Errorf("%w: %q", ErrFiltered, clip(peek.Type))
+	if peek.Type != "" && !rawevent.IsForwarded(peek.Type) {
+		return rawevent.RawEvent{}, fmt.Errorf("%w: %q", ErrFiltered, clip(peek.Type))
 	}
-	ev, err := events.ParseEvent(trimmed, events.ParseOptions{RoomID: room, ReceivedAt: receivedAt, Clock: ClockOf(src)})
+	ev, err := rawevent.ParseEvent(trimmed, rawevent.ParseOptions{RoomID: room, ReceivedAt: receivedAt, Clock: ClockOf(src)})
 	if err != nil {
 		reason := RejectMalformed
-		if errors.Is(err, events.ErrOutOfRange) {
+		if errors.Is(err, rawevent.ErrOutOfRange) {
 			reason = RejectOutOfRange
 		}
-		return events.RawEvent{}, &RejectError{Reason: reason, Err: err}
+		return rawevent.RawEvent{}, &RejectError{Reason: reason, Err: err}
 	}
 	ev.Homeserver = homeserver
 	ev.Source = src

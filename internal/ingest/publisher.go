@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // ErrUnavailable is returned by Publisher.Publish when some event did not get
@@ -94,7 +94,7 @@ type Stats struct {
 // published as slots free up. Events the relay rule refuses are dropped
 // first (Stats.Refused): on return evs[:len(evs)-Stats.Refused] holds the
 // others, in order (evs' array is reused).
-func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.Source, evs []events.RawEvent) (Stats, error) {
+func (p *Publisher) Publish(ctx context.Context, homeserver string, src rawevent.Source, evs []rawevent.RawEvent) (Stats, error) {
 	var st Stats
 	n := len(evs)
 	evs = p.relay.Admit(homeserver, src, evs)
@@ -113,17 +113,17 @@ func (p *Publisher) Publish(ctx context.Context, homeserver string, src events.S
 	types := make([]string, 0, len(evs))
 	for i := range evs {
 		ev := &evs[i]
-		data, err := events.EncodeRaw(ev)
+		data, err := rawevent.EncodeRaw(ev)
 		if err != nil { // cannot happen for a RawEvent built by Prepare
 			p.m.rejected(homeserver, src, RejectEncode)
 			p.log.Warn("event rejected", zap.String("homeserver", homeserver), zap.String("event_id", string(ev.EventID)),
 				zap.String("reason", RejectEncode), zap.Error(err))
 			continue
 		}
-		msg := nats.NewMsg(events.RawSubject(ev.RoomID))
+		msg := nats.NewMsg(rawevent.RawSubject(ev.RoomID))
 		msg.Data = data
 		msg.Header.Set(jetstream.MsgIDHeader, ev.MsgID())
-		msg.Header.Set(jetstream.ExpectedStreamHeader, events.StreamRaw)
+		msg.Header.Set(jetstream.ExpectedStreamHeader, rawevent.StreamRaw)
 		msgs = append(msgs, msg)
 		types = append(types, ev.Type)
 	}

@@ -17,12 +17,13 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // Reconciliation (docs/ingest.md "Reconciliation"): the ingest re-reads the
 // current call-member state of rooms from the homeservers and publishes it
-// as inputs of source events.SourceReconcile, so that what a push or a sync
+// as inputs of source rawevent.SourceReconcile, so that what a push or a sync
 // missed (a leave sent while the ingest was down and never re-pushed, a
 // redaction Dendrite never pushes to appservices, a gap) is repaired. Each
 // event keeps its Nats-Msg-Id (event id; "#redacted" for a redacted copy),
@@ -316,9 +317,9 @@ func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room i
 		return res, err
 	}
 	log := r.log.With(zap.String("room_id", string(room)), zap.String("homeserver", rd.Homeserver))
-	evs := prepareBatch(raws, string(room), r.now().UnixMilli(), rd.Homeserver, events.SourceReconcile, r.m, log)
+	evs := prepareBatch(raws, string(room), r.now().UnixMilli(), rd.Homeserver, rawevent.SourceReconcile, r.m, log)
 	n := len(evs)
-	st, err := r.pub.Publish(ctx, rd.Homeserver, events.SourceReconcile, evs)
+	st, err := r.pub.Publish(ctx, rd.Homeserver, rawevent.SourceReconcile, evs)
 	res.Events, res.Stored, res.Duplicates = n-st.Refused, st.Stored, st.Duplicates
 	if err != nil {
 		return res, &ReconcileError{Reason: ReconcilePublish, Err: fmt.Errorf("publish the state of %s: %w", room, err)}
@@ -329,7 +330,7 @@ func (r *Reconciler) readAndPublish(ctx context.Context, rd *StateReader, room i
 // Reconcile reconciles one room now (on demand).
 func (r *Reconciler) Reconcile(ctx context.Context, req ctlapi.ReconcileRequest) ctlapi.ReconcileReply {
 	reply := ctlapi.ReconcileReply{RoomID: req.RoomID}
-	if !strings.HasPrefix(string(req.RoomID), "!") || len(req.RoomID) > events.MaxIDBytes {
+	if !strings.HasPrefix(string(req.RoomID), "!") || len(req.RoomID) > rawevent.MaxIDBytes {
 		reply.Error = fmt.Sprintf("room_id %q is not a room id", clip(string(req.RoomID)))
 		return reply
 	}
@@ -419,7 +420,7 @@ func NewRoomTracker(window time.Duration, max int) *RoomTracker {
 
 // Note records the rooms of the call state events among evs (nil tracker:
 // nothing).
-func (t *RoomTracker) Note(hs string, evs []events.RawEvent, now time.Time) {
+func (t *RoomTracker) Note(hs string, evs []rawevent.RawEvent, now time.Time) {
 	if t == nil || t.max <= 0 {
 		return
 	}

@@ -15,7 +15,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // Reasons a room's reconciliation fails (the "reason" label of
@@ -73,8 +73,8 @@ type StateReader struct {
 // reconciliation re-reads (every forwarded state type but m.room.member,
 // which is read only for the users these events name).
 var callStateTypes = map[string]bool{
-	events.TypeCallMember.Type: true, events.TypeRTCMember.Type: true,
-	events.TypeRTCSlot.Type: true, events.TypeRTCSlotUnstable.Type: true,
+	rawevent.TypeCallMember.Type: true, rawevent.TypeRTCMember.Type: true,
+	rawevent.TypeRTCSlot.Type: true, rawevent.TypeRTCSlotUnstable.Type: true,
 }
 
 // RoomState returns the room's call-member and slot state events and the
@@ -171,7 +171,7 @@ func decodeCallState(r io.Reader) ([]json.RawMessage, error) {
 		case callStateTypes[peek.Type]:
 			calls = append(calls, raw)
 			senders[peek.Sender] = true
-		case peek.Type == events.TypeRoomMember.Type:
+		case peek.Type == rawevent.TypeRoomMember.Type:
 			members[*peek.StateKey] = raw
 		}
 	}

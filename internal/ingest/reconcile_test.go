@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -92,9 +93,9 @@ func callRoomState() string {
 		stateEvent("m.room.member", rcBob, rcBob, "$mb", rcTS-8, `{"membership":"join"}`, ""),
 		stateEvent("m.room.member", "@carol:hs.test", "@carol:hs.test", "$mc", rcTS-7, `{"membership":"join"}`, ""),
 		stateEvent("m.room.power_levels", "", rcAlice, "$pl", rcTS-6, `{"users_default":0}`, ""),
-		stateEvent(events.TypeCallMember.Type, "_"+rcAlice+"_A_m.call", rcAlice, "$join-a", rcTS,
+		stateEvent(rawevent.TypeCallMember.Type, "_"+rcAlice+"_A_m.call", rcAlice, "$join-a", rcTS,
 			`{"application":"m.call","call_id":"","device_id":"A","expires":14400000}`, ""),
-		stateEvent(events.TypeCallMember.Type, "_"+rcBob+"_B_m.call", rcBob, "$join-b", rcTS+1, `{}`,
+		stateEvent(rawevent.TypeCallMember.Type, "_"+rcBob+"_B_m.call", rcBob, "$join-b", rcTS+1, `{}`,
 			`{"redacted_because":{"event_id":"$red-b","origin_server_ts":1767225605000,"type":"m.room.redaction"}}`),
 	}
 	return "[" + strings.Join(evs, ",") + "]"
@@ -197,13 +198,13 @@ func TestReconcilePassPublishesState(t *testing.T) {
 	e := newEnv(t)
 	hs := &fakeStateHS{token: "as-token", state: map[id.RoomID]string{
 		rcRoom:  callRoomState(),
-		rcOther: "[" + stateEvent(events.TypeRTCSlot.Type, "m.call#ROOM", rcBob, "$slot", rcTS, `{"status":"closed"}`, "") + "]",
+		rcOther: "[" + stateEvent(rawevent.TypeRTCSlot.Type, "m.call#ROOM", rcBob, "$slot", rcTS, `{"status":"closed"}`, "") + "]",
 	}}
 	srv := httptest.NewServer(hs)
 	defer srv.Close()
 	putLiveSession(t, e.pub.JetStream(), rcRoom)
 	tracker := NewRoomTracker(time.Hour, 100)
-	tracker.Note("hs1", []events.RawEvent{{RoomID: rcOther, Type: events.TypeRTCSlot.Type, StateKey: new(string)}}, time.Now())
+	tracker.Note("hs1", []rawevent.RawEvent{{RoomID: rcOther, Type: rawevent.TypeRTCSlot.Type, StateKey: new(string)}}, time.Now())
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	pub, err := NewPublisher(e.nc, PublisherConfig{MaxInFlight: 64, AckTimeout: 2 * time.Second}, m, e.log)
@@ -224,7 +225,7 @@ func TestReconcilePassPublishesState(t *testing.T) {
 	raws := rawContents(t, e.url)
 	var got []string
 	for _, ev := range raws {
-		if ev.Source != events.SourceReconcile || ev.Homeserver != "hs1" || ev.ReceivedAt <= 0 {
+		if ev.Source != rawevent.SourceReconcile || ev.Homeserver != "hs1" || ev.ReceivedAt <= 0 {
 			t.Errorf("%s: source %q homeserver %q received_at %d", ev.EventID, ev.Source, ev.Homeserver, ev.ReceivedAt)
 		}
 		got = append(got, ev.MsgID())
@@ -279,7 +280,7 @@ func TestReconcileBoundedAndFailures(t *testing.T) {
 	tracker := NewRoomTracker(time.Hour, 100)
 	now := time.Now()
 	for i, room := range rooms { // r3 most recent
-		tracker.Note("hs2", []events.RawEvent{{RoomID: room, Type: events.TypeCallMember.Type, StateKey: new(string)}}, now.Add(time.Duration(i)*time.Second))
+		tracker.Note("hs2", []rawevent.RawEvent{{RoomID: room, Type: rawevent.TypeCallMember.Type, StateKey: new(string)}}, now.Add(time.Duration(i)*time.Second))
 	}
 	readers := []*StateReader{
 		{Homeserver: "hs1", URL: s1.URL, Token: func() string { return "t1" }, MaxBytes: 1 << 20},
@@ -370,13 +371,13 @@ func TestRoomTrackerBounded(t *testing.T) {
 	tr := NewRoomTracker(time.Minute, 2)
 	now := time.Now()
 	note := func(room id.RoomID, hs, typ string, at time.Time) {
-		tr.Note(hs, []events.RawEvent{{RoomID: room, Type: typ, StateKey: new(string)}}, at)
+		tr.Note(hs, []rawevent.RawEvent{{RoomID: room, Type: typ, StateKey: new(string)}}, at)
 	}
-	note("!a:x", "hs1", events.TypeCallMember.Type, now)
-	note("!b:x", "hs1", events.TypeRoomMember.Type, now) // not a call event
-	note("!c:x", "hs1", events.TypeRTCMember.Type, now.Add(time.Second))
-	note("!a:x", "hs2", events.TypeCallMember.Type, now.Add(2*time.Second))
-	note("!d:x", "hs1", events.TypeCallMember.Type, now.Add(3*time.Second)) // evicts !c (least recent)
+	note("!a:x", "hs1", rawevent.TypeCallMember.Type, now)
+	note("!b:x", "hs1", rawevent.TypeRoomMember.Type, now) // not a call event
+	note("!c:x", "hs1", rawevent.TypeRTCMember.Type, now.Add(time.Second))
+	note("!a:x", "hs2", rawevent.TypeCallMember.Type, now.Add(2*time.Second))
+	note("!d:x", "hs1", rawevent.TypeCallMember.Type, now.Add(3*time.Second)) // evicts !c (least recent)
 	got := tr.Recent(now.Add(3 * time.Second))
 	if len(got) != 2 || got[0].room != "!d:x" || got[1].room != "!a:x" || strings.Join(got[1].hs, ",") != "hs1,hs2" {
 		t.Fatalf("recent %+v", got)
@@ -577,7 +578,7 @@ func FuzzDecodeCallState(f *testing.F) {
 			switch {
 			case callStateTypes[p.Type]:
 				senders[p.Sender] = true
-			case p.Type == events.TypeRoomMember.Type:
+			case p.Type == rawevent.TypeRoomMember.Type:
 				members = append(members, p)
 			default:
 				t.Fatalf("kept an event of type %q", p.Type)

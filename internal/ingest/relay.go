@@ -6,12 +6,11 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
-
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
+	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
 // RelayMode says which events of another listed homeserver's users a
@@ -138,9 +137,9 @@ func serverOf(u id.UserID) string {
 // is joined to, and the state reader of the reconciliation reads only rooms
 // its user is joined to (the homeserver answers 403 otherwise). Both are the
 // homeserver's own users.
-func shownBySource(src events.Source) bool {
+func shownBySource(src rawevent.Source) bool {
 	switch src {
-	case events.SourceSync, events.SourceSyncState, events.SourceReconcile:
+	case rawevent.SourceSync, rawevent.SourceSyncState, rawevent.SourceReconcile:
 		return true
 	}
 	return false
@@ -149,8 +148,8 @@ func shownBySource(src events.Source) bool {
 // Admit returns the events of evs that homeserver hs may deliver, in order,
 // reusing evs' array. Events of a homeserver that is not listed (the replay's
 // name) and replayed events (the operator's own file) are all admitted.
-func (r *Relay) Admit(hs string, src events.Source, evs []events.RawEvent) []events.RawEvent {
-	if r == nil || src == events.SourceReplay {
+func (r *Relay) Admit(hs string, src rawevent.Source, evs []rawevent.RawEvent) []rawevent.RawEvent {
+	if r == nil || src == rawevent.SourceReplay {
 		return evs
 	}
 	h := r.hss[hs]
@@ -189,7 +188,7 @@ func (r *Relay) Admit(hs string, src events.Source, evs []events.RawEvent) []eve
 
 // check returns why hs may not deliver ev ("" if it may), with the user it
 // may not speak for and that user's homeserver.
-func (r *Relay) check(hs string, h *relayHS, ev *events.RawEvent) (reason string, user id.UserID, owner string) {
+func (r *Relay) check(hs string, h *relayHS, ev *rawevent.RawEvent) (reason string, user id.UserID, owner string) {
 	users := [2]id.UserID{ev.Sender}
 	if ev.StateKey != nil {
 		users[1] = rtc.ParseStateKeyUser(*ev.StateKey) // an m.room.member key is a user id: read alike

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // callEvent is a call-member state event of sender on keyUser's device key
@@ -56,14 +56,14 @@ func testRelay(m *Metrics, log *zap.Logger, maxRooms int) *Relay {
 // the refusal reason expected ("" admitted).
 type delivery struct {
 	hs   string
-	src  events.Source
+	src  rawevent.Source
 	json string
 	want string
 }
 
 func TestRelayRule(t *testing.T) {
 	const r1, r2 = "!r1:hs1.test", "!r2:hs2.test"
-	as := events.SourceAppservice
+	as := rawevent.SourceAppservice
 	tests := []struct {
 		name string
 		seq  []delivery
@@ -111,22 +111,22 @@ func TestRelayRule(t *testing.T) {
 		{"relay never: not even in its own rooms", []delivery{
 			{"hs3", as, roomMemberEvent("$1", r1, "@dave:hs3.test", "@dave:hs3.test", "join"), ""},
 			{"hs3", as, callEvent("$2", r1, alice, alice, leave), RefuseNotRelayed},
-			{"hs3", events.SourceSync, callEvent("$3", r1, alice, alice, leave), RefuseNotRelayed},
+			{"hs3", rawevent.SourceSync, callEvent("$3", r1, alice, alice, leave), RefuseNotRelayed},
 		}},
 		{"relay always: anywhere", []delivery{
 			{"hs4", as, callEvent("$1", r1, alice, alice, leave), ""},
 			{"hs4", as, callEvent("$2", r2, bob, bob, joinC), ""},
 		}},
 		{"a sync bot, a sync state block and a state reader are joined to their rooms", []delivery{
-			{"hs2", events.SourceSync, callEvent("$1", "!s1:x", alice, alice, joinC), ""},
-			{"hs2", events.SourceSyncState, callEvent("$2", "!s2:x", alice, alice, joinC), ""},
-			{"hs2", events.SourceReconcile, callEvent("$3", "!s3:x", alice, alice, leave), ""},
+			{"hs2", rawevent.SourceSync, callEvent("$1", "!s1:x", alice, alice, joinC), ""},
+			{"hs2", rawevent.SourceSyncState, callEvent("$2", "!s2:x", alice, alice, joinC), ""},
+			{"hs2", rawevent.SourceReconcile, callEvent("$3", "!s3:x", alice, alice, leave), ""},
 			// ... and what they showed counts for pushes too.
 			{"hs2", as, callEvent("$4", "!s1:x", alice, alice, leave), ""},
 		}},
 		{"the operator's replay file and homeservers not listed are not judged", []delivery{
-			{"hs2", events.SourceReplay, callEvent("$1", r1, alice, alice, leave), ""},
-			{"replay", events.SourceReplay, callEvent("$2", r1, alice, alice, leave), ""},
+			{"hs2", rawevent.SourceReplay, callEvent("$1", r1, alice, alice, leave), ""},
+			{"replay", rawevent.SourceReplay, callEvent("$2", r1, alice, alice, leave), ""},
 			{"unlisted", as, callEvent("$3", r1, alice, alice, leave), ""},
 		}},
 	}
@@ -141,7 +141,7 @@ func TestRelayRule(t *testing.T) {
 				if err != nil {
 					t.Fatalf("#%d: %v", i, err)
 				}
-				got := r.Admit(d.hs, d.src, []events.RawEvent{ev})
+				got := r.Admit(d.hs, d.src, []rawevent.RawEvent{ev})
 				if d.want == "" {
 					if len(got) != 1 || got[0].EventID != ev.EventID {
 						t.Errorf("#%d %s from %s/%s: refused, want admitted", i, ev.EventID, d.hs, d.src)
@@ -163,7 +163,7 @@ func TestRelayRule(t *testing.T) {
 				}
 			}
 			for _, hs := range []string{"hs1", "hs2", "hs3", "hs4"} {
-				for _, src := range []events.Source{as, events.SourceSync, events.SourceSyncState, events.SourceReconcile} {
+				for _, src := range []rawevent.Source{as, rawevent.SourceSync, rawevent.SourceSyncState, rawevent.SourceReconcile} {
 					for _, reason := range refuseReasons {
 						k := hs + "/" + string(src) + "/" + reason
 						if got := testutil.ToFloat64(m.Refused.WithLabelValues(hs, string(src), reason)); got != wantRefused[k] {
@@ -181,20 +181,20 @@ func TestRelayRule(t *testing.T) {
 // same batch shows the homeserver in the room for the events after it.
 func TestRelayBatchKeepsTheRest(t *testing.T) {
 	r := testRelay(NewMetrics(nil), zap.NewNop(), 0)
-	var evs []events.RawEvent
+	var evs []rawevent.RawEvent
 	for _, j := range []string{
 		callEvent("$forged", "!a:x", alice, alice, leave),
 		roomMemberEvent("$bob", "!a:x", bob, bob, "join"),
 		callEvent("$relayed", "!a:x", alice, alice, leave),
 		callEvent("$carol", "!b:x", carol, carol, joinC),
 	} {
-		ev, err := Prepare([]byte(j), "", 1700000000001, "hs2", events.SourceAppservice)
+		ev, err := Prepare([]byte(j), "", 1700000000001, "hs2", rawevent.SourceAppservice)
 		if err != nil {
 			t.Fatal(err)
 		}
 		evs = append(evs, ev)
 	}
-	got := r.Admit("hs2", events.SourceAppservice, evs)
+	got := r.Admit("hs2", rawevent.SourceAppservice, evs)
 	var ids []string
 	for _, ev := range got {
 		ids = append(ids, string(ev.EventID))
@@ -210,20 +210,20 @@ func TestRelayBatchKeepsTheRest(t *testing.T) {
 func TestRelayRoomsBounded(t *testing.T) {
 	r := testRelay(NewMetrics(nil), zap.NewNop(), 2)
 	show := func(hs, user, room string) {
-		ev, err := Prepare([]byte(roomMemberEvent("$"+hs+room, room, user, user, "join")), "", 1, hs, events.SourceAppservice)
+		ev, err := Prepare([]byte(roomMemberEvent("$"+hs+room, room, user, user, "join")), "", 1, hs, rawevent.SourceAppservice)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(r.Admit(hs, events.SourceAppservice, []events.RawEvent{ev})) != 1 {
+		if len(r.Admit(hs, rawevent.SourceAppservice, []rawevent.RawEvent{ev})) != 1 {
 			t.Fatalf("%s's own join in %s refused", hs, room)
 		}
 	}
 	relayed := func(hs, user, room string) bool {
-		ev, err := Prepare([]byte(callEvent("$relay"+hs+room, room, user, user, leave)), "", 1, hs, events.SourceAppservice)
+		ev, err := Prepare([]byte(callEvent("$relay"+hs+room, room, user, user, leave)), "", 1, hs, rawevent.SourceAppservice)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(r.Admit(hs, events.SourceAppservice, []events.RawEvent{ev})) == 1
+		return len(r.Admit(hs, rawevent.SourceAppservice, []rawevent.RawEvent{ev})) == 1
 	}
 	show("hs1", alice, "!kept:x")
 	show("hs2", bob, "!a:x")
@@ -329,7 +329,7 @@ func TestRelayDemoFederationNotRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if ev, err := Prepare([]byte(line), "", 1, "x", events.SourceAppservice); err == nil {
+		if ev, err := Prepare([]byte(line), "", 1, "x", rawevent.SourceAppservice); err == nil {
 			want[string(ev.EventID)] = true
 		}
 	}

@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // ReplayStats counts what a replay did.
@@ -29,7 +29,7 @@ const replayBatch = 256
 
 // Replay publishes a JSON-lines file of Matrix client events (one per line,
 // optional top-level received_at; the format of `rtcctl simulate`) as
-// homeserver hs with source events.SourceReplay. Blank lines are skipped.
+// homeserver hs with source rawevent.SourceReplay. Blank lines are skipped.
 // Malformed lines are reported on report as "name:LINE: reason" and skipped;
 // the error then wraps ErrMalformedLines. receivedAt stamps lines without
 // received_at (0: their origin_server_ts, which makes a replay reproducible).
@@ -37,9 +37,9 @@ func Replay(ctx context.Context, r io.Reader, name string, pub *Publisher, hs st
 	report io.Writer, m *Metrics, log *zap.Logger) (ReplayStats, error) {
 	var st ReplayStats
 	br := bufio.NewReaderSize(r, 64<<10)
-	batch := make([]events.RawEvent, 0, replayBatch)
+	batch := make([]rawevent.RawEvent, 0, replayBatch)
 	flush := func() error {
-		s, err := pub.Publish(ctx, hs, events.SourceReplay, batch)
+		s, err := pub.Publish(ctx, hs, rawevent.SourceReplay, batch)
 		st.Stored += s.Stored
 		st.Duplicates += s.Duplicates
 		batch = batch[:0]
@@ -49,7 +49,7 @@ func Replay(ctx context.Context, r io.Reader, name string, pub *Publisher, hs st
 		return nil
 	}
 	for {
-		line, tooLong, err := readLine(br, events.MaxEventBytes+4096)
+		line, tooLong, err := readLine(br, rawevent.MaxEventBytes+4096)
 		if err == io.EOF && len(line) == 0 && !tooLong {
 			break
 		}
@@ -59,29 +59,29 @@ func Replay(ctx context.Context, r io.Reader, name string, pub *Publisher, hs st
 		st.Lines++
 		if tooLong {
 			st.Malformed++
-			m.rejected(hs, events.SourceReplay, RejectTooLarge)
-			fmt.Fprintf(report, "%s:%d: line longer than %d bytes\n", name, st.Lines, events.MaxEventBytes+4096)
+			m.rejected(hs, rawevent.SourceReplay, RejectTooLarge)
+			fmt.Fprintf(report, "%s:%d: line longer than %d bytes\n", name, st.Lines, rawevent.MaxEventBytes+4096)
 			continue
 		}
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
 			continue
 		}
-		m.received(hs, events.SourceReplay, 1)
+		m.received(hs, rawevent.SourceReplay, 1)
 		var at int64
 		if receivedAt != nil {
 			at = receivedAt()
 		}
-		ev, perr := Prepare(line, "", at, hs, events.SourceReplay)
+		ev, perr := Prepare(line, "", at, hs, rawevent.SourceReplay)
 		switch {
 		case perr == nil:
 			batch = append(batch, ev)
 		case errors.Is(perr, ErrFiltered):
 			st.Filtered++
-			m.filtered(hs, events.SourceReplay)
+			m.filtered(hs, rawevent.SourceReplay)
 		default:
 			st.Malformed++
-			m.rejected(hs, events.SourceReplay, RejectReason(perr))
+			m.rejected(hs, rawevent.SourceReplay, RejectReason(perr))
 			fmt.Fprintf(report, "%s:%d: %v\n", name, st.Lines, perr)
 		}
 		if len(batch) == replayBatch {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 func TestReplay(t *testing.T) {
@@ -43,7 +43,7 @@ func TestReplay(t *testing.T) {
 		if ev.EventID == "$r2" {
 			want = 1700000005000
 		}
-		if ev.Source != events.SourceReplay || ev.ReceivedAt != want {
+		if ev.Source != rawevent.SourceReplay || ev.ReceivedAt != want {
 			t.Errorf("%s: source %q received_at %d, want %d", ev.EventID, ev.Source, ev.ReceivedAt, want)
 		}
 	}

@@ -17,8 +17,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/startup"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // TokenStore persists a sync source's next_batch token, so that a restart
@@ -68,7 +68,7 @@ func (s FileTokenStore) Save(token string) error {
 // room state and timeline; no presence, account data or ephemeral events.
 func SyncFilter() *mautrix.Filter {
 	none := &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}}
-	types := append([]event.Type(nil), events.ForwardedTypes...)
+	types := append([]event.Type(nil), rawevent.ForwardedTypes...)
 	return &mautrix.Filter{
 		AccountData: none,
 		Presence:    none,
@@ -97,7 +97,7 @@ type SyncOptions struct {
 
 // SyncSource is a bot account that syncs and forwards the membership events
 // of every room it is in: the room state of a sync (initial or after a gap)
-// as events.SourceSyncState, the timeline as events.SourceSync. The token is
+// as rawevent.SourceSyncState, the timeline as rawevent.SourceSync. The token is
 // saved only after the whole response is stored in JetStream.
 type SyncSource struct {
 	opts   SyncOptions
@@ -228,23 +228,23 @@ func (s *SyncSource) Once(ctx context.Context) error {
 		return errors.New("sync: response without next_batch")
 	}
 	now := s.now().UnixMilli()
-	var state, timeline []events.RawEvent
+	var state, timeline []rawevent.RawEvent
 	for _, rooms := range []map[id.RoomID]syncRoom{resp.Rooms.Join, resp.Rooms.Leave} {
 		for room, r := range rooms {
 			log := s.log.With(zap.String("room_id", string(room)))
-			state = append(state, prepareBatch(r.State.Events, string(room), now, s.opts.Homeserver, events.SourceSyncState, s.m, log)...)
-			timeline = append(timeline, prepareBatch(r.Timeline.Events, string(room), now, s.opts.Homeserver, events.SourceSync, s.m, log)...)
-			timeline = append(timeline, prepareBatch(r.Sticky.Events, string(room), now, s.opts.Homeserver, events.SourceSync, s.m, log)...)
+			state = append(state, prepareBatch(r.State.Events, string(room), now, s.opts.Homeserver, rawevent.SourceSyncState, s.m, log)...)
+			timeline = append(timeline, prepareBatch(r.Timeline.Events, string(room), now, s.opts.Homeserver, rawevent.SourceSync, s.m, log)...)
+			timeline = append(timeline, prepareBatch(r.Sticky.Events, string(room), now, s.opts.Homeserver, rawevent.SourceSync, s.m, log)...)
 		}
 	}
 	// The rooms tracked for reconciliation are those of what the relay
 	// rule let through.
-	st, err := s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSyncState, state)
+	st, err := s.pub.Publish(ctx, s.opts.Homeserver, rawevent.SourceSyncState, state)
 	s.rooms.Note(s.opts.Homeserver, state[:len(state)-st.Refused], s.now())
 	if err != nil {
 		return fmt.Errorf("sync: store room state: %w", err)
 	}
-	st, err = s.pub.Publish(ctx, s.opts.Homeserver, events.SourceSync, timeline)
+	st, err = s.pub.Publish(ctx, s.opts.Homeserver, rawevent.SourceSync, timeline)
 	s.rooms.Note(s.opts.Homeserver, timeline[:len(timeline)-st.Refused], s.now())
 	if err != nil {
 		return fmt.Errorf("sync: store timeline: %w", err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // fakeSync is NOT a homeserver: it speaks just enough of the client-server
@@ -111,8 +111,8 @@ func TestSyncSourceFiltersAndPersistsToken(t *testing.T) {
 	got := rawContents(t, e.url)
 	want := map[string]string{"$s1": "hs3", "$m1": "hs3", "$t1": "hs3", "$t2": "hs3", "$st": "hs3"}
 	assertStored(t, got, want)
-	sources := map[string]events.Source{"$s1": events.SourceSyncState, "$m1": events.SourceSyncState,
-		"$t1": events.SourceSync, "$t2": events.SourceSync, "$st": events.SourceSync}
+	sources := map[string]rawevent.Source{"$s1": rawevent.SourceSyncState, "$m1": rawevent.SourceSyncState,
+		"$t1": rawevent.SourceSync, "$t2": rawevent.SourceSync, "$st": rawevent.SourceSync}
 	for _, ev := range got {
 		if ev.Source != sources[string(ev.EventID)] || ev.RoomID != "!sync:hs3.test" {
 			t.Errorf("%s: source %q room %q", ev.EventID, ev.Source, ev.RoomID)
@@ -144,7 +144,7 @@ func TestSyncSourceFiltersAndPersistsToken(t *testing.T) {
 	if err := json.Unmarshal([]byte(filters), &f); err != nil {
 		t.Fatalf("filter %q: %v", filters, err)
 	}
-	for _, typ := range events.ForwardedTypes {
+	for _, typ := range rawevent.ForwardedTypes {
 		if !strings.Contains(strings.Join(f.Room.Timeline.Types, ","), typ.Type) ||
 			!strings.Contains(strings.Join(f.Room.State.Types, ","), typ.Type) {
 			t.Errorf("filter does not ask for %s: %s", typ.Type, filters)

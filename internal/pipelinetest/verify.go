@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -51,7 +52,7 @@ type storedMsg struct {
 type input struct {
 	seq    uint64
 	stored time.Time
-	in     events.RawEvent
+	in     rawevent.RawEvent
 }
 
 // Run checks everything and reports whether the pipeline drained and
@@ -92,7 +93,7 @@ func (v *Verifier) Run(untilMS int64, deadline time.Time) {
 }
 
 // FirstStoredAfter is how long after at the first input (stream
-// events.StreamRaw) or session event (events.StreamEvents) that Run read
+// rawevent.StreamRaw) or session event (events.StreamEvents) that Run read
 // was stored; false when none was.
 func (v *Verifier) FirstStoredAfter(stream string, at time.Time) (time.Duration, bool) {
 	ts := v.rawStored
@@ -202,8 +203,8 @@ func (v *Verifier) readStreamOnce(name, prefix string) ([]storedMsg, error) {
 // readRaw decodes RTC_RAW's partitioned inputs (events and fired timers).
 func (v *Verifier) readRaw() []input {
 	var out []input
-	for _, m := range v.readStream(events.StreamRaw, events.PartPrefix+".") {
-		in, err := events.DecodeRaw(m.data)
+	for _, m := range v.readStream(rawevent.StreamRaw, rawevent.PartPrefix+".") {
+		in, err := rawevent.DecodeRaw(m.data)
 		if err != nil {
 			v.T.Errorf("RTC_RAW seq %d (%s) does not decode: %v", m.seq, m.subject, err)
 			continue
@@ -229,7 +230,7 @@ func (v *Verifier) checkRaw(inputs []input) {
 	var lateness []time.Duration
 	for _, x := range inputs {
 		in := x.in
-		if in.Kind == events.InputTimer {
+		if in.Kind == rawevent.InputTimer {
 			// A timer that fires before its deadline would expire members
 			// while inputs stamped before the deadline are still to come.
 			timers++
@@ -343,7 +344,7 @@ func (v *Verifier) simulate(inputs []input, untilMS int64) (map[id.RoomID][]even
 	enc := json.NewEncoder(&buf)
 	for _, x := range inputs {
 		in := x.in
-		if in.Kind == events.InputTimer {
+		if in.Kind == rawevent.InputTimer {
 			continue
 		}
 		if in.RedactedBy != "" || in.StickyDurationMS != nil {
@@ -431,7 +432,7 @@ func (v *Verifier) waitDrained(want int, deadline time.Time) bool {
 func (v *Verifier) progress() (state string, idle bool, stored int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	raw, err := v.JS.Stream(ctx, events.StreamRaw)
+	raw, err := v.JS.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		return "", false, 0, err
 	}
@@ -613,7 +614,7 @@ func (v *Verifier) logRoomInputs(room id.RoomID, inputs []input) {
 		if in.RoomID != room {
 			continue
 		}
-		if in.Kind == events.InputTimer {
+		if in.Kind == rawevent.InputTimer {
 			fmt.Fprintf(&b, "\n  seq %6d timer deadline %s", x.seq, rel(in.Deadline))
 			continue
 		}
@@ -633,7 +634,7 @@ func (v *Verifier) logRoomInputs(room id.RoomID, inputs []input) {
 
 // checkDLQ: nothing may have been dead-lettered.
 func (v *Verifier) checkDLQ() {
-	msgs := v.readStream(events.StreamDLQ, "")
+	msgs := v.readStream(rawevent.StreamDLQ, "")
 	for i, m := range msgs {
 		if i == 10 {
 			break

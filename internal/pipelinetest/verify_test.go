@@ -8,6 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -78,7 +79,7 @@ func TestStallFigures(t *testing.T) {
 	if d, ok := v.FirstStoredAfter(events.StreamEvents, at); !ok || d != 2*time.Second {
 		t.Errorf("FirstStoredAfter = %s, %v; want 2s", d, ok)
 	}
-	if _, ok := v.FirstStoredAfter(events.StreamRaw, at); ok {
+	if _, ok := v.FirstStoredAfter(rawevent.StreamRaw, at); ok {
 		t.Error("FirstStoredAfter of an empty stream found something")
 	}
 	for _, tc := range []struct {

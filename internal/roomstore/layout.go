@@ -1,7 +1,7 @@
 // Package roomstore is how the aggregator keeps a room's reducer state in
 // the rtc_rooms KV bucket, and how tools (rtcctl) read it back.
 //
-// A room is stored under its token T (events.RoomKey):
+// A room is stored under its token T (rawevent.RoomKey):
 //
 //	T              the header: the exactly-once protocol fields (the last
 //	               input applied, the armed timer, the redo record of the last

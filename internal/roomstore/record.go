@@ -9,6 +9,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -85,7 +87,7 @@ func (r *Redo) DecodeOutbox() error {
 func newRedo(batch uint64, outbox []events.SessionEvent) (*Redo, error) {
 	r := &Redo{Batch: batch, Outbox: outbox, Events: make([][]byte, len(outbox))}
 	for i := range outbox {
-		b, err := events.EncodeSessionEvent(&outbox[i])
+		b, err := eventcodec.EncodeSessionEvent(&outbox[i])
 		if err != nil {
 			return nil, err
 		}
@@ -229,19 +231,19 @@ func DecodeHeader(data []byte) (*Header, error) {
 	var probe struct {
 		V int `json:"v"`
 	}
-	if err := events.Unmarshal(raw, &probe); err != nil {
+	if err := wire.Unmarshal(raw, &probe); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
 	}
 	switch probe.V {
 	case FormatVersion:
 		var h Header
-		if err := events.Unmarshal(raw, &h); err != nil {
+		if err := wire.Unmarshal(raw, &h); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrFormat, err)
 		}
 		return &h, nil
 	case 1:
 		var r legacyRecord
-		if err := events.Unmarshal(raw, &r); err != nil {
+		if err := wire.Unmarshal(raw, &r); err != nil {
 			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
 		}
 		if r.State == nil {
@@ -251,7 +253,7 @@ func DecodeHeader(data []byte) (*Header, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
 		}
-		redo, err := events.Marshal(rd)
+		redo, err := wire.Marshal(rd)
 		if err != nil {
 			return nil, fmt.Errorf("%w: version 1: %w", ErrFormat, err)
 		}
@@ -266,14 +268,14 @@ func decodeRedo(data []byte) (*Redo, error) {
 		return nil, nil
 	}
 	var r Redo
-	if err := events.Unmarshal(data, &r); err != nil {
+	if err := wire.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("%w: redo record: %w", ErrFormat, err)
 	}
 	return &r, nil
 }
 
 func encodePart(v any) ([]byte, error) {
-	b, err := events.Marshal(v)
+	b, err := wire.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode room part: %w", err)
 	}

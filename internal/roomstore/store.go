@@ -11,6 +11,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -55,7 +57,7 @@ func (o Options) withDefaults() Options {
 
 // Room is a room as a worker holds it between commits.
 type Room struct {
-	Key     string // events.RoomKey: the header's key
+	Key     string // rawevent.RoomKey: the header's key
 	State   *rtc.RoomState
 	LastIn  uint64
 	TimerAt int64
@@ -93,7 +95,7 @@ type Room struct {
 func New(room id.RoomID) *Room {
 	st := rtc.NewRoomState(room)
 	st.TrackChanges()
-	return &Room{Key: events.RoomKey(room), State: st, PartRevs: map[string]uint64{},
+	return &Room{Key: rawevent.RoomKey(room), State: st, PartRevs: map[string]uint64{},
 		EventsSeqKnown: true, Fresh: true}
 }
 
@@ -102,7 +104,7 @@ func New(room id.RoomID) *Room {
 // the state is the one the last commit made even if its parts were not all
 // written. A room never stored comes back New.
 func Load(ctx context.Context, kv jetstream.KeyValue, room id.RoomID) (*Room, error) {
-	key := events.RoomKey(room)
+	key := rawevent.RoomKey(room)
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return New(room), nil
@@ -183,7 +185,7 @@ func loadRedoChunks(ctx context.Context, kv jetstream.KeyValue, key string, batc
 			return nil, fmt.Errorf("redo chunk %d: %w", i, err)
 		}
 		var c redoChunk
-		if err := events.Unmarshal(e.Value(), &c); err != nil {
+		if err := wire.Unmarshal(e.Value(), &c); err != nil {
 			return nil, fmt.Errorf("%w: redo chunk %d: %w", ErrFormat, i, err)
 		}
 		if c.Batch != batch || c.Index != i || c.Count != n {
@@ -244,22 +246,22 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 		switch partKind(key, k) {
 		case kindRegister:
 			var p registerPart
-			if err = events.Unmarshal(v, &p); err == nil {
+			if err = wire.Unmarshal(v, &p); err == nil {
 				st.Registers[p.Key] = p.Reg
 			}
 		case kindRoomMember:
 			var p roomMemberPart
-			if err = events.Unmarshal(v, &p); err == nil {
+			if err = wire.Unmarshal(v, &p); err == nil {
 				st.RoomMembers[p.User] = p.M
 			}
 		case kindSlot:
 			var p slotPart
-			if err = events.Unmarshal(v, &p); err == nil {
+			if err = wire.Unmarshal(v, &p); err == nil {
 				st.Slots[p.Slot] = p.S
 			}
 		case kindSession:
 			var p sessionPart
-			if err = events.Unmarshal(v, &p); err == nil {
+			if err = wire.Unmarshal(v, &p); err == nil {
 				st.Sessions[p.Key] = &rtc.Session{App: p.App, CallID: p.CallID, ID: p.ID, StartedAt: p.StartedAt,
 					Peak: p.Peak, Joins: p.Joins, Members: map[string]*rtc.SessionMember{},
 					UserDevices: map[id.UserID]int{}, SeenUsers: map[id.UserID]bool{}}
@@ -268,7 +270,7 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 			later = append(later, k)
 		case kindLastEnded:
 			var p lastEndedPart
-			if err = events.Unmarshal(v, &p); err == nil {
+			if err = wire.Unmarshal(v, &p); err == nil {
 				if st.LastEnded == nil {
 					st.LastEnded = map[string]int64{}
 				}
@@ -283,7 +285,7 @@ func assemble(st *rtc.RoomState, key string, parts map[string][]byte) error {
 	}
 	for _, k := range later {
 		var p seenUserPart
-		if err := events.Unmarshal(parts[k], &p); err != nil {
+		if err := wire.Unmarshal(parts[k], &p); err != nil {
 			return fmt.Errorf("%w: part %s: %w", ErrFormat, k, err)
 		}
 		if s := st.Sessions[p.Session]; s != nil {
@@ -338,11 +340,11 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 		h.RedoChunks = n
 		for i := range n {
 			part := rb[i*o.ChunkSize : min((i+1)*o.ChunkSize, len(rb))]
-			cb, err := events.Marshal(&redoChunk{V: FormatVersion, Batch: lastIn, Index: i, Count: n, Data: part})
+			cb, err := wire.Marshal(&redoChunk{V: FormatVersion, Batch: lastIn, Index: i, Count: n, Data: part})
 			if err != nil {
 				return fmt.Errorf("encode redo chunk of room %s: %w", rm.Key, err)
 			}
-			c.Chunks = append(c.Chunks, jsutil.KVPut(events.BucketRooms, redoChunkKey(rm.Key, i), cb))
+			c.Chunks = append(c.Chunks, jsutil.KVPut(rawevent.BucketRooms, redoChunkKey(rm.Key, i), cb))
 		}
 		return nil
 	}
@@ -356,7 +358,7 @@ func (rm *Room) Prepare(lastIn uint64, timerAt int64, outbox []events.SessionEve
 		if err != nil {
 			return nil, fmt.Errorf("room %s: %w", rm.Key, err)
 		}
-		c.Header = jsutil.ExpectRevision(jsutil.KVPut(events.BucketRooms, rm.Key, hb), rm.Rev)
+		c.Header = jsutil.ExpectRevision(jsutil.KVPut(rawevent.BucketRooms, rm.Key, hb), rm.Rev)
 		return c, nil
 	}
 	var all []Part // every part, when the room becomes split
@@ -418,9 +420,9 @@ func (rm *Room) PartMsgs(r *Redo) []*nats.Msg {
 	for _, p := range r.Parts {
 		var m *nats.Msg
 		if p.Value == nil {
-			m = jsutil.KVDel(events.BucketRooms, p.Key)
+			m = jsutil.KVDel(rawevent.BucketRooms, p.Key)
 		} else {
-			m = jsutil.KVPut(events.BucketRooms, p.Key, p.Value)
+			m = jsutil.KVPut(rawevent.BucketRooms, p.Key, p.Value)
 		}
 		out = append(out, jsutil.ExpectRevision(m, rm.PartRevs[p.Key]))
 	}

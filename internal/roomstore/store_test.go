@@ -13,8 +13,10 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -66,31 +68,31 @@ func commit(t *testing.T, js jetstream.JetStream, rm *Room, c *Commit, crash boo
 	rm.Redo = nil
 }
 
-func member(user string, dev string, ts int64, evID string) events.RawEvent {
+func member(user string, dev string, ts int64, evID string) rawevent.RawEvent {
 	sk := "_" + user + "_" + dev + "_m.call"
-	return events.RawEvent{V: events.SchemaVersion, Kind: events.InputEvent, RoomID: room, EventID: id.EventID(evID),
-		Type: events.TypeCallMember.Type, StateKey: &sk, Sender: id.UserID(user), OriginServerTS: ts, ReceivedAt: ts,
+	return rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputEvent, RoomID: room, EventID: id.EventID(evID),
+		Type: rawevent.TypeCallMember.Type, StateKey: &sk, Sender: id.UserID(user), OriginServerTS: ts, ReceivedAt: ts,
 		Content: []byte(fmt.Sprintf(`{"application":"m.call","call_id":"","scope":"m.room","device_id":%q,"expires":3600000,`+
 			`"focus_active":{"type":"livekit","focus_selection":"oldest_membership"},"foci_preferred":[{"type":"livekit","livekit_service_url":"https://lk.example.org"}]}`, dev))}
 }
 
-func leave(user, dev string, ts int64, evID string) events.RawEvent {
+func leave(user, dev string, ts int64, evID string) rawevent.RawEvent {
 	e := member(user, dev, ts, evID)
 	e.Content = []byte(`{}`)
 	return e
 }
 
-func roomLeave(user string, ts int64, evID string) events.RawEvent {
-	return events.RawEvent{V: events.SchemaVersion, Kind: events.InputEvent, RoomID: room, EventID: id.EventID(evID),
-		Type: events.TypeRoomMember.Type, StateKey: &user, Sender: id.UserID(user), OriginServerTS: ts, ReceivedAt: ts,
+func roomLeave(user string, ts int64, evID string) rawevent.RawEvent {
+	return rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputEvent, RoomID: room, EventID: id.EventID(evID),
+		Type: rawevent.TypeRoomMember.Type, StateKey: &user, Sender: id.UserID(user), OriginServerTS: ts, ReceivedAt: ts,
 		Content: []byte(`{"membership":"leave"}`)}
 }
 
 // randomInputs is a history of one room: joins, hang-ups, room leaves and
 // timers over many users, so that sessions start, grow past the inline
 // bounds, shrink and end.
-func randomInputs(rng *rand.Rand, n int) []events.RawEvent {
-	var out []events.RawEvent
+func randomInputs(rng *rand.Rand, n int) []rawevent.RawEvent {
+	var out []rawevent.RawEvent
 	t0 := int64(1_700_000_000_000)
 	for i := range n {
 		ts := t0 + int64(i)*1000
@@ -105,7 +107,7 @@ func randomInputs(rng *rand.Rand, n int) []events.RawEvent {
 		case k < 9:
 			out = append(out, roomLeave(u, ts, ev))
 		default:
-			out = append(out, events.RawEvent{V: events.SchemaVersion, Kind: events.InputTimer, RoomID: room,
+			out = append(out, rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputTimer, RoomID: room,
 				Deadline: ts + 3_600_000, ReceivedAt: ts + 3_600_000})
 		}
 	}
@@ -117,7 +119,7 @@ func randomInputs(rng *rand.Rand, n int) []events.RawEvent {
 func same(t *testing.T, got, want *rtc.RoomState, what string) {
 	t.Helper()
 	enc := func(st *rtc.RoomState) string {
-		b, err := events.Marshal(st)
+		b, err := wire.Marshal(st)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,8 +129,8 @@ func same(t *testing.T, got, want *rtc.RoomState, what string) {
 		return
 	}
 	diff := func(name string, a, b any) {
-		ea, _ := events.Marshal(a)
-		eb, _ := events.Marshal(b)
+		ea, _ := wire.Marshal(a)
+		eb, _ := wire.Marshal(b)
 		if string(ea) != string(eb) {
 			t.Errorf("%s: %s differs:\n got %+v\nwant %+v", what, name, a, b)
 		}
@@ -385,11 +387,11 @@ func TestLegacyRecord(t *testing.T) {
 	st := rtc.NewRoomState(room)
 	in := member("@a:hs.test", "D", 1_700_000_000_000, "$j")
 	evs := rtc.Apply(rtc.DefaultConfig(), st, &in).Events
-	b, err := events.Marshal(&legacyRecord{V: 1, LastIn: 9, Outbox: evs, TimerAt: 5, State: st})
+	b, err := wire.Marshal(&legacyRecord{V: 1, LastIn: 9, Outbox: evs, TimerAt: 5, State: st})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx(t), events.RoomKey(room), compress(b)); err != nil {
+	if _, err := kv.Put(ctx(t), rawevent.RoomKey(room), compress(b)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := Load(ctx(t), kv, room)

@@ -9,9 +9,9 @@ import (
 
 // Hand-written encoders of the records a commit writes (see internal/wire
 // and events/wire.go): the same bytes as the reflective encoder, which
-// wire_test.go checks on random values. events.Marshal uses AppendMsgpack.
+// wire_test.go checks on random values. wire.Marshal uses AppendMsgpack.
 
-// AppendMsgpack appends the header as events.Marshal encodes it.
+// AppendMsgpack appends the header as wire.Marshal encodes it.
 func (h *Header) AppendMsgpack(b []byte) []byte {
 	w := wire.Begin(b)
 	w.Int("v", int64(h.V))
@@ -80,7 +80,7 @@ func partsSize(parts []Part) int {
 	return n
 }
 
-// AppendMsgpack appends the redo record as events.Marshal encodes it.
+// AppendMsgpack appends the redo record as wire.Marshal encodes it.
 func (r *Redo) AppendMsgpack(b []byte) []byte {
 	w := wire.Begin(b)
 	w.Uint("batch", r.Batch)

@@ -9,6 +9,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -28,7 +29,7 @@ type (
 
 func reflectiveEncode(t *testing.T, v any) []byte {
 	t.Helper()
-	b, err := events.MarshalReflective(v)
+	b, err := wire.MarshalReflective(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestHandWrittenRecordsMatchReflection(t *testing.T) {
 	g := gen{rand.New(rand.NewPCG(1, 2))}
 	check := func(name string, fast any, plain any) {
 		t.Helper()
-		got, err := events.Marshal(fast)
+		got, err := wire.Marshal(fast)
 		if err != nil {
 			t.Fatal(err)
 		}

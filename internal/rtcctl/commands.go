@@ -13,8 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -263,12 +265,12 @@ type RoomView struct {
 // RoomRecord reads a room's state from rtc_rooms (its header, and its parts
 // when the room is split).
 func RoomRecord(ctx context.Context, js jetstream.JetStream, room id.RoomID) (*roomstore.Room, error) {
-	kv, err := js.KeyValue(ctx, events.BucketRooms)
+	kv, err := js.KeyValue(ctx, rawevent.BucketRooms)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", events.BucketRooms, ErrNotFound)
+			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", rawevent.BucketRooms, ErrNotFound)
 		}
-		return nil, fmt.Errorf("open bucket %s: %w", events.BucketRooms, err)
+		return nil, fmt.Errorf("open bucket %s: %w", rawevent.BucketRooms, err)
 	}
 	rm, err := roomstore.Load(ctx, kv, room)
 	if err != nil {
@@ -292,20 +294,20 @@ func readableState(st *rtc.RoomState) *rtc.RoomState {
 		return nil
 	}
 	cp := *st
-	cp.Registers = make(events.SortedMap[string, *rtc.Register], len(st.Registers))
+	cp.Registers = make(wire.SortedMap[string, *rtc.Register], len(st.Registers))
 	for k, r := range st.Registers {
 		cp.Registers[printable(k)] = r
 	}
-	cp.Sessions = make(events.SortedMap[string, *rtc.Session], len(st.Sessions))
+	cp.Sessions = make(wire.SortedMap[string, *rtc.Session], len(st.Sessions))
 	for k, s := range st.Sessions {
 		sc := *s
-		sc.Members = make(events.SortedMap[string, *rtc.SessionMember], len(s.Members))
+		sc.Members = make(wire.SortedMap[string, *rtc.SessionMember], len(s.Members))
 		for mk, m := range s.Members {
 			sc.Members[printable(mk)] = m
 		}
 		cp.Sessions[printable(k)] = &sc
 	}
-	cp.Slots = make(events.SortedMap[string, rtc.Slot], len(st.Slots))
+	cp.Slots = make(wire.SortedMap[string, rtc.Slot], len(st.Slots))
 	for k, sl := range st.Slots {
 		cp.Slots[printable(k)] = sl
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -91,7 +92,7 @@ func DecodePayload(in []byte, kind string) (DecodedPayload, error) {
 		m, err = events.DecodeLiveMember(data)
 		v = m
 	case kindRaw:
-		v, err = events.DecodeRaw(data)
+		v, err = rawevent.DecodeRaw(data)
 	default:
 		return DecodedPayload{}, fmt.Errorf("%w: --kind %q: want one of %s", ErrUsage, kind, strings.Join(decodeKinds, ", "))
 	}

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -51,8 +52,8 @@ type DLQEntry struct {
 	Attempts    string              `json:"attempts"`
 	Headers     map[string][]string `json:"headers"`
 	// Input is the decoded input; DecodeError says why it is nil.
-	Input       *events.RawEvent `json:"input,omitempty"`
-	DecodeError string           `json:"decode_error,omitempty"`
+	Input       *rawevent.RawEvent `json:"input,omitempty"`
+	DecodeError string             `json:"decode_error,omitempty"`
 	// Body is the original input, as stored (base64 in JSON).
 	Body []byte `json:"body"`
 }
@@ -64,7 +65,7 @@ func newDLQEntry(seq uint64, stored time.Time, subject string, h nats.Header, bo
 	if e.Headers == nil {
 		e.Headers = map[string][]string{}
 	}
-	in, err := events.DecodeRaw(body)
+	in, err := rawevent.DecodeRaw(body)
 	if err != nil {
 		e.DecodeError = err.Error()
 	} else {
@@ -90,30 +91,30 @@ func (e *DLQEntry) Room() id.RoomID {
 func (e *DLQEntry) roomToken() string {
 	parts := strings.Split(e.OrigSubject, ".")
 	switch {
-	case len(parts) == 4 && parts[0]+"."+parts[1] == events.PartPrefix:
+	case len(parts) == 4 && parts[0]+"."+parts[1] == rawevent.PartPrefix:
 		return parts[3]
-	case len(parts) == 5 && parts[0]+"."+parts[1] == events.PartPrefix && parts[4] == "timer": // the timer path
+	case len(parts) == 5 && parts[0]+"."+parts[1] == rawevent.PartPrefix && parts[4] == "timer": // the timer path
 		return parts[3]
-	case len(parts) == 3 && (parts[0]+"."+parts[1] == events.RawPrefix || parts[0]+"."+parts[1] == events.TimerPrefix):
+	case len(parts) == 3 && (parts[0]+"."+parts[1] == rawevent.RawPrefix || parts[0]+"."+parts[1] == rawevent.TimerPrefix):
 		return parts[2]
 	}
 	return ""
 }
 
 // RedriveSubject is where a re-drive publishes the entry: the RTC_RAW
-// subject of its room, as the ingest publishes (events.RawSubject).
+// subject of its room, as the ingest publishes (rawevent.RawSubject).
 func (e *DLQEntry) RedriveSubject() (string, error) {
 	// A timer counts only from the timer path, which only the scheduler
 	// writes: re-driven onto rtc.raw it would go straight back to the DLQ
 	// (timer_not_from_timer_path). The room arms its next deadline on its
 	// next input; nothing is lost by leaving it.
-	if e.Input != nil && e.Input.Kind == events.InputTimer {
+	if e.Input != nil && e.Input.Kind == rawevent.InputTimer {
 		return "", fmt.Errorf("RTC_DLQ #%d: a timer input cannot be re-driven (only the timer path may carry one; the room arms its next deadline on its next input)", e.Seq)
 	}
 	// Re-encoded from the room, never the header's token as it is: a
 	// header cannot steer the publish to another subject.
 	if room := e.Room(); room != "" {
-		return events.RawSubject(room), nil
+		return rawevent.RawSubject(room), nil
 	}
 	// "%s" in quotes, not %q: the message is escaped where it is printed.
 	return "", fmt.Errorf("RTC_DLQ #%d: the input does not decode (%s) and %s \"%s\" names no room", e.Seq, e.DecodeError, HeaderDLQSubject, e.OrigSubject)
@@ -125,7 +126,7 @@ func (e *DLQEntry) describe() string {
 	if in == nil {
 		return fmt.Sprintf("undecodable (%d bytes)", len(e.Body))
 	}
-	if in.Kind == events.InputTimer {
+	if in.Kind == rawevent.InputTimer {
 		return "timer for " + fmtMS(in.Deadline)
 	}
 	s := in.Type + " " + string(in.EventID)
@@ -138,10 +139,10 @@ func (e *DLQEntry) describe() string {
 // DLQEntries reads every entry of RTC_DLQ, oldest first.
 func DLQEntries(e *runEnv, js jetstream.JetStream) ([]*DLQEntry, error) {
 	var out []*DLQEntry
-	err := readRange(e.ctx, js, events.StreamDLQ, events.DLQPrefix+".>", time.Time{}, func(m jetstream.Msg) error {
+	err := readRange(e.ctx, js, rawevent.StreamDLQ, rawevent.DLQPrefix+".>", time.Time{}, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("read %s: %w", events.StreamDLQ, err)
+			return fmt.Errorf("read %s: %w", rawevent.StreamDLQ, err)
 		}
 		out = append(out, newDLQEntry(md.Sequence.Stream, md.Timestamp, m.Subject(), m.Headers(), m.Data()))
 		return nil
@@ -166,12 +167,12 @@ func GetDLQEntry(e *runEnv, js jetstream.JetStream, seq uint64) (*DLQEntry, erro
 }
 
 func dlqStream(e *runEnv, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.Stream(e.ctx, events.StreamDLQ)
+	s, err := js.Stream(e.ctx, rawevent.StreamDLQ)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("stream %s: %w (has the aggregator run against this server?)", events.StreamDLQ, ErrNotFound)
+		return nil, fmt.Errorf("stream %s: %w (has the aggregator run against this server?)", rawevent.StreamDLQ, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", events.StreamDLQ, err)
+		return nil, fmt.Errorf("look up stream %s: %w", rawevent.StreamDLQ, err)
 	}
 	return s, nil
 }
@@ -286,7 +287,7 @@ func PrintDLQEntry(w io.Writer, d *DLQEntry) {
 	fmt.Fprintln(w, "input")
 	in := d.Input
 	safetext.Fprintf(w, "  kind %s  room %s  received %s\n", in.Kind, in.RoomID, fmtMS(in.ReceivedAt))
-	if in.Kind == events.InputTimer {
+	if in.Kind == rawevent.InputTimer {
 		safetext.Fprintf(w, "  deadline %s\n", fmtMS(in.Deadline))
 		return
 	}
@@ -420,8 +421,8 @@ func Redrive(e *runEnv, js jetstream.JetStream, dlq jetstream.Stream, d *DLQEntr
 	m := nats.NewMsg(subj)
 	m.Data = d.Body
 	m.Header.Set(jetstream.MsgIDHeader, "rtcctl-redrive-"+strconv.FormatUint(d.Seq, 10))
-	m.Header.Set(HeaderRedrivenFrom, events.StreamDLQ+" #"+strconv.FormatUint(d.Seq, 10))
-	ack, err := js.PublishMsg(e.ctx, m, jetstream.WithExpectStream(events.StreamRaw))
+	m.Header.Set(HeaderRedrivenFrom, rawevent.StreamDLQ+" #"+strconv.FormatUint(d.Seq, 10))
+	ack, err := js.PublishMsg(e.ctx, m, jetstream.WithExpectStream(rawevent.StreamRaw))
 	if err != nil {
 		return 0, fmt.Errorf("re-drive RTC_DLQ #%d to %s: %w (the entry stays in RTC_DLQ)", d.Seq, subj, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -21,7 +22,7 @@ import (
 // (internal/aggregator/batch.go deadLetter), using its constants.
 func deadLetter(t *testing.T, js jetstream.JetStream, partition int, reason, errText string, origSeq uint64, origSubject string, body []byte) uint64 {
 	t.Helper()
-	m := nats.NewMsg(events.DLQPrefix + "." + strconv.Itoa(partition))
+	m := nats.NewMsg(rawevent.DLQPrefix + "." + strconv.Itoa(partition))
 	m.Data = body
 	m.Header.Set(ctlapi.HeaderDLQReason, reason)
 	m.Header.Set(ctlapi.HeaderDLQError, errText)
@@ -58,34 +59,34 @@ func TestDLQ(t *testing.T) {
 		t.Fatalf("empty: %d %s", code, out)
 	}
 	tokA, tokB := events.Token(string(roomA)), events.Token(string(roomB))
-	pA, pB := events.Partition(tokA, 2), events.Partition(tokB, 2)
+	pA, pB := rawevent.Partition(tokA, 2), rawevent.Partition(tokB, 2)
 
 	// An input RTC_RAW stored (Nats-Msg-Id = its event id) and the
 	// aggregator dead-lettered; a body that does not decode; a timer.
 	in := rawEvent(string(roomA), 1)
 	publishRaw(t, js, in)
-	good, err := events.EncodeRaw(in)
+	good, err := rawevent.EncodeRaw(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	timer, err := events.EncodeRaw(&events.RawEvent{Kind: events.InputTimer, Source: events.SourceTimer, RoomID: roomB,
+	timer, err := rawevent.EncodeRaw(&rawevent.RawEvent{Kind: rawevent.InputTimer, Source: rawevent.SourceTimer, RoomID: roomB,
 		ReceivedAt: 1700000009000, Deadline: 1700000009000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	seqApply := deadLetter(t, js, pA, "apply", "reduce: something broke", 1, events.PartitionSubject(pA, tokA), good)
-	seqDecode := deadLetter(t, js, pB, "decode", "decode raw event: unsupported schema version 9", 2, events.PartitionSubject(pB, tokB), []byte("\x81\xa1v\x09garbage"))
-	storeIn, err := events.EncodeRaw(rawEvent(string(roomB), 3))
+	seqApply := deadLetter(t, js, pA, "apply", "reduce: something broke", 1, rawevent.PartitionSubject(pA, tokA), good)
+	seqDecode := deadLetter(t, js, pB, "decode", "decode raw event: unsupported schema version 9", 2, rawevent.PartitionSubject(pB, tokB), []byte("\x81\xa1v\x09garbage"))
+	storeIn, err := rawevent.EncodeRaw(rawEvent(string(roomB), 3))
 	if err != nil {
 		t.Fatal(err)
 	}
-	seqStore := deadLetter(t, js, pB, "store", "commit refused", 3, events.PartitionSubject(pB, tokB), storeIn)
+	seqStore := deadLetter(t, js, pB, "store", "commit refused", 3, rawevent.PartitionSubject(pB, tokB), storeIn)
 	// A timer is listed, not re-driven (TestRedriveRefusesATimer).
 	if code, out, _ := run(t, "dlq", "show", strconv.FormatUint(deadLetter(t, js, pB, "timer_not_from_timer_path", "on rtc.raw", 4,
-		events.PartitionSubject(pB, tokB), timer), 10), "-s", url); code != 0 || !strings.Contains(out, "kind timer") {
+		rawevent.PartitionSubject(pB, tokB), timer), 10), "-s", url); code != 0 || !strings.Contains(out, "kind timer") {
 		t.Fatalf("dlq show of a timer: %d\n%s", code, out)
 	}
-	dlqStream, err := js.Stream(ctx, events.StreamDLQ)
+	dlqStream, err := js.Stream(ctx, rawevent.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestDLQ(t *testing.T) {
 		t.Fatalf("show: %d %s", code, errs)
 	}
 	for _, want := range []string{"reason apply  attempts 5  partition " + strconv.Itoa(pA), "Rtc-Dlq-Error: reduce: something broke",
-		"Rtc-Orig-Subject: " + events.PartitionSubject(pA, tokA), "event $ev1:hs1.test  type org.matrix.msc3401.call.member  sender @alice:hs1.test",
+		"Rtc-Orig-Subject: " + rawevent.PartitionSubject(pA, tokA), "event $ev1:hs1.test  type org.matrix.msc3401.call.member  sender @alice:hs1.test",
 		`state_key "_@alice:hs1.test_DEV_m.call"`, `content {"application":"m.call"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("show lacks %q:\n%s", want, out)
@@ -149,7 +150,7 @@ func TestDLQ(t *testing.T) {
 		}
 	}
 
-	raw, err := js.Stream(ctx, events.StreamRaw)
+	raw, err := js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestDLQ(t *testing.T) {
 
 	// --dry-run changes nothing.
 	code, out, _ = run(t, "dlq", "redrive", "--all", "--dry-run", "-s", url)
-	if code != 0 || strings.Count(out, "would re-drive") != 3 || !strings.Contains(out, "to "+events.RawSubject(roomA)) {
+	if code != 0 || strings.Count(out, "would re-drive") != 3 || !strings.Contains(out, "to "+rawevent.RawSubject(roomA)) {
 		t.Fatalf("dry run: %d\n%s", code, out)
 	}
 	if got := dlqSeqs(t, js); len(got) != 3 {
@@ -171,7 +172,7 @@ func TestDLQ(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "re-driven RTC_DLQ #"+strconv.FormatUint(seqApply, 10)) {
 		t.Fatalf("redrive: %d %s %s", code, out, errs)
 	}
-	m, err := raw.GetLastMsgForSubject(ctx, events.PartitionSubject(pA, tokA))
+	m, err := raw.GetLastMsgForSubject(ctx, rawevent.PartitionSubject(pA, tokA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +195,7 @@ func TestDLQ(t *testing.T) {
 	}
 
 	// Not acknowledged (RTC_RAW is gone): the entry stays.
-	if err := js.DeleteStream(ctx, events.StreamRaw); err != nil {
+	if err := js.DeleteStream(ctx, rawevent.StreamRaw); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errs = run(t, "dlq", "redrive", "--all", "-s", url, "--timeout", "1s")
@@ -214,12 +215,12 @@ func TestDLQ(t *testing.T) {
 // DLQ entry, a re-drive publishes to rtc.raw.<token of a room id> or not at
 // all.
 func FuzzRedriveSubject(f *testing.F) {
-	good, _ := events.EncodeRaw(rawEvent(string(roomA), 1))
+	good, _ := rawevent.EncodeRaw(rawEvent(string(roomA), 1))
 	tok := events.Token(string(roomB))
-	f.Add(good, events.PartitionSubject(1, tok))
-	f.Add([]byte("garbage"), events.PartitionSubject(0, tok))
+	f.Add(good, rawevent.PartitionSubject(1, tok))
+	f.Add([]byte("garbage"), rawevent.PartitionSubject(0, tok))
 	f.Add([]byte{}, "rtc.part.1.>")
-	f.Add([]byte{}, events.TimerSubject(roomA))
+	f.Add([]byte{}, rawevent.TimerSubject(roomA))
 	f.Add([]byte{}, "rtc.raw."+events.Token("not a room"))
 	f.Add([]byte{}, "rtc.part.1.a b")
 	f.Fuzz(func(t *testing.T, body []byte, orig string) {
@@ -228,13 +229,13 @@ func FuzzRedriveSubject(f *testing.F) {
 		d := newDLQEntry(1, time.Time{}, "rtc.dlq.0", h, body)
 		subj, err := d.RedriveSubject()
 		if err != nil {
-			if d.Room() != "" && (d.Input == nil || d.Input.Kind != events.InputTimer) {
+			if d.Room() != "" && (d.Input == nil || d.Input.Kind != rawevent.InputTimer) {
 				t.Fatalf("room %q but no subject: %v", d.Room(), err)
 			}
 			return
 		}
 		parts := strings.Split(subj, ".")
-		if len(parts) != 3 || parts[0]+"."+parts[1] != events.RawPrefix || strings.ContainsAny(subj, "*> \t\r\n") {
+		if len(parts) != 3 || parts[0]+"."+parts[1] != rawevent.RawPrefix || strings.ContainsAny(subj, "*> \t\r\n") {
 			t.Fatalf("subject %q", subj)
 		}
 		room, err := events.ParseToken(parts[2])
@@ -254,19 +255,19 @@ func TestRedriveAllReportsBadEntries(t *testing.T) {
 	url, js := embedded(t) // 2 partitions
 	ctx := context.Background()
 	tokA, tokB := events.Token(string(roomA)), events.Token(string(roomB))
-	pA, pB := events.Partition(tokA, 2), events.Partition(tokB, 2)
+	pA, pB := rawevent.Partition(tokA, 2), rawevent.Partition(tokB, 2)
 	body := func(room string, n int) []byte {
-		b, err := events.EncodeRaw(rawEvent(room, n))
+		b, err := rawevent.EncodeRaw(rawEvent(room, n))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
-	good1 := deadLetter(t, js, pA, "apply", "reduce: broke", 11, events.PartitionSubject(pA, tokA), body(string(roomA), 11))
+	good1 := deadLetter(t, js, pA, "apply", "reduce: broke", 11, rawevent.PartitionSubject(pA, tokA), body(string(roomA), 11))
 	bad := deadLetter(t, js, 0, "decode", "decode raw event: garbage", 12, "rtc.part.0.!!not-a-token", []byte("garbage"))
-	good2 := deadLetter(t, js, pB, "apply", "reduce: broke", 13, events.PartitionSubject(pB, tokB), body(string(roomB), 13))
+	good2 := deadLetter(t, js, pB, "apply", "reduce: broke", 13, rawevent.PartitionSubject(pB, tokB), body(string(roomB), 13))
 	seq := func(s uint64) string { return strconv.FormatUint(s, 10) }
-	raw, err := js.Stream(ctx, events.StreamRaw)
+	raw, err := js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,14 +304,14 @@ func TestRedriveAllReportsBadEntries(t *testing.T) {
 		t.Fatalf("after redrive --all: RTC_DLQ %v (want only #%d), RTC_RAW %d messages (want 2)", got, bad, rawMsgs())
 	}
 	for _, room := range []id.RoomID{roomA, roomB} {
-		if _, err := raw.GetLastMsgForSubject(ctx, events.PartitionSubject(events.Partition(events.Token(string(room)), 2), events.Token(string(room)))); err != nil {
+		if _, err := raw.GetLastMsgForSubject(ctx, rawevent.PartitionSubject(rawevent.Partition(events.Token(string(room)), 2), events.Token(string(room)))); err != nil {
 			t.Errorf("%s not re-driven: %v", room, err)
 		}
 	}
 
 	// Given sequences: a missing one and the bad one are reported, the good
 	// one is re-driven.
-	good3 := deadLetter(t, js, pA, "apply", "reduce: broke", 14, events.PartitionSubject(pA, tokA), body(string(roomA), 14))
+	good3 := deadLetter(t, js, pA, "apply", "reduce: broke", 14, rawevent.PartitionSubject(pA, tokA), body(string(roomA), 14))
 	code, out, errs = run(t, "dlq", "redrive", "999", seq(bad), seq(good3), "-s", url)
 	if code != 1 || !strings.Contains(out, "re-driven RTC_DLQ #"+seq(good3)) || !strings.Contains(errs, "RTC_DLQ #999: not found") ||
 		!strings.Contains(errs, "1 of 3 re-driven; not: RTC_DLQ #999, #"+seq(bad)) {
@@ -343,14 +344,14 @@ func TestClipText(t *testing.T) {
 func TestRedriveRefusesATimer(t *testing.T) {
 	url, js := embedded(t) // 2 partitions
 	tok := events.Token(string(roomA))
-	p := events.Partition(tok, 2)
-	b, err := events.EncodeRaw(&events.RawEvent{Kind: events.InputTimer, Source: events.SourceTimer, RoomID: roomA,
+	p := rawevent.Partition(tok, 2)
+	b, err := rawevent.EncodeRaw(&rawevent.RawEvent{Kind: rawevent.InputTimer, Source: rawevent.SourceTimer, RoomID: roomA,
 		Deadline: 1700000000000, ReceivedAt: 1700000000000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	timer := deadLetter(t, js, p, "timer_not_from_timer_path", "a timer input on rtc.raw", 21,
-		events.PartitionSubject(p, tok), b)
+		rawevent.PartitionSubject(p, tok), b)
 	code, out, errs := run(t, "dlq", "redrive", "--all", "-s", url)
 	want := "RTC_DLQ #" + strconv.FormatUint(timer, 10) + ": a timer input cannot be re-driven"
 	if code != 1 || !strings.Contains(errs, want) || !strings.Contains(out+errs, "0 of 1 re-driven") {

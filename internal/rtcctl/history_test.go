@@ -10,13 +10,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 func ended(room id.RoomID, app, call string, seq uint64, startedAt, durationMS int64, peak, users, joins int) *events.SessionEvent {
-	return &events.SessionEvent{ID: events.EventID(room, seq), Seq: seq, Kind: events.KindSessionEnded, SessionID: "sess-" + string(room) + "-" + call,
+	return &events.SessionEvent{ID: eventcodec.EventID(room, seq), Seq: seq, Kind: events.KindSessionEnded, SessionID: "sess-" + string(room) + "-" + call,
 		RoomID: room, Application: app, CallID: call, At: startedAt + durationMS, Reason: events.ReasonLeave,
 		Summary: &events.Summary{StartedAt: startedAt, EndedAt: startedAt + durationMS, DurationMS: durationMS,
 			PeakParticipants: peak, DistinctUsers: users, Joins: joins}}

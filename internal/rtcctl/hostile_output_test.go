@@ -13,6 +13,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -77,7 +79,7 @@ func TestHostileTextIsEscaped(t *testing.T) {
 	live := &events.LiveSession{SessionID: "s" + osc52, RoomID: evilRoom, Application: "m.call" + bidi, CallID: csi,
 		StartedAt: 1700000000000, Participants: 1, Users: 1, Seq: 1,
 		Members: []events.Member{{UserID: id.UserID("@u" + ctl + ":hs1.test"), DeviceID: id.DeviceID("D" + osc52)}}}
-	b, err := events.EncodeLiveSession(live)
+	b, err := eventcodec.EncodeLiveSession(live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestHostileTextIsEscaped(t *testing.T) {
 
 	// rtc_workers: a worker whose heartbeat says hostile things.
 	hb, _ := json.Marshal(map[string]any{"started": "2026" + osc52 + bidi, "pins": map[string]string{"0": csi}})
-	if _, err := js.Publish(ctx, "$KV."+events.BucketWorkers+".agg-host1", hb); err != nil {
+	if _, err := js.Publish(ctx, "$KV."+rawevent.BucketWorkers+".agg-host1", hb); err != nil {
 		t.Fatal(err)
 	}
 
@@ -139,11 +141,11 @@ func TestHostileTextIsEscaped(t *testing.T) {
 	in.StateKey = &sk
 	in.Homeserver = "hs" + ctl
 	in.Content = json.RawMessage(`{"application":"m.call` + bidi + `","device_id":"\u009b2J` + "\u009b2J" + `"}`)
-	body, err := events.EncodeRaw(in)
+	body, err := rawevent.EncodeRaw(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := deadLetter(t, js, 0, "apply"+osc52, "reduce: "+csi+bidi, 1, events.PartitionSubject(0, events.Token(string(evilRoom))), body)
+	good := deadLetter(t, js, 0, "apply"+osc52, "reduce: "+csi+bidi, 1, rawevent.PartitionSubject(0, events.Token(string(evilRoom))), body)
 	bad := deadLetter(t, js, 1, "decode", "decode: "+osc52, 2, "rtc.part.1."+osc52, []byte("x"+csi+bidi))
 
 	// The ingest's reconcile answer, quoting what homeservers said.

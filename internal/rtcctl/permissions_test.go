@@ -15,6 +15,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -30,7 +31,7 @@ var operatorExtras = []string{
 	"$JS.API.STREAM.INFO.RTC_DLQ", "$JS.API.CONSUMER.CREATE.RTC_DLQ.>", "$JS.API.CONSUMER.MSG.NEXT.RTC_DLQ.*",
 	"$JS.API.STREAM.MSG.GET.RTC_DLQ",
 	// dlq redrive
-	events.RawPrefix + ".>", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ",
+	rawevent.RawPrefix + ".>", "$JS.API.STREAM.MSG.DELETE.RTC_DLQ",
 	// reconcile: a request to the ingest
 	authz.ReconcileSubject,
 }
@@ -77,10 +78,10 @@ func TestPermissions(t *testing.T) {
 	}
 	publish(t, js, sessionEvent(roomA, 1, events.KindSessionStarted, ""), ended(roomA, "m.call", "", 2, 1700000000000, 1000, 1, 1, 1))
 	putHeartbeat(t, js, "agg-1", nil)
-	in, _ := events.EncodeRaw(rawEvent(string(roomA), 1))
+	in, _ := rawevent.EncodeRaw(rawEvent(string(roomA), 1))
 	tokA := events.Token(string(roomA))
-	pA := events.Partition(tokA, 2)
-	seq := deadLetter(t, js, pA, "apply", "boom", 1, events.PartitionSubject(pA, tokA), in)
+	pA := rawevent.Partition(tokA, 2)
+	seq := deadLetter(t, js, pA, "apply", "boom", 1, rawevent.PartitionSubject(pA, tokA), in)
 
 	type step struct {
 		args []string

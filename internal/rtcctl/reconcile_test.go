@@ -14,7 +14,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // TestReconcile: `rtcctl reconcile ROOM` asks a running reconciler (the
@@ -88,7 +88,7 @@ func TestReconcile(t *testing.T) {
 		reply.Attempts[0].Stored != 0 || reply.Attempts[0].Duplicates != 2 {
 		t.Fatalf("again, as JSON: status %d, %q (%v)", code, out, err)
 	}
-	raw, err := js.Stream(context.Background(), events.StreamRaw)
+	raw, err := js.Stream(context.Background(), rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
@@ -47,7 +48,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 const roomA, roomB = id.RoomID("!a:hs1.test"), id.RoomID("!b:hs2.test")
 
 func sessionEvent(room id.RoomID, seq uint64, kind events.Kind, user id.UserID) *events.SessionEvent {
-	e := &events.SessionEvent{ID: events.EventID(room, seq), Seq: seq, Kind: kind, SessionID: "sess-" + string(room),
+	e := &events.SessionEvent{ID: eventcodec.EventID(room, seq), Seq: seq, Kind: kind, SessionID: "sess-" + string(room),
 		RoomID: room, Application: "m.call", CallID: "", At: 1700000000000 + int64(seq)*1000, Participants: 1, Users: 1}
 	if kind != events.KindSessionStarted && kind != events.KindSessionEnded {
 		e.Member = &events.Member{UserID: user, DeviceID: "DEV", JoinedAt: 1700000000000, ExpiresAt: 1700014400000, Format: events.FormatSession}
@@ -67,7 +68,7 @@ func sessionEvent(room id.RoomID, seq uint64, kind events.Kind, user id.UserID) 
 func publish(t *testing.T, js jetstream.JetStream, evs ...*events.SessionEvent) {
 	t.Helper()
 	for _, e := range evs {
-		b, err := events.EncodeSessionEvent(e)
+		b, err := eventcodec.EncodeSessionEvent(e)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +98,7 @@ func TestSessions(t *testing.T) {
 		// (s2), a large one with each member under a key of its own, then
 		// the session's own key without its members (s1, as if large).
 		if s.SessionID == "s2" {
-			b, err := events.EncodeLiveSession(s)
+			b, err := eventcodec.EncodeLiveSession(s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,17 +108,17 @@ func TestSessions(t *testing.T) {
 			continue
 		}
 		for i := range s.Members {
-			b, err := events.EncodeLiveMember(&s.Members[i])
+			b, err := eventcodec.EncodeLiveMember(&s.Members[i])
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := kv.Put(context.Background(), events.SessionMemberKey(s.Key(), &s.Members[i]), b); err != nil {
+			if _, err := kv.Put(context.Background(), eventcodec.SessionMemberKey(s.Key(), &s.Members[i]), b); err != nil {
 				t.Fatal(err)
 			}
 		}
 		head := *s
 		head.Members, head.MembersInKeys = nil, true
-		b, err := events.EncodeLiveSession(&head)
+		b, err := eventcodec.EncodeLiveSession(&head)
 		if err != nil {
 			t.Fatal(err)
 		}

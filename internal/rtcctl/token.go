@@ -6,6 +6,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
@@ -42,16 +43,16 @@ type RoomSubjects struct {
 // partitions.
 func SubjectsOf(room id.RoomID, n int) RoomSubjects {
 	tok := events.Token(string(room))
-	p := events.Partition(tok, n)
+	p := rawevent.Partition(tok, n)
 	return RoomSubjects{
 		RoomID: room, Token: tok, Partition: p, Partitions: n,
-		Raw:      events.RawSubject(room),
-		Stored:   events.PartitionSubject(p, tok),
-		Timer:    events.TimerSubject(room),
+		Raw:      rawevent.RawSubject(room),
+		Stored:   rawevent.PartitionSubject(p, tok),
+		Timer:    rawevent.TimerSubject(room),
 		Events:   events.SessionFilter(events.SessionPrefix, "", room, ""),
 		Live:     events.SessionFilter(events.LivePrefix, "", room, ""),
-		DLQ:      fmt.Sprintf("%s.%d", events.DLQPrefix, p),
-		RoomKey:  events.RoomKey(room),
+		DLQ:      fmt.Sprintf("%s.%d", rawevent.DLQPrefix, p),
+		RoomKey:  rawevent.RoomKey(room),
 		Sessions: "*." + tok + ".>",
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -29,14 +31,14 @@ func TestToken(t *testing.T) {
 	if s.Token != events.Token(string(room)) || s.Partitions != 2 || s.RoomKey != s.Token {
 		t.Fatalf("token: %+v", s)
 	}
-	in, err := events.EncodeRaw(rawEvent(string(room), 1))
+	in, err := rawevent.EncodeRaw(rawEvent(string(room), 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.Publish(context.Background(), s.Raw, in); err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(context.Background(), events.StreamRaw)
+	stream, err := js.Stream(context.Background(), rawevent.StreamRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +79,7 @@ func TestDecode(t *testing.T) {
 	}
 	live := &events.LiveSession{SessionID: "s1", RoomID: roomA, Application: "m.call", StartedAt: 1700000000000, Participants: 1, Users: 1,
 		Members: []events.Member{{UserID: "@alice:hs1.test", DeviceID: "AD"}}, Seq: 2}
-	liveBytes, _ := events.EncodeLiveSession(live)
+	liveBytes, _ := eventcodec.EncodeLiveSession(live)
 	kv, _ := js.KeyValue(context.Background(), events.BucketSessions)
 	if _, err := kv.Put(context.Background(), live.Key(), liveBytes); err != nil {
 		t.Fatal(err)
@@ -86,8 +88,8 @@ func TestDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	member, _ := events.EncodeLiveMember(&live.Members[0])
-	raw, _ := events.EncodeRaw(rawEvent(string(roomA), 3))
+	member, _ := eventcodec.EncodeLiveMember(&live.Members[0])
+	raw, _ := rawevent.EncodeRaw(rawEvent(string(roomA), 3))
 
 	tests := []struct {
 		name, kind string
@@ -110,7 +112,7 @@ func TestDecode(t *testing.T) {
 			return json.Unmarshal(v, &m) == nil && m.DeviceID == "AD"
 		}, 0, ""},
 		{"raw input", "", raw, kindRaw, func(v json.RawMessage) bool {
-			var r events.RawEvent
+			var r rawevent.RawEvent
 			return json.Unmarshal(v, &r) == nil && r.RoomID == roomA && r.Type == "org.matrix.msc3401.call.member"
 		}, 0, ""},
 		{"base64 with a newline", "", []byte(base64.StdEncoding.EncodeToString(evMsg.Data) + "\n"), kindEvent, nil, 0, ""},

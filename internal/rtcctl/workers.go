@@ -14,9 +14,9 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 type workersCmd struct {
@@ -68,18 +68,18 @@ func Workers(e *runEnv, js jetstream.JetStream) (*WorkersView, error) {
 		return nil, err
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("stream %s: %w (has the aggregator run against this server?)", events.StreamRaw, ErrNotFound)
+		return nil, fmt.Errorf("stream %s: %w (has the aggregator run against this server?)", rawevent.StreamRaw, ErrNotFound)
 	}
-	kv, err := js.KeyValue(ctx, events.BucketWorkers)
+	kv, err := js.KeyValue(ctx, rawevent.BucketWorkers)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", events.BucketWorkers, ErrNotFound)
+			return nil, fmt.Errorf("bucket %s: %w (has the aggregator run against this server?)", rawevent.BucketWorkers, ErrNotFound)
 		}
-		return nil, fmt.Errorf("open bucket %s: %w", events.BucketWorkers, err)
+		return nil, fmt.Errorf("open bucket %s: %w", rawevent.BucketWorkers, err)
 	}
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", events.BucketWorkers, err)
+		return nil, fmt.Errorf("read bucket %s: %w", rawevent.BucketWorkers, err)
 	}
 	// No w.Stop(): it asks the server to delete the watch's consumer and
 	// waits up to 5 s for an answer that a user without CONSUMER.DELETE (the
@@ -102,7 +102,7 @@ read:
 			}
 			hbs[entry.Key()] = hb
 		case <-timeout.C:
-			return nil, fmt.Errorf("read bucket %s: no answer within %s", events.BucketWorkers, e.conn.Timeout)
+			return nil, fmt.Errorf("read bucket %s: no answer within %s", rawevent.BucketWorkers, e.conn.Timeout)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -124,7 +124,7 @@ read:
 	}
 	for p := 0; p < n; p++ {
 		pv := PartitionView{Partition: p, Consumer: topology.ConsumerName(p), Owner: assign.Owner(live, p)}
-		cons, err := js.Consumer(ctx, events.StreamRaw, pv.Consumer)
+		cons, err := js.Consumer(ctx, rawevent.StreamRaw, pv.Consumer)
 		var info *jetstream.ConsumerInfo
 		if err == nil {
 			info, err = cons.Info(ctx)

@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/assign"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -26,27 +27,27 @@ func putHeartbeat(t *testing.T, js jetstream.JetStream, worker string, pins map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := nats.NewMsg("$KV." + events.BucketWorkers + "." + worker)
+	m := nats.NewMsg("$KV." + rawevent.BucketWorkers + "." + worker)
 	m.Data = b
 	if _, err := js.PublishMsg(context.Background(), m, jetstream.WithMsgTTL(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func publishRaw(t *testing.T, js jetstream.JetStream, e *events.RawEvent) {
+func publishRaw(t *testing.T, js jetstream.JetStream, e *rawevent.RawEvent) {
 	t.Helper()
-	b, err := events.EncodeRaw(e)
+	b, err := rawevent.EncodeRaw(e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(context.Background(), events.RawSubject(e.RoomID), b, jetstream.WithMsgID(e.MsgID())); err != nil {
+	if _, err := js.Publish(context.Background(), rawevent.RawSubject(e.RoomID), b, jetstream.WithMsgID(e.MsgID())); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func rawEvent(room string, n int) *events.RawEvent {
+func rawEvent(room string, n int) *rawevent.RawEvent {
 	sk := "_@alice:hs1.test_DEV_m.call"
-	return &events.RawEvent{Kind: events.InputEvent, Homeserver: "hs1.test", Source: events.SourceAppservice,
+	return &rawevent.RawEvent{Kind: rawevent.InputEvent, Homeserver: "hs1.test", Source: rawevent.SourceAppservice,
 		ReceivedAt: 1700000000000 + int64(n), RoomID: roomID(room), EventID: eventID(n), Type: "org.matrix.msc3401.call.member",
 		StateKey: &sk, Sender: "@alice:hs1.test", OriginServerTS: 1700000000000 + int64(n),
 		Content: json.RawMessage(`{"application":"m.call","call_id":"","device_id":"DEV","expires":3600000}`)}
@@ -61,11 +62,11 @@ func TestWorkers(t *testing.T) {
 
 	// Three inputs in room A's partition; a worker pulls one through the
 	// pinned group, so the partition is pinned to it.
-	pA := events.Partition(events.Token(string(roomA)), 2)
+	pA := rawevent.Partition(events.Token(string(roomA)), 2)
 	for i := 0; i < 3; i++ {
 		publishRaw(t, js, rawEvent(string(roomA), i))
 	}
-	cons, err := js.Consumer(context.Background(), events.StreamRaw, topology.ConsumerName(pA))
+	cons, err := js.Consumer(context.Background(), rawevent.StreamRaw, topology.ConsumerName(pA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestWorkers(t *testing.T) {
 	}
 
 	// The owner is gone (its key deleted): its pin is no live worker's.
-	kv, _ := js.KeyValue(context.Background(), events.BucketWorkers)
+	kv, _ := js.KeyValue(context.Background(), rawevent.BucketWorkers)
 	if err := kv.Delete(context.Background(), owner); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsonscan"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // decoder reads the lines of an event file. The lines of a dump are
@@ -15,12 +15,12 @@ import (
 // fields (no escapes, no redaction, no sticky block). decode reads such a
 // line in one pass without encoding/json's reflection and interns the
 // strings that repeat (types, rooms, senders, state keys); any other line,
-// and any line it could not read exactly as events.ParseClientEvent does,
-// goes to events.ParseClientEvent, which also gives every error. The
+// and any line it could not read exactly as rawevent.ParseClientEvent does,
+// goes to rawevent.ParseClientEvent, which also gives every error. The
 // differential fuzz target FuzzDecode holds the two equal.
 type decoder struct {
 	strs  map[string]string
-	proto events.RawEvent // V and Kind as ParseClientEvent sets them
+	proto rawevent.RawEvent // V and Kind as ParseClientEvent sets them
 }
 
 // maxInterned bounds the interned strings (a file of a million rooms
@@ -29,18 +29,18 @@ const maxInterned = 1 << 16
 
 func newDecoder() *decoder {
 	d := &decoder{strs: map[string]string{}}
-	proto, err := events.ParseClientEvent([]byte(`{"type":"t","room_id":"!r:x","event_id":"$e","sender":"@u:x","origin_server_ts":1,"content":{}}`), "", 0)
+	proto, err := rawevent.ParseClientEvent([]byte(`{"type":"t","room_id":"!r:x","event_id":"$e","sender":"@u:x","origin_server_ts":1,"content":{}}`), "", 0)
 	if err == nil {
 		d.proto = proto
 	}
 	return d
 }
 
-func (d *decoder) decode(line []byte) (events.RawEvent, error) {
+func (d *decoder) decode(line []byte) (rawevent.RawEvent, error) {
 	if ev, ok := d.fast(line); ok {
 		return ev, nil
 	}
-	return events.ParseClientEvent(line, "", 0)
+	return rawevent.ParseClientEvent(line, "", 0)
 }
 
 func (d *decoder) intern(b []byte) string {
@@ -68,8 +68,8 @@ const (
 )
 
 // fast decodes a line of the common shape; ok is false for any other line.
-func (d *decoder) fast(line []byte) (ev events.RawEvent, ok bool) {
-	if d.proto.Kind != events.InputEvent || len(line) > events.MaxEventBytes {
+func (d *decoder) fast(line []byte) (ev rawevent.RawEvent, ok bool) {
+	if d.proto.Kind != rawevent.InputEvent || len(line) > rawevent.MaxEventBytes {
 		return ev, false
 	}
 	s := jsonscan.Scanner{B: line}
@@ -140,11 +140,11 @@ func (d *decoder) fast(line []byte) (ev events.RawEvent, ok bool) {
 	// Only what ParseClientEvent accepts as it is; anything else is its to
 	// reject or complete (a redaction's redacts in its content).
 	switch {
-	case len(typ) == 0 || len(typ) > events.MaxIDBytes || string(typ) == events.TypeRedaction.Type,
-		len(roomID) == 0 || roomID[0] != '!' || len(roomID) > events.MaxIDBytes,
-		len(eventID) == 0 || eventID[0] != '$' || len(eventID) > events.MaxIDBytes,
+	case len(typ) == 0 || len(typ) > rawevent.MaxIDBytes || string(typ) == rawevent.TypeRedaction.Type,
+		len(roomID) == 0 || roomID[0] != '!' || len(roomID) > rawevent.MaxIDBytes,
+		len(eventID) == 0 || eventID[0] != '$' || len(eventID) > rawevent.MaxIDBytes,
 		!plainUserID(sender),
-		seen&lfStateKey != 0 && len(stateKey) > events.MaxStateKeyBytes,
+		seen&lfStateKey != 0 && len(stateKey) > rawevent.MaxStateKeyBytes,
 		ots < 1:
 		return ev, false
 	}
@@ -168,7 +168,7 @@ func (d *decoder) fast(line []byte) (ev events.RawEvent, ok bool) {
 
 // plainUserID: the shape @localpart:server within the spec's length.
 func plainUserID(b []byte) bool {
-	if len(b) < 4 || len(b) > events.MaxIDBytes || b[0] != '@' {
+	if len(b) < 4 || len(b) > rawevent.MaxIDBytes || b[0] != '@' {
 		return false
 	}
 	i := bytes.IndexByte(b, ':')

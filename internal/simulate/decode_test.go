@@ -7,11 +7,11 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // decodeSeeds are lines of the examples, of a generated trace and of the
-// shapes decode must leave to events.ParseClientEvent.
+// shapes decode must leave to rawevent.ParseClientEvent.
 func decodeSeeds(tb testing.TB) [][]byte {
 	tb.Helper()
 	var seeds [][]byte
@@ -52,7 +52,7 @@ func decodeSeeds(tb testing.TB) [][]byte {
 	return seeds
 }
 
-// checkDecode: what decode's one-pass path accepts, events.ParseClientEvent
+// checkDecode: what decode's one-pass path accepts, rawevent.ParseClientEvent
 // accepts and decodes to the same event.
 func checkDecode(t *testing.T, d *decoder, line []byte) (fast bool) {
 	t.Helper()
@@ -60,7 +60,7 @@ func checkDecode(t *testing.T, d *decoder, line []byte) (fast bool) {
 	if !ok {
 		return false
 	}
-	want, err := events.ParseClientEvent(line, "", 0)
+	want, err := rawevent.ParseClientEvent(line, "", 0)
 	if err != nil {
 		t.Fatalf("%q: decoded, but ParseClientEvent says %v", line, err)
 	}
@@ -81,7 +81,7 @@ func TestDecodeAsParseClientEvent(t *testing.T) {
 			fast++
 		}
 		got, gotErr := d.decode(line)
-		want, wantErr := events.ParseClientEvent(line, "", 0)
+		want, wantErr := rawevent.ParseClientEvent(line, "", 0)
 		if !reflect.DeepEqual(got, want) || (gotErr == nil) != (wantErr == nil) || (gotErr != nil && gotErr.Error() != wantErr.Error()) {
 			t.Fatalf("%q: decode %+v %v, ParseClientEvent %+v %v", line, got, gotErr, want, wantErr)
 		}

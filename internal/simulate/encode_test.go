@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -66,7 +67,7 @@ func TestAppendEventAsEncodingJSON(t *testing.T) {
 	if err := WriteTrace(&trace, 5_000, 5); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Read(&trace, DefaultMaxLineBytes, func(_ int, ev *events.RawEvent) { eng.Apply(ev) }, func(int, error) {}); err != nil {
+	if _, err := Read(&trace, DefaultMaxLineBytes, func(_ int, ev *rawevent.RawEvent) { eng.Apply(ev) }, func(int, error) {}); err != nil {
 		t.Fatal(err)
 	}
 	eng.Advance(TraceStart + 10*3_600_000)

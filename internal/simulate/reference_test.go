@@ -12,13 +12,13 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
 
 // reference is simulate written the plain way, as it was before it was
-// made fast: every line through events.ParseClientEvent, every room's next
+// made fast: every line through rawevent.ParseClientEvent, every room's next
 // deadline looked at for every input, every output line through
 // encoding/json. The fast path must print exactly what it prints.
 func reference(t *testing.T, input []byte, until int64, sessions bool) (stdout, stderr string) {
@@ -29,7 +29,7 @@ func reference(t *testing.T, input []byte, until int64, sessions bool) (stdout, 
 	cfg := rtc.DefaultConfig()
 	var now int64
 	line, lines, malformed := 0, 0, 0
-	apply := func(st *rtc.RoomState, in *events.RawEvent) {
+	apply := func(st *rtc.RoomState, in *rawevent.RawEvent) {
 		res := rtc.Apply(cfg, st, in)
 		for _, r := range res.Rejections {
 			safetext.Fprintf(&errb, "line %d: note: %s not counted: %s\n", line, r.EventID, r.Reason)
@@ -57,8 +57,8 @@ func reference(t *testing.T, input []byte, until int64, sessions bool) (stdout, 
 			if next == 0 {
 				return
 			}
-			apply(rooms[room], &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
-				Source: events.SourceTimer, RoomID: room, Deadline: next, ReceivedAt: next})
+			apply(rooms[room], &rawevent.RawEvent{V: rawevent.RawVersion, Kind: rawevent.InputTimer,
+				Source: rawevent.SourceTimer, RoomID: room, Deadline: next, ReceivedAt: next})
 		}
 	}
 	sc := bufio.NewScanner(bytes.NewReader(input))
@@ -68,13 +68,13 @@ func reference(t *testing.T, input []byte, until int64, sessions bool) (stdout, 
 		if len(bytes.TrimLeft(sc.Bytes(), " \t\r")) == 0 {
 			continue
 		}
-		ev, err := events.ParseClientEvent(sc.Bytes(), "", 0)
+		ev, err := rawevent.ParseClientEvent(sc.Bytes(), "", 0)
 		if err != nil {
 			malformed++
 			safetext.Fprintf(&errb, "line %d: skipped: %s\n", lines, err)
 			continue
 		}
-		if !events.IsForwarded(ev.Type) {
+		if !rawevent.IsForwarded(ev.Type) {
 			continue
 		}
 		line = lines

@@ -18,6 +18,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
@@ -54,7 +55,7 @@ type room struct {
 }
 
 // Apply fires the timers due by the input's received_at, then applies it.
-func (e *Engine) Apply(in *events.RawEvent) {
+func (e *Engine) Apply(in *rawevent.RawEvent) {
 	e.Advance(in.ReceivedAt)
 	r := e.rooms[in.RoomID]
 	if r == nil {
@@ -64,7 +65,7 @@ func (e *Engine) Apply(in *events.RawEvent) {
 	e.apply(in.RoomID, r, in)
 }
 
-func (e *Engine) apply(id id.RoomID, r *room, in *events.RawEvent) {
+func (e *Engine) apply(id id.RoomID, r *room, in *rawevent.RawEvent) {
 	res := rtc.Apply(e.cfg, r.st, in)
 	for _, rej := range res.Rejections {
 		e.Note(rej.EventID, rej.Reason)
@@ -91,8 +92,8 @@ func (e *Engine) Advance(t int64) {
 		if r.st.NextDeadline() != next.at {
 			continue // the room has changed since: its current deadline has its own entry
 		}
-		e.apply(next.room, r, &events.RawEvent{V: events.RawVersion, Kind: events.InputTimer,
-			Source: events.SourceTimer, RoomID: next.room, Deadline: next.at, ReceivedAt: next.at})
+		e.apply(next.room, r, &rawevent.RawEvent{V: rawevent.RawVersion, Kind: rawevent.InputTimer,
+			Source: rawevent.SourceTimer, RoomID: next.room, Deadline: next.at, ReceivedAt: next.at})
 	}
 }
 
@@ -148,7 +149,7 @@ var ErrMalformedLines = errors.New("malformed lines skipped")
 var ErrLineTooLong = errors.New("line too long")
 
 // DefaultMaxLineBytes is the longest line read by default (1 MiB): far more
-// than an event the ingest accepts (events.MaxEventBytes), which such a line
+// than an event the ingest accepts (rawevent.MaxEventBytes), which such a line
 // is reported as; a longer one is skipped without being held in memory.
 const DefaultMaxLineBytes = 1 << 20
 
@@ -165,7 +166,7 @@ func (c Counts) Skipped() int { return c.Malformed + c.TooLong }
 
 // ReadLines is Read with DefaultMaxLineBytes, returning ErrMalformedLines
 // (with their number) when some lines were skipped.
-func ReadLines(r io.Reader, f func(line int, ev *events.RawEvent), bad func(line int, err error)) error {
+func ReadLines(r io.Reader, f func(line int, ev *rawevent.RawEvent), bad func(line int, err error)) error {
 	c, err := Read(r, DefaultMaxLineBytes, f, bad)
 	if err != nil {
 		return err
@@ -186,7 +187,7 @@ func ReadLines(r io.Reader, f func(line int, ev *events.RawEvent), bad func(line
 // The lines are read and decoded on a goroutine of their own, ahead of f
 // (a batch at a time); f and bad are called on the caller's goroutine, in
 // the order of the lines.
-func Read(r io.Reader, maxLine int, f func(line int, ev *events.RawEvent), bad func(line int, err error)) (Counts, error) {
+func Read(r io.Reader, maxLine int, f func(line int, ev *rawevent.RawEvent), bad func(line int, err error)) (Counts, error) {
 	batches := make(chan *lineBatch, 4)
 	free := make(chan *lineBatch, 6)
 	go readBatches(r, maxLine, batches, free)
@@ -214,7 +215,7 @@ func Read(r io.Reader, maxLine int, f func(line int, ev *events.RawEvent), bad f
 // lineItem is a forwarded event of a line, or why the line was skipped.
 type lineItem struct {
 	line int
-	ev   events.RawEvent
+	ev   rawevent.RawEvent
 	err  error
 }
 
@@ -266,7 +267,7 @@ func readBatches(r io.Reader, maxLine int, out chan<- *lineBatch, free <-chan *l
 			case perr != nil:
 				c.Malformed++
 				b.items = append(b.items, lineItem{line: c.Lines, err: perr})
-			case events.IsForwarded(ev.Type):
+			case rawevent.IsForwarded(ev.Type):
 				c.Events++
 				b.items = append(b.items, lineItem{line: c.Lines, ev: ev})
 			}
@@ -449,7 +450,7 @@ func Run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	eng.Note = func(ev id.EventID, reason string) {
 		safetext.Fprintf(stderr, "line %d: note: %s not counted: %s\n", line, ev, reason)
 	}
-	counts, err := Read(in, *maxLine, func(n int, ev *events.RawEvent) {
+	counts, err := Read(in, *maxLine, func(n int, ev *rawevent.RawEvent) {
 		line = n
 		eng.Apply(ev)
 	}, func(n int, err error) {

@@ -6,7 +6,7 @@
 // one without changing a stored byte: the tests of each type compare the two
 // on random values. Two forms of a struct:
 //
-//   - Begin: every empty field left out, as events.Marshal's reflective
+//   - Begin: every empty field left out, as Marshal's reflective
 //     encoder writes (the aggregator's own records);
 //   - BeginAll: every field present, empty ones with their zero value, as
 //     the same encoder writes without omitempty (the public messages of

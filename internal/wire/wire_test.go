@@ -13,13 +13,12 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rtcsessions/rtc-sessions/internal/wire"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
-// reflective is the reflective encoding of v with events.Marshal's settings.
+// reflective is the reflective encoding of v with wire.Marshal's settings.
 func reflective(t *testing.T, v any) []byte {
 	t.Helper()
-	b, err := events.MarshalReflective(v)
+	b, err := wire.MarshalReflective(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +164,7 @@ func TestWideMapMatchesTheReflectiveEncoder(t *testing.T) {
 	}
 }
 
-// reflectiveAll is the reflective encoding of v with events.Marshal's
+// reflectiveAll is the reflective encoding of v with wire.Marshal's
 // settings but no field left out: what BeginAll must write.
 func reflectiveAll(t *testing.T, v any) []byte {
 	t.Helper()

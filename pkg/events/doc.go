@@ -1,11 +1,14 @@
-// Package events is the public contract of rtc-sessions: the wire schemas of
-// the raw input stream (RTC_RAW) and of the session event stream (RTC_EVENTS),
-// their msgpack codec, the subject and KV-key builders, the token encoding of
-// Matrix identifiers, and a small subscriber API.
+// Package events is the subscriber contract of rtc-sessions: the session
+// events of RTC_EVENTS and the live sessions of the rtc_sessions bucket
+// (their types and decoders), the subjects, filters and keys they are found
+// under, the token encoding of Matrix identifiers, and a small subscriber
+// API (Subscribe, WatchSessions, ListLiveSessions, SeqTracker).
 //
 // Subscribers import this package and nothing else of the project. Everything
 // here is versioned: a decoder refuses a schema version it does not know with
-// ErrUnsupportedVersion instead of misreading it.
+// ErrUnsupportedVersion instead of misreading it. The services' own side
+// (the raw inputs of RTC_RAW and their parser, the encoders, the ids and
+// the internal streams) is in internal packages.
 //
 // # Versions and compatibility
 //
@@ -13,10 +16,9 @@
 // tokens, every field, ordering, backfill, versioning); docs/asyncapi.yaml
 // and docs/schemas/ describe the same messages for tools.
 //
-// RTC_RAW inputs are version 1 (RawVersion). Session events are version 3
-// (SchemaVersion) and live sessions in rtc_sessions version 4
-// (LiveSessionVersion). The version is in the body ("v") and in the header
-// HeaderSchemaVersion (SessionEventMsg, SetLiveSessionHeader).
+// Session events are version 3 (SchemaVersion) and live sessions in
+// rtc_sessions version 4 (LiveSessionVersion). The version is in the body
+// ("v") and in the header HeaderSchemaVersion.
 //
 // Version 3 of the session events, and 4 of the live sessions, write every
 // field, an empty one with its zero value ("", 0, false or nil), and a
@@ -33,7 +35,7 @@
 //     neither joins nor leaves, so a live session always names the
 //     membership's current event;
 //   - session ids hash the session's key and the per-room seq of its
-//     session_started (SessionID): an id names one session forever;
+//     session_started: an id names one session forever;
 //   - a session's started_at is never before the ended_at of the previous
 //     session of the same (room, application, call_id).
 //

@@ -1,4 +1,4 @@
-package events
+package events_test
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // TestNoGoroutineLeak ends Subscribe and WatchSessions in each way they
@@ -20,23 +23,23 @@ func TestNoGoroutineLeak(t *testing.T) {
 	js := embedded(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: StreamEvents, Subjects: []string{SessionPrefix + ".>"}}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamEvents, Subjects: []string{events.SessionPrefix + ".>"}}); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketSessions})
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.BucketSessions})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := SessionEvent{ID: EventID("!a:x", 1), Seq: 1, Kind: KindSessionStarted, RoomID: "!a:x", Application: "m.call"}
-	b, err := EncodeSessionEvent(&ev)
+	ev := events.SessionEvent{ID: eventcodec.EventID("!a:x", 1), Seq: 1, Kind: events.KindSessionStarted, RoomID: "!a:x", Application: "m.call"}
+	b, err := eventcodec.EncodeSessionEvent(&ev)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.Publish(ctx, ev.Subject(), b); err != nil {
 		t.Fatal(err)
 	}
-	ls := LiveSession{SessionID: "s", RoomID: "!a:x", Application: "m.call"}
-	lb, err := EncodeLiveSession(&ls)
+	ls := events.LiveSession{SessionID: "s", RoomID: "!a:x", Application: "m.call"}
+	lb, err := eventcodec.EncodeLiveSession(&ls)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,19 +58,19 @@ func TestNoGoroutineLeak(t *testing.T) {
 		want error
 	}{
 		{"subscribe handler error", func(ctx context.Context, _ func()) error {
-			return Subscribe(ctx, js, SubscribeOptions{FromStart: true}, func(Delivery) error { return errStop })
+			return events.Subscribe(ctx, js, events.SubscribeOptions{FromStart: true}, func(events.Delivery) error { return errStop })
 		}, errStop},
 		{"subscribe context", func(ctx context.Context, cancel func()) error {
-			return Subscribe(ctx, js, SubscribeOptions{FromStart: true}, func(Delivery) error { cancel(); return nil })
+			return events.Subscribe(ctx, js, events.SubscribeOptions{FromStart: true}, func(events.Delivery) error { cancel(); return nil })
 		}, context.Canceled},
 		{"watch handler error", func(ctx context.Context, _ func()) error {
-			return WatchSessions(ctx, js, func(string, *LiveSession) error { return errStop }, nil)
+			return events.WatchSessions(ctx, js, func(string, *events.LiveSession) error { return errStop }, nil)
 		}, errStop},
 		{"watch context", func(ctx context.Context, cancel func()) error {
-			return WatchSessions(ctx, js, func(string, *LiveSession) error { return nil }, cancel)
+			return events.WatchSessions(ctx, js, func(string, *events.LiveSession) error { return nil }, cancel)
 		}, context.Canceled},
 		{"list", func(ctx context.Context, _ func()) error {
-			got, err := ListLiveSessions(ctx, js)
+			got, err := events.ListLiveSessions(ctx, js)
 			if err == nil && len(got) != 1 {
 				t.Errorf("listed %d sessions, want 1", len(got))
 			}

@@ -2,22 +2,22 @@ package events
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 )
 
 // LiveSessionVersion is the version of the rtc_sessions layout:
 //
 //	<appTok>.<roomTok>.<callTok>           the session (LiveSession)
 //	<appTok>.<roomTok>.<callTok>.<member>  one member (LiveMember) of a large session,
-//	                                       <member> = MemberToken
+//	                                       <member>: see docs/events.md
 //
-// A small session (at most InlineMembersMax devices at its peak) keeps its
+// A small session (at most 16 devices at its peak) keeps its
 // members in its own value, as version 1 did: one value per session. A
 // larger one has MembersInKeys set and each member in a key of its own, so
 // a session of 10,000 devices is 10,001 small values and a join writes two
@@ -39,26 +39,11 @@ const LiveSessionVersion = 4
 // version v can be read: this version, or an older one.
 func liveSessionVersionKnown(v int) bool { return v >= 1 && v <= LiveSessionVersion }
 
-// InlineMembersMax is the largest session (devices at its peak) whose
-// members are kept in the session's own value.
-const InlineMembersMax = 16
-
 // LiveMember is the value of a member's key in the rtc_sessions bucket.
 type LiveMember struct {
 	V      int    `json:"v"`
 	Member Member `json:"member"`
 }
-
-// MemberToken is the last token of a member's key: a hash of the user,
-// device and membership id (printable, fixed length). A rejoin is a new
-// membership, hence a new key.
-func MemberToken(m *Member) string {
-	h := sha256.Sum256([]byte(string(m.UserID) + "\x00" + string(m.DeviceID) + "\x00" + m.MembershipID))
-	return base64.RawURLEncoding.EncodeToString(h[:16])
-}
-
-// SessionMemberKey is the key of member m of the session whose key is sessionKey.
-func SessionMemberKey(sessionKey string, m *Member) string { return sessionKey + "." + MemberToken(m) }
 
 // SplitSessionsKey tells a session's own key from a member's key: it returns
 // the session key and, for a member's key, the member token.
@@ -73,19 +58,10 @@ func SplitSessionsKey(key string) (session, member string, ok bool) {
 	return "", "", false
 }
 
-// EncodeLiveMember encodes the value of a member's key.
-func EncodeLiveMember(m *Member) ([]byte, error) {
-	b, err := Marshal(&LiveMember{V: LiveSessionVersion, Member: *m})
-	if err != nil {
-		return nil, fmt.Errorf("encode live member %s/%s: %w", m.UserID, m.DeviceID, err)
-	}
-	return b, nil
-}
-
 // DecodeLiveMember decodes the value of a member's key.
 func DecodeLiveMember(data []byte) (Member, error) {
 	var lm LiveMember
-	if err := Unmarshal(data, &lm); err != nil {
+	if err := wire.Unmarshal(data, &lm); err != nil {
 		return Member{}, fmt.Errorf("decode live member: %w", err)
 	}
 	if lm.V < 2 || lm.V > LiveSessionVersion { // member keys came with version 2

@@ -20,21 +20,10 @@ import (
 // written as the msgpack map or array it stands for. Each encoder writes
 // exactly what a reflective msgpack encoder writes for the same value with
 // no field left out and the nested JSON decoded to generic values
-// (wire_test.go compares the two on random values). Decoding stays
-// reflective, except Member's nested JSON (Member.DecodeMsgpack): it is not
-// on the hot path, and it accepts fields in any order.
-
-// msgpackAppender is a value with a hand-written encoder: Marshal uses it
-// instead of reflection.
-type msgpackAppender interface {
-	AppendMsgpack(b []byte) []byte
-}
-
-// msgpackSizer is an appender that knows about how many bytes it writes:
-// Marshal allocates that much at once instead of growing the buffer.
-type msgpackSizer interface {
-	MsgpackSize() int
-}
+// (wire_test.go compares the two on random values); the services' codec
+// (internal/wire's Marshal) uses them. Decoding stays reflective, except
+// Member's nested JSON (Member.DecodeMsgpack): it is not on the hot path,
+// and it accepts fields in any order.
 
 // MsgpackSize is about the length of the member's encoding (at least it,
 // for ASCII strings).
@@ -67,7 +56,7 @@ func (s *LiveSession) MsgpackSize() int {
 // MsgpackSize: see Member.MsgpackSize.
 func (lm *LiveMember) MsgpackSize() int { return 16 + lm.Member.MsgpackSize() }
 
-// AppendMsgpack appends the member as Marshal encodes it.
+// AppendMsgpack appends the member as the services' codec encodes it.
 func (m *Member) AppendMsgpack(b []byte) []byte {
 	w := wire.BeginAll(b)
 	w.Str("user_id", string(m.UserID))
@@ -88,7 +77,7 @@ func (m *Member) AppendMsgpack(b []byte) []byte {
 // that are not addressable too).
 func (m Member) EncodeMsgpack(enc *msgpack.Encoder) error { return writeTo(enc, m.AppendMsgpack(nil)) }
 
-// AppendMsgpack appends the summary as Marshal encodes it.
+// AppendMsgpack appends the summary as the services' codec encodes it.
 func (s *Summary) AppendMsgpack(b []byte) []byte {
 	w := wire.BeginAll(b)
 	w.Int("started_at", s.StartedAt)
@@ -103,7 +92,7 @@ func (s *Summary) AppendMsgpack(b []byte) []byte {
 // EncodeMsgpack: see Member.EncodeMsgpack.
 func (s Summary) EncodeMsgpack(enc *msgpack.Encoder) error { return writeTo(enc, s.AppendMsgpack(nil)) }
 
-// AppendMsgpack appends the session event as Marshal encodes it.
+// AppendMsgpack appends the session event as the services' codec encodes it.
 func (e *SessionEvent) AppendMsgpack(b []byte) []byte {
 	w := wire.BeginAll(b)
 	w.Int("v", int64(e.V))
@@ -139,7 +128,7 @@ func (e SessionEvent) EncodeMsgpack(enc *msgpack.Encoder) error {
 	return writeTo(enc, e.AppendMsgpack(nil))
 }
 
-// AppendMsgpack appends the live session as Marshal encodes it.
+// AppendMsgpack appends the live session as the services' codec encodes it.
 func (s *LiveSession) AppendMsgpack(b []byte) []byte {
 	w := wire.BeginAll(b)
 	w.Int("v", int64(s.V))
@@ -170,7 +159,7 @@ func (s LiveSession) EncodeMsgpack(enc *msgpack.Encoder) error {
 	return writeTo(enc, s.AppendMsgpack(nil))
 }
 
-// AppendMsgpack appends the live member as Marshal encodes it.
+// AppendMsgpack appends the live member as the services' codec encodes it.
 func (lm *LiveMember) AppendMsgpack(b []byte) []byte {
 	w := wire.BeginAll(b)
 	w.Int("v", int64(lm.V))
@@ -329,38 +318,4 @@ func writeJSONScalar(w *bytes.Buffer, v any) error {
 func writeTo(enc *msgpack.Encoder, b []byte) error {
 	_, err := enc.Writer().Write(b)
 	return err
-}
-
-// LiveSessionParticipants reads only the participant count of a live
-// session's value (EncodeLiveSession), skipping every other field without
-// decoding it: what a gauge of live members needs, for every write of the
-// bucket.
-func LiveSessionParticipants(data []byte) (int, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
-	n, err := dec.DecodeMapLen()
-	if err != nil {
-		return 0, fmt.Errorf("decode live session: %w", err)
-	}
-	participants, version := 0, 0
-	for range n {
-		k, err := dec.DecodeString()
-		if err != nil {
-			return 0, fmt.Errorf("decode live session: %w", err)
-		}
-		switch k {
-		case "participants":
-			participants, err = dec.DecodeInt()
-		case "v":
-			version, err = dec.DecodeInt()
-		default:
-			err = dec.Skip()
-		}
-		if err != nil {
-			return 0, fmt.Errorf("decode live session field %s: %w", k, err)
-		}
-	}
-	if !liveSessionVersionKnown(version) {
-		return 0, fmt.Errorf("decode live session: %w %d", ErrUnsupportedVersion, version)
-	}
-	return participants, nil
 }

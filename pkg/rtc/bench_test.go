@@ -6,15 +6,15 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // roomWithMembers returns a room with n members in one call, and n update
 // inputs (one per member, each refreshing the expiry).
-func roomWithMembers(tb testing.TB, roomID id.RoomID, n int) (*RoomState, [2][]events.RawEvent) {
+func roomWithMembers(tb testing.TB, roomID id.RoomID, n int) (*RoomState, [2][]rawevent.RawEvent) {
 	st := NewRoomState(roomID)
-	var updates [2][]events.RawEvent
-	updates[0], updates[1] = make([]events.RawEvent, n), make([]events.RawEvent, n)
+	var updates [2][]rawevent.RawEvent
+	updates[0], updates[1] = make([]rawevent.RawEvent, n), make([]rawevent.RawEvent, n)
 	for i := 0; i < n; i++ {
 		u := fmt.Sprintf("@user%d:example.org", i)
 		j := callJoin(u, "DEV", "", T0+int64(i), `,"expires":28800000`)
@@ -67,7 +67,7 @@ func BenchmarkApplyManyRooms(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r := i % rooms
 		round := int64(i / rooms)
-		var in events.RawEvent
+		var in rawevent.RawEvent
 		switch round % 3 {
 		case 0:
 			in = callJoin(alice, "A", "", T0+round*1000, "")

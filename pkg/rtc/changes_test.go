@@ -9,7 +9,9 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 )
 
 // parts flattens a state into the parts Changes names, each encoded, so that
@@ -18,7 +20,7 @@ func parts(t testing.TB, st *RoomState) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	put := func(k string, v any) {
-		b, err := events.Marshal(v)
+		b, err := wire.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +97,7 @@ func TestChangesCoverEveryChange(t *testing.T) {
 		for i := range evs {
 			in := &evs[i]
 			if rng.IntN(6) == 0 { // a timer firing between events
-				tm := events.RawEvent{Kind: events.InputTimer, RoomID: room, Deadline: clock + rng.Int64N(60_000)}
+				tm := rawevent.RawEvent{Kind: rawevent.InputTimer, RoomID: room, Deadline: clock + rng.Int64N(60_000)}
 				tm.ReceivedAt = tm.Deadline
 				in = &tm
 			}
@@ -108,7 +110,7 @@ func TestChangesCoverEveryChange(t *testing.T) {
 // applyTracked applies one input to a tracked state and fails the test if
 // a part of the state that differs from before (added, changed or removed)
 // is not named in the changes.
-func applyTracked(t testing.TB, st *RoomState, in *events.RawEvent) {
+func applyTracked(t testing.TB, st *RoomState, in *rawevent.RawEvent) {
 	t.Helper()
 	before := parts(t, st)
 	Apply(DefaultConfig(), st, in)
@@ -172,12 +174,12 @@ func TestRebuildDerived(t *testing.T) {
 }
 
 // TestEventIDMatches: the reducer's allocation-free event id is
-// events.EventID.
+// eventcodec.EventID.
 func TestEventIDMatches(t *testing.T) {
 	rooms := []id.RoomID{"", "!call:example.org", id.RoomID("!" + strings.Repeat("r", 254)), id.RoomID("!" + strings.Repeat("r", 300))}
 	for _, r := range rooms {
 		for _, seq := range []uint64{0, 1, 255, 1 << 40, ^uint64(0)} {
-			if got, want := eventID(r, seq), events.EventID(r, seq); got != want {
+			if got, want := eventID(r, seq), eventcodec.EventID(r, seq); got != want {
 				t.Fatalf("eventID(%q, %d) = %s, want %s", r, seq, got, want)
 			}
 		}
@@ -195,11 +197,11 @@ func TestRebuildMembers(t *testing.T) {
 			Apply(DefaultConfig(), st, &evs[i])
 			want := parts(t, st)
 			cp := NewRoomState(room)
-			b, err := events.Marshal(st)
+			b, err := wire.Marshal(st)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := events.Unmarshal(b, cp); err != nil {
+			if err := wire.Unmarshal(b, cp); err != nil {
 				t.Fatal(err)
 			}
 			for _, s := range cp.Sessions {

@@ -10,13 +10,14 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // Y2100 is 2100-01-01 in ms: a sender's clock far in the future.
 const Y2100 = int64(4102444800000)
 
-func withTS(e events.RawEvent, ts int64) events.RawEvent { e.OriginServerTS = ts; return e }
+func withTS(e rawevent.RawEvent, ts int64) rawevent.RawEvent { e.OriginServerTS = ts; return e }
 
 // TestEffectiveTime: the rule at its boundaries.
 func TestEffectiveTime(t *testing.T) {
@@ -42,7 +43,7 @@ func TestEffectiveTime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := events.RawEvent{OriginServerTS: tt.ts, ReceivedAt: tt.recv}
+			ev := rawevent.RawEvent{OriginServerTS: tt.ts, ReceivedAt: tt.recv}
 			if got := EffectiveTime(tt.cfg, &ev); got != tt.want {
 				t.Fatalf("EffectiveTime(ts %d, recv %d) = %d, want %d", tt.ts, tt.recv, got, tt.want)
 			}
@@ -57,7 +58,7 @@ func TestMembershipBounds(t *testing.T) {
 	skew, maxExp := cfg.ClockSkewMS, cfg.MaxExpiresMS
 	tests := []struct {
 		name              string
-		in                events.RawEvent
+		in                rawevent.RawEvent
 		joined, deadline  int64
 		noJoin            bool
 		rank, registerRcv int64
@@ -76,9 +77,9 @@ func TestMembershipBounds(t *testing.T) {
 			joined: T0 - hour, deadline: T0 + 3*hour, rank: T0},
 		{name: "cap past receipt binds when believed ahead", in: withRecv(callJoin(alice, "A", "", T0+skew, fmt.Sprintf(`,"expires":%d`, 30*24*hour)), T0),
 			joined: T0 + skew, deadline: T0 + maxExp, rank: T0 + skew},
-		{name: "expires above the cap is capped", in: withRecv(callJoin(alice, "A", "", T0, fmt.Sprintf(`,"expires":%d`, int64(events.MaxSafeInteger))), T0),
+		{name: "expires above the cap is capped", in: withRecv(callJoin(alice, "A", "", T0, fmt.Sprintf(`,"expires":%d`, int64(rawevent.MaxSafeInteger))), T0),
 			joined: T0, deadline: T0 + maxExp, rank: T0},
-		{name: "legacy expires_ts 2100 is capped past receipt", in: withRecv(ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: Y2100,
+		{name: "legacy expires_ts 2100 is capped past receipt", in: withRecv(ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: Y2100,
 			content: fmt.Sprintf(`{"memberships":[{"application":"m.call","call_id":"","device_id":"A","expires_ts":%d}]}`, Y2100+hour)}.raw(), T0),
 			joined: T0, deadline: T0 + maxExp, rank: T0},
 		{name: "sticky 2100: starts and ranks at receipt", in: withRecv(sticky(alice, "A", "m1", Y2100, ""), T0),
@@ -123,7 +124,7 @@ func TestMembershipBounds(t *testing.T) {
 // TestForgedClockRoomKeepsWorking is the forged-clock reproduction at the reducer:
 // events dated 2100 neither end nor pin anyone, and later joins still work.
 func TestForgedClockRoomKeepsWorking(t *testing.T) {
-	r := func(e events.RawEvent, at int64) events.RawEvent { return withRecv(e, at) }
+	r := func(e rawevent.RawEvent, at int64) rawevent.RawEvent { return withRecv(e, at) }
 	st, evs, rej := run(t,
 		r(callJoin(alice, "A", "", T0, ""), T0),
 		// Carol's homeserver dates her join 2100: she joins now, for 4 h.
@@ -195,7 +196,7 @@ func TestForgedRoomMembershipAndSlot(t *testing.T) {
 func TestOutOfRangeRejected(t *testing.T) {
 	tests := []struct {
 		name    string
-		in      events.RawEvent
+		in      rawevent.RawEvent
 		reason  string
 		stored  bool // content problem: the register holds the invalid event
 		clockTo int64
@@ -219,10 +220,10 @@ func TestOutOfRangeRejected(t *testing.T) {
 		{name: "negative expires", in: callJoin(alice, "A", "", T0, `,"expires":-1`), reason: "expires must be at least 1", stored: true, clockTo: T0},
 		{name: "created_ts beyond year 2500", in: callJoin(alice, "A", "", T0, `,"created_ts":1e17`), reason: "created_ts too large", stored: true, clockTo: T0},
 		{name: "negative created_ts", in: callJoin(alice, "A", "", T0, `,"created_ts":-1`), reason: "created_ts must not be negative", stored: true, clockTo: T0},
-		{name: "legacy expires_ts beyond year 2500", in: ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
+		{name: "legacy expires_ts beyond year 2500", in: ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
 			content: `{"memberships":[{"application":"m.call","call_id":"","device_id":"A","expires_ts":1e17}]}`}.raw(),
 			reason: "expires_ts too large", stored: true, clockTo: T0},
-		{name: "negative sticky duration", in: func() events.RawEvent {
+		{name: "negative sticky duration", in: func() rawevent.RawEvent {
 			e := sticky(alice, "A", "m", T0, "")
 			e.StickyDurationMS = ptr(int64(-1))
 			return e
@@ -273,23 +274,23 @@ func TestRejectionCodes(t *testing.T) {
 	}
 	e6 := example(t, "E6")[0]
 	tests := []struct {
-		in   events.RawEvent
+		in   rawevent.RawEvent
 		want RejectionCode
 	}{
-		{func() events.RawEvent { e := callJoin(alice, "A", "", T0, ""); e.RoomID = "!other:x"; return e }(), RejectWrongRoom},
+		{func() rawevent.RawEvent { e := callJoin(alice, "A", "", T0, ""); e.RoomID = "!other:x"; return e }(), RejectWrongRoom},
 		{ev{typ: "m.room.message", sender: alice, id: "$m", ts: T0, noState: true, content: `{}`}.raw(), RejectUnknownType},
-		{ev{typ: events.TypeCallMember.Type, sender: alice, id: "$n", ts: T0, noState: true, content: `{}`}.raw(), RejectNoStateKey},
-		{ev{typ: events.TypeRTCMemberUnstable.Type, stateKey: "k", sender: alice, id: "$s", ts: T0, content: `{}`}.raw(), RejectStickyState},
-		{ev{typ: events.TypeRTCMemberUnstable.Type, sender: alice, id: "$k", ts: T0, noState: true, sticky: hour, content: `{"application":{"type":"m.call"}}`}.raw(), RejectNoStickyKey},
+		{ev{typ: rawevent.TypeCallMember.Type, sender: alice, id: "$n", ts: T0, noState: true, content: `{}`}.raw(), RejectNoStateKey},
+		{ev{typ: rawevent.TypeRTCMemberUnstable.Type, stateKey: "k", sender: alice, id: "$s", ts: T0, content: `{}`}.raw(), RejectStickyState},
+		{ev{typ: rawevent.TypeRTCMemberUnstable.Type, sender: alice, id: "$k", ts: T0, noState: true, sticky: hour, content: `{"application":{"type":"m.call"}}`}.raw(), RejectNoStickyKey},
 		{ev{typ: "m.room.redaction", sender: alice, id: "$r", ts: T0, noState: true, content: `{}`}.raw(), RejectNoRedacts},
 		{example(t, "E7")[0], RejectMalformed},
 		{withContent(callJoin(alice, "A", "", T0, ""), `{"application":"m.call","call_id":"","device_id":"`+strings.Repeat("d", 300)+`","focus_active":{"type":"x"}}`), RejectTooLarge},
 		{callJoin(alice, "A", "", T0, `,"expires":1e30`), RejectOutOfRange},
 		{e6, RejectForeignStateKey},
 		{withSender(sticky(alice, "A", "mid", T0, ""), bob), RejectForeignUser},
-		{ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$a1", ts: T0,
+		{ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$a1", ts: T0,
 			content: `{"memberships":[{"application":"m.call","call_id":"x","device_id":"A","expires":1000}]}`}.raw(), RejectNotRoomCall},
-		{ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$a2", ts: T0,
+		{ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$a2", ts: T0,
 			content: `{"memberships":[{"application":"m.call","call_id":"","device_id":"A","expires":1000},{"application":"m.call","call_id":"","device_id":"A","expires":1000}]}`}.raw(), RejectDuplicateDevice},
 	}
 	covered := map[RejectionCode]bool{}
@@ -327,7 +328,7 @@ func TestRegisterWhy(t *testing.T) {
 			t.Fatalf("register %+v", r)
 		}
 	}
-	st, _, _ = run(t, ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
+	st, _, _ = run(t, ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
 		content: `{"memberships":[{"application":"m.call","call_id":"","device_id":"A","expires":3600000},{"application":"m.call","call_id":"other","device_id":"B","expires":3600000}]}`}.raw())
 	for _, r := range st.Registers {
 		if r.Kind != RegisterJoin || r.WhyCode != RejectNotRoomCall || !strings.Contains(r.Why, "memberships[1]") {
@@ -363,7 +364,7 @@ func TestSameEventReceivedTwice(t *testing.T) {
 	skew := DefaultConfig().ClockSkewMS
 	tests := []struct {
 		name   string
-		e      events.RawEvent
+		e      rawevent.RawEvent
 		r1, r2 int64
 	}{
 		{"dated 2100", callJoin(carol, "C", "", Y2100, ""), T0, T0 + hour},
@@ -375,9 +376,9 @@ func TestSameEventReceivedTwice(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			first, second := withRecv(tt.e, tt.r1), withRecv(tt.e, tt.r2)
-			other := []events.RawEvent{withRecv(callJoin(alice, "A", "", T0, ""), T0), withRecv(callJoin(bob, "B", "", T0+5, ""), T0+5)}
+			other := []rawevent.RawEvent{withRecv(callJoin(alice, "A", "", T0, ""), T0), withRecv(callJoin(bob, "B", "", T0+5, ""), T0+5)}
 			var want string
-			for p, order := range [][]events.RawEvent{
+			for p, order := range [][]rawevent.RawEvent{
 				{other[0], first, other[1], second},
 				{other[0], second, other[1], first},
 				{second, first, other[0], other[1]},

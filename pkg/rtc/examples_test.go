@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -55,7 +57,7 @@ func TestE3LeaveEndsSession(t *testing.T) {
 	}
 	// Every event of a session carries its id; seq counts up from 1.
 	for i, e := range evs {
-		if e.SessionID != evs[0].SessionID || e.Seq != uint64(i+1) || e.ID != events.EventID(room, e.Seq) {
+		if e.SessionID != evs[0].SessionID || e.Seq != uint64(i+1) || e.ID != eventcodec.EventID(room, e.Seq) {
 			t.Fatalf("event %d: session %s seq %d id %s", i, e.SessionID, e.Seq, e.ID)
 		}
 	}
@@ -87,7 +89,7 @@ func TestE5CrashedMemberExpires(t *testing.T) {
 	}
 	// The durable timer fires at the deadline: the member leaves at exactly
 	// created + 4 h and the session ends then.
-	res := Apply(DefaultConfig(), st, &[]events.RawEvent{tick(1767214400000)}[0])
+	res := Apply(DefaultConfig(), st, &[]rawevent.RawEvent{tick(1767214400000)}[0])
 	wantKinds(t, res.Events, "member_left/expired", "session_ended/expired")
 	if res.Events[1].At != 1767214400000 || res.Events[1].Summary.DurationMS != 14400000 {
 		t.Fatalf("ended %+v", res.Events[1])

@@ -12,6 +12,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -61,7 +62,7 @@ func splitLines(b []byte) [][]byte {
 }
 
 // checkClaims: what a parser accepts is bounded and self-consistent.
-func checkClaims(t *testing.T, p Parsed, ev *events.RawEvent) {
+func checkClaims(t *testing.T, p Parsed, ev *rawevent.RawEvent) {
 	if p.Kind != RegisterJoin && len(p.Claims) > 0 {
 		t.Fatalf("kind %d with %d claims", p.Kind, len(p.Claims))
 	}
@@ -93,8 +94,8 @@ func checkClaims(t *testing.T, p Parsed, ev *events.RawEvent) {
 func FuzzParseStateMember(f *testing.F) {
 	seedContents(f, func(c []byte) { f.Add(c, "_@alice:example.org_DEV_m.call", "@alice:example.org", int64(1767225601234)) })
 	f.Fuzz(func(t *testing.T, content []byte, stateKey, sender string, ts int64) {
-		for _, typ := range []string{events.TypeCallMember.Type, events.TypeRTCMember.Type} {
-			ev := &events.RawEvent{Type: typ, StateKey: &stateKey, Sender: id.UserID(sender), OriginServerTS: ts,
+		for _, typ := range []string{rawevent.TypeCallMember.Type, rawevent.TypeRTCMember.Type} {
+			ev := &rawevent.RawEvent{Type: typ, StateKey: &stateKey, Sender: id.UserID(sender), OriginServerTS: ts,
 				Content: content, EventID: "$f"}
 			p, err := ParseStateMember(DefaultConfig(), ev)
 			if err != nil && p.Kind != RegisterInvalid {
@@ -108,7 +109,7 @@ func FuzzParseStateMember(f *testing.F) {
 func FuzzParseStickyMember(f *testing.F) {
 	seedContents(f, func(c []byte) { f.Add(c, "@erin:example.org", int64(1767230400000), int64(3600000)) })
 	f.Fuzz(func(t *testing.T, content []byte, sender string, ts, duration int64) {
-		ev := &events.RawEvent{Type: events.TypeRTCMember.Type, Sender: id.UserID(sender), OriginServerTS: ts,
+		ev := &rawevent.RawEvent{Type: rawevent.TypeRTCMember.Type, Sender: id.UserID(sender), OriginServerTS: ts,
 			ReceivedAt: ts, Content: content, EventID: "$f", StickyDurationMS: &duration}
 		p, err := ParseStickyMember(DefaultConfig(), ev)
 		if err != nil && p.Kind != RegisterInvalid {
@@ -172,16 +173,16 @@ func FuzzReducer(f *testing.F) {
 
 // decodeProgram turns bytes into inputs: each 3 bytes pick an operation, a
 // user/device and a time step.
-func decodeProgram(p []byte) []events.RawEvent {
+func decodeProgram(p []byte) []rawevent.RawEvent {
 	users := []string{alice, bob, carol}
-	var out []events.RawEvent
+	var out []rawevent.RawEvent
 	ts := T0
 	for i := 0; i+2 < len(p); i += 3 {
 		op, who, step := p[i], p[i+1], p[i+2]
 		ts += int64(step) * 997
 		u := users[int(who)%3]
 		d := string(rune('A' + int(who/3)%3))
-		var e events.RawEvent
+		var e rawevent.RawEvent
 		switch op % 10 {
 		case 0, 1:
 			e = callJoin(u, d, []string{"", "ROOM", "x"}[int(op/10)%3], ts, `,"expires":60000`)
@@ -203,7 +204,7 @@ func decodeProgram(p []byte) []events.RawEvent {
 			e = ev{typ: "m.room.redaction", sender: u, id: "$r" + itoa(int64(i)), ts: ts, noState: true,
 				redacts: string(callJoin(u, d, "", ts-int64(step)*997, "").EventID), content: `{}`}.raw()
 		}
-		if e.Kind == events.InputEvent {
+		if e.Kind == rawevent.InputEvent {
 			e.EventID += id.EventID("#" + itoa(int64(i)))
 			e.ReceivedAt = ts
 			if op >= 240 { // the sender's clock ahead: by up to ~16 years, or within the skew allowance
@@ -242,8 +243,8 @@ func FuzzFastStateMember(f *testing.F) {
 	f.Fuzz(func(t *testing.T, content []byte, stateKey, sender string, ts, recv int64) {
 		var m map[string]json.RawMessage
 		isObject := json.Unmarshal(content, &m) == nil && m != nil
-		for _, typ := range []string{events.TypeCallMember.Type, events.TypeRTCMember.Type} {
-			ev := &events.RawEvent{Type: typ, StateKey: &stateKey, Sender: id.UserID(sender), OriginServerTS: ts,
+		for _, typ := range []string{rawevent.TypeCallMember.Type, rawevent.TypeRTCMember.Type} {
+			ev := &rawevent.RawEvent{Type: typ, StateKey: &stateKey, Sender: id.UserID(sender), OriginServerTS: ts,
 				ReceivedAt: recv, Content: content, EventID: "$f"}
 			p, err := ParseStateMember(DefaultConfig(), ev)
 			checkClaims(t, p, ev)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -18,7 +19,7 @@ func gcConfig() Config {
 
 // runWith applies inputs in order with cfg, checking the invariants after
 // each, and returns the state and the events.
-func runWith(t testing.TB, cfg Config, inputs ...events.RawEvent) (*RoomState, []events.SessionEvent) {
+func runWith(t testing.TB, cfg Config, inputs ...rawevent.RawEvent) (*RoomState, []events.SessionEvent) {
 	t.Helper()
 	st := NewRoomState(room)
 	var evs []events.SessionEvent
@@ -86,7 +87,7 @@ func TestRegistersStayBoundedInALongLivedRoom(t *testing.T) {
 	for i := range 2_000 {
 		at := T0 + int64(i)*1_000
 		dev := fmt.Sprintf("D%d", i)
-		for _, in := range []events.RawEvent{callJoin(alice, dev, "", at, `,"expires":5000`), callLeave(alice, dev, at+500)} {
+		for _, in := range []rawevent.RawEvent{callJoin(alice, dev, "", at, `,"expires":5000`), callLeave(alice, dev, at+500)} {
 			Apply(cfg, st, &in)
 		}
 		most = max(most, len(st.Registers))
@@ -104,7 +105,7 @@ func TestRegistersStayBoundedInALongLivedRoom(t *testing.T) {
 // redeliveries minutes later (lateCopies: where collection matters; such a
 // copy may change what the earliest receipt decides, a documented order
 // dependence of its own), or copies that keep their effective time.
-func gcHistory(rng *rand.Rand, n int, lateCopies bool) []events.RawEvent {
+func gcHistory(rng *rand.Rand, n int, lateCopies bool) []rawevent.RawEvent {
 	in := randomEvents(rng, n)
 	for i := range in {
 		// Spread the history over about ten horizons.

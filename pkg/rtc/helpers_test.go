@@ -11,6 +11,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -21,18 +22,18 @@ const (
 )
 
 // example loads an example event file from testdata.
-func example(t testing.TB, name string) []events.RawEvent {
+func example(t testing.TB, name string) []rawevent.RawEvent {
 	t.Helper()
 	f, err := os.Open("testdata/examples/" + name + ".jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []events.RawEvent
+	var out []rawevent.RawEvent
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		ev, err := events.ParseClientEvent(sc.Bytes(), "", 0)
+		ev, err := rawevent.ParseClientEvent(sc.Bytes(), "", 0)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -42,7 +43,7 @@ func example(t testing.TB, name string) []events.RawEvent {
 }
 
 // received returns the events with received_at set to at.
-func received(evs []events.RawEvent, at int64) []events.RawEvent {
+func received(evs []rawevent.RawEvent, at int64) []rawevent.RawEvent {
 	out := slices.Clone(evs)
 	for i := range out {
 		out[i].ReceivedAt = at
@@ -52,7 +53,7 @@ func received(evs []events.RawEvent, at int64) []events.RawEvent {
 
 // run applies inputs to a fresh room and returns the state, the events and
 // the rejections.
-func run(t testing.TB, inputs ...events.RawEvent) (*RoomState, []events.SessionEvent, []Rejection) {
+func run(t testing.TB, inputs ...rawevent.RawEvent) (*RoomState, []events.SessionEvent, []Rejection) {
 	t.Helper()
 	st := NewRoomState(room)
 	var evs []events.SessionEvent
@@ -66,8 +67,8 @@ func run(t testing.TB, inputs ...events.RawEvent) (*RoomState, []events.SessionE
 	return st, evs, rej
 }
 
-func tick(at int64) events.RawEvent {
-	return events.RawEvent{V: 1, Kind: events.InputTimer, RoomID: room, Deadline: at, ReceivedAt: at}
+func tick(at int64) rawevent.RawEvent {
+	return rawevent.RawEvent{V: 1, Kind: rawevent.InputTimer, RoomID: room, Deadline: at, ReceivedAt: at}
 }
 
 // kinds renders events as "kind[/reason]" strings for compact assertions.
@@ -169,8 +170,8 @@ type ev struct {
 	redacts                   string
 }
 
-func (e ev) raw() events.RawEvent {
-	r := events.RawEvent{V: 1, Kind: events.InputEvent, RoomID: room, EventID: id.EventID(e.id),
+func (e ev) raw() rawevent.RawEvent {
+	r := rawevent.RawEvent{V: 1, Kind: rawevent.InputEvent, RoomID: room, EventID: id.EventID(e.id),
 		Type: e.typ, Sender: id.UserID(e.sender), OriginServerTS: e.ts, ReceivedAt: e.recv,
 		Content: json.RawMessage(e.content), Redacts: id.EventID(e.redacts)}
 	if r.ReceivedAt == 0 {
@@ -188,20 +189,20 @@ func (e ev) raw() events.RawEvent {
 }
 
 // callJoin is an Element Call per-device membership.
-func callJoin(user, device, callID string, ts int64, extra string) events.RawEvent {
+func callJoin(user, device, callID string, ts int64, extra string) rawevent.RawEvent {
 	content := fmt.Sprintf(`{"application":"m.call","call_id":%q,"scope":"m.room","device_id":%q,"focus_active":{"type":"livekit","focus_selection":"multi_sfu"},"foci_preferred":[{"type":"livekit","livekit_service_url":"https://rtc.example.org"}]%s}`,
 		callID, device, extra)
-	return ev{typ: events.TypeCallMember.Type, stateKey: "_" + user + "_" + device + "_m.call", sender: user,
+	return ev{typ: rawevent.TypeCallMember.Type, stateKey: "_" + user + "_" + device + "_m.call", sender: user,
 		id: fmt.Sprintf("$%s-%s-%d", strings.TrimPrefix(user, "@"), device, ts), ts: ts, content: content}.raw()
 }
 
-func callLeave(user, device string, ts int64) events.RawEvent {
-	return ev{typ: events.TypeCallMember.Type, stateKey: "_" + user + "_" + device + "_m.call", sender: user,
+func callLeave(user, device string, ts int64) rawevent.RawEvent {
+	return ev{typ: rawevent.TypeCallMember.Type, stateKey: "_" + user + "_" + device + "_m.call", sender: user,
 		id: fmt.Sprintf("$leave-%s-%s-%d", strings.TrimPrefix(user, "@"), device, ts), ts: ts, content: `{}`}.raw()
 }
 
-func roomMember(user, membership string, ts int64) events.RawEvent {
-	return ev{typ: events.TypeRoomMember.Type, stateKey: user, sender: user,
+func roomMember(user, membership string, ts int64) rawevent.RawEvent {
+	return ev{typ: rawevent.TypeRoomMember.Type, stateKey: user, sender: user,
 		id: fmt.Sprintf("$rm-%s-%s-%d", strings.TrimPrefix(user, "@"), membership, ts), ts: ts,
 		content: fmt.Sprintf(`{"membership":%q}`, membership)}.raw()
 }

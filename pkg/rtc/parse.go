@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsonscan"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -26,7 +27,7 @@ const (
 	// MaxExpiresValue bounds `expires` (2^53-1, the largest integer JSON
 	// carries exactly); larger values are rejected, smaller ones are capped
 	// by Config.MaxExpiresMS.
-	MaxExpiresValue = events.MaxSafeInteger
+	MaxExpiresValue = rawevent.MaxSafeInteger
 )
 
 // callIntentField is the content field of a membership's call intent
@@ -304,7 +305,7 @@ func compact(raw json.RawMessage) json.RawMessage {
 // The effective time ranks the event in its register (last writer wins), is
 // the latest its membership may start (created_ts() is clamped to it) and
 // is the time of the transitions it causes.
-func EffectiveTime(cfg Config, ev *events.RawEvent) int64 {
+func EffectiveTime(cfg Config, ev *rawevent.RawEvent) int64 {
 	r := receivedAt(ev)
 	if ev.OriginServerTS <= r+cfg.ClockSkewMS {
 		return ev.OriginServerTS
@@ -314,7 +315,7 @@ func EffectiveTime(cfg Config, ev *events.RawEvent) int64 {
 
 // receivedAt is the input's receive time, or its origin_server_ts when it
 // has none.
-func receivedAt(ev *events.RawEvent) int64 {
+func receivedAt(ev *rawevent.RawEvent) int64 {
 	if ev.ReceivedAt > 0 {
 		return ev.ReceivedAt
 	}
@@ -324,7 +325,7 @@ func receivedAt(ev *events.RawEvent) int64 {
 // checkTimes rejects an event whose origin_server_ts or received_at is out
 // of range (not in (0, MaxTimestamp]; received_at may be 0: unknown). Such a
 // time cannot be ranked or bounded, so the event is not stored at all.
-func checkTimes(ev *events.RawEvent) error {
+func checkTimes(ev *rawevent.RawEvent) error {
 	var errs []error
 	if ev.OriginServerTS <= 0 || ev.OriginServerTS > MaxTimestamp {
 		errs = append(errs, outOfRange("origin_server_ts %d outside (0, %d]", ev.OriginServerTS, int64(MaxTimestamp)))
@@ -339,7 +340,7 @@ func checkTimes(ev *events.RawEvent) error {
 // `expires` (default and cap from cfg): created_ts() + min(expires, cap),
 // and never later than the cap past the time the service received the
 // event, whatever the sender's clock says.
-func expiryOf(cfg Config, ev *events.RawEvent, created int64, expires int64, present bool) int64 {
+func expiryOf(cfg Config, ev *rawevent.RawEvent, created int64, expires int64, present bool) int64 {
 	if !present {
 		expires = cfg.DefaultExpiresMS
 	}
@@ -368,13 +369,13 @@ func createdTS(raw []byte, eff int64) (int64, error) {
 // org.matrix.msc3401.call.member per-device session form, its legacy
 // memberships array, or an m.rtc.member state event of the seed format.
 // Content without `application` (and without `memberships`) is a leave.
-func ParseStateMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
+func ParseStateMember(cfg Config, ev *rawevent.RawEvent) (Parsed, error) {
 	return parseStateMember(cfg, ev, nil)
 }
 
 // parseStateMember is ParseStateMember reusing the strings and bytes of
 // prev (the register the event replaces) where they are equal.
-func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, error) {
+func parseStateMember(cfg Config, ev *rawevent.RawEvent, prev *Register) (Parsed, error) {
 	if err := checkTimes(ev); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}
@@ -386,7 +387,7 @@ func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, 
 		return Parsed{Kind: RegisterInvalid}, invalid("content is not a JSON object")
 	}
 	if c.has(cfMemberships) && !c.has(cfApplication) {
-		if ev.Type != events.TypeCallMember.Type {
+		if ev.Type != rawevent.TypeCallMember.Type {
 			return Parsed{Kind: RegisterInvalid}, invalid("memberships array in %s", ev.Type)
 		}
 		return parseLegacy(cfg, ev, c.raw[cfMemberships], prev)
@@ -400,7 +401,7 @@ func parseStateMember(cfg Config, ev *events.RawEvent, prev *Register) (Parsed, 
 // parseLegacy expands a legacy memberships array (js-sdk v28-v35). Entries
 // count only for the room call (call_id "" and scope m.room
 // case 24) and only until created_ts()+expires (or expires_ts).
-func parseLegacy(cfg Config, ev *events.RawEvent, memberships []byte, prev *Register) (Parsed, error) {
+func parseLegacy(cfg Config, ev *rawevent.RawEvent, memberships []byte, prev *Register) (Parsed, error) {
 	var entries []json.RawMessage
 	if err := json.Unmarshal(memberships, &entries); err != nil {
 		return Parsed{Kind: RegisterInvalid}, invalid("memberships must be an array")
@@ -435,7 +436,7 @@ func parseLegacy(cfg Config, ev *events.RawEvent, memberships []byte, prev *Regi
 	return p, nil
 }
 
-func parseLegacyEntry(cfg Config, ev *events.RawEvent, raw json.RawMessage, prev *Register) (Claim, error) {
+func parseLegacyEntry(cfg Config, ev *rawevent.RawEvent, raw json.RawMessage, prev *Register) (Claim, error) {
 	m, err := object(raw)
 	if err != nil {
 		return Claim{}, err
@@ -496,7 +497,7 @@ func StickyKey(content json.RawMessage) (string, error) {
 // StickyDeadline is when a sticky event stops being sticky (MSC4354):
 // min(received, origin_server_ts) + min(duration, 1 h). The receive time
 // bounds it: a sender's clock cannot make it longer.
-func StickyDeadline(ev *events.RawEvent) (int64, error) {
+func StickyDeadline(ev *rawevent.RawEvent) (int64, error) {
 	if ev.StickyDurationMS == nil {
 		return 0, invalid("not sticky: no sticky duration")
 	}
@@ -510,7 +511,7 @@ func StickyDeadline(ev *events.RawEvent) (int64, error) {
 // stickyRank orders a sticky key's writes (MSC4354: the event that stays
 // sticky longest wins): the effective time plus the sticky duration (capped
 // at 1 h).
-func stickyRank(cfg Config, ev *events.RawEvent) int64 {
+func stickyRank(cfg Config, ev *rawevent.RawEvent) int64 {
 	rank := EffectiveTime(cfg, ev)
 	if ev.StickyDurationMS != nil {
 		rank += min(max(*ev.StickyDurationMS, 0), MaxStickyMS)
@@ -523,7 +524,7 @@ func stickyRank(cfg Config, ev *events.RawEvent) int64 {
 // js-sdk shape (member{user_id, device_id, id}, rtc_transports). Content with
 // only the sticky key, or member.membership "leave", is a leave. The
 // membership starts at the event's effective time (EffectiveTime).
-func ParseStickyMember(cfg Config, ev *events.RawEvent) (Parsed, error) {
+func ParseStickyMember(cfg Config, ev *rawevent.RawEvent) (Parsed, error) {
 	if err := checkTimes(ev); err != nil {
 		return Parsed{Kind: RegisterInvalid}, err
 	}

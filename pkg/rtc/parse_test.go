@@ -7,7 +7,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // TestParseStateKeyUser: every state key form seen in the wild. The user id ends at the first '_' after the
@@ -51,7 +51,7 @@ func TestBounds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			key := "_@alice:example.org_D"
-			ev := &events.RawEvent{Type: events.TypeCallMember.Type, StateKey: &key, Sender: "@alice:example.org",
+			ev := &rawevent.RawEvent{Type: rawevent.TypeCallMember.Type, StateKey: &key, Sender: "@alice:example.org",
 				OriginServerTS: T0, EventID: "$e", Content: []byte(tt.content)}
 			p, err := ParseStateMember(DefaultConfig(), ev)
 			if err == nil || p.Kind != RegisterInvalid || len(p.Claims) != 0 || !strings.Contains(err.Error(), tt.want) {
@@ -67,22 +67,22 @@ func TestBounds(t *testing.T) {
 // claim allocates little more than the parse result.
 func TestCommonCaseAllocations(t *testing.T) {
 	key := "_@alice:example.org_ALICEDEV_m.call"
-	mk := func(typ, content string) *events.RawEvent {
-		return &events.RawEvent{Type: typ, StateKey: &key, Sender: "@alice:example.org", OriginServerTS: T0,
+	mk := func(typ, content string) *rawevent.RawEvent {
+		return &rawevent.RawEvent{Type: typ, StateKey: &key, Sender: "@alice:example.org", OriginServerTS: T0,
 			ReceivedAt: T0 + 10, EventID: "$e", Content: []byte(content)}
 	}
-	var common []*events.RawEvent
+	var common []*rawevent.RawEvent
 	for _, name := range []string{"E1", "E2", "E5"} {
 		for _, e := range example(t, name) {
-			if e.Type == events.TypeCallMember.Type {
+			if e.Type == rawevent.TypeCallMember.Type {
 				e.StateKey, e.Sender = &key, "@alice:example.org"
 				common = append(common, &e)
 			}
 		}
 	}
 	common = append(common,
-		mk(events.TypeCallMember.Type, `{"application":"m.call","call_id":"ROOM","device_id":"D","focus_active":{"type":"livekit"}}`),
-		mk(events.TypeRTCMember.Type, `{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"foci_preferred":[{"type":"livekit"}]}`))
+		mk(rawevent.TypeCallMember.Type, `{"application":"m.call","call_id":"ROOM","device_id":"D","focus_active":{"type":"livekit"}}`),
+		mk(rawevent.TypeRTCMember.Type, `{"application":"m.call","call_id":"","device_id":"D","focus_active":{"type":"livekit"},"foci_preferred":[{"type":"livekit"}]}`))
 	for i, ev := range common {
 		p, err := ParseStateMember(DefaultConfig(), ev)
 		if err != nil || p.Kind != RegisterJoin {

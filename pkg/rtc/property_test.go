@@ -8,23 +8,26 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // randomEvents builds a random but plausible history of one room: every
 // membership format, leaves, room membership changes, slots, redactions and
 // malformed content, over a few users, devices and calls.
-func randomEvents(rng *rand.Rand, n int) []events.RawEvent {
+func randomEvents(rng *rand.Rand, n int) []rawevent.RawEvent {
 	users := []string{alice, bob, carol}
 	devices := []string{"A", "B"}
 	calls := []string{"", "ROOM", "x"}
-	var out []events.RawEvent
+	var out []rawevent.RawEvent
 	var ids []string
 	for i := 0; i < n; i++ {
 		ts := T0 + rng.Int64N(100_000)
 		u := users[rng.IntN(len(users))]
 		d := devices[rng.IntN(len(devices))]
-		var e events.RawEvent
+		var e rawevent.RawEvent
 		switch k := rng.IntN(12); {
 		case k < 4:
 			extra := ""
@@ -53,7 +56,7 @@ func randomEvents(rng *rand.Rand, n int) []events.RawEvent {
 			e = ev{typ: "m.room.redaction", sender: u, id: fmt.Sprintf("$red-%d", i), ts: ts, noState: true,
 				redacts: ids[rng.IntN(len(ids))], content: `{}`}.raw()
 		default:
-			e = ev{typ: events.TypeCallMember.Type, stateKey: u, sender: u, id: fmt.Sprintf("$arr-%d", i), ts: ts,
+			e = ev{typ: rawevent.TypeCallMember.Type, stateKey: u, sender: u, id: fmt.Sprintf("$arr-%d", i), ts: ts,
 				content: fmt.Sprintf(`{"memberships":[{"application":"m.call","call_id":"","device_id":%q,"expires":%d}]}`, d, 1000+rng.Int64N(60_000))}.raw()
 		}
 		e.EventID += idSuffix(i)
@@ -75,9 +78,9 @@ func randomEvents(rng *rand.Rand, n int) []events.RawEvent {
 // homeserver), or false when no other receive time keeps the copy's
 // effective time: the same event id then differs only in what the earliest
 // received copy decides (sticky deadline, the cap past receipt).
-func recopy(rng *rand.Rand, e events.RawEvent) (events.RawEvent, bool) {
+func recopy(rng *rand.Rand, e rawevent.RawEvent) (rawevent.RawEvent, bool) {
 	skew := DefaultConfig().ClockSkewMS
-	if e.Kind != events.InputEvent || e.OriginServerTS > e.ReceivedAt+skew {
+	if e.Kind != rawevent.InputEvent || e.OriginServerTS > e.ReceivedAt+skew {
 		return e, false
 	}
 	// Any receive time from origin_server_ts - skew on keeps the effective
@@ -140,13 +143,13 @@ func TestPropertyDeterministicReplay(t *testing.T) {
 		in := randomEvents(rand.New(rand.NewPCG(seed, 11)), 60)
 		_, a, _ := run(t, in...)
 		_, b, _ := run(t, in...)
-		ab, _ := events.Marshal(a)
-		bb, _ := events.Marshal(b)
+		ab, _ := wire.Marshal(a)
+		bb, _ := wire.Marshal(b)
 		if string(ab) != string(bb) {
 			t.Fatalf("seed %d: replay differs", seed)
 		}
 		for i, e := range a {
-			if e.Seq != uint64(i+1) || e.ID != events.EventID(room, e.Seq) {
+			if e.Seq != uint64(i+1) || e.ID != eventcodec.EventID(room, e.Seq) {
 				t.Fatalf("seed %d: event %d has seq %d id %s", seed, i, e.Seq, e.ID)
 			}
 		}
@@ -193,7 +196,7 @@ func checkSessionGrammar(t *testing.T, evs []events.SessionEvent) {
 // (unsigned.redacted_because: content stripped), which also stands for an
 // event the ingest never received otherwise (drop, when set, removes the
 // original from the history: a missed push).
-func reconcileInputs(rng *rand.Rand, in []events.RawEvent, drop bool) []events.RawEvent {
+func reconcileInputs(rng *rand.Rand, in []rawevent.RawEvent, drop bool) []rawevent.RawEvent {
 	out := slices.Clone(in)
 	for i := 0; i < len(in); i++ {
 		e := in[i]
@@ -207,16 +210,16 @@ func reconcileInputs(rng *rand.Rand, in []events.RawEvent, drop bool) []events.R
 			continue
 		}
 		c := e
-		c.Source = events.SourceReconcile
+		c.Source = rawevent.SourceReconcile
 		c.ReceivedAt = e.ReceivedAt + 1 + rng.Int64N(200_000)
-		redactable := e.Type == events.TypeCallMember.Type || e.Type == events.TypeRTCSlot.Type
+		redactable := e.Type == rawevent.TypeCallMember.Type || e.Type == rawevent.TypeRTCSlot.Type
 		if redactable && rng.IntN(2) == 0 {
 			c.Content = []byte(`{}`)
 			c.RedactedBy = id.EventID(fmt.Sprintf("$rr-%d", i))
 			c.RedactedAt = e.OriginServerTS + rng.Int64N(20_000)
 		}
 		if drop && rng.IntN(3) == 0 {
-			out = slices.DeleteFunc(out, func(o events.RawEvent) bool { return o.EventID == e.EventID && o.RedactedBy == "" })
+			out = slices.DeleteFunc(out, func(o rawevent.RawEvent) bool { return o.EventID == e.EventID && o.RedactedBy == "" })
 		}
 		out = append(out, c)
 	}
@@ -234,9 +237,9 @@ func TestPropertyReconcileOrderIndependence(t *testing.T) {
 		in := reconcileInputs(rng, base, seed%2 == 0)
 		st, _, _ := run(t, in...)
 		want := fingerprint(st)
-		var again []events.RawEvent
+		var again []rawevent.RawEvent
 		for _, e := range in {
-			if e.Source == events.SourceReconcile {
+			if e.Source == rawevent.SourceReconcile {
 				again = append(again, e)
 			}
 		}
@@ -272,8 +275,8 @@ func TestPropertyReconcileDeterministicReplay(t *testing.T) {
 		in := reconcileInputs(rng, randomEvents(rng, 60), true)
 		_, a, _ := run(t, in...)
 		_, b, _ := run(t, in...)
-		ab, _ := events.Marshal(a)
-		bb, _ := events.Marshal(b)
+		ab, _ := wire.Marshal(a)
+		bb, _ := wire.Marshal(b)
 		if string(ab) != string(bb) {
 			t.Fatalf("seed %d: replay differs", seed)
 		}

@@ -7,13 +7,14 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // fromReconcile marks e as re-read from the room's current state by the
 // ingest's reconciliation, received at recv.
-func fromReconcile(e events.RawEvent, recv int64) events.RawEvent {
-	e.Source = events.SourceReconcile
+func fromReconcile(e rawevent.RawEvent, recv int64) rawevent.RawEvent {
+	e.Source = rawevent.SourceReconcile
 	e.ReceivedAt = recv
 	return e
 }
@@ -21,7 +22,7 @@ func fromReconcile(e events.RawEvent, recv int64) events.RawEvent {
 // redactedCopy is e as the current state returns it after a redaction:
 // content stripped (custom types keep no content key) and
 // unsigned.redacted_because (RedactedBy, RedactedAt) set.
-func redactedCopy(e events.RawEvent, by id.EventID, at int64) events.RawEvent {
+func redactedCopy(e rawevent.RawEvent, by id.EventID, at int64) rawevent.RawEvent {
 	e.Content = []byte(`{}`)
 	e.RedactedBy, e.RedactedAt = by, at
 	return e
@@ -36,14 +37,14 @@ func TestReconcileSemantics(t *testing.T) {
 	later := T0 + 60_000 // when the ingest re-read the state
 	tests := []struct {
 		name    string
-		in      []events.RawEvent
+		in      []rawevent.RawEvent
 		kinds   []string // of the last input only
 		members []string
 		check   func(t *testing.T, st *RoomState, last []events.SessionEvent)
 	}{
 		{
 			name:  "missed leave: the state's newer {} is applied as a late event",
-			in:    []events.RawEvent{join, fromReconcile(leave, later)},
+			in:    []rawevent.RawEvent{join, fromReconcile(leave, later)},
 			kinds: []string{"member_left/leave", "session_ended/leave"},
 			check: func(t *testing.T, _ *RoomState, last []events.SessionEvent) {
 				if last[0].At != leave.OriginServerTS {
@@ -53,7 +54,7 @@ func TestReconcileSemantics(t *testing.T) {
 		},
 		{
 			name:  "missed redaction: the held event comes back redacted",
-			in:    []events.RawEvent{join, fromReconcile(redactedCopy(join, "$red", T0+5_000), later)},
+			in:    []rawevent.RawEvent{join, fromReconcile(redactedCopy(join, "$red", T0+5_000), later)},
 			kinds: []string{"member_left/redacted", "session_ended/redacted"},
 			check: func(t *testing.T, st *RoomState, last []events.SessionEvent) {
 				if last[0].At != T0+5_000 {
@@ -66,19 +67,19 @@ func TestReconcileSemantics(t *testing.T) {
 		},
 		{
 			name: "missed event that is redacted in the current state: it replaces the older event, as redacted",
-			in: []events.RawEvent{join,
+			in: []rawevent.RawEvent{join,
 				fromReconcile(redactedCopy(callJoin(alice, "A", "", T0+20_000, ""), "$red2", T0+30_000), later)},
 			kinds: []string{"member_left/redacted", "session_ended/redacted"},
 		},
 		{
 			name:    "the state holds what we hold: stale, nothing emitted",
-			in:      []events.RawEvent{join, fromReconcile(join, later)},
+			in:      []rawevent.RawEvent{join, fromReconcile(join, later)},
 			kinds:   []string{},
 			members: []string{"m.call| @alice:example.org/A"},
 		},
 		{
 			name:  "missed join: applied as a late join",
-			in:    []events.RawEvent{fromReconcile(join, later)},
+			in:    []rawevent.RawEvent{fromReconcile(join, later)},
 			kinds: []string{"session_started", "member_joined"},
 			check: func(t *testing.T, _ *RoomState, last []events.SessionEvent) {
 				if m := last[1].Member; m.JoinedAt != T0 || m.ExpiresAt != T0+4*hour {
@@ -89,12 +90,12 @@ func TestReconcileSemantics(t *testing.T) {
 		},
 		{
 			name:  "missed room leave of a caller",
-			in:    []events.RawEvent{join, fromReconcile(roomMember(alice, "leave", T0+10_000), later)},
+			in:    []rawevent.RawEvent{join, fromReconcile(roomMember(alice, "leave", T0+10_000), later)},
 			kinds: []string{"member_left/left_room", "session_ended/left_room"},
 		},
 		{
 			name: "case 14 rollback to an older leave: the newer join we hold stays (last writer wins) until it expires",
-			in: []events.RawEvent{callLeave(alice, "A", T0-10_000), join,
+			in: []rawevent.RawEvent{callLeave(alice, "A", T0-10_000), join,
 				fromReconcile(callLeave(alice, "A", T0-10_000), later)},
 			kinds:   []string{},
 			members: []string{"m.call| @alice:example.org/A"},
@@ -106,7 +107,7 @@ func TestReconcileSemantics(t *testing.T) {
 		},
 		{
 			name: "case 14 rollback to an older join: the newer leave we hold stays, no ghost returns",
-			in:   []events.RawEvent{join, leave, fromReconcile(join, later)},
+			in:   []rawevent.RawEvent{join, leave, fromReconcile(join, later)},
 			// the join is held in no register any more: it is older than the leave
 			kinds: []string{},
 		},
@@ -114,7 +115,7 @@ func TestReconcileSemantics(t *testing.T) {
 			// (the reason is the one a pushed redaction of the slot gives:
 			// the members no longer count because the slot is closed)
 			name:  "a slot whose held open event comes back redacted closes",
-			in:    []events.RawEvent{slot("open", T0-1000), join, fromReconcile(redactedCopy(slot("open", T0-1000), "$red3", T0+5_000), later)},
+			in:    []rawevent.RawEvent{slot("open", T0-1000), join, fromReconcile(redactedCopy(slot("open", T0-1000), "$red3", T0+5_000), later)},
 			kinds: []string{"member_left/slot_closed", "session_ended/slot_closed"},
 		},
 	}
@@ -151,7 +152,7 @@ func TestReconcileOrderIndependent(t *testing.T) {
 	leave := callLeave(alice, "A", T0+10_000)
 	newer := callJoin(alice, "A", "", T0+20_000, "")
 	later := T0 + 60_000
-	cases := [][]events.RawEvent{
+	cases := [][]rawevent.RawEvent{
 		{join, fromReconcile(leave, later), withRecv(leave, later+1000)},
 		{join, fromReconcile(redactedCopy(join, "$red", T0+5_000), later),
 			ev{typ: "m.room.redaction", sender: alice, id: "$red", ts: T0 + 5_000, noState: true, redacts: string(join.EventID), content: `{}`}.raw()},
@@ -176,15 +177,15 @@ func TestReconcileOrderIndependent(t *testing.T) {
 }
 
 // permutations lists every order of in (in is small).
-func permutations(in []events.RawEvent) [][]events.RawEvent {
+func permutations(in []rawevent.RawEvent) [][]rawevent.RawEvent {
 	if len(in) <= 1 {
-		return [][]events.RawEvent{slices.Clone(in)}
+		return [][]rawevent.RawEvent{slices.Clone(in)}
 	}
-	var out [][]events.RawEvent
+	var out [][]rawevent.RawEvent
 	for i := range in {
 		rest := slices.Concat(in[:i:i], in[i+1:])
 		for _, p := range permutations(rest) {
-			out = append(out, append([]events.RawEvent{in[i]}, p...))
+			out = append(out, append([]rawevent.RawEvent{in[i]}, p...))
 		}
 	}
 	return out

@@ -10,6 +10,8 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -47,7 +49,7 @@ func identLess(a, b ident) int {
 // MaxTimestamp] is rejected before it can move the room's clock; an event
 // whose origin_server_ts is outside (0, MaxTimestamp] is rejected (it
 // cannot be ranked) after its receive time has advanced the clock.
-func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
+func Apply(cfg Config, st *RoomState, in *rawevent.RawEvent) Result {
 	a := applier{cfg: cfg, st: st}
 	if st.RoomID == "" {
 		st.RoomID = in.RoomID
@@ -58,11 +60,11 @@ func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
 		return a.res
 	}
 	now := in.ReceivedAt
-	if in.Kind == events.InputTimer {
+	if in.Kind == rawevent.InputTimer {
 		now = max(now, in.Deadline)
 	}
 	limit := int64(MaxTimestamp)
-	if in.Kind == events.InputTimer {
+	if in.Kind == rawevent.InputTimer {
 		limit += cfg.MaxExpiresMS // a deadline may lie up to the cap past a receive time
 	}
 	if now < 0 || now > limit {
@@ -74,7 +76,7 @@ func Apply(cfg Config, st *RoomState, in *events.RawEvent) Result {
 	st.Clock = max(st.Clock, now)
 	a.expireDue()
 	defer a.collectRegisters()
-	if in.Kind == events.InputEvent {
+	if in.Kind == rawevent.InputEvent {
 		if err := checkTimes(in); err != nil {
 			a.rejectErr(in.EventID, err)
 			a.res.Stale = true
@@ -98,9 +100,9 @@ func (a *applier) reject(ev id.EventID, code RejectionCode, reason string) {
 
 func (a *applier) rejectErr(ev id.EventID, err error) { a.reject(ev, CodeOf(err), err.Error()) }
 
-func (a *applier) applyEvent(ev *events.RawEvent) {
+func (a *applier) applyEvent(ev *rawevent.RawEvent) {
 	switch ev.Type {
-	case events.TypeCallMember.Type:
+	case rawevent.TypeCallMember.Type:
 		if !ev.IsState() {
 			a.reject(ev.EventID, RejectNoStateKey, ev.Type+" without state_key")
 			a.res.Stale = true
@@ -108,9 +110,9 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 		}
 		key, old := a.st.register('s', ev.Type, *ev.StateKey)
 		a.applyMember(ev, key, old, EffectiveTime(a.cfg, ev), a.parseState)
-	case events.TypeRTCMember.Type, events.TypeRTCMemberUnstable.Type:
+	case rawevent.TypeRTCMember.Type, rawevent.TypeRTCMemberUnstable.Type:
 		if ev.IsState() {
-			if ev.Type != events.TypeRTCMember.Type {
+			if ev.Type != rawevent.TypeRTCMember.Type {
 				a.reject(ev.EventID, RejectStickyState, ev.Type+" is sticky-only; state event ignored")
 				a.res.Stale = true
 				return
@@ -127,11 +129,11 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 		}
 		rkey, old := a.st.register('k', string(ev.Sender), ev.Type, key)
 		a.applyMember(ev, rkey, old, stickyRank(a.cfg, ev), a.parseSticky)
-	case events.TypeRTCSlot.Type, events.TypeRTCSlotUnstable.Type:
+	case rawevent.TypeRTCSlot.Type, rawevent.TypeRTCSlotUnstable.Type:
 		a.applySlot(ev)
-	case events.TypeRoomMember.Type:
+	case rawevent.TypeRoomMember.Type:
 		a.applyRoomMember(ev)
-	case events.TypeRedaction.Type:
+	case rawevent.TypeRedaction.Type:
 		a.applyRedaction(ev, EffectiveTime(a.cfg, ev))
 	default:
 		a.reject(ev.EventID, RejectUnknownType, "event type "+ev.Type+" does not concern calls")
@@ -139,16 +141,16 @@ func (a *applier) applyEvent(ev *events.RawEvent) {
 	}
 }
 
-func (a *applier) parseState(ev *events.RawEvent, old *Register) (Parsed, error) {
+func (a *applier) parseState(ev *rawevent.RawEvent, old *Register) (Parsed, error) {
 	return parseStateMember(a.cfg, ev, old)
 }
 
-func (a *applier) parseSticky(ev *events.RawEvent, _ *Register) (Parsed, error) {
+func (a *applier) parseSticky(ev *rawevent.RawEvent, _ *Register) (Parsed, error) {
 	return ParseStickyMember(a.cfg, ev)
 }
 
 // parseFunc parses a member event; old is the register it replaces, if any.
-type parseFunc func(ev *events.RawEvent, old *Register) (Parsed, error)
+type parseFunc func(ev *rawevent.RawEvent, old *Register) (Parsed, error)
 
 // maxWhyBytes bounds Register.Why.
 const maxWhyBytes = 512
@@ -174,7 +176,7 @@ func newer(rank int64, ev id.EventID, oldRank int64, oldEv id.EventID) bool {
 
 // applyMember applies a member event to its register (key; old is the
 // register's current value, nil if none).
-func (a *applier) applyMember(ev *events.RawEvent, key string, old *Register, rank int64, parse parseFunc) {
+func (a *applier) applyMember(ev *rawevent.RawEvent, key string, old *Register, rank int64, parse parseFunc) {
 	eff := EffectiveTime(a.cfg, ev)
 	if a.selfRedaction(ev, eff) {
 		// The event may also be one we never held (missed, then redacted:
@@ -237,7 +239,7 @@ func (a *applier) applyMember(ev *events.RawEvent, key string, old *Register, ra
 // redacted (unsigned.redacted_because) carries, at the redaction's time
 // (bounded like any sender's clock), unless that redaction is already
 // known. It reports whether it applied it.
-func (a *applier) selfRedaction(ev *events.RawEvent, eff int64) bool {
+func (a *applier) selfRedaction(ev *rawevent.RawEvent, eff int64) bool {
 	if ev.RedactedBy == "" || slices.Contains(a.st.Redacted, ev.EventID) {
 		return false
 	}
@@ -245,7 +247,7 @@ func (a *applier) selfRedaction(ev *events.RawEvent, eff int64) bool {
 	if at <= 0 || at > receivedAt(ev)+a.cfg.ClockSkewMS {
 		at = eff
 	}
-	a.applyRedaction(&events.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID}, max(at, eff))
+	a.applyRedaction(&rawevent.RawEvent{EventID: ev.RedactedBy, Redacts: ev.EventID}, max(at, eff))
 	return true
 }
 
@@ -254,7 +256,7 @@ func (a *applier) selfRedaction(ev *events.RawEvent, eff int64) bool {
 // (member.id) it may be the join the register's update followed, so the
 // membership started no later than it. Without this, a join delivered after
 // its update would leave a later start than the other order does.
-func (a *applier) lowerStickyStart(key string, old *Register, ev *events.RawEvent, parse parseFunc) {
+func (a *applier) lowerStickyStart(key string, old *Register, ev *rawevent.RawEvent, parse parseFunc) {
 	p, err := parse(ev, nil)
 	if err != nil || p.Kind != RegisterJoin {
 		return
@@ -326,7 +328,7 @@ func sameOrOlder(eff int64, ev id.EventID, oldTS int64, oldEv id.EventID) bool {
 	return !newer(eff, ev, oldTS, oldEv)
 }
 
-func (a *applier) applySlot(ev *events.RawEvent) {
+func (a *applier) applySlot(ev *rawevent.RawEvent) {
 	if !ev.IsState() {
 		a.reject(ev.EventID, RejectNoStateKey, ev.Type+" without state_key")
 		a.res.Stale = true
@@ -358,7 +360,7 @@ func (a *applier) applySlot(ev *events.RawEvent) {
 		a.st.Clock, eff, events.ReasonSlotClosed)
 }
 
-func (a *applier) applyRoomMember(ev *events.RawEvent) {
+func (a *applier) applyRoomMember(ev *rawevent.RawEvent) {
 	if !ev.IsState() {
 		a.reject(ev.EventID, RejectNoStateKey, "m.room.member without state_key")
 		a.res.Stale = true
@@ -389,7 +391,7 @@ func (a *applier) applyRoomMember(ev *events.RawEvent) {
 }
 
 // applyRedaction applies a redaction that happened at time at.
-func (a *applier) applyRedaction(ev *events.RawEvent, at int64) {
+func (a *applier) applyRedaction(ev *rawevent.RawEvent, at int64) {
 	target := ev.Redacts
 	if target == "" { // room version 11 carries it in the content
 		var c struct {
@@ -657,7 +659,7 @@ func (a *applier) session(i ident, changes []change, t, at int64) *Session {
 	start = max(start, t-gcHorizon(a.cfg))
 	s := &Session{
 		App: i.app, CallID: i.call, StartedAt: start,
-		ID:      events.SessionID(a.st.RoomID, i.app, i.call, a.st.Seq+1), // the seq emit gives session_started
+		ID:      eventcodec.SessionID(a.st.RoomID, i.app, i.call, a.st.Seq+1), // the seq emit gives session_started
 		Members: map[string]*SessionMember{}, UserDevices: map[id.UserID]int{}, SeenUsers: map[id.UserID]bool{},
 	}
 	if a.st.Sessions == nil {

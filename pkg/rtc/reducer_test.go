@@ -8,6 +8,8 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -19,7 +21,7 @@ const (
 	hour  = int64(3_600_000)
 )
 
-func withKey(e events.RawEvent, key string) events.RawEvent {
+func withKey(e rawevent.RawEvent, key string) rawevent.RawEvent {
 	e.StateKey = &key
 	e.EventID += id.EventID("-" + key)
 	return e
@@ -30,7 +32,7 @@ func withKey(e events.RawEvent, key string) events.RawEvent {
 func TestDecisions(t *testing.T) {
 	tests := []struct {
 		name    string
-		in      []events.RawEvent
+		in      []rawevent.RawEvent
 		kinds   []string
 		members []string
 		reject  string // substring of a rejection, if one is expected
@@ -38,7 +40,7 @@ func TestDecisions(t *testing.T) {
 	}{
 		{
 			name:    "case1 update with created_ts keeps membership and start",
-			in:      []events.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(alice, "A", "", T0+hour, fmt.Sprintf(`,"created_ts":%d,"expires":%d`, T0, 8*hour))},
+			in:      []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(alice, "A", "", T0+hour, fmt.Sprintf(`,"created_ts":%d,"expires":%d`, T0, 8*hour))},
 			kinds:   []string{"session_started", "member_joined", "member_updated"},
 			members: []string{"m.call| @alice:example.org/A"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -49,7 +51,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:    "case2 event without created_ts on a joined key is a rejoin: replaced, session continues",
-			in:      []events.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(alice, "A", "", T0+hour, "")},
+			in:      []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(alice, "A", "", T0+hour, "")},
 			kinds:   []string{"session_started", "member_joined", "member_left/replaced", "member_joined"},
 			members: []string{"m.call| @alice:example.org/A"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -64,7 +66,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:  "case3 created_ts in the future is clamped to origin_server_ts",
-			in:    []events.RawEvent{callJoin(alice, "A", "", T0, fmt.Sprintf(`,"created_ts":%d`, T0+10*hour))},
+			in:    []rawevent.RawEvent{callJoin(alice, "A", "", T0, fmt.Sprintf(`,"created_ts":%d`, T0+10*hour))},
 			kinds: []string{"session_started", "member_joined"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if m := evs[1].Member; m.JoinedAt != T0 || m.ExpiresAt != T0+4*hour {
@@ -74,22 +76,22 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:   "case3 negative created_ts is invalid",
-			in:     []events.RawEvent{callJoin(alice, "A", "", T0, `,"created_ts":-5`)},
+			in:     []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"created_ts":-5`)},
 			reject: "created_ts must not be negative",
 		},
 		{
 			name:   "case4 expires as a string is invalid",
-			in:     []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":"14400000"`)},
+			in:     []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":"14400000"`)},
 			reject: "expires must be a number",
 		},
 		{
 			name:   "case4 fractional expires is invalid",
-			in:     []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":1.5`)},
+			in:     []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":1.5`)},
 			reject: "expires must be an integer",
 		},
 		{
 			name:  "case4 huge expires is capped at 7 days",
-			in:    []events.RawEvent{callJoin(alice, "A", "", T0, fmt.Sprintf(`,"expires":%d`, 365*24*hour))},
+			in:    []rawevent.RawEvent{callJoin(alice, "A", "", T0, fmt.Sprintf(`,"expires":%d`, 365*24*hour))},
 			kinds: []string{"session_started", "member_joined"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if evs[1].Member.ExpiresAt != T0+7*24*hour {
@@ -99,12 +101,12 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:  "case4 integral float expires is accepted",
-			in:    []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":1.8e7`)},
+			in:    []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":1.8e7`)},
 			kinds: []string{"session_started", "member_joined"},
 		},
 		{
 			name:  "case5 expiry without input, by timer at the deadline",
-			in:    []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`), tick(T0 + 5000)},
+			in:    []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`), tick(T0 + 5000)},
 			kinds: []string{"session_started", "member_joined", "member_left/expired", "session_ended/expired"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
 				if evs[3].At != T0+5000 || evs[3].Summary.DurationMS != 5000 {
@@ -114,7 +116,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name: "case5 expiry is applied before a later event, at the deadline, not at the event",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`),
 				callJoin(bob, "B", "", T0+9000, "")},
 			kinds:   []string{"session_started", "member_joined", "member_left/expired", "session_ended/expired", "session_started", "member_joined"},
 			members: []string{"m.call| @bob:example.org/B"},
@@ -126,7 +128,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name: "expiry of several members, each at its own deadline",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`),
 				callJoin(bob, "B", "", T0+1000, `,"expires":2000`), tick(T0 + 10000)},
 			kinds: []string{"session_started", "member_joined", "member_joined", "member_left/expired", "member_left/expired", "session_ended/expired"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -140,34 +142,34 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:  "expiry boundary: a member is joined while now < deadline",
-			in:    []events.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`), tick(T0 + 4999)},
+			in:    []rawevent.RawEvent{callJoin(alice, "A", "", T0, `,"expires":5000`), tick(T0 + 4999)},
 			kinds: []string{"session_started", "member_joined"},
 		},
 		{
 			name:  "a join already expired when received is never a member",
-			in:    []events.RawEvent{withRecv(callJoin(alice, "A", "", T0, `,"expires":5000`), T0+5000)},
+			in:    []rawevent.RawEvent{withRecv(callJoin(alice, "A", "", T0, `,"expires":5000`), T0+5000)},
 			kinds: []string{},
 		},
 		{
 			name: "case7 leave from another user (moderator clearing a ghost) is honoured",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""),
 				withSender(callLeave(alice, "A", T0+1000), bob)},
 			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave"},
 		},
 		{
 			name:   "case7 join content on another user's key is ignored",
-			in:     []events.RawEvent{withSender(callJoin(alice, "A", "", T0, ""), bob)},
+			in:     []rawevent.RawEvent{withSender(callJoin(alice, "A", "", T0, ""), bob)},
 			reject: "state key names @alice:example.org but the sender is @bob:example.org",
 		},
 		{
 			name:    "case8 device comes from content, never from the state key",
-			in:      []events.RawEvent{withKey(callJoin(alice, "CONTENTDEV", "", T0, ""), "_@alice:example.org_KEYDEV_m.call")},
+			in:      []rawevent.RawEvent{withKey(callJoin(alice, "CONTENTDEV", "", T0, ""), "_@alice:example.org_KEYDEV_m.call")},
 			members: []string{"m.call| @alice:example.org/CONTENTDEV"},
 			kinds:   []string{"session_started", "member_joined"},
 		},
 		{
 			name: "case9 same device under two state keys is one member; the latest created_ts represents it",
-			in: []events.RawEvent{withKey(callJoin(alice, "A", "", T0, ""), "_@alice:example.org_A"),
+			in: []rawevent.RawEvent{withKey(callJoin(alice, "A", "", T0, ""), "_@alice:example.org_A"),
 				callJoin(alice, "A", "", T0+1000, "")},
 			kinds:   []string{"session_started", "member_joined", "member_left/replaced", "member_joined"},
 			members: []string{"m.call| @alice:example.org/A"},
@@ -185,7 +187,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:    "case10 one user on two devices: two participants, one user",
-			in:      []events.RawEvent{callJoin(alice, "PHONE", "", T0, ""), callJoin(alice, "LAPTOP", "", T0+1, "")},
+			in:      []rawevent.RawEvent{callJoin(alice, "PHONE", "", T0, ""), callJoin(alice, "LAPTOP", "", T0+1, "")},
 			kinds:   []string{"session_started", "member_joined", "member_joined"},
 			members: []string{"m.call| @alice:example.org/LAPTOP", "m.call| @alice:example.org/PHONE"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -196,7 +198,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name: "case13 out of order: an update delivered before its join wins, the join is stale",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0+hour, fmt.Sprintf(`,"created_ts":%d,"expires":%d`, T0, 8*hour)),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0+hour, fmt.Sprintf(`,"created_ts":%d,"expires":%d`, T0, 8*hour)),
 				callJoin(alice, "A", "", T0, "")},
 			kinds: []string{"session_started", "member_joined"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -207,54 +209,54 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name: "case16 redaction before the event: the event counts as redacted",
-			in: []events.RawEvent{ev{typ: "m.room.redaction", sender: bob, id: "$red", ts: T0 + 5, redacts: "$alice:example.org-A-1767225600000", noState: true, content: `{}`}.raw(),
+			in: []rawevent.RawEvent{ev{typ: "m.room.redaction", sender: bob, id: "$red", ts: T0 + 5, redacts: "$alice:example.org-A-1767225600000", noState: true, content: `{}`}.raw(),
 				callJoin(alice, "A", "", T0, "")},
 			kinds: []string{},
 		},
 		{
 			name: "case16 redaction of the current event is a leave",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""),
 				ev{typ: "m.room.redaction", sender: bob, id: "$red", ts: T0 + 5, noState: true, content: `{"redacts":"$alice:example.org-A-1767225600000"}`}.raw()},
 			kinds: []string{"session_started", "member_joined", "member_left/redacted", "session_ended/redacted"},
 		},
 		{
 			name:  "case18 content with only leave_reason is a leave",
-			in:    []events.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(callLeave(alice, "A", T0+5), `{"leave_reason":"m.lost_connection"}`)},
+			in:    []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(callLeave(alice, "A", T0+5), `{"leave_reason":"m.lost_connection"}`)},
 			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave"},
 		},
 		{
 			name:    "case20 unknown application is a session of its own",
-			in:      []events.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(withKey(callJoin(bob, "B", "", T0, ""), "_@bob:example.org_B_io.game"), `{"application":"io.game","call_id":"ROOM","device_id":"B","focus_active":{"type":"x"}}`)},
+			in:      []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(withKey(callJoin(bob, "B", "", T0, ""), "_@bob:example.org_B_io.game"), `{"application":"io.game","call_id":"ROOM","device_id":"B","focus_active":{"type":"x"}}`)},
 			members: []string{"io.game|ROOM @bob:example.org/B", "m.call| @alice:example.org/A"},
 			kinds:   []string{"session_started", "member_joined", "session_started", "member_joined"},
 		},
 		{
 			name:    "case21 m.call call_id \"\" and \"ROOM\" are the same session",
-			in:      []events.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(bob, "B", "ROOM", T0+1, "")},
+			in:      []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(bob, "B", "ROOM", T0+1, "")},
 			kinds:   []string{"session_started", "member_joined", "member_joined"},
 			members: []string{"m.call| @alice:example.org/A", "m.call| @bob:example.org/B"},
 		},
 		{
 			name:    "case21 other call ids are other sessions",
-			in:      []events.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(bob, "B", "breakout", T0+1, "")},
+			in:      []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(bob, "B", "breakout", T0+1, "")},
 			kinds:   []string{"session_started", "member_joined", "session_started", "member_joined"},
 			members: []string{"m.call| @alice:example.org/A", "m.call|breakout @bob:example.org/B"},
 		},
 		{
 			name: "case23 leaving the room removes the member; rejoining the room restores the valid membership",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(bob, "B", "", T0, ""),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), callJoin(bob, "B", "", T0, ""),
 				roomMember(alice, "leave", T0+1000), roomMember(alice, "join", T0+2000)},
 			kinds: []string{"session_started", "member_joined", "member_joined", "member_left/left_room", "member_joined"},
 		},
 		{
 			name: "case23 a ban ends the session when the banned user was alone",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""),
 				withSender(roomMember(alice, "ban", T0+1000), bob)},
 			kinds: []string{"session_started", "member_joined", "member_left/left_room", "session_ended/left_room"},
 		},
 		{
 			name: "case24 legacy array entries only for the room call",
-			in: []events.RawEvent{ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
+			in: []rawevent.RawEvent{ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
 				content: `{"memberships":[{"application":"m.call","call_id":"","scope":"m.room","device_id":"A","expires":3600000},{"application":"m.call","call_id":"other","device_id":"B","expires":3600000},{"application":"m.call","call_id":"","device_id":"C","expires_ts":1767229200000}]}`}.raw()},
 			kinds:   []string{"session_started", "member_joined", "member_joined"},
 			members: []string{"m.call| @alice:example.org/A", "m.call| @alice:example.org/C"},
@@ -262,7 +264,7 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name: "case25 legacy: expires wins over an inconsistent expires_ts",
-			in: []events.RawEvent{ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
+			in: []rawevent.RawEvent{ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr", ts: T0,
 				content: `{"memberships":[{"application":"m.call","call_id":"","device_id":"A","expires":1000,"expires_ts":9999999999999}]}`}.raw()},
 			kinds: []string{"session_started", "member_joined"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -273,35 +275,35 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name: "one input that swaps members never ends the session (legacy array device swap)",
-			in: []events.RawEvent{
-				ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr1", ts: T0,
+			in: []rawevent.RawEvent{
+				ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr1", ts: T0,
 					content: `{"memberships":[{"application":"m.call","call_id":"","device_id":"A","expires":3600000}]}`}.raw(),
-				ev{typ: events.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr2", ts: T0 + 1,
+				ev{typ: rawevent.TypeCallMember.Type, stateKey: alice, sender: alice, id: "$arr2", ts: T0 + 1,
 					content: `{"memberships":[{"application":"m.call","call_id":"","device_id":"B","expires":3600000}]}`}.raw()},
 			kinds:   []string{"session_started", "member_joined", "member_joined", "member_left/leave"},
 			members: []string{"m.call| @alice:example.org/B"},
 		},
 		{
 			name:   "case17 foci_preferred entries must be typed objects",
-			in:     []events.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(callJoin(alice, "A", "", T0+1, ""), `{"application":"m.call","call_id":"","device_id":"A","focus_active":{"type":"livekit"},"foci_preferred":["junk"]}`)},
+			in:     []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), withContent(callJoin(alice, "A", "", T0+1, ""), `{"application":"m.call","call_id":"","device_id":"A","focus_active":{"type":"livekit"},"foci_preferred":["junk"]}`)},
 			kinds:  []string{"session_started", "member_joined", "member_left/invalid", "session_ended/invalid"},
 			reject: "foci_preferred[0]",
 		},
 		{
 			name:  "case28 unknown focus type still counts",
-			in:    []events.RawEvent{withContent(callJoin(alice, "A", "", T0, ""), `{"application":"m.call","call_id":"","device_id":"A","focus_active":{"type":"some-future-sfu","focus_selection":"whatever"}}`)},
+			in:    []rawevent.RawEvent{withContent(callJoin(alice, "A", "", T0, ""), `{"application":"m.call","call_id":"","device_id":"A","focus_active":{"type":"some-future-sfu","focus_selection":"whatever"}}`)},
 			kinds: []string{"session_started", "member_joined"},
 		},
 		{
 			name: "case29 sticky and state membership for the same device: one member",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""),
 				sticky(alice, "A", "mid-1", T0+1000, "")},
 			kinds:   []string{"session_started", "member_joined", "member_left/replaced", "member_joined"},
 			members: []string{"m.call| @alice:example.org/A"},
 		},
 		{
 			name: "case30 sticky conflict: the longest-lived event wins whatever the order",
-			in: []events.RawEvent{sticky(alice, "A", "mid-1", T0+1000, `,"x":1`),
+			in: []rawevent.RawEvent{sticky(alice, "A", "mid-1", T0+1000, `,"x":1`),
 				sticky(alice, "A", "mid-1", T0, "")},
 			kinds: []string{"session_started", "member_joined", "member_updated"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -314,32 +316,32 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:  "sticky leave from another sender does not touch the member (key includes sender)",
-			in:    []events.RawEvent{sticky(alice, "A", "mid-1", T0, ""), withSender(stickyLeave(alice, "mid-1", T0+1), bob)},
+			in:    []rawevent.RawEvent{sticky(alice, "A", "mid-1", T0, ""), withSender(stickyLeave(alice, "mid-1", T0+1), bob)},
 			kinds: []string{"session_started", "member_joined"},
 		},
 		{
 			name:   "sticky member.user_id must be the sender",
-			in:     []events.RawEvent{withSender(sticky(alice, "A", "mid-1", T0, ""), bob)},
+			in:     []rawevent.RawEvent{withSender(sticky(alice, "A", "mid-1", T0, ""), bob)},
 			reject: "is not the sender",
 		},
 		{
 			name:  "case32 slot closed ends the session; reopening restores unexpired members",
-			in:    []events.RawEvent{slot("open", T0), callJoin(alice, "A", "", T0+1, ""), slot("closed", T0+2), slot("open", T0+3)},
+			in:    []rawevent.RawEvent{slot("open", T0), callJoin(alice, "A", "", T0+1, ""), slot("closed", T0+2), slot("open", T0+3)},
 			kinds: []string{"session_started", "member_joined", "member_left/slot_closed", "session_ended/slot_closed", "session_started", "member_joined"},
 		},
 		{
 			name:  "a slot only gates rooms that have one: invalid slot counts as closed",
-			in:    []events.RawEvent{withContent(slot("open", T0), `{"status":"open","application":{"type":"io.other"}}`), callJoin(alice, "A", "", T0+1, "")},
+			in:    []rawevent.RawEvent{withContent(slot("open", T0), `{"status":"open","application":{"type":"io.other"}}`), callJoin(alice, "A", "", T0+1, "")},
 			kinds: []string{}, reject: "does not belong to application",
 		},
 		{
 			name:  "case35 notifications and other types are ignored",
-			in:    []events.RawEvent{ev{typ: "org.matrix.msc4075.rtc.notification", sender: alice, id: "$n", ts: T0, noState: true, content: `{}`}.raw()},
+			in:    []rawevent.RawEvent{ev{typ: "org.matrix.msc4075.rtc.notification", sender: alice, id: "$n", ts: T0, noState: true, content: `{}`}.raw()},
 			kinds: []string{}, reject: "does not concern calls",
 		},
 		{
 			name: "a session id differs between two sessions of the same call",
-			in: []events.RawEvent{callJoin(alice, "A", "", T0, ""), callLeave(alice, "A", T0+1),
+			in: []rawevent.RawEvent{callJoin(alice, "A", "", T0, ""), callLeave(alice, "A", T0+1),
 				callJoin(alice, "A", "", T0+2, "")},
 			kinds: []string{"session_started", "member_joined", "member_left/leave", "session_ended/leave", "session_started", "member_joined"},
 			check: func(t *testing.T, st *RoomState, evs []events.SessionEvent) {
@@ -378,23 +380,23 @@ func TestDecisions(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-func withRecv(e events.RawEvent, at int64) events.RawEvent    { e.ReceivedAt = at; return e }
-func withSender(e events.RawEvent, s string) events.RawEvent  { e.Sender = id.UserID(s); return e }
-func withContent(e events.RawEvent, c string) events.RawEvent { e.Content = []byte(c); return e }
+func withRecv(e rawevent.RawEvent, at int64) rawevent.RawEvent    { e.ReceivedAt = at; return e }
+func withSender(e rawevent.RawEvent, s string) rawevent.RawEvent  { e.Sender = id.UserID(s); return e }
+func withContent(e rawevent.RawEvent, c string) rawevent.RawEvent { e.Content = []byte(c); return e }
 
-func sticky(user, device, memberID string, ts int64, extra string) events.RawEvent {
-	return ev{typ: events.TypeRTCMemberUnstable.Type, sender: user, noState: true, sticky: hour,
+func sticky(user, device, memberID string, ts int64, extra string) rawevent.RawEvent {
+	return ev{typ: rawevent.TypeRTCMemberUnstable.Type, sender: user, noState: true, sticky: hour,
 		id: fmt.Sprintf("$st-%s-%d", memberID, ts), ts: ts,
 		content: fmt.Sprintf(`{"slot_id":"m.call#ROOM","application":{"type":"m.call"},"member":{"user_id":%q,"device_id":%q,"id":%q},"rtc_transports":[{"type":"livekit"}],"versions":[],"msc4354_sticky_key":%q%s}`,
 			user, device, memberID, memberID, extra)}.raw()
 }
 
-func stickyLeave(user, memberID string, ts int64) events.RawEvent {
-	return ev{typ: events.TypeRTCMemberUnstable.Type, sender: user, noState: true, sticky: hour,
+func stickyLeave(user, memberID string, ts int64) rawevent.RawEvent {
+	return ev{typ: rawevent.TypeRTCMemberUnstable.Type, sender: user, noState: true, sticky: hour,
 		id: fmt.Sprintf("$stl-%s-%d", memberID, ts), ts: ts, content: fmt.Sprintf(`{"msc4354_sticky_key":%q}`, memberID)}.raw()
 }
 
-func slot(status string, ts int64) events.RawEvent {
+func slot(status string, ts int64) rawevent.RawEvent {
 	return ev{typ: "m.rtc.slot", stateKey: "m.call#ROOM", sender: "@admin:example.org", id: fmt.Sprintf("$slot-%s-%d", status, ts),
 		ts: ts, content: fmt.Sprintf(`{"status":%q,"application":{"type":"m.call"}}`, status)}.raw()
 }
@@ -405,14 +407,14 @@ func TestIdempotentAndStale(t *testing.T) {
 	if res := Apply(DefaultConfig(), st, &in); len(res.Events) != 2 || res.Stale {
 		t.Fatalf("first apply: %+v", res)
 	}
-	before, _ := events.Marshal(st)
+	before, _ := wire.Marshal(st)
 	for i := 0; i < 3; i++ {
 		res := Apply(DefaultConfig(), st, &in)
 		if len(res.Events) != 0 || !res.Stale {
 			t.Fatalf("re-apply %d: %+v", i, res)
 		}
 	}
-	after, _ := events.Marshal(st)
+	after, _ := wire.Marshal(st)
 	if string(before) != string(after) {
 		t.Fatal("re-applying an input changed the state")
 	}
@@ -446,18 +448,18 @@ func TestStateRoundTrip(t *testing.T) {
 	st := NewRoomState(room)
 	var got []events.SessionEvent
 	for i := range in {
-		b, err := events.Marshal(st)
+		b, err := wire.Marshal(st)
 		if err != nil {
 			t.Fatal(err)
 		}
 		st = &RoomState{}
-		if err := events.Unmarshal(b, st); err != nil {
+		if err := wire.Unmarshal(b, st); err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, Apply(DefaultConfig(), st, &in[i]).Events...)
 	}
-	wb, _ := events.Marshal(want)
-	gb, _ := events.Marshal(got)
+	wb, _ := wire.Marshal(want)
+	gb, _ := wire.Marshal(got)
 	if string(wb) != string(gb) {
 		t.Fatalf("outputs differ after state round trips:\n%v\n%v", kinds(want), kinds(got))
 	}
@@ -465,8 +467,8 @@ func TestStateRoundTrip(t *testing.T) {
 
 // scenario is a busy room: every format, rejoins, room leaves, a slot,
 // redactions and expiries.
-func scenario() []events.RawEvent {
-	return []events.RawEvent{
+func scenario() []rawevent.RawEvent {
+	return []rawevent.RawEvent{
 		callJoin(alice, "A", "", T0, ""),
 		callJoin(bob, "B", "", T0+100, `,"expires":60000`),
 		sticky(carol, "C", "m-c", T0+200, ""),
@@ -489,12 +491,12 @@ func TestStateEncodingDeterministic(t *testing.T) {
 	if len(st.Registers) < 3 || len(st.Sessions) < 1 {
 		t.Fatalf("scenario too small: %d registers, %d sessions", len(st.Registers), len(st.Sessions))
 	}
-	first, err := events.Marshal(st)
+	first, err := wire.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		again, _ := events.Marshal(st)
+		again, _ := wire.Marshal(st)
 		if string(again) != string(first) {
 			t.Fatalf("encoding %d differs from the first", i)
 		}

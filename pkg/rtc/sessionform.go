@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/jsonscan"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -323,10 +324,10 @@ func compactValue(raw []byte) []byte {
 
 // parseSessionForm applies the session form's rules to a content with
 // application, reporting every problem at once, and builds the claim.
-func parseSessionForm(cfg Config, ev *events.RawEvent, c *content, prev *Register) (Parsed, error) {
+func parseSessionForm(cfg Config, ev *rawevent.RawEvent, c *content, prev *Register) (Parsed, error) {
 	var errs errorList
 	p := claimParts{format: events.FormatSession}
-	if ev.Type == events.TypeRTCMember.Type {
+	if ev.Type == rawevent.TypeRTCMember.Type {
 		p.format = events.FormatSeed
 	}
 	var err error
@@ -413,7 +414,7 @@ type claimParts struct {
 // buildClaim builds the claim of a state membership. prev is the register
 // the event replaces (nil if none): its claim's strings and bytes are reused
 // where equal, so that a refresh allocates little.
-func buildClaim(c *Claim, ev *events.RawEvent, p *claimParts, prev *Register) {
+func buildClaim(c *Claim, ev *rawevent.RawEvent, p *claimParts, prev *Register) {
 	var pc *Claim
 	if prev != nil && len(prev.Claims) == 1 {
 		pc = &prev.Claims[0]

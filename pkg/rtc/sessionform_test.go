@@ -14,7 +14,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/sessionform.golden")
@@ -52,14 +52,14 @@ func sessionFormCases(t *testing.T) []sessionFormCase {
 			}
 			contents = append(contents, e.Content)
 			var m map[string]json.RawMessage
-			if e.Type == events.TypeCallMember.Type && json.Unmarshal(e.Content, &m) == nil && m["application"] != nil && len(bases) < 4 {
+			if e.Type == rawevent.TypeCallMember.Type && json.Unmarshal(e.Content, &m) == nil && m["application"] != nil && len(bases) < 4 {
 				bases = append(bases, m)
 			}
 		}
 	}
 	var out []sessionFormCase
 	add := func(content []byte, key, sender string, ts, recv int64) {
-		for _, typ := range []string{events.TypeCallMember.Type, events.TypeRTCMember.Type} {
+		for _, typ := range []string{rawevent.TypeCallMember.Type, rawevent.TypeRTCMember.Type} {
 			out = append(out, sessionFormCase{content: content, typ: typ, key: key, sender: sender, ts: ts, recv: recv})
 		}
 	}
@@ -233,7 +233,7 @@ func TestSessionFormGolden(t *testing.T) {
 	var got bytes.Buffer
 	for i, c := range cases {
 		key := c.key
-		ev := &events.RawEvent{Type: c.typ, StateKey: &key, Sender: id.UserID(c.sender), OriginServerTS: c.ts,
+		ev := &rawevent.RawEvent{Type: c.typ, StateKey: &key, Sender: id.UserID(c.sender), OriginServerTS: c.ts,
 			ReceivedAt: c.recv, Content: c.content, EventID: "$golden"}
 		p, err := ParseStateMember(DefaultConfig(), ev)
 		line := describe(p, err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -177,7 +178,7 @@ func TestPropertyUniqueSessions(t *testing.T) {
 	bounded := 0
 	for seed := uint64(1); seed <= 150; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 29))
-		var in []events.RawEvent
+		var in []rawevent.RawEvent
 		cfg := DefaultConfig()
 		if seed%2 == 0 {
 			in = gcHistory(rng, 30+rng.IntN(60), seed%4 == 0)
@@ -208,7 +209,7 @@ func TestPropertyUniqueSessions(t *testing.T) {
 }
 
 // intentJoin is Element Call's membership with an m.call.intent.
-func intentJoin(device string, ts, created int64, intent, extra string) events.RawEvent {
+func intentJoin(device string, ts, created int64, intent, extra string) rawevent.RawEvent {
 	return callJoin(alice, device, "", ts, fmt.Sprintf(`,"created_ts":%d,"m.call.intent":%q%s`, created, intent, extra))
 }
 
@@ -220,7 +221,7 @@ func TestMemberUpdatedNamesWhatChanged(t *testing.T) {
 	join := intentJoin("A", T0, T0, "video", "")
 	tests := []struct {
 		name    string
-		update  events.RawEvent
+		update  rawevent.RawEvent
 		changed string
 		check   func(t *testing.T, m events.Member)
 	}{
@@ -290,7 +291,7 @@ func TestCallIntentOfEachFormat(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		in      events.RawEvent
+		in      rawevent.RawEvent
 		want    string
 		invalid bool
 	}{

@@ -9,11 +9,13 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // RoomState is everything the reducer knows about one room. It is stored as
-// msgpack (events.Marshal) between inputs, so every field that matters is
+// msgpack (wire.Marshal) between inputs, so every field that matters is
 // exported; the claim index is derived and rebuilt after decoding.
 type RoomState struct {
 	RoomID id.RoomID `json:"room_id"`
@@ -24,16 +26,16 @@ type RoomState struct {
 	Seq uint64 `json:"seq"`
 	// Registers holds the latest membership event per state key (or per
 	// sticky key), keyed by registerKey.
-	Registers events.SortedMap[string, *Register] `json:"registers,omitempty"`
+	Registers wire.SortedMap[string, *Register] `json:"registers,omitempty"`
 	// RoomMembers is the latest m.room.member per user seen so far. A user
 	// with no entry counts as joined: the ingest may not have seen their
 	// membership, and they could not have sent a state event otherwise.
-	RoomMembers events.SortedMap[id.UserID, RoomMember] `json:"room_members,omitempty"`
+	RoomMembers wire.SortedMap[id.UserID, RoomMember] `json:"room_members,omitempty"`
 	// Slots is the latest m.rtc.slot per slot id. Only rooms that have a slot
 	// for a session gate it on the slot being open.
-	Slots events.SortedMap[string, Slot] `json:"slots,omitempty"`
+	Slots wire.SortedMap[string, Slot] `json:"slots,omitempty"`
 	// Sessions are the live sessions, keyed by sessionKey(app, callID).
-	Sessions events.SortedMap[string, *Session] `json:"sessions,omitempty"`
+	Sessions wire.SortedMap[string, *Session] `json:"sessions,omitempty"`
 	// Redacted remembers recently redacted event ids (oldest first, bounded)
 	// so that an event whose redaction arrived first counts as redacted.
 	Redacted []id.EventID `json:"redacted,omitempty"`
@@ -41,7 +43,7 @@ type RoomState struct {
 	// that key that ended: a session of the key never starts before it.
 	// An entry is collected past the horizon (gc.go), when no session can
 	// start that early any more.
-	LastEnded events.SortedMap[string, int64] `json:"last_ended,omitempty"`
+	LastEnded wire.SortedMap[string, int64] `json:"last_ended,omitempty"`
 
 	// claims maps a member identity to the registers claiming it.
 	claims map[ident][]string
@@ -211,12 +213,12 @@ type Session struct {
 	StartedAt int64  `json:"started_at"`
 	// Members maps a member's identity within the session (user and member
 	// key) to the member.
-	Members events.SortedMap[string, *SessionMember] `json:"members"`
+	Members wire.SortedMap[string, *SessionMember] `json:"members"`
 	// UserDevices counts the members of each user: distinct users in O(1).
-	UserDevices events.SortedMap[id.UserID, int]  `json:"user_devices"`
-	Peak        int                               `json:"peak"`
-	SeenUsers   events.SortedMap[id.UserID, bool] `json:"seen_users"`
-	Joins       int                               `json:"joins"`
+	UserDevices wire.SortedMap[id.UserID, int]  `json:"user_devices"`
+	Peak        int                             `json:"peak"`
+	SeenUsers   wire.SortedMap[id.UserID, bool] `json:"seen_users"`
+	Joins       int                             `json:"joins"`
 }
 
 // SessionMember is a member of a live session and the key it is claimed by.
@@ -440,13 +442,13 @@ func (st *RoomState) ClaimStatus(c *Claim) events.Reason {
 	return why
 }
 
-// eventID is events.EventID computed without allocating but for the
+// eventID is eventcodec.EventID computed without allocating but for the
 // result (TestEventIDMatches holds them equal).
 func eventID(room id.RoomID, seq uint64) string {
 	const label = "rtc-sessions/event"
 	var buf [4 + len(label) + 4 + 255 + 4 + 8]byte
 	if len(room) > 255 {
-		return events.EventID(room, seq)
+		return eventcodec.EventID(room, seq)
 	}
 	b := binary.BigEndian.AppendUint32(buf[:0], uint32(len(label)))
 	b = append(b, label...)

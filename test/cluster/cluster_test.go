@@ -18,6 +18,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/pipelinetest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -308,7 +309,7 @@ func (c *run) killLeader(stream string, after, down time.Duration) {
 func (c *run) runFaults() {
 	at := func(d time.Duration) { time.Sleep(time.Until(c.t0.Add(d))) }
 	at(rawLeaderAt)
-	c.killLeader(events.StreamRaw, 0, shortDown)
+	c.killLeader(rawevent.StreamRaw, 0, shortDown)
 	at(eventsLeaderAt)
 	c.killLeader(events.StreamEvents, pipelinetest.Uniform(c.rng, 0, 20*time.Millisecond), shortDown)
 	at(aggregatorAt)
@@ -415,7 +416,7 @@ func (c *run) reportStalls(v *pipelinetest.Verifier) {
 			within = min(within, faults[i+1].at.Sub(f.at))
 		}
 		line := fmt.Sprintf("T0%+.3fs %s:", f.at.Sub(c.t0).Seconds(), f.what)
-		for _, s := range []string{events.StreamRaw, events.StreamEvents} {
+		for _, s := range []string{rawevent.StreamRaw, events.StreamEvents} {
 			next, ok := v.FirstStoredAfter(s, f.at)
 			gap := v.LongestGap(s, f.at, within)
 			if ok {

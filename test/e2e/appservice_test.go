@@ -8,7 +8,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 )
 
 // startAppserviceStack runs the ingest as an appservice registered with a
@@ -54,7 +54,7 @@ func TestAppserviceCall(t *testing.T) {
 	e2etest.Check(t, evs, twoPersonCall(alice, bob))
 	raws := s.rawEvents(room)
 	for _, eid := range sent {
-		if got := countRaw(raws, eid); got[events.SourceAppservice] != 1 || len(got) != 1 {
+		if got := countRaw(raws, eid); got[rawevent.SourceAppservice] != 1 || len(got) != 1 {
 			t.Errorf("membership %s stored as %v, want once, pushed by the appservice API", eid, got)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -183,9 +184,9 @@ func sendTyped(t *testing.T, c *mautrix.Client, room id.RoomID, typ event.Type, 
 
 // rawOf is the input of RTC_RAW holding event eid of room; it fails t
 // unless there is exactly one.
-func rawOf(t *testing.T, raws []events.RawEvent, eid id.EventID) events.RawEvent {
+func rawOf(t *testing.T, raws []rawevent.RawEvent, eid id.EventID) rawevent.RawEvent {
 	t.Helper()
-	var found []events.RawEvent
+	var found []rawevent.RawEvent
 	for _, r := range raws {
 		if r.EventID == eid {
 			found = append(found, r)
@@ -295,7 +296,7 @@ func checkRejected(t *testing.T, st *stack, room id.RoomID, eid id.EventID, code
 // consumer, else the rendezvous owner), and its index in f.aggs.
 func (f *fedStack) owner(t *testing.T, st *stack, room id.RoomID) (*proctest.Aggregator, int) {
 	t.Helper()
-	p := events.Partition(events.RoomKey(room), partitions)
+	p := rawevent.Partition(rawevent.RoomKey(room), partitions)
 	var view struct {
 		Partitions []struct {
 			Partition int    `json:"partition"`
@@ -364,13 +365,13 @@ func dlqCount(t *testing.T, st *stack) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	s, err := st.js.Stream(ctx, events.StreamDLQ)
+	s, err := st.js.Stream(ctx, rawevent.StreamDLQ)
 	if err != nil {
 		return 0
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		t.Fatalf("stream %s: %v", events.StreamDLQ, err)
+		t.Fatalf("stream %s: %v", rawevent.StreamDLQ, err)
 	}
 	return info.State.Msgs
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -133,7 +134,7 @@ func fedBothHomeservers(t *testing.T, f *fedStack) {
 	raws := st.rawEvents(room)
 	for _, eid := range sent {
 		r := rawOf(t, raws, eid)
-		if r.Source != events.SourceAppservice || (r.Homeserver != fedHS1 && r.Homeserver != fedHS2) {
+		if r.Source != rawevent.SourceAppservice || (r.Homeserver != fedHS1 && r.Homeserver != fedHS2) {
 			t.Errorf("%s stored from %s/%s, want pushed by hs1 or hs2", eid, r.Homeserver, r.Source)
 		}
 	}
@@ -605,7 +606,7 @@ func fedRestarts(t *testing.T, f *fedStack) {
 		t.Fatal(err)
 	}
 	f.aggs = append(f.aggs[:i], f.aggs[i+1:]...)
-	t.Logf("killed %s, the owner of the room's partition %d", owner.Cfg.ID, events.Partition(events.RoomKey(room), partitions))
+	t.Logf("killed %s, the owner of the room's partition %d", owner.Cfg.ID, rawevent.Partition(rawevent.RoomKey(room), partitions))
 	phoneTS := originTS(t, bobPhone, room, pj)
 	send(bobPhone, callContent(bobPhone.DeviceID, 2*fourHours, phoneTS, "rs"))
 	send(bobPhone, map[string]any{})

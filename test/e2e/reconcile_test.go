@@ -16,6 +16,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -200,10 +201,10 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 		t.Errorf("bob left as %s at %d, want his membership %s ending after it began", e.Member.EventID, e.At, bobJoin)
 	}
 	raws := s.rawEvents(room)
-	if got := countRaw(raws, bobLeave); got[events.SourceReconcile] != 1 || len(got) != 1 {
+	if got := countRaw(raws, bobLeave); got[rawevent.SourceReconcile] != 1 || len(got) != 1 {
 		t.Fatalf("bob's leave stored as %v, want once, by reconciliation (never pushed)", got)
 	}
-	if got := countRaw(raws, aliceJoin); got[events.SourceAppservice] != 1 || len(got) != 1 {
+	if got := countRaw(raws, aliceJoin); got[rawevent.SourceAppservice] != 1 || len(got) != 1 {
 		t.Errorf("alice's join stored as %v, want once (pushed; the reconcile copy is a duplicate)", got)
 	}
 	if got := s.ingestMetric(reconcileStored); got < 1 {
@@ -223,7 +224,7 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	want = append(want, e2etest.Joined(b, 2, 2).Event(probe))
 	e2etest.Check(t, evs, want)
 	raws = s.rawEvents(room)
-	if got := countRaw(raws, probe); got[events.SourceAppservice] != 1 {
+	if got := countRaw(raws, probe); got[rawevent.SourceAppservice] != 1 {
 		t.Fatalf("bob's rejoin stored as %v, want pushed", got)
 	}
 	if got := countRaw(raws, redaction.EventID); len(got) != 0 {
@@ -239,7 +240,7 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	// Alice leaves with her redacted membership.
 	want = append(want, e2etest.Left(a, events.ReasonRedacted, 1, 1).Event(aliceJoin))
 	e2etest.Check(t, evs, want)
-	var redacted []events.RawEvent
+	var redacted []rawevent.RawEvent
 	for _, r := range s.rawEvents(room) {
 		if r.EventID == aliceJoin && r.RedactedBy != "" {
 			redacted = append(redacted, r)
@@ -248,7 +249,7 @@ func TestReconcileRepairsMissedLeaveAndRedaction(t *testing.T) {
 	// Dendrite's unsigned.redacted_because is the redaction as a PDU,
 	// without event_id (room versions 4+ derive it from the hash): the
 	// copy names no redaction ("$unknown"), only its time.
-	if len(redacted) != 1 || redacted[0].Source != events.SourceReconcile || redacted[0].MsgID() != string(aliceJoin)+"#redacted" ||
+	if len(redacted) != 1 || redacted[0].Source != rawevent.SourceReconcile || redacted[0].MsgID() != string(aliceJoin)+"#redacted" ||
 		redacted[0].RedactedAt < redacted[0].OriginServerTS {
 		t.Fatalf("alice's redacted copy (redaction %s) stored as %+v, want once, by reconciliation", redaction.EventID, redacted)
 	}
@@ -291,7 +292,7 @@ func TestReconcileSyncBot(t *testing.T) {
 		e2etest.Started(),
 		e2etest.Joined(e2etest.Of(alice), 1, 1),
 	})
-	if got := countRaw(s.rawEvents(room), aliceJoin); len(got) != 1 || got[events.SourceReconcile] != 0 {
+	if got := countRaw(s.rawEvents(room), aliceJoin); len(got) != 1 || got[rawevent.SourceReconcile] != 0 {
 		t.Errorf("alice's join stored as %v, want once, not by the reconciliation", got)
 	}
 }

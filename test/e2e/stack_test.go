@@ -19,6 +19,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/dendritetest"
 	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -206,11 +207,11 @@ func (s *stack) sessionEvents(room id.RoomID) []events.SessionEvent {
 }
 
 // rawEvents reads every input of room stored in RTC_RAW so far.
-func (s *stack) rawEvents(room id.RoomID) []events.RawEvent {
+func (s *stack) rawEvents(room id.RoomID) []rawevent.RawEvent {
 	s.t.Helper()
-	var out []events.RawEvent
-	for _, m := range s.storedMessages(events.StreamRaw, events.PartPrefix+".*."+events.RoomKey(room)) {
-		ev, err := events.DecodeRaw(m.Data())
+	var out []rawevent.RawEvent
+	for _, m := range s.storedMessages(rawevent.StreamRaw, rawevent.PartPrefix+".*."+rawevent.RoomKey(room)) {
+		ev, err := rawevent.DecodeRaw(m.Data())
 		if err != nil {
 			s.t.Fatalf("%s: %v", m.Subject(), err)
 		}
@@ -255,9 +256,9 @@ func (s *stack) settled() {
 func (s *stack) rawBacklog() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := s.js.Stream(ctx, events.StreamRaw)
+	st, err := s.js.Stream(ctx, rawevent.StreamRaw)
 	if err != nil {
-		return "", fmt.Errorf("stream %s: %w", events.StreamRaw, err)
+		return "", fmt.Errorf("stream %s: %w", rawevent.StreamRaw, err)
 	}
 	lister := st.ListConsumers(ctx)
 	var busy []string
@@ -272,7 +273,7 @@ func (s *stack) rawBacklog() (string, error) {
 		}
 	}
 	if err := lister.Err(); err != nil {
-		return "", fmt.Errorf("consumers of %s: %w", events.StreamRaw, err)
+		return "", fmt.Errorf("consumers of %s: %w", rawevent.StreamRaw, err)
 	}
 	return strings.Join(busy, "; "), nil
 }
@@ -297,8 +298,8 @@ func (s *stack) waitSessionEvents(room id.RoomID, n int) []events.SessionEvent {
 }
 
 // countRaw counts the inputs of evs with event id eid, by source.
-func countRaw(evs []events.RawEvent, eid id.EventID) map[events.Source]int {
-	out := map[events.Source]int{}
+func countRaw(evs []rawevent.RawEvent, eid id.EventID) map[rawevent.Source]int {
+	out := map[rawevent.Source]int{}
 	for _, e := range evs {
 		if e.EventID == eid {
 			out[e.Source]++

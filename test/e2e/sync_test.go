@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/e2etest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -40,7 +41,7 @@ func TestSyncSourceCall(t *testing.T) {
 	})
 	// The initial sync carries it in the timeline or the state block
 	// (Dendrite: the timeline, as it is recent), never both.
-	if got := countRaw(s.rawEvents(room), aliceJoin); got[events.SourceSyncState]+got[events.SourceSync] != 1 || len(got) != 1 {
+	if got := countRaw(s.rawEvents(room), aliceJoin); got[rawevent.SourceSyncState]+got[rawevent.SourceSync] != 1 || len(got) != 1 {
 		t.Errorf("alice's join (sent before the ingest started) stored as %v, want once from the initial sync", got)
 	}
 
@@ -56,7 +57,7 @@ func TestSyncSourceCall(t *testing.T) {
 	if sum := evs[5].Summary; sum.EndedAt < sum.StartedAt {
 		t.Errorf("session_ended summary %+v ends before it starts", sum)
 	}
-	if got := countRaw(s.rawEvents(room), bobJoin); got[events.SourceSync] != 1 || len(got) != 1 {
+	if got := countRaw(s.rawEvents(room), bobJoin); got[rawevent.SourceSync] != 1 || len(got) != 1 {
 		t.Errorf("bob's live join stored as %v, want once from the timeline", got)
 	}
 }
@@ -85,14 +86,14 @@ func TestSyncSourceRedaction(t *testing.T) {
 		e2etest.Left(e2etest.Of(bob), events.ReasonRedacted, 0, 0),
 		e2etest.Ended(events.ReasonRedacted),
 	})
-	var redaction *events.RawEvent
+	var redaction *rawevent.RawEvent
 	raws := s.rawEvents(room)
 	for i := range raws {
 		if raws[i].EventID == red.EventID {
 			redaction = &raws[i]
 		}
 	}
-	if redaction == nil || redaction.Type != "m.room.redaction" || redaction.Redacts != bobJoin || redaction.Source != events.SourceSync {
+	if redaction == nil || redaction.Type != "m.room.redaction" || redaction.Redacts != bobJoin || redaction.Source != rawevent.SourceSync {
 		t.Errorf("the redaction %s in RTC_RAW: %+v", red.EventID, redaction)
 	}
 }
@@ -119,7 +120,7 @@ func TestSyncSourceResumesAfterRestart(t *testing.T) {
 	e2etest.Check(t, s.waitSessionEvents(room, 4), want)
 	raws := s.rawEvents(room)
 	for _, eid := range []id.EventID{bobJoin, aliceLeave} {
-		if got := countRaw(raws, eid); got[events.SourceSync] != 1 || len(got) != 1 {
+		if got := countRaw(raws, eid); got[rawevent.SourceSync] != 1 || len(got) != 1 {
 			t.Errorf("event %s, sent while the ingest was down, stored as %v: want once from the timeline", eid, got)
 		}
 	}
@@ -162,7 +163,7 @@ func TestSyncSourceGappySync(t *testing.T) {
 		e2etest.Joined(e2etest.Of(alice), 1, 1),
 		e2etest.Joined(e2etest.Of(bob), 2, 2),
 	})
-	if got := countRaw(s.rawEvents(room), bobJoin); got[events.SourceSyncState] != 1 || len(got) != 1 {
+	if got := countRaw(s.rawEvents(room), bobJoin); got[rawevent.SourceSyncState] != 1 || len(got) != 1 {
 		t.Errorf("bob's join before the gap stored as %v, want once from the limited sync's state block", got)
 	}
 

@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -246,7 +247,7 @@ func (s *stack) testMemoryFlood(t *testing.T) {
 	}
 	stored := 0
 	for _, r := range rawRecords(t, s.js, room) {
-		if r.Kind == events.InputEvent {
+		if r.Kind == rawevent.InputEvent {
 			if r.Type != "org.matrix.msc3401.call.member" {
 				t.Errorf("RTC_RAW holds a %s event", r.Type)
 			}

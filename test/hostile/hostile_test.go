@@ -8,6 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 	"github.com/rtcsessions/rtc-sessions/pkg/rtc"
 )
@@ -39,7 +40,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 		forged func(eventID string, room id.RoomID, carol id.UserID, now int64) obj
 		// carolExpires: the forged event is a membership that counts, with
 		// this expires_at (nil: it is no membership).
-		carolExpires func(raw events.RawEvent) int64
+		carolExpires func(raw rawevent.RawEvent) int64
 	}{
 		{
 			name: "top-level received_at 2100 on a room member event",
@@ -57,7 +58,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 				return ev
 			},
 			// Its own clock is believed (not ahead): origin_server_ts + 4 h.
-			carolExpires: func(raw events.RawEvent) int64 { return raw.OriginServerTS + fourHours },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.OriginServerTS + fourHours },
 		},
 		{
 			name: "top-level received_at not a number on a membership",
@@ -67,7 +68,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 				return ev
 			},
 			// Not even parsed: no reason to reject the event.
-			carolExpires: func(raw events.RawEvent) int64 { return raw.OriginServerTS + fourHours },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.OriginServerTS + fourHours },
 		},
 		{
 			name: "top-level received_at 1e30 on a membership",
@@ -76,7 +77,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 				ev["received_at"] = rawNumber("1e30")
 				return ev
 			},
-			carolExpires: func(raw events.RawEvent) int64 { return raw.OriginServerTS + fourHours },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.OriginServerTS + fourHours },
 		},
 		{
 			name: "received_at 2100 in unsigned",
@@ -93,7 +94,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 			},
 			// A clock more than the skew ahead is not believed: the
 			// membership starts when the ingest received it.
-			carolExpires: func(raw events.RawEvent) int64 { return raw.ReceivedAt + fourHours },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.ReceivedAt + fourHours },
 		},
 		{
 			name: "origin_server_ts 2100 and expires 30 days, beyond the cap",
@@ -102,7 +103,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 				c["expires"] = int64(30 * 24 * 3600 * 1000)
 				return callMember(eventID, room, carol, carol, "CAROL", year2100, c)
 			},
-			carolExpires: func(raw events.RawEvent) int64 { return raw.ReceivedAt + s.maxExpires },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.ReceivedAt + s.maxExpires },
 		},
 		{
 			// Within the skew allowance the sender's clock is believed, but
@@ -113,7 +114,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 				c["expires"] = int64(30 * 24 * 3600 * 1000)
 				return callMember(eventID, room, carol, carol, "CAROL", now+4*60*1000, c)
 			},
-			carolExpires: func(raw events.RawEvent) int64 { return raw.ReceivedAt + s.maxExpires },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.ReceivedAt + s.maxExpires },
 		},
 		{
 			name: "origin_server_ts 2100 and created_ts 2100",
@@ -122,7 +123,7 @@ func (s *stack) testForgedClock(t *testing.T) {
 				c["created_ts"] = year2100
 				return callMember(eventID, room, carol, carol, "CAROL", year2100, c)
 			},
-			carolExpires: func(raw events.RawEvent) int64 { return raw.ReceivedAt + fourHours },
+			carolExpires: func(raw rawevent.RawEvent) int64 { return raw.ReceivedAt + fourHours },
 		},
 	}
 	for i, tc := range cases {
@@ -387,7 +388,7 @@ func (s *stack) testReusedTxnID(t *testing.T) {
 	}
 	raws := 0
 	for _, r := range rawRecords(t, s.js, room) {
-		if r.Kind == events.InputEvent {
+		if r.Kind == rawevent.InputEvent {
 			raws++
 		}
 	}
@@ -654,7 +655,7 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 		// want is the session events the forged event (and then) causes;
 		// check looks at the first of them.
 		want  func(alice, carol id.UserID) []string
-		check func(t *testing.T, e events.SessionEvent, raw events.RawEvent)
+		check func(t *testing.T, e events.SessionEvent, raw rawevent.RawEvent)
 	}{
 		{
 			name: "a redaction of Alice's membership dated 2100",
@@ -663,7 +664,7 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 					"origin_server_ts": year2100, "redacts": aliceEvent["event_id"], "content": obj{"redacts": aliceEvent["event_id"]}}
 			},
 			want: func(alice, _ id.UserID) []string { return []string{"member_left " + string(alice) + " redacted"} },
-			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+			check: func(t *testing.T, e events.SessionEvent, raw rawevent.RawEvent) {
 				if e.At != raw.ReceivedAt {
 					t.Errorf("Alice left at %s, want when the redaction was received, %s", time.UnixMilli(e.At).UTC(), time.UnixMilli(raw.ReceivedAt).UTC())
 				}
@@ -683,7 +684,7 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 			want: func(alice, _ id.UserID) []string {
 				return []string{"member_left " + string(alice) + " left_room", "member_joined " + string(alice)}
 			},
-			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+			check: func(t *testing.T, e events.SessionEvent, raw rawevent.RawEvent) {
 				if e.At != raw.ReceivedAt {
 					t.Errorf("Alice left at %s, want when her leave was received, %s", time.UnixMilli(e.At).UTC(), time.UnixMilli(raw.ReceivedAt).UTC())
 				}
@@ -701,7 +702,7 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 						"versions":       []any{}, "msc4354_sticky_key": key}}
 			},
 			want: func(_, carol id.UserID) []string { return []string{"member_joined " + string(carol)} },
-			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+			check: func(t *testing.T, e events.SessionEvent, raw rawevent.RawEvent) {
 				// MSC4354: min(received, origin_server_ts) + min(duration, 1 h).
 				if e.Member.ExpiresAt != raw.ReceivedAt+hour || e.Member.JoinedAt > raw.ReceivedAt || e.At > raw.ReceivedAt {
 					t.Errorf("Carol joined_at %d at %d expires_at %d, want joined by and expiring 1 h after received_at %d",
@@ -721,7 +722,7 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 				return ev
 			},
 			want: func(alice, _ id.UserID) []string { return []string{"member_left " + string(alice) + " redacted"} },
-			check: func(t *testing.T, e events.SessionEvent, raw events.RawEvent) {
+			check: func(t *testing.T, e events.SessionEvent, raw rawevent.RawEvent) {
 				// The transition is dated by the event's own (believed)
 				// time, not by the redaction's clock far ahead.
 				if e.At != raw.OriginServerTS {
@@ -763,7 +764,7 @@ func (s *stack) testForgedClockElsewhere(t *testing.T) {
 			if got := summarize(evs); strings.Join(got, "; ") != strings.Join(want, "; ") {
 				t.Fatalf("session events %q, want %q", got, want)
 			}
-			var raw events.RawEvent
+			var raw rawevent.RawEvent
 			for _, r := range rawRecords(t, s.js, room) {
 				if r.EventID == id.EventID(forgedEv["event_id"].(string)) && r.ReceivedAt >= before {
 					raw = r

@@ -25,8 +25,10 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -72,15 +74,15 @@ func TestHostilePodOnNATS(t *testing.T) {
 	room := id.RoomID("!pod:" + hsA)
 	mallory, bob := id.UserID("@mallory:"+hsA), id.UserID("@bob:"+hsA)
 	forged, err := ingest.Prepare([]byte(join(t, "$pod-forged", room, mallory, "MAL", time.Now().UnixMilli())),
-		room, time.Now().UnixMilli(), hsA, events.SourceAppservice)
+		room, time.Now().UnixMilli(), hsA, rawevent.SourceAppservice)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forgedRaw, err := events.EncodeRaw(&forged)
+	forgedRaw, err := rawevent.EncodeRaw(&forged)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forgedSession, err := events.EncodeSessionEvent(&events.SessionEvent{V: events.SchemaVersion, ID: "forged", Seq: 1,
+	forgedSession, err := eventcodec.EncodeSessionEvent(&events.SessionEvent{V: events.SchemaVersion, ID: "forged", Seq: 1,
 		Kind: events.KindMemberJoined, RoomID: room, Application: "m.call", Member: &events.Member{UserID: mallory, DeviceID: "MAL"}})
 	if err != nil {
 		t.Fatal(err)
@@ -93,13 +95,15 @@ func TestHostilePodOnNATS(t *testing.T) {
 		subject string // the subject the server's refusal names
 		do      func(ctx context.Context, c *authztest.Client) error
 	}{
-		{"subscriber publishes a forged membership to RTC_RAW", sub, events.RawSubject(room),
+		{"subscriber publishes a forged membership to RTC_RAW", sub, rawevent.RawSubject(room),
 			func(ctx context.Context, c *authztest.Client) error {
-				_, err := c.JS.Publish(ctx, events.RawSubject(room), forgedRaw, jetstream.WithMsgID(forged.MsgID()))
+				_, err := c.JS.Publish(ctx, rawevent.RawSubject(room), forgedRaw, jetstream.WithMsgID(forged.MsgID()))
 				return err
 			}},
-		{"subscriber deletes RTC_RAW", sub, "$JS.API.STREAM.DELETE." + events.StreamRaw,
-			func(ctx context.Context, c *authztest.Client) error { return c.JS.DeleteStream(ctx, events.StreamRaw) }},
+		{"subscriber deletes RTC_RAW", sub, "$JS.API.STREAM.DELETE." + rawevent.StreamRaw,
+			func(ctx context.Context, c *authztest.Client) error {
+				return c.JS.DeleteStream(ctx, rawevent.StreamRaw)
+			}},
 		{"subscriber deletes RTC_EVENTS", sub, "$JS.API.STREAM.DELETE." + events.StreamEvents,
 			func(ctx context.Context, c *authztest.Client) error {
 				return c.JS.DeleteStream(ctx, events.StreamEvents)
@@ -125,8 +129,10 @@ func TestHostilePodOnNATS(t *testing.T) {
 				_, err = kv.Get(ctx, "any")
 				return err
 			}},
-		{"ingest deletes RTC_RAW", ing, "$JS.API.STREAM.DELETE." + events.StreamRaw,
-			func(ctx context.Context, c *authztest.Client) error { return c.JS.DeleteStream(ctx, events.StreamRaw) }},
+		{"ingest deletes RTC_RAW", ing, "$JS.API.STREAM.DELETE." + rawevent.StreamRaw,
+			func(ctx context.Context, c *authztest.Client) error {
+				return c.JS.DeleteStream(ctx, rawevent.StreamRaw)
+			}},
 		{"aggregator deletes RTC_EVENTS", agg, "$JS.API.STREAM.DELETE." + events.StreamEvents,
 			func(ctx context.Context, c *authztest.Client) error {
 				return c.JS.DeleteStream(ctx, events.StreamEvents)
@@ -168,7 +174,7 @@ func TestHostilePodOnNATS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	for _, name := range []string{events.StreamRaw, events.StreamEvents, "KV_" + events.BucketSessions, "KV_" + events.BucketRooms} {
+	for _, name := range []string{rawevent.StreamRaw, events.StreamEvents, "KV_" + events.BucketSessions, "KV_" + rawevent.BucketRooms} {
 		if _, err := agg.JS.Stream(ctx, name); err != nil {
 			t.Errorf("stream %s: %v", name, err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/ctlapi"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl/safetext"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -191,7 +192,7 @@ func TestRtcctlRedriveReportsBadEntries(t *testing.T) {
 	// What the aggregator writes to RTC_DLQ (internal/aggregator's headers).
 	deadLetter := func(reason, origSubject string, body []byte) uint64 {
 		t.Helper()
-		m := nats.NewMsg(events.DLQPrefix + ".0")
+		m := nats.NewMsg(rawevent.DLQPrefix + ".0")
 		m.Data = body
 		m.Header.Set(ctlapi.HeaderDLQReason, reason)
 		m.Header.Set(ctlapi.HeaderDLQError, "test: "+reason)
@@ -207,11 +208,11 @@ func TestRtcctlRedriveReportsBadEntries(t *testing.T) {
 	}
 	input := func(room id.RoomID, user id.UserID) []byte {
 		in, err := ingest.Prepare([]byte(join(t, "$dlq-"+string(user), room, user, "DEV", time.Now().UnixMilli())),
-			room, time.Now().UnixMilli(), hsA, events.SourceAppservice)
+			room, time.Now().UnixMilli(), hsA, rawevent.SourceAppservice)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := events.EncodeRaw(&in)
+		b, err := rawevent.EncodeRaw(&in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,13 +220,13 @@ func TestRtcctlRedriveReportsBadEntries(t *testing.T) {
 	}
 	roomA, roomB := id.RoomID("!dlq-a:"+hsA), id.RoomID("!dlq-b:"+hsA)
 	alice, bob := id.UserID("@alice:"+hsA), id.UserID("@bob:"+hsA)
-	good1 := deadLetter("apply", events.PartitionSubject(0, events.Token(string(roomA))), input(roomA, alice))
+	good1 := deadLetter("apply", rawevent.PartitionSubject(0, events.Token(string(roomA))), input(roomA, alice))
 	bad := deadLetter("decode", "rtc.part.0.!!not-a-room-token", []byte("not an input"))
-	good2 := deadLetter("apply", events.PartitionSubject(0, events.Token(string(roomB))), input(roomB, bob))
+	good2 := deadLetter("apply", rawevent.PartitionSubject(0, events.Token(string(roomB))), input(roomB, bob))
 	seq := func(s uint64) string { return "#" + strconv.FormatUint(s, 10) }
 	dlqLeft := func() []uint64 {
 		t.Helper()
-		s, err := agg.JS.Stream(ctx, events.StreamDLQ)
+		s, err := agg.JS.Stream(ctx, rawevent.StreamDLQ)
 		if err != nil {
 			t.Fatal(err)
 		}

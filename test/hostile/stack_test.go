@@ -28,6 +28,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 	"github.com/rtcsessions/rtc-sessions/internal/rtcctl"
 	"github.com/rtcsessions/rtc-sessions/internal/testutil"
@@ -427,12 +428,12 @@ func metric(t *testing.T, addr, name string, labels ...string) float64 {
 }
 
 // rawRecords returns every input of room stored in RTC_RAW.
-func rawRecords(t *testing.T, js jetstream.JetStream, room id.RoomID) []events.RawEvent {
+func rawRecords(t *testing.T, js jetstream.JetStream, room id.RoomID) []rawevent.RawEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, events.StreamRaw, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.PartPrefix + ".*." + events.Token(string(room))}})
+	c, err := js.OrderedConsumer(ctx, rawevent.StreamRaw, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{rawevent.PartPrefix + ".*." + events.Token(string(room))}})
 	if err != nil {
 		t.Fatalf("read RTC_RAW: %v", err)
 	}
@@ -440,7 +441,7 @@ func rawRecords(t *testing.T, js jetstream.JetStream, room id.RoomID) []events.R
 	if err != nil {
 		t.Fatalf("read RTC_RAW: %v", err)
 	}
-	var out []events.RawEvent
+	var out []rawevent.RawEvent
 	for pending := info.NumPending; pending > 0; {
 		batch, err := c.Fetch(int(pending), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -449,7 +450,7 @@ func rawRecords(t *testing.T, js jetstream.JetStream, room id.RoomID) []events.R
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			ev, err := events.DecodeRaw(m.Data())
+			ev, err := rawevent.DecodeRaw(m.Data())
 			if err != nil {
 				t.Fatalf("RTC_RAW %s: %v", m.Subject(), err)
 			}
@@ -467,14 +468,14 @@ func rawRecords(t *testing.T, js jetstream.JetStream, room id.RoomID) []events.R
 }
 
 // rawRecord returns the RTC_RAW input of event id (ok false: not stored).
-func rawRecord(t *testing.T, js jetstream.JetStream, room id.RoomID, eventID string) (events.RawEvent, bool) {
+func rawRecord(t *testing.T, js jetstream.JetStream, room id.RoomID, eventID string) (rawevent.RawEvent, bool) {
 	t.Helper()
 	for _, ev := range rawRecords(t, js, room) {
 		if string(ev.EventID) == eventID {
 			return ev, true
 		}
 	}
-	return events.RawEvent{}, false
+	return rawevent.RawEvent{}, false
 }
 
 // roomRecord waits until the aggregator's stored state of room includes

@@ -13,6 +13,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -40,14 +41,14 @@ func TestInputPublishersCannotRewrite(t *testing.T) {
 		content["expires"] = 3000 // her timer fires 3 s after the join
 		putOK(t, ingestAddr, hsTokens[hsA], "rollup-1", mustJSON(t, callMember("$rollup-alice", room, alice, alice, "ALICE", time.Now().UnixMilli(), content)))
 		sessions.waitJoined(t, room, alice)
-		before := streamMsgs(t, agg, events.StreamRaw)
+		before := streamMsgs(t, agg, rawevent.StreamRaw)
 
-		err := publishWith(ing, events.RawSubject(room), "Nats-Rollup", "all", "")
+		err := publishWith(ing, rawevent.RawSubject(room), "Nats-Rollup", "all", "")
 		if err == nil {
 			t.Fatal("RTC_RAW accepted a publish with Nats-Rollup: all")
 		}
 		t.Logf("refused: %v", err)
-		if after := streamMsgs(t, agg, events.StreamRaw); after < before {
+		if after := streamMsgs(t, agg, rawevent.StreamRaw); after < before {
 			t.Fatalf("RTC_RAW held %d messages, now %d", before, after)
 		}
 		// Her armed timer survived: she expires by it.
@@ -67,12 +68,12 @@ func TestInputPublishersCannotRewrite(t *testing.T) {
 	}{{authz.UserIngest, ing}, {authz.UserOperator, op}} {
 		t.Run(tc.user+" schedules an input generator", func(t *testing.T) {
 			room := id.RoomID("!generator-" + tc.user + ":" + hsA)
-			body := rawInput(t, room, events.RawEvent{Kind: events.InputEvent, RoomID: room, EventID: "$gen", ReceivedAt: now})
-			rawBefore, dlqBefore := streamMsgs(t, agg, events.StreamRaw), streamMsgs(t, agg, events.StreamDLQ)
-			m := nats.NewMsg(events.RawSubject(room))
+			body := rawInput(t, room, rawevent.RawEvent{Kind: rawevent.InputEvent, RoomID: room, EventID: "$gen", ReceivedAt: now})
+			rawBefore, dlqBefore := streamMsgs(t, agg, rawevent.StreamRaw), streamMsgs(t, agg, rawevent.StreamDLQ)
+			m := nats.NewMsg(rawevent.RawSubject(room))
 			m.Data = body
 			m.Header.Set(jetstream.ScheduleHeader, "@every 1s")
-			m.Header.Set(jetstream.ScheduleTargetHeader, events.RawSubject(room))
+			m.Header.Set(jetstream.ScheduleTargetHeader, rawevent.RawSubject(room))
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
 			if _, err := tc.c.JS.PublishMsg(ctx, m); err == nil {
@@ -81,7 +82,7 @@ func TestInputPublishersCannotRewrite(t *testing.T) {
 				t.Logf("refused: %v", err)
 			}
 			time.Sleep(2500 * time.Millisecond) // two periods of the generator, had it been stored
-			if raw, dlq := streamMsgs(t, agg, events.StreamRaw), streamMsgs(t, agg, events.StreamDLQ); raw != rawBefore || dlq != dlqBefore {
+			if raw, dlq := streamMsgs(t, agg, rawevent.StreamRaw), streamMsgs(t, agg, rawevent.StreamDLQ); raw != rawBefore || dlq != dlqBefore {
 				t.Fatalf("messages appeared: RTC_RAW %d -> %d, RTC_DLQ %d -> %d", rawBefore, raw, dlqBefore, dlq)
 			}
 		})
@@ -93,13 +94,13 @@ func TestInputPublishersCannotRewrite(t *testing.T) {
 		// The forgery takes the event id of Bob's real join, with another
 		// device: grouped under B (its body's room), it would join that
 		// device and make the real join a duplicate.
-		forged, err := ingest.Prepare([]byte(join(t, "$subject-bob", roomB, bob, "FORGED", ts)), roomB, ts, hsA, events.SourceAppservice)
+		forged, err := ingest.Prepare([]byte(join(t, "$subject-bob", roomB, bob, "FORGED", ts)), roomB, ts, hsA, rawevent.SourceAppservice)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		if _, err := op.JS.Publish(ctx, events.RawSubject(roomA), rawInput(t, roomA, forged), jetstream.WithMsgID("forged-bob")); err != nil {
+		if _, err := op.JS.Publish(ctx, rawevent.RawSubject(roomA), rawInput(t, roomA, forged), jetstream.WithMsgID("forged-bob")); err != nil {
 			t.Fatalf("operator publish: %v", err)
 		}
 		d := waitDeadLetter(t, agg, "room_mismatch", "$subject-bob")
@@ -122,11 +123,11 @@ func TestInputPublishersCannotRewrite(t *testing.T) {
 		putOK(t, ingestAddr, hsTokens[hsA], "clock-1", join(t, "$clock-carol", room, carol, "CAROL", time.Now().UnixMilli()))
 		joined := sessions.waitJoined(t, room, carol)
 		y2500 := time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-		forged := events.RawEvent{V: events.SchemaVersion, Kind: events.InputTimer, Source: events.SourceTimer, RoomID: room,
+		forged := rawevent.RawEvent{V: events.SchemaVersion, Kind: rawevent.InputTimer, Source: rawevent.SourceTimer, RoomID: room,
 			Deadline: y2500, ReceivedAt: y2500}
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		if _, err := op.JS.Publish(ctx, events.RawSubject(room), rawInput(t, room, forged), jetstream.WithMsgID("forged-timer")); err != nil {
+		if _, err := op.JS.Publish(ctx, rawevent.RawSubject(room), rawInput(t, room, forged), jetstream.WithMsgID("forged-timer")); err != nil {
 			t.Fatalf("operator publish: %v", err)
 		}
 		d := waitDeadLetter(t, agg, "timer_not_from_timer_path", "")
@@ -148,10 +149,10 @@ func TestInputPublishersCannotRewrite(t *testing.T) {
 }
 
 // rawInput encodes an input as the ingest does.
-func rawInput(t *testing.T, room id.RoomID, ev events.RawEvent) []byte {
+func rawInput(t *testing.T, room id.RoomID, ev rawevent.RawEvent) []byte {
 	t.Helper()
 	ev.V = events.SchemaVersion
-	b, err := events.EncodeRaw(&ev)
+	b, err := rawevent.EncodeRaw(&ev)
 	if err != nil {
 		t.Fatalf("encode an input of %s: %v", room, err)
 	}
@@ -192,7 +193,7 @@ func waitDeadLetter(t *testing.T, agg *authztest.Client, reason, eventID string)
 	waitFor(t, "a dead letter with reason "+reason, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		s, err := agg.JS.Stream(ctx, events.StreamDLQ)
+		s, err := agg.JS.Stream(ctx, rawevent.StreamDLQ)
 		if err != nil {
 			return false
 		}
@@ -202,7 +203,7 @@ func waitDeadLetter(t *testing.T, agg *authztest.Client, reason, eventID string)
 			if err != nil {
 				continue
 			}
-			in, err := events.DecodeRaw(m.Data)
+			in, err := rawevent.DecodeRaw(m.Data)
 			if m.Header.Get("Rtc-Dlq-Reason") == reason && err == nil && (eventID == "" || string(in.EventID) == eventID) {
 				found = strings.Join([]string{reason, m.Header.Get("Rtc-Dlq-Error"), m.Header.Get("Rtc-Orig-Subject")}, " | ")
 				return true

@@ -30,6 +30,7 @@ import (
 	"github.com/rtcsessions/rtc-sessions/internal/aggregator"
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/ingest"
 	"github.com/rtcsessions/rtc-sessions/internal/nodemods"
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
@@ -59,7 +60,7 @@ func TestNodeConsumerDecodesWhatRtcctlDecodes(t *testing.T) {
 
 	// Three rooms: a call that ends, a call that stays live with an
 	// update and a leave, and a large call (more than
-	// events.InlineMembersMax devices: its members are in keys of their
+	// eventcodec.InlineMembersMax devices: its members are in keys of their
 	// own) on a named call id.
 	now := time.Now().UnixMilli()
 	small, ended, large := "!small:hs.test", "!ended:hs.test", "!large:hs.test"
@@ -72,7 +73,7 @@ func TestNodeConsumerDecodesWhatRtcctlDecodes(t *testing.T) {
 		leave("$s4", small, "@bob:hs.test", "B1", "", now+30),
 		leave("$e2", ended, "@carol:hs.test", "C1", "", now+40))
 	var big []string
-	for i := range events.InlineMembersMax + 2 {
+	for i := range eventcodec.InlineMembersMax + 2 {
 		big = append(big, member(fmt.Sprintf("$l%d", i), large, fmt.Sprintf("@u%02d:hs.test", i), "D", "conf", now+int64(i), ""))
 	}
 	putTxn(t, addr, "3", big...)

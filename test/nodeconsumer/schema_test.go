@@ -19,7 +19,9 @@ import (
 
 	"github.com/rtcsessions/rtc-sessions/internal/authz"
 	"github.com/rtcsessions/rtc-sessions/internal/authz/authztest"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -152,7 +154,7 @@ func TestMessagesMatchTheSchemas(t *testing.T) {
 		leave("$s4", small, "@bob:hs.test", "B1", "", now+30),
 		leave("$s5", small, "@alice:hs.test", "A1", "", now+40))
 	var big []string
-	for i := range events.InlineMembersMax + 1 {
+	for i := range eventcodec.InlineMembersMax + 1 {
 		big = append(big, member(fmt.Sprintf("$l%d", i), large, fmt.Sprintf("@u%02d:hs.test", i), "D", "conf", now+int64(i), ""))
 	}
 	putTxn(t, addr, "3", big...)
@@ -259,7 +261,7 @@ func TestSchemasRejectTheOldEncoding(t *testing.T) {
 		Kind   string     `json:"kind"`
 		Member *oldMember `json:"member,omitempty"`
 	}{V: 2, Kind: "member_joined", Member: &oldMember{UserID: "@a:x", DeviceID: "D", FocusActive: []byte(`{"type":"livekit"}`)}}
-	b, err := events.MarshalReflective(&old)
+	b, err := wire.MarshalReflective(&old)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,11 +269,11 @@ func TestSchemasRejectTheOldEncoding(t *testing.T) {
 		t.Fatal("a version 2 event passes the schema")
 	}
 	// And accept what this version writes for the same member.
-	ev := events.SessionEvent{ID: events.EventID("!r:x", 1), Seq: 1, Kind: events.KindMemberJoined,
-		SessionID: events.SessionID("!r:x", "m.call", "", 1), RoomID: "!r:x", Application: "m.call",
+	ev := events.SessionEvent{ID: eventcodec.EventID("!r:x", 1), Seq: 1, Kind: events.KindMemberJoined,
+		SessionID: eventcodec.SessionID("!r:x", "m.call", "", 1), RoomID: "!r:x", Application: "m.call",
 		Member:       &events.Member{UserID: "@a:x", DeviceID: "D", FocusActive: json.RawMessage(`{"type":"livekit"}`)},
 		Participants: 1, Users: 1}
-	nb, err := events.EncodeSessionEvent(&ev)
+	nb, err := eventcodec.EncodeSessionEvent(&ev)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,10 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rtcsessions/rtc-sessions/internal/api/history"
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -49,10 +51,10 @@ func setup(t *testing.T, withIndex bool) (context.Context, jetstream.JetStream) 
 
 func publishEnded(ctx context.Context, t *testing.T, js jetstream.JetStream, room id.RoomID, app string, seq uint64) {
 	t.Helper()
-	ev := events.SessionEvent{V: events.SchemaVersion, ID: events.EventID(room, seq), Seq: seq, Kind: events.KindSessionEnded,
+	ev := events.SessionEvent{V: events.SchemaVersion, ID: eventcodec.EventID(room, seq), Seq: seq, Kind: events.KindSessionEnded,
 		SessionID: fmt.Sprintf("%s-%d", room, seq), RoomID: room, Application: app, At: int64(seq),
 		Summary: &events.Summary{EndedAt: int64(seq)}}
-	b, err := events.Marshal(&ev)
+	b, err := wire.Marshal(&ev)
 	if err != nil {
 		t.Fatal(err)
 	}

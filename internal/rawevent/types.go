@@ -1,4 +1,4 @@
-package events
+package rawevent
 
 import "maunium.net/go/mautrix/event"
 

@@ -1,4 +1,4 @@
-package events
+package rawevent
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // Limits on a Matrix event accepted from any source. The spec caps a PDU at
@@ -173,7 +175,7 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 		content = compact.Bytes()
 	}
 	ev := RawEvent{
-		V:              SchemaVersion,
+		V:              events.SchemaVersion,
 		Kind:           InputEvent,
 		RoomID:         id.RoomID(ce.RoomID),
 		EventID:        id.EventID(ce.EventID),

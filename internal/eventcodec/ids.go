@@ -1,4 +1,4 @@
-package events
+package eventcodec
 
 import (
 	"crypto/sha256"
