@@ -127,6 +127,7 @@ func TestCluster(t *testing.T) {
 	v := &pipelinetest.Verifier{T: t, JS: c.js, RTCCtl: h.Bins.RTCCtl, T0: c.t0, WL: wl}
 	v.Run(time.Now().UnixMilli(), c.hardDeadline)
 	c.reportStalls(v)
+	c.reportEffects()
 	for _, p := range h.Procs() {
 		if p.ExitedOnItsOwn() {
 			t.Errorf("%s exited without being killed: %s", p.Name, p.State())
@@ -429,4 +430,33 @@ func (c *run) reportStalls(v *pipelinetest.Verifier) {
 		lines = append(lines, strings.TrimSuffix(line, ";"))
 	}
 	c.t.Logf("stall after each fault:\n  %s", strings.Join(lines, "\n  "))
+}
+
+// reportEffects logs how the running aggregators published their session
+// events (fast batches by result) and the conditional writes that found
+// another state, since their last start: what the order checks above were
+// exercised with.
+func (c *run) reportEffects() {
+	var series []string
+	for _, r := range []string{"stored", "stopped", "failed"} {
+		series = append(series, fmt.Sprintf(`rtc_aggregator_event_batches_total{result=%q}`, r))
+	}
+	for _, k := range []string{"event_order", "live_session", "fenced"} {
+		series = append(series, fmt.Sprintf(`rtc_aggregator_effect_conflicts_total{kind=%q}`, k))
+	}
+	for _, a := range c.aggs {
+		if a == nil || !a.Running() {
+			continue
+		}
+		m, err := a.Metrics()
+		if err != nil {
+			c.t.Logf("%s: metrics: %v", a.Name, err)
+			continue
+		}
+		line := ""
+		for _, s := range series {
+			line += fmt.Sprintf(" %s=%v", s, m[s])
+		}
+		c.t.Logf("%s since its start:%s", a.Name, line)
+	}
 }
