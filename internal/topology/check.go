@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -55,23 +56,23 @@ var (
 // and KV needs roll-ups (a key's purge is one).
 func streamRules(name string) []streamRule {
 	switch name {
-	case events.StreamRaw:
+	case rawevent.StreamRaw:
 		return []streamRule{ruleNoSchedules, ruleNoTTL, ruleNoRollup, ruleDenyPurge, ruleDenyDelete,
 			{"subjects", func(s jetstream.StreamConfig, _ Config) bool {
-				return len(s.Subjects) != 1 || s.Subjects[0] != events.RawPrefix+".*"
-			}, "it must capture exactly " + events.RawPrefix + ".* (the timers live in " + events.StreamTimers + ")", true},
+				return len(s.Subjects) != 1 || s.Subjects[0] != rawevent.RawPrefix+".*"
+			}, "it must capture exactly " + rawevent.RawPrefix + ".* (the timers live in " + rawevent.StreamTimers + ")", true},
 			{"sources", func(s jetstream.StreamConfig, c Config) bool { return !hasTimerSource(s, c) },
-				"it must source " + events.StreamTimers + "' " + events.FiredPrefix + ".* onto the partitions' timer path, " +
+				"it must source " + rawevent.StreamTimers + "' " + rawevent.FiredPrefix + ".* onto the partitions' timer path, " +
 					"or no timer reaches the aggregator", true}}
 	case events.StreamEvents:
 		return []streamRule{ruleNoSchedules, ruleNoTTL, ruleNoRollup, ruleDenyPurge, ruleDenyDelete}
-	case events.StreamDLQ:
+	case rawevent.StreamDLQ:
 		return []streamRule{ruleNoSchedules, ruleNoRollup, ruleDenyPurge}
 	case StreamHistory:
 		// Only sourced from RTC_EVENTS; nobody publishes to it, and the
 		// history it keeps must not be rewritten either.
 		return []streamRule{ruleNoSchedules, ruleNoTTL, ruleNoRollup, ruleDenyPurge, ruleDenyDelete}
-	case events.StreamTimers:
+	case rawevent.StreamTimers:
 		return []streamRule{
 			{"allow_msg_schedules", func(s jetstream.StreamConfig, _ Config) bool { return !s.AllowMsgSchedules },
 				"false: the rooms' timers are message schedules in this stream", true},
@@ -123,7 +124,7 @@ func CheckStream(cfg jetstream.StreamConfig, c Config, mode Mode) error {
 	}
 	var todo string
 	switch {
-	case !fixable && cfg.Name == events.StreamRaw:
+	case !fixable && cfg.Name == rawevent.StreamRaw:
 		todo = MigrateRawHint
 	case !fixable:
 		todo = fmt.Sprintf("nats-server cannot turn this off on an existing stream: with the services stopped, "+
@@ -141,15 +142,15 @@ func CheckStream(cfg jetstream.StreamConfig, c Config, mode Mode) error {
 // checkExistingRaw refuses an existing RTC_RAW that no update can fix,
 // before Ensure changes anything.
 func checkExistingRaw(ctx context.Context, js jetstream.JetStream, c Config) error {
-	s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, rawevent.StreamRaw)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil
 	}
 	if err != nil {
-		return wrapMissing(err, "stream "+events.StreamRaw)
+		return wrapMissing(err, "stream "+rawevent.StreamRaw)
 	}
 	cfg := s.CachedInfo().Config
-	for _, r := range streamRules(events.StreamRaw) {
+	for _, r := range streamRules(rawevent.StreamRaw) {
 		if !r.fixable && r.bad(cfg, c) {
 			return CheckStream(cfg, c, ModeCreate)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rtcsessions/rtc-sessions/internal/proctest"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -43,7 +44,7 @@ func TestTimersOnACluster(t *testing.T) {
 		if _, err := js.PublishMsg(ctx, schedule(tok, time.Now(), "timer "+tok)); err != nil {
 			t.Fatalf("schedule a timer: %v", err)
 		}
-		subj := fmt.Sprintf("%s.%d.%s.%s", events.PartPrefix, events.Partition(tok, cfg.Partitions), tok, events.TimerPathToken)
+		subj := fmt.Sprintf("%s.%d.%s.%s", rawevent.PartPrefix, rawevent.Partition(tok, cfg.Partitions), tok, rawevent.TimerPathToken)
 		if m := waitMsg(ctx, t, h.Raw, subj); string(m.Data) != "timer "+tok {
 			t.Fatalf("%s: %q", subj, m.Data)
 		}

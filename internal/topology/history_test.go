@@ -8,7 +8,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/eventcodec"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
+	"github.com/rtcsessions/rtc-sessions/internal/wire"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -26,12 +28,12 @@ func TestHistoryStream(t *testing.T) {
 	roomA, roomB := id.RoomID("!a:hs.test"), id.RoomID("!b.c:hs.test")
 	pub := func(room id.RoomID, app, call string, seq uint64, kind events.Kind) {
 		t.Helper()
-		ev := events.SessionEvent{V: events.SchemaVersion, ID: events.EventID(room, seq), Seq: seq, Kind: kind,
+		ev := events.SessionEvent{V: events.SchemaVersion, ID: eventcodec.EventID(room, seq), Seq: seq, Kind: kind,
 			SessionID: "s-" + call, RoomID: room, Application: app, CallID: call, At: int64(seq)}
 		if kind == events.KindSessionEnded {
 			ev.Summary = &events.Summary{StartedAt: 1, EndedAt: int64(seq), DurationMS: int64(seq) - 1, Joins: 1}
 		}
-		b, err := events.Marshal(&ev)
+		b, err := wire.Marshal(&ev)
 		if err != nil {
 			t.Fatal(err)
 		}

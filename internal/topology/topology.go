@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
@@ -145,18 +146,18 @@ func (c Config) Validate() error {
 // schedule (see CheckStream).
 func RawStream(c Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        events.StreamRaw,
+		Name:        rawevent.StreamRaw,
 		Description: "rtc-sessions: raw membership changes and fired timers, partitioned by room",
-		Subjects:    []string{events.RawPrefix + ".*"},
+		Subjects:    []string{rawevent.RawPrefix + ".*"},
 		SubjectTransform: &jetstream.SubjectTransformConfig{
-			Source:      events.RawPrefix + ".*",
+			Source:      rawevent.RawPrefix + ".*",
 			Destination: partitionDest(c.Partitions, ""),
 		},
 		Sources: []*jetstream.StreamSource{{
-			Name: events.StreamTimers,
+			Name: rawevent.StreamTimers,
 			SubjectTransforms: []jetstream.SubjectTransformConfig{{
-				Source:      events.FiredPrefix + ".*",
-				Destination: partitionDest(c.Partitions, events.TimerPathToken),
+				Source:      rawevent.FiredPrefix + ".*",
+				Destination: partitionDest(c.Partitions, rawevent.TimerPathToken),
 			}},
 		}},
 		DenyDelete: true,
@@ -171,7 +172,7 @@ func RawStream(c Config) jetstream.StreamConfig {
 // partitionDest is the transform destination that puts a room token (the
 // first wildcard) into its partition, with an optional last token.
 func partitionDest(partitions int, suffix string) string {
-	d := fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", events.PartPrefix, partitions)
+	d := fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", rawevent.PartPrefix, partitions)
 	if suffix != "" {
 		d += "." + suffix
 	}
@@ -188,9 +189,9 @@ func partitionDest(partitions int, suffix string) string {
 // delete one before it fires; MaxAge only ages out the fired copies.
 func TimersStream(c Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              events.StreamTimers,
+		Name:              rawevent.StreamTimers,
 		Description:       "rtc-sessions: the rooms' durable timers (message schedules), written by the aggregator only",
-		Subjects:          []string{events.TimerPrefix + ".*", events.FiredPrefix + ".*"},
+		Subjects:          []string{rawevent.TimerPrefix + ".*", rawevent.FiredPrefix + ".*"},
 		AllowMsgSchedules: true,
 		AllowMsgTTL:       true,
 		AllowRollup:       true, // what the server sets for message schedules anyway
@@ -280,9 +281,9 @@ func HistoryStream(c Config) jetstream.StreamConfig {
 // the reason in headers.
 func DLQStream(c Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        events.StreamDLQ,
+		Name:        rawevent.StreamDLQ,
 		Description: "rtc-sessions: inputs the aggregator could not decode or apply",
-		Subjects:    []string{events.DLQPrefix + ".>"},
+		Subjects:    []string{rawevent.DLQPrefix + ".>"},
 		// Not DenyDelete: `rtcctl dlq redrive` deletes the entries it re-drove.
 		DenyPurge: true,
 		MaxAge:    c.DLQMaxAge,
@@ -294,7 +295,7 @@ func DLQStream(c Config) jetstream.StreamConfig {
 // RoomsBucket holds each room's reducer state and outbox.
 func RoomsBucket(c Config) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket: events.BucketRooms, Description: "rtc-sessions: per-room aggregator state",
+		Bucket: rawevent.BucketRooms, Description: "rtc-sessions: per-room aggregator state",
 		History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
 	}
 }
@@ -314,7 +315,7 @@ func SessionsBucket(c Config) jetstream.KeyValueConfig {
 // watchers see a key that expired, which is how a crashed worker is noticed.
 func WorkersBucket(c Config) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket: events.BucketWorkers, Description: "rtc-sessions: aggregator worker heartbeats",
+		Bucket: rawevent.BucketWorkers, Description: "rtc-sessions: aggregator worker heartbeats",
 		History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
 		LimitMarkerTTL: c.WorkerTTL,
 	}
@@ -336,7 +337,7 @@ func PartitionConsumer(c Config, partition int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerName(partition),
 		Description:    fmt.Sprintf("rtc-sessions aggregator, partition %d", partition),
-		FilterSubject:  events.PartitionFilter(partition),
+		FilterSubject:  rawevent.PartitionFilter(partition),
 		AckPolicy:      jetstream.AckAllPolicy,
 		AckWait:        c.AckWait,
 		MaxAckPending:  c.MaxAckPending,
@@ -480,10 +481,10 @@ func EnsureRaw(ctx context.Context, js jetstream.JetStream, c Config, mode Mode)
 	if err := checkPartitions(ctx, js, c.Partitions); err != nil {
 		return nil, err
 	}
-	s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, rawevent.StreamRaw)
 	if err == nil || mode == ModeVerify || !errors.Is(err, jetstream.ErrStreamNotFound) {
 		if err != nil {
-			return nil, wrapMissing(err, "stream "+events.StreamRaw)
+			return nil, wrapMissing(err, "stream "+rawevent.StreamRaw)
 		}
 		// Verify mode: the ingest cannot update the stream, so what an
 		// update would fix is reported as for Ensure's verify mode.
@@ -494,10 +495,10 @@ func EnsureRaw(ctx context.Context, js jetstream.JetStream, c Config, mode Mode)
 	}
 	s, err = js.CreateStream(ctx, RawStream(c))
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile by another replica
-		s, err = js.Stream(ctx, events.StreamRaw)
+		s, err = js.Stream(ctx, rawevent.StreamRaw)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", events.StreamRaw, err)
+		return nil, fmt.Errorf("create stream %s: %w", rawevent.StreamRaw, err)
 	}
 	if err := CheckStream(s.CachedInfo().Config, c, ModeVerify); err != nil {
 		return nil, err
@@ -521,20 +522,20 @@ var partitionRe = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)\s*,`)
 // ExistingPartitions reads the partition count of an existing RTC_RAW; it
 // returns 0 and no error when the stream does not exist yet.
 func ExistingPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
-	s, err := js.Stream(ctx, events.StreamRaw)
+	s, err := js.Stream(ctx, rawevent.StreamRaw)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("look up stream %s: %w", events.StreamRaw, err)
+		return 0, fmt.Errorf("look up stream %s: %w", rawevent.StreamRaw, err)
 	}
 	st := s.CachedInfo().Config.SubjectTransform
 	if st == nil {
-		return 0, fmt.Errorf("stream %s has no subject transform: it was not created by rtc-sessions", events.StreamRaw)
+		return 0, fmt.Errorf("stream %s has no subject transform: it was not created by rtc-sessions", rawevent.StreamRaw)
 	}
 	m := partitionRe.FindStringSubmatch(st.Destination)
 	if m == nil {
-		return 0, fmt.Errorf("stream %s transform %q has no partition(): it was not created by rtc-sessions", events.StreamRaw, st.Destination)
+		return 0, fmt.Errorf("stream %s transform %q has no partition(): it was not created by rtc-sessions", rawevent.StreamRaw, st.Destination)
 	}
 	return strconv.Atoi(m[1])
 }
@@ -546,7 +547,7 @@ func checkPartitions(ctx context.Context, js jetstream.JetStream, want int) erro
 	}
 	if have != 0 && have != want {
 		return fmt.Errorf("%w: %s has %d partitions, the configuration says %d; set partitions: %d (changing the count needs a drain-and-migrate)",
-			ErrPartitionMismatch, events.StreamRaw, have, want, have)
+			ErrPartitionMismatch, rawevent.StreamRaw, have, want, have)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -70,16 +71,16 @@ func TestEnsureCreateThenVerify(t *testing.T) {
 		}
 		cc := c.CachedInfo().Config
 		if cc.MaxAckPending != topology.DefaultConfig().MaxAckPending || cc.PriorityPolicy != jetstream.PriorityPolicyPinned ||
-			cc.FilterSubject != events.PartitionFilter(p) {
+			cc.FilterSubject != rawevent.PartitionFilter(p) {
 			t.Errorf("consumer %d: %+v", p, cc)
 		}
 	}
-	// The transform puts a room where events.Partition says.
+	// The transform puts a room where rawevent.Partition says.
 	tok := events.Token("!room:example.org")
-	if _, err := js.Publish(ctx, events.RawPrefix+"."+tok, []byte("x")); err != nil {
+	if _, err := js.Publish(ctx, rawevent.RawPrefix+"."+tok, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	m, err := h.Raw.GetLastMsgForSubject(ctx, events.PartitionSubject(events.Partition(tok, 4), tok))
+	m, err := h.Raw.GetLastMsgForSubject(ctx, rawevent.PartitionSubject(rawevent.Partition(tok, 4), tok))
 	if err != nil || string(m.Data) != "x" {
 		t.Fatalf("input not stored under its partition: %v", err)
 	}
@@ -181,12 +182,12 @@ func TestConsumerMigration(t *testing.T) {
 	// Three inputs of partition 0; the old consumer acknowledges the first two.
 	var room string
 	for i := 0; room == ""; i++ {
-		if r := "!m" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ":hs"; events.Partition(events.Token(r), c.Partitions) == 0 {
+		if r := "!m" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ":hs"; rawevent.Partition(events.Token(r), c.Partitions) == 0 {
 			room = r
 		}
 	}
 	for i := range 3 {
-		if _, err := js.Publish(ctx, events.RawPrefix+"."+events.Token(room), []byte{byte(i)}); err != nil {
+		if _, err := js.Publish(ctx, rawevent.RawPrefix+"."+events.Token(room), []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}

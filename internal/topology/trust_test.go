@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rtcsessions/rtc-sessions/internal/natsutil"
+	"github.com/rtcsessions/rtc-sessions/internal/rawevent"
 	"github.com/rtcsessions/rtc-sessions/internal/topology"
 	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
@@ -22,10 +23,10 @@ import (
 // (aggregator.TimerMsg): a one-shot schedule on rtc.timer.<roomTok> firing
 // body onto rtc.fired.<roomTok>.
 func schedule(tok string, at time.Time, body string) *nats.Msg {
-	m := nats.NewMsg(events.TimerPrefix + "." + tok)
+	m := nats.NewMsg(rawevent.TimerPrefix + "." + tok)
 	m.Data = []byte(body)
 	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339))
-	m.Header.Set(jetstream.ScheduleTargetHeader, events.FiredPrefix+"."+tok)
+	m.Header.Set(jetstream.ScheduleTargetHeader, rawevent.FiredPrefix+"."+tok)
 	m.Header.Set(jetstream.MsgTTLHeader, "never")
 	return m
 }
@@ -52,7 +53,7 @@ func waitMsg(ctx context.Context, t *testing.T, s jetstream.Stream, subject stri
 // TestTimersFireOntoTheTimerPath: a schedule in RTC_TIMERS fires onto
 // rtc.fired.<roomTok>, and RTC_RAW sources the fired copy onto
 // rtc.part.<N>.<roomTok>.timer, where N is the partition RTC_RAW's own
-// transform gives the room's inputs (and events.Partition computes), for
+// transform gives the room's inputs (and rawevent.Partition computes), for
 // many rooms. The fired copy's scheduling headers (Nats-Scheduler,
 // Nats-Schedule-Next: purge) make RTC_RAW do nothing: the inputs stored
 // before and after it are all still there, and no schedule is left.
@@ -69,7 +70,7 @@ func TestTimersFireOntoTheTimerPath(t *testing.T) {
 	toks := make([]string, rooms)
 	for i := range toks {
 		toks[i] = events.Token(fmt.Sprintf("!room%d:example.org", i))
-		if _, err := js.Publish(ctx, events.RawPrefix+"."+toks[i], []byte("input")); err != nil {
+		if _, err := js.Publish(ctx, rawevent.RawPrefix+"."+toks[i], []byte("input")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := js.PublishMsg(ctx, schedule(toks[i], time.Now(), "timer "+toks[i])); err != nil {
@@ -78,16 +79,16 @@ func TestTimersFireOntoTheTimerPath(t *testing.T) {
 	}
 	parts := map[int]bool{}
 	for _, tok := range toks {
-		p := events.Partition(tok, c.Partitions)
+		p := rawevent.Partition(tok, c.Partitions)
 		parts[p] = true
-		m := waitMsg(ctx, t, h.Raw, fmt.Sprintf("%s.%d.%s.%s", events.PartPrefix, p, tok, events.TimerPathToken))
+		m := waitMsg(ctx, t, h.Raw, fmt.Sprintf("%s.%d.%s.%s", rawevent.PartPrefix, p, tok, rawevent.TimerPathToken))
 		if string(m.Data) != "timer "+tok {
 			t.Fatalf("fired copy of %s: %q", tok, m.Data)
 		}
-		if got := m.Header.Get("Nats-Scheduler"); got != events.TimerPrefix+"."+tok {
+		if got := m.Header.Get("Nats-Scheduler"); got != rawevent.TimerPrefix+"."+tok {
 			t.Errorf("fired copy's Nats-Scheduler %q", got)
 		}
-		if in, err := h.Raw.GetLastMsgForSubject(ctx, events.PartitionSubject(p, tok)); err != nil || string(in.Data) != "input" {
+		if in, err := h.Raw.GetLastMsgForSubject(ctx, rawevent.PartitionSubject(p, tok)); err != nil || string(in.Data) != "input" {
 			t.Fatalf("the room's input is not in partition %d after its timer fired: %v", p, err)
 		}
 	}
@@ -114,7 +115,7 @@ func TestTimersFireOntoTheTimerPath(t *testing.T) {
 	if pending != 2*rooms {
 		t.Fatalf("the partition consumers have %d pending, want %d", pending, 2*rooms)
 	}
-	ti, err := h.Timers.Info(ctx, jetstream.WithSubjectFilter(events.TimerPrefix+".>"))
+	ti, err := h.Timers.Info(ctx, jetstream.WithSubjectFilter(rawevent.TimerPrefix+".>"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +163,8 @@ func TestTimerSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := events.Partition(tok, small().Partitions)
-	if m := waitMsg(ctx, t, h.Raw, fmt.Sprintf("%s.%d.%s.%s", events.PartPrefix, p, tok, events.TimerPathToken)); string(m.Data) != "late" {
+	p := rawevent.Partition(tok, small().Partitions)
+	if m := waitMsg(ctx, t, h.Raw, fmt.Sprintf("%s.%d.%s.%s", rawevent.PartPrefix, p, tok, rawevent.TimerPathToken)); string(m.Data) != "late" {
 		t.Fatalf("fired after the restart: %q", m.Data)
 	}
 }
@@ -180,7 +181,7 @@ func TestRawRefusesRewrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := events.RawPrefix + "." + events.Token("!r:example.org")
+	subj := rawevent.RawPrefix + "." + events.Token("!r:example.org")
 	for i := range 3 {
 		if _, err := js.Publish(ctx, subj, []byte{byte(i)}); err != nil {
 			t.Fatal(err)
@@ -202,7 +203,7 @@ func TestRawRefusesRewrites(t *testing.T) {
 				m.Header.Set(jetstream.ScheduleTargetHeader, subj)
 			}
 			if tc.header == "Nats-Schedule-Next" {
-				m.Header.Set("Nats-Scheduler", events.PartitionSubject(0, "x"))
+				m.Header.Set("Nats-Scheduler", rawevent.PartitionSubject(0, "x"))
 			}
 			if _, err := js.PublishMsg(ctx, m); err == nil {
 				t.Fatalf("RTC_RAW stored a message with %s: %s", tc.header, tc.value)
@@ -228,10 +229,10 @@ func TestRawRefusesRewrites(t *testing.T) {
 // were message schedules in it.
 func legacyRaw(c topology.Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:     events.StreamRaw,
-		Subjects: []string{events.RawPrefix + ".*", events.TimerPrefix + ".*"},
-		SubjectTransform: &jetstream.SubjectTransformConfig{Source: events.RawPrefix + ".*",
-			Destination: fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", events.PartPrefix, c.Partitions)},
+		Name:     rawevent.StreamRaw,
+		Subjects: []string{rawevent.RawPrefix + ".*", rawevent.TimerPrefix + ".*"},
+		SubjectTransform: &jetstream.SubjectTransformConfig{Source: rawevent.RawPrefix + ".*",
+			Destination: fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", rawevent.PartPrefix, c.Partitions)},
 		AllowMsgSchedules: true, AllowMsgTTL: true,
 		Duplicates: c.DupWindow, MaxAge: c.RawMaxAge, Storage: jetstream.FileStorage, Replicas: 1,
 	}
@@ -274,7 +275,7 @@ func TestLegacyRawRefused(t *testing.T) {
 		_, err = topology.EnsureRaw(ctx, js, c, mode)
 		check("EnsureRaw "+string(mode), err)
 	}
-	if _, err := js.Stream(ctx, events.StreamTimers); !errors.Is(err, jetstream.ErrStreamNotFound) {
+	if _, err := js.Stream(ctx, rawevent.StreamTimers); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("Ensure created RTC_TIMERS beside a legacy RTC_RAW: %v", err)
 	}
 	// What the migration section of docs/nats.md says: no update turns
@@ -292,7 +293,7 @@ func TestLegacyRawRefused(t *testing.T) {
 			t.Errorf("update turning off %s: %v, want the server's refusal", tc.name, err)
 		}
 	}
-	if err := js.DeleteStream(ctx, events.StreamRaw); err != nil {
+	if err := js.DeleteStream(ctx, rawevent.StreamRaw); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := topology.Ensure(ctx, js, c, topology.ModeCreate); err != nil {
@@ -353,7 +354,7 @@ func TestEnsureChecksEffectiveConfig(t *testing.T) {
 					t.Errorf("verify error does not say %q: %v", want, err)
 				}
 			}
-			if tc.cfg.Name == events.StreamRaw {
+			if tc.cfg.Name == rawevent.StreamRaw {
 				if _, err := topology.EnsureRaw(ctx, js, c, topology.ModeCreate); !errors.Is(err, topology.ErrUnsafeStream) {
 					t.Errorf("EnsureRaw: %v, want ErrUnsafeStream", err)
 				}
@@ -389,12 +390,12 @@ func TestCheckStreamRules(t *testing.T) {
 		{"RTC_RAW deletable", func() jetstream.StreamConfig { s := topology.RawStream(c); s.DenyDelete = false; return s }, "deny_delete"},
 		{"RTC_RAW capturing timers", func() jetstream.StreamConfig {
 			s := topology.RawStream(c)
-			s.Subjects = append(s.Subjects, events.TimerPrefix+".*")
+			s.Subjects = append(s.Subjects, rawevent.TimerPrefix+".*")
 			return s
 		}, "subjects"},
 		{"RTC_RAW sourcing onto the wrong partitions", func() jetstream.StreamConfig {
 			s := topology.RawStream(topology.Config{Partitions: 8})
-			s.Name = events.StreamRaw
+			s.Name = rawevent.StreamRaw
 			return s
 		}, "sources"},
 		{"RTC_EVENTS with schedules", func() jetstream.StreamConfig { s := topology.EventsStream(c); s.AllowMsgSchedules = true; return s }, "allow_msg_schedules"},
