@@ -91,7 +91,8 @@ func TestPipelineWithShippedPermissions(t *testing.T) {
 	acfg.ShutdownGrace = 5 * time.Second
 	aggDone := make(chan error, 1)
 	wg.Add(1)
-	go func() { defer wg.Done(); aggDone <- aggregator.Run(ctx, acfg, aggLog, prometheus.NewRegistry()) }()
+	aggReg := prometheus.NewRegistry()
+	go func() { defer wg.Done(); aggDone <- aggregator.Run(ctx, acfg, aggLog, aggReg) }()
 
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "hs.token")
@@ -166,6 +167,15 @@ func TestPipelineWithShippedPermissions(t *testing.T) {
 	putTxn(t, addr, "2", memberEvent("$leave1", room, user, "DEV1", now+1000, true))
 	expect(t, kinds, events.KindMemberLeft, events.KindSessionEnded)
 
+	// The leave's two events went as one fast batch: the aggregator may
+	// publish batches and subscribe to their replies in its inbox. (The
+	// subscriber can see the events before the aggregator has the ack.)
+	waitFor(t, "a fast batch of events stored", func() bool {
+		return counter(t, aggReg, "rtc_aggregator_event_batches_total", "stored") >= 1
+	})
+	if failed := counter(t, aggReg, "rtc_aggregator_event_batches_total", "failed"); failed != 0 {
+		t.Errorf("%v event batches failed (violations %q)", failed, violations(aggLogs))
+	}
 	for name, logs := range map[string]*observer.ObservedLogs{"aggregator": aggLogs, "ingest": ingLogs} {
 		if v := violations(logs); len(v) > 0 {
 			t.Errorf("%s was refused something it needs: %q", name, v)
@@ -230,4 +240,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// counter is the value of a counter of reg with the given value of its
+// only label (0 when absent).
+func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if ls := m.GetLabel(); len(ls) == 1 && ls[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
