@@ -44,6 +44,10 @@ type effectJob struct {
 	nextEv  int    // events[:nextEv] are stored
 	retries int    // fenced-write and event-chain mismatches so far
 	err     error  // the effects failed (transient, or fenced)
+	// eventsOnly: a copy of a job carrying out only its events, at the
+	// same time as the job's writes (see publishEffects); it leaves the
+	// room's fields of the writes alone.
+	eventsOnly bool
 }
 
 // maxEffectRounds bounds the rounds of revision mismatches one set of effects
@@ -103,9 +107,51 @@ func newEffectJob(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore
 //
 // A job whose effects failed has err set; the caller reloads the room, whose
 // redo record carries them out again.
+//
+// A job whose events only add to what rtc_sessions shows (sessions and
+// members that start, members updated) has nothing to wait for: its events
+// go at the same time as the writes, saving a round trip. (A stale worker's
+// additive events are the true events of a stored commit, which the next
+// owner's redo publishes too; the order condition keeps them from coming
+// after anything newer.)
 func (r *partRunner) publishEffects(jobs []*effectJob) {
+	var twins, owners []*effectJob
+	for _, j := range jobs {
+		// One additive event rides with the writes anyway (canGoWithWrites).
+		if j.err == nil && len(j.events)-j.nextEv >= 2 && j.onlyAdds() {
+			twins = append(twins, &effectJob{rm: j.rm, redo: j.redo, events: j.events, seqs: j.seqs, kinds: j.kinds,
+				nextEv: j.nextEv, eventsOnly: true})
+			owners = append(owners, j)
+			j.nextEv = len(j.events) // the writes stage leaves them alone
+		}
+	}
+	var wg sync.WaitGroup
+	if len(twins) > 0 {
+		wg.Go(func() { r.publishEvents(twins) })
+	}
 	r.publishWrites(jobs)
+	wg.Wait()
+	for i, t := range twins {
+		j := owners[i]
+		j.nextEv, j.retries = t.nextEv, j.retries+t.retries
+		if j.err == nil {
+			j.err = t.err
+		}
+	}
 	r.publishEvents(jobs)
+}
+
+// onlyAdds reports whether every event the job has left to publish only
+// adds to what rtc_sessions shows.
+func (j *effectJob) onlyAdds() bool {
+	for _, k := range j.kinds[j.nextEv:] {
+		switch k {
+		case events.KindSessionStarted, events.KindMemberJoined, events.KindMemberUpdated:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // publishWrites is stage 1 of publishEffects.
@@ -394,7 +440,9 @@ func (r *partRunner) eventPublished(j *effectJob, rr jsutil.Result) {
 		j.rm.EventsSeq = rr.Ack.Sequence
 		j.nextEv++
 	case jsutil.IsRevisionMismatch(rr.Err):
-		j.rm.Fresh = false
+		if !j.eventsOnly {
+			j.rm.Fresh = false
+		}
 		// Stored already (a retry after a lost ack, the previous owner's
 		// redo) or the room's position is unknown: look at what the
 		// stream holds.
