@@ -53,6 +53,9 @@ type roomWork struct {
 	stage  stage
 
 	commit  *roomstore.Commit // the commit in flight
+	// committedAt: when the commit was sent to rtc_rooms (it was stored
+	// after that); see effectJob.absentIsSafe.
+	committedAt time.Time
 	applied []*input          // the inputs it commits
 	arm     bool              // the room's timer moved: publish its schedule
 	// peakBefore is each live session's peak before the commit's inputs:

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -52,6 +53,7 @@ func (r *partRunner) commitAll(works []*roomWork) error {
 	for _, w := range ready {
 		msgs = append(msgs, w.commit.Header)
 	}
+	sent := time.Now()
 	ctx, cancel := r.opCtx()
 	res, _ := jsutil.PublishAll(ctx, r.d.js, msgs)
 	cancel()
@@ -60,6 +62,7 @@ func (r *partRunner) commitAll(works []*roomWork) error {
 		switch {
 		case err == nil:
 			w.rm.Committed(w.commit, res[i].Ack.Sequence)
+			w.committedAt = sent
 			for _, in := range w.applied {
 				in.result = resultApplied
 				if in.res.Stale {

@@ -48,6 +48,29 @@ type effectJob struct {
 	// same time as the job's writes (see publishEffects); it leaves the
 	// room's fields of the writes alone.
 	eventsOnly bool
+	// committedAt: when this worker sent the commit (zero: a previous
+	// owner's commit, carried out on load); markerTTL: how long the marker
+	// of a deleted live-session key lasts (0: for ever).
+	committedAt time.Time
+	markerTTL   time.Duration
+}
+
+// absentIsSafe reports whether a live-session key of the job found absent
+// needs no check of the room's ownership. A newer owner that wrote the key
+// after this commit left a value, or, having ended the session since, a
+// deletion marker that lasts markerTTL: the key can only be absent again
+// once markerTTL has passed since this commit. Well within that, absent
+// means nobody wrote it. (Both clocks are read: the monotonic one does not
+// count a suspended machine, the wall clock jumps over it.)
+func (j *effectJob) absentIsSafe() bool {
+	if j.markerTTL == 0 {
+		return true // markers are kept: a deleted key is never absent
+	}
+	if j.committedAt.IsZero() {
+		return false
+	}
+	limit := j.markerTTL / 2
+	return time.Since(j.committedAt) < limit && time.Now().Round(0).Sub(j.committedAt.Round(0)) < limit
 }
 
 // maxEffectRounds bounds the rounds of revision mismatches one set of effects
@@ -55,11 +78,11 @@ type effectJob struct {
 const maxEffectRounds = 5
 
 // newEffectJob builds the messages of a commit's effects.
-func newEffectJob(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int, markerTTL time.Duration) (*effectJob, error) {
+func newEffectJob(rm *roomstore.Room, redo *roomstore.Redo, arm bool, peakBefore map[string]int, markerTTL time.Duration, committedAt time.Time) (*effectJob, error) {
 	if err := redo.DecodeOutbox(); err != nil {
 		return nil, err
 	}
-	j := &effectJob{rm: rm, redo: redo, arm: arm, peakBefore: peakBefore}
+	j := &effectJob{rm: rm, redo: redo, arm: arm, peakBefore: peakBefore, committedAt: committedAt, markerTTL: markerTTL}
 	j.parts = rm.PartMsgs(redo)
 	sess, err := sessionWrites(rm.State, redo.Outbox, peakBefore, markerTTL)
 	if err != nil {
@@ -278,7 +301,12 @@ func (r *partRunner) resolveRevs(jobs []*effectJob) {
 					// A room stored first by this commit has no keys from
 					// before it, but another owner may have written (and
 					// the markers expired) since: one check of the room's
-					// header instead of a look-up per key (subj "").
+					// header instead of a look-up per key (subj ""), when
+					// the commit is old enough for that.
+					if j.absentIsSafe() {
+						j.rm.KeyRevs[m.Subject] = 0
+						continue
+					}
 					if !freshChecked {
 						ls = append(ls, &lookup{j: j})
 						freshChecked = true
@@ -340,6 +368,9 @@ func (r *partRunner) currentRev(j *effectJob, subj string, roomCheck *sync.Map) 
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		if stream == r.d.timers {
 			return 0, nil // fired or never armed: a stale timer is a no-op
+		}
+		if j.absentIsSafe() {
+			return 0, nil
 		}
 		type checked struct{ err error }
 		if v, ok := roomCheck.Load(j); ok {
@@ -546,7 +577,7 @@ func (r *partRunner) effectsAll(works []*roomWork) error {
 		if w.stage != stageEffects {
 			continue
 		}
-		j, err := newEffectJob(w.rm, w.commit.Redo, w.arm, w.peakBefore, r.d.sessionMarkerTTL)
+		j, err := newEffectJob(w.rm, w.commit.Redo, w.arm, w.peakBefore, r.d.sessionMarkerTTL, w.committedAt)
 		if err != nil { // an encoding error: the redo on reload will fail the same way
 			failed = err
 			r.reloadLater(w)
@@ -597,7 +628,7 @@ func (r *partRunner) reloadLater(w *roomWork) {
 // carryOut carries out a commit's effects and waits for them (the redo of a
 // room taken over).
 func (r *partRunner) carryOut(rm *roomstore.Room, redo *roomstore.Redo, arm bool) error {
-	j, err := newEffectJob(rm, redo, arm, nil, r.d.sessionMarkerTTL)
+	j, err := newEffectJob(rm, redo, arm, nil, r.d.sessionMarkerTTL, time.Time{})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -256,5 +257,51 @@ func TestBatchRefusedAfterAnotherWriter(t *testing.T) {
 	conflicts := testutil.ToFloat64(r.d.m.EffectConflicts.WithLabelValues("event_order"))
 	if stopped != 1 || conflicts != 1 {
 		t.Fatalf("%v batches stopped, %v event_order conflicts; want 1 and 1", stopped, conflicts)
+	}
+}
+
+// TestAbsentKeyCheck: a live-session key of a room stored first by this
+// worker's commit is taken as absent without a look-up while the commit is
+// recent (a newer owner's writes would still be visible, as values or as
+// markers); an older commit, or a previous owner's carried out on load,
+// checks the room's header, and a header that moved on fences the job.
+func TestAbsentKeyCheck(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name        string
+		committedAt time.Time
+		markerTTL   time.Duration
+		fenced      bool
+	}{
+		{"recent commit", now, time.Hour, false},
+		{"markers kept", time.Time{}, 0, false},
+		{"commit older than half the marker TTL", now.Add(-31 * time.Minute), time.Hour, true},
+		{"a previous owner's commit", time.Time{}, time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			r := e.runner(t)
+			room := id.RoomID("!absent:example.org")
+			rm := roomstore.New(room)
+			rm.Rev = 1
+			// The room's header has moved on: another owner committed.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for range 2 {
+				if _, err := e.h.Rooms.Put(ctx, rm.Key, []byte("newer")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			subj := jsutil.KVSubject(events.BucketSessions, "m_call."+rm.Key+".c")
+			j := &effectJob{rm: rm, redo: &roomstore.Redo{}, writes: []*nats.Msg{jsutil.KVPut(events.BucketSessions, "m_call."+rm.Key+".c", []byte("x"))},
+				committedAt: tc.committedAt, markerTTL: tc.markerTTL}
+			r.resolveRevs([]*effectJob{j})
+			if got := errors.Is(j.err, errFenced); got != tc.fenced {
+				t.Fatalf("fenced %v (err %v), want %v", got, j.err, tc.fenced)
+			}
+			if rev, ok := rm.KeyRevs[subj]; !tc.fenced && (!ok || rev != 0) {
+				t.Fatalf("key revision %d (known %v), want 0 (absent)", rev, ok)
+			}
+		})
 	}
 }
