@@ -52,12 +52,12 @@ type roomWork struct {
 	rm     *roomstore.Room
 	stage  stage
 
-	commit  *roomstore.Commit // the commit in flight
+	commit *roomstore.Commit // the commit in flight
 	// committedAt: when the commit was sent to rtc_rooms (it was stored
 	// after that); see effectJob.absentIsSafe.
 	committedAt time.Time
-	applied []*input          // the inputs it commits
-	arm     bool              // the room's timer moved: publish its schedule
+	applied     []*input // the inputs it commits
+	arm         bool     // the room's timer moved: publish its schedule
 	// peakBefore is each live session's peak before the commit's inputs:
 	// a session whose members move into keys of their own in this commit
 	// gets every member written (sessionWrites).
