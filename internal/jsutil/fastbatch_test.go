@@ -12,24 +12,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/rtcsessions/rtc-sessions/internal/testutil"
 )
 
 // TestPublishFastBatch: a fast batch stores its messages in order, and one
 // that fails a check stops it there: what came before is stored, nothing
 // after, and the caller is told how far it got.
 func TestPublishFastBatch(t *testing.T) {
-	ns := testutil.NATS(t, "", -1)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connect(t)
 	fb, err := NewFastBatcher(nc)
 	if err != nil {
 		t.Fatal(err)

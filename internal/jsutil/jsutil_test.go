@@ -17,16 +17,7 @@ import (
 // of unacknowledged async publishes is stored whole: PublishAll waits for
 // room instead of failing with "stalled".
 func TestPublishAllWaitsForRoom(t *testing.T) {
-	ns := testutil.NATS(t, "", -1)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connect(t, jetstream.WithPublishAsyncMaxPending(16))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b"}); err != nil {
@@ -60,16 +51,7 @@ func TestPublishAllWaitsForRoom(t *testing.T) {
 // released once, an Acquire error stops the rest, and a message nobody
 // stores comes back as an error and is released too.
 func TestPublishAllFlow(t *testing.T) {
-	ns := testutil.NATS(t, "", -1)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connect(t, jetstream.WithPublishAsyncTimeout(2*time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
@@ -166,4 +148,21 @@ func TestPublishAllFlow(t *testing.T) {
 		t.Fatalf("no stream: err %v, results %+v", err, res)
 	}
 	waitReleased(&lost, 3)
+}
+
+// connect is a connection and its JetStream context to a fresh embedded
+// server, both closed with the test.
+func connect(t *testing.T, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns := testutil.NATS(t, "", -1)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
