@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/id"
-
-	"github.com/rtcsessions/rtc-sessions/pkg/events"
 )
 
 // Limits on a Matrix event accepted from any source. The spec caps a PDU at
@@ -175,7 +173,7 @@ func ParseEvent(data []byte, opts ParseOptions) (RawEvent, error) {
 		content = compact.Bytes()
 	}
 	ev := RawEvent{
-		V:              events.SchemaVersion,
+		V:              RawVersion,
 		Kind:           InputEvent,
 		RoomID:         id.RoomID(ce.RoomID),
 		EventID:        id.EventID(ce.EventID),

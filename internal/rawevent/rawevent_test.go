@@ -61,6 +61,9 @@ func TestParseClientEvent(t *testing.T) {
 			if e.ReceivedAt != 10 || string(e.Content) != `{"application":"m.call"}` || *e.StateKey != "_@a:x_D" {
 				t.Fatalf("%+v", e)
 			}
+			if e.V != RawVersion {
+				t.Fatalf("parsed input of version %d, want RawVersion %d", e.V, RawVersion)
+			}
 		}},
 		{name: "received_at line field", in: strings.Replace(good, `"content"`, `"received_at":99,"content"`, 1), check: func(t *testing.T, e RawEvent) {
 			if e.ReceivedAt != 99 {
