@@ -31,6 +31,8 @@ func TestDependencies(t *testing.T) {
 		module + "/internal/rtcctl/safetext": true, // escaping for the terminal
 		module + "/internal/api/history":     true, // the RTC_HISTORY index that history reads
 		module + "/internal/jsonscan":        true, // pkg/rtc's JSON scanner (simulate)
+		module + "/internal/rawevent":        true, // the raw inputs (simulate, dlq, the room's inputs)
+		module + "/internal/eventcodec":      true, // simulate's session events and live sessions
 	}
 	var mine []string
 	for _, pkg := range strings.Fields(string(out)) {

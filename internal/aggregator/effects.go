@@ -323,7 +323,7 @@ func (r *partRunner) resolveRevs(jobs []*effectJob) {
 	// Absent keys need one more check: an expired marker leaves nothing to
 	// compare stamps with, so the room's header revision decides.
 	var roomCheck sync.Map
-	parallel(len(ls), 16, func(i int) {
+	parallel(len(ls), roomsInFlight, func(i int) {
 		l := ls[i]
 		if l.subj == "" {
 			ctx, cancel := r.opCtx()
@@ -433,7 +433,7 @@ func (r *partRunner) eventWaves(jobs []*effectJob) {
 		if len(wave) == 0 {
 			return
 		}
-		parallel(len(lookups), 64, func(i int) { r.lastEvent(lookups[i]) })
+		parallel(len(lookups), roomsInFlight, func(i int) { r.lastEvent(lookups[i]) })
 		msgs := make([]*nats.Msg, 0, len(wave))
 		var sent []*effectJob
 		for _, j := range wave {
@@ -546,6 +546,12 @@ func (r *partRunner) lastEvent(j *effectJob) {
 			zap.String("room", j.rm.Key), zap.Uint64("last_stored_seq", lastSeq), zap.Uint64("next_seq", j.seqs[j.nextEv]))
 	}
 }
+
+// roomsInFlight bounds the per-room requests (loads, look-ups, event
+// batches) a batch has in flight at once: a batch's rooms wait on one
+// round trip together instead of one after another, and the requests are
+// small.
+const roomsInFlight = 64
 
 // parallel runs f(0..n-1) with at most width at once.
 func parallel(n, width int, f func(i int)) {

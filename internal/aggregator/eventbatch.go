@@ -22,8 +22,6 @@ import (
 // on the room's last stored event, and the batch's acknowledgement gives the
 // stream sequence of the room's last event, as the waves do.
 
-// batchRoomsWidth bounds the rooms whose batches are in flight at once.
-const batchRoomsWidth = 64
 
 // publishEventsBatched publishes the jobs' events: the rooms with several
 // events to go as one fast batch each, the others in waves at the same
@@ -45,7 +43,7 @@ func (r *partRunner) publishEventsBatched(jobs []*effectJob) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { r.eventWaves(shallow) })
-	parallel(len(deep), batchRoomsWidth, func(i int) { r.publishRoomBatch(deep[i]) })
+	parallel(len(deep), roomsInFlight, func(i int) { r.publishRoomBatch(deep[i]) })
 	wg.Wait()
 }
 

@@ -3,7 +3,6 @@ package aggregator
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/rtcsessions/rtc-sessions/internal/roomstore"
 )
@@ -24,19 +23,11 @@ func (r *partRunner) prefetch(works []*roomWork) {
 	if len(todo) < 2 {
 		return
 	}
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for _, w := range todo {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if _, err := r.loadRoom(w); err == nil && w.stage == stageReload {
-				w.stage = stageDone
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(len(todo), roomsInFlight, func(i int) {
+		if _, err := r.loadRoom(todo[i]); err == nil && todo[i].stage == stageReload {
+			todo[i].stage = stageDone
+		}
+	})
 }
 
 // loadRoom returns the room of w from the cache, or loads it (stage 3),
