@@ -22,7 +22,6 @@ import (
 // on the room's last stored event, and the batch's acknowledgement gives the
 // stream sequence of the room's last event, as the waves do.
 
-
 // publishEventsBatched publishes the jobs' events: the rooms with several
 // events to go as one fast batch each, the others in waves at the same
 // time. Whatever a batch could not publish (it stopped or failed) is left
